@@ -1,0 +1,28 @@
+# The README's two set-up commands: `make demo` and `make test`.
+# Both create the project's virtual environment (.venv) and install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch is installed first so that the unpinned `torch` in
+# pyproject.toml is already satisfied and pip does not fetch a multi-GB CUDA build.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: demo test clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/python -m pip install --quiet $(TORCH_CPU)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/mrsynth demo --out demo-output
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo-output

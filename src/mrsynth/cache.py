@@ -1,0 +1,291 @@
+"""Prepared-subject cache: validated subjects as memory-mappable arrays.
+
+One folder per subject::
+
+    CACHE/<subject>/t1.npy        float32, slice-major (the slicing axis first)
+    CACHE/<subject>/t2.npy        float32, when the subject has a T2w
+    CACHE/<subject>/tissue.npy    uint8 bit field of the eight classes (mrsynth.labels)
+    CACHE/<subject>/subject.json  sources (path, size, mtime), affine, shapes,
+                                  orientation, intensity statistics, class volumes
+
+Volumes are stored with the slicing axis first so that a 2D patch is a
+contiguous read from the memory map.  A subject folder is written under a
+temporary name and renamed into place, so a cache folder is either complete or
+absent.  A re-run skips subjects whose sources (size and modification time),
+format and label table are unchanged and whose arrays open with the recorded
+shapes; anything else is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import labels
+from .errors import InputError
+from .subjects import Subject, SubjectVolumes, load_subject
+
+FORMAT_VERSION = 1
+AXIS_NAMES = {"sagittal": "LR", "coronal": "AP", "axial": "SI"}
+META_NAME = "subject.json"
+
+
+class UnknownLabelWarning(UserWarning):
+    """Segmentation codes missing from the label table were classed ``unknown``."""
+
+
+def resolve_axis(axis: str | int, affine: np.ndarray) -> int:
+    """The array axis for ``axis`` ('axial', 'coronal', 'sagittal' or 0/1/2) on this grid."""
+    if isinstance(axis, int) or str(axis).isdigit():
+        index = int(axis)
+        if index not in (0, 1, 2):
+            raise InputError(f"slice axis must be 0, 1 or 2, got {index}")
+        return index
+    if axis not in AXIS_NAMES:
+        raise InputError(f"unknown slice axis {axis!r}; use axial, coronal, sagittal or 0/1/2")
+    codes = nib.aff2axcodes(affine)
+    return next(i for i, code in enumerate(codes) if code in AXIS_NAMES[axis])
+
+
+@dataclass
+class PreparedSubject:
+    """A subject in the cache; arrays are opened as read-only memory maps on demand."""
+
+    folder: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "PreparedSubject":
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / META_NAME).read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"not a prepared subject ({error})", folder) from error
+        return cls(folder, meta)
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @property
+    def has_t2(self) -> bool:
+        return "t2" in self.meta["stats"]
+
+    @property
+    def stored_shape(self) -> tuple[int, int, int]:
+        return tuple(self.meta["stored_shape"])
+
+    @property
+    def stats(self) -> dict:
+        return self.meta["stats"]
+
+    def array(self, name: str) -> np.ndarray:
+        """``t1``, ``t2`` or ``tissue`` as a read-only memory map (slice-major)."""
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+
+    def to_native(self, volume: np.ndarray) -> np.ndarray:
+        """Move a slice-major volume back to the source file's axis order."""
+        return np.moveaxis(volume, 0, self.meta["axis"])
+
+
+def list_prepared(cache_dir: str | Path) -> list[PreparedSubject]:
+    """Every prepared subject in ``cache_dir``, sorted by id."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        raise InputError("prepared cache folder not found", cache_dir)
+    folders = sorted(p.parent for p in cache_dir.glob(f"*/{META_NAME}") if not p.parent.name.startswith("."))
+    if not folders:
+        raise InputError("no prepared subjects in this folder (run `mrsynth prepare` first)", cache_dir)
+    return [PreparedSubject.open(f) for f in folders]
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+@dataclass
+class PrepareResult:
+    id: str
+    status: str  # "prepared", "up-to-date" or "failed"
+    message: str = ""
+    unknown_codes: list[int] = field(default_factory=list)
+
+
+def source_record(subject: Subject) -> dict:
+    """Path, size and modification time of every source file (for staleness checks)."""
+    record = {}
+    for role, path in subject.sources().items():
+        stat = path.stat() if path.exists() else None
+        record[role] = {
+            "path": str(path.resolve()),
+            "size": stat.st_size if stat else None,
+            "mtime_ns": stat.st_mtime_ns if stat else None,
+        }
+    return record
+
+
+def is_up_to_date(folder: Path, subject: Subject, axis: str | int) -> bool:
+    """Whether ``folder`` holds a complete, current preparation of ``subject``."""
+    try:
+        meta = json.loads((folder / META_NAME).read_text())
+        if (
+            meta.get("format") != FORMAT_VERSION
+            or meta.get("label_table") != labels.TABLE_VERSION
+            or meta.get("axis_request") != str(axis)
+            or meta.get("sources") != source_record(subject)
+        ):
+            return False
+        shape = tuple(meta["stored_shape"])
+        for name in ["t1", "tissue"] + (["t2"] if "t2" in meta["stats"] else []):
+            if np.load(folder / f"{name}.npy", mmap_mode="r").shape != shape:
+                return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def intensity_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    inside = volume[brain]
+    return {
+        "mean": float(volume.mean(dtype=np.float64)),
+        "voxels": int(volume.size),
+        "brain_mean": float(inside.mean(dtype=np.float64)),
+        "brain_median": float(np.median(inside)),
+        "brain_p01": float(np.percentile(inside, 1)),
+        "brain_p99": float(np.percentile(inside, 99)),
+        "min": float(volume.min()),
+        "max": float(volume.max()),
+    }
+
+
+def _metadata(vols: SubjectVolumes, axis_request: str | int, axis: int, bits, unknown) -> dict:
+    stored_shape = (vols.t1.shape[axis],) + tuple(n for i, n in enumerate(vols.t1.shape) if i != axis)
+    stats = {"t1": intensity_stats(vols.t1, vols.mask)}
+    if vols.t2 is not None:
+        stats["t2"] = intensity_stats(vols.t2, vols.mask)
+    return {
+        "format": FORMAT_VERSION,
+        "label_table": labels.TABLE_VERSION,
+        "id": vols.subject.id,
+        "sources": source_record(vols.subject),
+        "shape": list(vols.t1.shape),
+        "voxel_size": list(vols.zooms),
+        "affine": vols.affine.tolist(),
+        "orientation": "".join(nib.aff2axcodes(vols.affine)),
+        "axis_request": str(axis_request),
+        "axis": axis,
+        "stored_shape": list(stored_shape),
+        "stats": stats,
+        "class_voxels": labels.class_voxel_counts(bits),
+        "unknown_codes": unknown,
+    }
+
+
+def _write_array(folder: Path, name: str, volume: np.ndarray, axis: int) -> None:
+    np.save(folder / f"{name}.npy", np.ascontiguousarray(np.moveaxis(volume, axis, 0)))
+
+
+def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "axial",
+                    force: bool = False) -> PrepareResult:
+    """Validate ``subject`` and write it to ``cache_dir/<id>`` atomically.
+
+    Never raises for bad input: the problem is returned in the result, and nothing
+    is written for that subject.
+    """
+    cache_dir = Path(cache_dir)
+    final = cache_dir / subject.id
+    if not force and is_up_to_date(final, subject, axis):
+        return PrepareResult(subject.id, "up-to-date")
+    try:
+        vols = load_subject(subject)
+        stored_axis = resolve_axis(axis, vols.affine)
+        bits, unknown = labels.tissue_bits(vols.seg, vols.mask)
+    except InputError as error:
+        return PrepareResult(subject.id, "failed", str(error))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    temporary = cache_dir / f".{subject.id}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        temporary.mkdir()
+        _write_array(temporary, "t1", vols.t1, stored_axis)
+        _write_array(temporary, "tissue", bits, stored_axis)
+        if vols.t2 is not None:
+            _write_array(temporary, "t2", vols.t2, stored_axis)
+        meta = _metadata(vols, axis, stored_axis, bits, unknown)
+        (temporary / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        _replace_folder(temporary, final)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return PrepareResult(subject.id, "prepared", unknown_codes=unknown)
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Swap ``new`` into place as ``final``; an old ``final`` is removed only afterwards."""
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class PrepareReport:
+    results: list[PrepareResult]
+
+    def by_status(self, status: str) -> list[PrepareResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def failed(self) -> list[PrepareResult]:
+        return self.by_status("failed")
+
+
+def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int = "axial",
+                jobs: int = 1, strict: bool = False, force: bool = False,
+                progress: bool = True) -> PrepareReport:
+    """Prepare every subject (``jobs`` in parallel); bad subjects are reported, not fatal.
+
+    With ``strict``, the first bad subject raises :class:`InputError` (subjects
+    already prepared stay; nothing partial is left).
+    """
+    results = []
+    bar = tqdm(total=len(subjects), desc="prepare", unit="subject", disable=not progress)
+
+    def collect(result: PrepareResult) -> None:
+        bar.update()
+        results.append(result)
+        if result.unknown_codes:
+            warnings.warn(
+                f"subject {result.id}: segmentation codes not in the label table, "
+                f"classed unknown: {result.unknown_codes}",
+                UnknownLabelWarning,
+                stacklevel=3,
+            )
+        if strict and result.status == "failed":
+            raise InputError(result.message)
+
+    try:
+        if jobs <= 1:
+            for subject in subjects:
+                collect(prepare_subject(subject, cache_dir, axis, force))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(prepare_subject, s, cache_dir, axis, force) for s in subjects]
+                try:
+                    for future in as_completed(futures):
+                        collect(future.result())
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+    return PrepareReport(sorted(results, key=lambda r: r.id))

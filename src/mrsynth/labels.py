@@ -1,0 +1,199 @@
+"""FreeSurfer label codes -> the paper's eight tissue classes.
+
+The paper (section 3) aggregates the HCP brain mask and the FreeSurfer ``wmparc``
+segmentation into eight label sets: brain, grey matter, white matter, CSF,
+subcortical structure, vessel, cerebellum and unknown.  Each set becomes one
+binary input channel coded -1/+1.
+
+``brain`` comes from the brain mask and lies on top of the others (a voxel can be
+brain *and* grey matter).  Every voxel gets exactly one of the seven other classes
+from its segmentation code, using the table below; codes the table does not know
+go to ``unknown`` and are reported (see :func:`unknown_codes`).
+
+On disk and in memory the classes are one ``uint8`` bit field per voxel
+(bit ``i`` = ``CLASSES[i]``); they are expanded to float -1/+1 channels only when
+a batch is built (:func:`expand_bits`).
+
+The class choices that are not obvious, and why:
+
+* hippocampus, amygdala, thalamus, caudate, putamen, pallidum, accumbens,
+  ventral DC, substantia nigra and brain stem are ``subcortical``: these are the
+  subcortical grey structures of FreeSurfer's aseg (and the HCP CIFTI subcortical
+  set), with T1/T2 values between cortex and white matter.
+* corpus callosum (251-255), optic chiasm (85) and WM hypointensities (77-79,
+  which lie in white matter) are ``white matter``.
+* choroid plexus (31/63) is ``CSF``: it floats in the ventricles and at HCP
+  resolution is mostly partial-volumed with ventricular CSF.  Extra-cerebral CSF
+  (257) is CSF too.
+* non-WM hypointensities (80-82), lesions (25/57/99) and "undetermined" (29/61)
+  carry no reliable tissue type: ``unknown``.
+* skull, scalp, eyes, air, sinus and other head tissue are ``unknown``, like the
+  background (code 0): non-brain tissue, as in the HCP images.
+* cortical parcels of every FreeSurfer atlas (1000-2999 and the a2009s
+  11100-12999) are grey matter; white-matter parcels (3000-4999, 13100-14999) and
+  the unsegmented white matter 5001/5002 are white matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+#: Version of the table below; stored with every prepared subject and model so a
+#: change of the table invalidates caches built with an older one.
+TABLE_VERSION = 1
+
+#: The paper's eight classes, in channel order (bit i of the stored field).
+CLASSES: tuple[str, ...] = (
+    "brain",
+    "grey_matter",
+    "white_matter",
+    "csf",
+    "subcortical",
+    "vessel",
+    "cerebellum",
+    "unknown",
+)
+BIT = {name: i for i, name in enumerate(CLASSES)}
+
+#: Explicit aseg codes -> class (FreeSurferColorLUT names in the comments).
+ASEG_CLASSES: dict[int, str] = {
+    0: "unknown",  # Unknown (background)
+    2: "white_matter",  # Left-Cerebral-White-Matter
+    41: "white_matter",  # Right-Cerebral-White-Matter
+    3: "grey_matter",  # Left-Cerebral-Cortex
+    42: "grey_matter",  # Right-Cerebral-Cortex
+    19: "grey_matter",  # Left-Insula (old aseg)
+    55: "grey_matter",  # Right-Insula (old aseg)
+    20: "grey_matter",  # Left-Operculum (old aseg)
+    56: "grey_matter",  # Right-Operculum (old aseg)
+    4: "csf",  # Left-Lateral-Ventricle
+    43: "csf",  # Right-Lateral-Ventricle
+    5: "csf",  # Left-Inf-Lat-Vent
+    44: "csf",  # Right-Inf-Lat-Vent
+    14: "csf",  # 3rd-Ventricle
+    15: "csf",  # 4th-Ventricle
+    72: "csf",  # 5th-Ventricle
+    24: "csf",  # CSF
+    31: "csf",  # Left-choroid-plexus
+    63: "csf",  # Right-choroid-plexus
+    257: "csf",  # CSF-ExtraCerebral
+    6: "cerebellum",  # Left-Cerebellum-Exterior (old aseg)
+    45: "cerebellum",  # Right-Cerebellum-Exterior (old aseg)
+    7: "cerebellum",  # Left-Cerebellum-White-Matter
+    46: "cerebellum",  # Right-Cerebellum-White-Matter
+    8: "cerebellum",  # Left-Cerebellum-Cortex
+    47: "cerebellum",  # Right-Cerebellum-Cortex
+    172: "cerebellum",  # Vermis
+    9: "subcortical",  # Left-Thalamus (unused)
+    48: "subcortical",  # Right-Thalamus (unused)
+    10: "subcortical",  # Left-Thalamus
+    49: "subcortical",  # Right-Thalamus
+    11: "subcortical",  # Left-Caudate
+    50: "subcortical",  # Right-Caudate
+    12: "subcortical",  # Left-Putamen
+    51: "subcortical",  # Right-Putamen
+    13: "subcortical",  # Left-Pallidum
+    52: "subcortical",  # Right-Pallidum
+    17: "subcortical",  # Left-Hippocampus
+    53: "subcortical",  # Right-Hippocampus
+    18: "subcortical",  # Left-Amygdala
+    54: "subcortical",  # Right-Amygdala
+    26: "subcortical",  # Left-Accumbens-area
+    58: "subcortical",  # Right-Accumbens-area
+    27: "subcortical",  # Left-Substancia-Nigra
+    59: "subcortical",  # Right-Substancia-Nigra
+    28: "subcortical",  # Left-VentralDC
+    60: "subcortical",  # Right-VentralDC
+    16: "subcortical",  # Brain-Stem
+    174: "subcortical",  # Pons
+    126: "subcortical",  # Spinal-Cord
+    30: "vessel",  # Left-vessel
+    62: "vessel",  # Right-vessel
+    77: "white_matter",  # WM-hypointensities
+    78: "white_matter",  # Left-WM-hypointensities
+    79: "white_matter",  # Right-WM-hypointensities
+    85: "white_matter",  # Optic-Chiasm
+    251: "white_matter",  # CC_Posterior
+    252: "white_matter",  # CC_Mid_Posterior
+    253: "white_matter",  # CC_Central
+    254: "white_matter",  # CC_Mid_Anterior
+    255: "white_matter",  # CC_Anterior
+    5001: "white_matter",  # Left-UnsegmentedWhiteMatter
+    5002: "white_matter",  # Right-UnsegmentedWhiteMatter
+    80: "unknown",  # non-WM-hypointensities
+    81: "unknown",  # Left-non-WM-hypointensities
+    82: "unknown",  # Right-non-WM-hypointensities
+    25: "unknown",  # Left-Lesion
+    57: "unknown",  # Right-Lesion
+    99: "unknown",  # Lesion
+    29: "unknown",  # Left-undetermined
+    61: "unknown",  # Right-undetermined
+    130: "unknown",  # Air
+    165: "unknown",  # Skull
+    258: "unknown",  # Head-ExtraCerebral
+    259: "unknown",  # Eye-Fluid (SkullApprox in older tables)
+    262: "unknown",  # Sinus
+}
+
+#: Inclusive code ranges of the cortical / white-matter parcellations -> class.
+RANGE_CLASSES: tuple[tuple[int, int, str], ...] = (
+    (1000, 2999, "grey_matter"),  # ctx-lh-* / ctx-rh-* (Desikan, a2005s, DKT)
+    (3000, 4999, "white_matter"),  # wm-lh-* / wm-rh-* (wmparc)
+    (11100, 12999, "grey_matter"),  # ctx_lh_* / ctx_rh_* (a2009s)
+    (13100, 14999, "white_matter"),  # wm_lh_* / wm_rh_* (a2009s)
+)
+
+
+def class_of(code: int) -> str | None:
+    """The tissue class of one FreeSurfer code, or ``None`` if the table lacks it."""
+    if code in ASEG_CLASSES:
+        return ASEG_CLASSES[code]
+    for low, high, name in RANGE_CLASSES:
+        if low <= code <= high:
+            return name
+    return None
+
+
+def unknown_codes(codes: Iterable[int]) -> list[int]:
+    """The codes among ``codes`` that the table does not know (they become ``unknown``)."""
+    return sorted(int(c) for c in codes if class_of(int(c)) is None)
+
+
+def tissue_bits(seg: np.ndarray, brain_mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Encode a segmentation and brain mask as one uint8 bit field per voxel.
+
+    Returns the bit field (same shape as ``seg``) and the sorted list of codes the
+    table does not know, which were classed ``unknown``.
+    """
+    codes, inverse = np.unique(seg.astype(np.int64, copy=False), return_inverse=True)
+    code_bits = np.array(
+        [1 << BIT[class_of(int(c)) or "unknown"] for c in codes], dtype=np.uint8
+    )
+    bits = code_bits[inverse.reshape(seg.shape)]
+    bits |= np.asarray(brain_mask, dtype=bool).astype(np.uint8) << BIT["brain"]
+    return bits, unknown_codes(codes)
+
+
+def expand_bits(bits: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Expand a bit field ``(...)`` to ``(8, ...)`` channels coded -1/+1 (paper, section 3)."""
+    shifts = np.arange(len(CLASSES), dtype=np.uint8).reshape((-1,) + (1,) * bits.ndim)
+    on = (bits[np.newaxis] >> shifts) & 1
+    return (on.astype(dtype) * 2 - 1).astype(dtype, copy=False)
+
+
+def class_voxel_counts(bits: np.ndarray) -> dict[str, int]:
+    """Voxels per class of a bit field (the per-class volume in voxels)."""
+    counts = np.bincount(bits.ravel(), minlength=256)
+    values = np.arange(256)
+    return {
+        name: int(counts[(values >> i) & 1 == 1].sum()) for i, name in enumerate(CLASSES)
+    }
+
+
+def table_rows() -> list[tuple[str, str]]:
+    """The whole table as (codes, class) rows, for the docs and ``mrsynth labels``."""
+    rows = [(str(code), name) for code, name in sorted(ASEG_CLASSES.items())]
+    rows += [(f"{low}-{high}", name) for low, high, name in RANGE_CLASSES]
+    return rows
