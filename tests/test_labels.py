@@ -1,0 +1,73 @@
+"""The FreeSurfer code -> eight-class table and its bit-field coding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrsynth import labels
+from mrsynth.cache import UnknownLabelWarning, list_prepared, prepare_all
+from mrsynth.fixtures import make_subject, write_subject
+from mrsynth.subjects import discover
+
+
+def test_every_class_is_reachable_from_the_table():
+    reachable = {labels.class_of(code) for code in labels.ASEG_CLASSES}
+    reachable |= {name for _, _, name in labels.RANGE_CLASSES}
+    assert reachable | {"brain"} == set(labels.CLASSES)
+
+
+@pytest.mark.parametrize("code, expected", [
+    (3, "grey_matter"), (1035, "grey_matter"), (2001, "grey_matter"), (11145, "grey_matter"),
+    (2, "white_matter"), (3021, "white_matter"), (4035, "white_matter"), (5001, "white_matter"),
+    (5002, "white_matter"), (251, "white_matter"), (85, "white_matter"), (77, "white_matter"),
+    (4, "csf"), (24, "csf"), (31, "csf"), (14, "csf"),
+    (10, "subcortical"), (17, "subcortical"), (16, "subcortical"), (28, "subcortical"),
+    (30, "vessel"), (62, "vessel"),
+    (7, "cerebellum"), (47, "cerebellum"),
+    (0, "unknown"), (165, "unknown"), (258, "unknown"), (80, "unknown"),
+    (511, None), (999, None),
+])
+def test_class_of(code, expected):
+    assert labels.class_of(code) == expected
+
+
+def test_bits_put_every_voxel_in_exactly_one_tissue_class_and_brain_on_top():
+    seg = np.array([[[0, 3, 2, 24, 10, 30, 8, 999]]])
+    mask = np.array([[[0, 1, 1, 1, 1, 1, 1, 1]]])
+    bits, unknown = labels.tissue_bits(seg, mask)
+    assert unknown == [999]
+    channels = labels.expand_bits(bits)
+    assert channels.shape == (8,) + seg.shape
+    assert set(np.unique(channels)) == {-1.0, 1.0}
+    on = channels[:, 0, 0, :] > 0
+    assert on[labels.BIT["brain"]].tolist() == [False] + [True] * 7
+    tissue = on[1:]
+    assert (tissue.sum(axis=0) == 1).all()  # exactly one tissue class per voxel
+    expected = ["unknown", "grey_matter", "white_matter", "csf", "subcortical", "vessel", "cerebellum", "unknown"]
+    assert [labels.CLASSES[1 + int(np.argmax(tissue[:, i]))] for i in range(8)] == expected
+
+
+def test_class_voxel_counts_match_the_label_map():
+    fixture = make_subject(seed=1)
+    bits, _ = labels.tissue_bits(fixture.seg, fixture.mask)
+    counts = labels.class_voxel_counts(bits)
+    assert counts["brain"] == int(fixture.mask.sum())
+    assert counts["grey_matter"] == int(np.isin(fixture.seg, [3, 42]).sum())
+    assert counts["cerebellum"] == int(np.isin(fixture.seg, [7, 8, 46, 47]).sum())
+    assert counts["vessel"] == int((fixture.seg == 30).sum())
+    assert all(counts[name] > 0 for name in labels.CLASSES)  # fixtures cover all eight classes
+    assert sum(counts[name] for name in labels.CLASSES[1:]) == fixture.seg.size
+
+
+def test_unknown_labels_are_warned_and_classed_unknown(tmp_path, run_cli):
+    fixture = make_subject()
+    fixture.seg[fixture.seg == 30] = 555  # replace the vessel with an undocumented code
+    write_subject(tmp_path / "data", "x", fixture, "hcp")
+    with pytest.warns(UnknownLabelWarning, match=r"\[555\]"):
+        prepare_all(discover(tmp_path / "data"), tmp_path / "cache", progress=False)
+    (prepared,) = list_prepared(tmp_path / "cache")
+    assert prepared.meta["unknown_codes"] == [555]
+    assert prepared.meta["class_voxels"]["vessel"] == 0
+    code, _, err = run_cli("prepare", tmp_path / "data", "--out", tmp_path / "cache2", "--quiet")
+    assert code == 0 and "warning: subject x: segmentation codes not in the label table" in err

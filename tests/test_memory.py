@@ -1,0 +1,54 @@
+"""Memory stays flat as the number of prepared subjects grows (the dataset reads patches, not volumes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+from mrsynth.cache import list_prepared, prepare_all
+from mrsynth.fixtures import write_dataset
+from mrsynth.subjects import discover
+
+SHAPE = (96, 112, 96)  # ~1 M voxels: 9.3 MB of arrays per subject
+
+ITERATE = textwrap.dedent("""
+    import json, resource, sys
+    from mrsynth.cache import list_prepared
+    from mrsynth.normalization import Normalization
+    from mrsynth.patches import PatchDataset, PatchGrid
+    subjects = list_prepared(sys.argv[1])
+    norm = Normalization.fit("robust", [s.stats for s in subjects])
+    dataset = PatchDataset(subjects, norm, PatchGrid(32, 16), channels=9)
+    for item in range(0, len(dataset), 7):  # every subject, every slice region
+        dataset[item]
+    print(json.dumps({"patches": len(dataset), "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+""")
+
+
+def _peak(cache):
+    out = subprocess.run([sys.executable, "-c", ITERATE, str(cache)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def test_peak_rss_with_20_subjects_is_within_10_percent_of_2(tmp_path):
+    root = write_dataset(tmp_path / "data", 1, "hcp", shape=SHAPE)
+    prepare_all(discover(root), tmp_path / "one", progress=False)
+    source = tmp_path / "one" / "001"
+    for n in (2, 20):
+        for i in range(n):
+            shutil.copytree(source, tmp_path / f"cache{n}" / f"s{i:02d}")
+            meta_path = tmp_path / f"cache{n}" / f"s{i:02d}" / "subject.json"
+            meta = json.loads(meta_path.read_text())
+            meta["id"] = f"s{i:02d}"
+            meta_path.write_text(json.dumps(meta))
+    small, large = _peak(tmp_path / "cache2"), _peak(tmp_path / "cache20")
+    print(f"peak RSS: 2 subjects {small['peak_kib']} KiB, 20 subjects {large['peak_kib']} KiB")
+    assert large["patches"] == 10 * small["patches"]
+    data_kib = 18 * sum(p.stat().st_size for p in source.glob("*.npy")) / 1024
+    margin = 0.10 * small["peak_kib"]
+    assert data_kib > 2 * margin, "test too weak: loading the extra subjects would not show"
+    assert large["peak_kib"] <= small["peak_kib"] + margin, (small, large, data_kib)
+    assert len(list_prepared(tmp_path / "cache20")) == 20
