@@ -13,7 +13,7 @@ from mrsynth.subjects import discover
 
 def test_every_class_is_reachable_from_the_table():
     reachable = {labels.class_of(code) for code in labels.ASEG_CLASSES}
-    reachable |= {name for _, _, name in labels.RANGE_CLASSES}
+    reachable |= {labels.class_of(low) for low, _, _, _ in labels.RANGE_CLASSES}
     assert reachable | {"brain"} == set(labels.CLASSES)
 
 
@@ -71,3 +71,10 @@ def test_unknown_labels_are_warned_and_classed_unknown(tmp_path, run_cli):
     assert prepared.meta["class_voxels"]["vessel"] == 0
     code, _, err = run_cli("prepare", tmp_path / "data", "--out", tmp_path / "cache2", "--quiet")
     assert code == 0 and "warning: subject x: segmentation codes not in the label table" in err
+
+
+def test_docs_label_table_matches_the_code():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "labels.md"
+    assert docs.read_text() == labels.markdown_table(), "regenerate: mrsynth labels --markdown > docs/labels.md"

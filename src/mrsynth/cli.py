@@ -71,9 +71,12 @@ def _inspect(args) -> int:
 
 
 def _labels(args) -> int:
+    if args.markdown:
+        print(labels.markdown_table(), end="")
+        return 0
     print(f"label table version {labels.TABLE_VERSION}; classes: {', '.join(labels.CLASSES)}")
-    for codes, name in labels.table_rows():
-        print(f"{codes:>12}  {name}")
+    for codes, cls, name in labels.table_rows():
+        print(f"{codes:>12}  {cls:<13} {name}")
     return 0
 
 
@@ -117,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_inspect)
 
     p = commands.add_parser("labels", help="print the FreeSurfer code -> tissue class table")
+    p.add_argument("--markdown", action="store_true", help="as the Markdown page docs/labels.md")
     p.set_defaults(run=_labels)
 
     p = commands.add_parser("fixtures", help="write tiny test subjects with a known label layout")

@@ -57,100 +57,100 @@ CLASSES: tuple[str, ...] = (
 )
 BIT = {name: i for i, name in enumerate(CLASSES)}
 
-#: Explicit aseg codes -> class (FreeSurferColorLUT names in the comments).
-ASEG_CLASSES: dict[int, str] = {
-    0: "unknown",  # Unknown (background)
-    2: "white_matter",  # Left-Cerebral-White-Matter
-    41: "white_matter",  # Right-Cerebral-White-Matter
-    3: "grey_matter",  # Left-Cerebral-Cortex
-    42: "grey_matter",  # Right-Cerebral-Cortex
-    19: "grey_matter",  # Left-Insula (old aseg)
-    55: "grey_matter",  # Right-Insula (old aseg)
-    20: "grey_matter",  # Left-Operculum (old aseg)
-    56: "grey_matter",  # Right-Operculum (old aseg)
-    4: "csf",  # Left-Lateral-Ventricle
-    43: "csf",  # Right-Lateral-Ventricle
-    5: "csf",  # Left-Inf-Lat-Vent
-    44: "csf",  # Right-Inf-Lat-Vent
-    14: "csf",  # 3rd-Ventricle
-    15: "csf",  # 4th-Ventricle
-    72: "csf",  # 5th-Ventricle
-    24: "csf",  # CSF
-    31: "csf",  # Left-choroid-plexus
-    63: "csf",  # Right-choroid-plexus
-    257: "csf",  # CSF-ExtraCerebral
-    6: "cerebellum",  # Left-Cerebellum-Exterior (old aseg)
-    45: "cerebellum",  # Right-Cerebellum-Exterior (old aseg)
-    7: "cerebellum",  # Left-Cerebellum-White-Matter
-    46: "cerebellum",  # Right-Cerebellum-White-Matter
-    8: "cerebellum",  # Left-Cerebellum-Cortex
-    47: "cerebellum",  # Right-Cerebellum-Cortex
-    172: "cerebellum",  # Vermis
-    9: "subcortical",  # Left-Thalamus (unused)
-    48: "subcortical",  # Right-Thalamus (unused)
-    10: "subcortical",  # Left-Thalamus
-    49: "subcortical",  # Right-Thalamus
-    11: "subcortical",  # Left-Caudate
-    50: "subcortical",  # Right-Caudate
-    12: "subcortical",  # Left-Putamen
-    51: "subcortical",  # Right-Putamen
-    13: "subcortical",  # Left-Pallidum
-    52: "subcortical",  # Right-Pallidum
-    17: "subcortical",  # Left-Hippocampus
-    53: "subcortical",  # Right-Hippocampus
-    18: "subcortical",  # Left-Amygdala
-    54: "subcortical",  # Right-Amygdala
-    26: "subcortical",  # Left-Accumbens-area
-    58: "subcortical",  # Right-Accumbens-area
-    27: "subcortical",  # Left-Substancia-Nigra
-    59: "subcortical",  # Right-Substancia-Nigra
-    28: "subcortical",  # Left-VentralDC
-    60: "subcortical",  # Right-VentralDC
-    16: "subcortical",  # Brain-Stem
-    174: "subcortical",  # Pons
-    126: "subcortical",  # Spinal-Cord
-    30: "vessel",  # Left-vessel
-    62: "vessel",  # Right-vessel
-    77: "white_matter",  # WM-hypointensities
-    78: "white_matter",  # Left-WM-hypointensities
-    79: "white_matter",  # Right-WM-hypointensities
-    85: "white_matter",  # Optic-Chiasm
-    251: "white_matter",  # CC_Posterior
-    252: "white_matter",  # CC_Mid_Posterior
-    253: "white_matter",  # CC_Central
-    254: "white_matter",  # CC_Mid_Anterior
-    255: "white_matter",  # CC_Anterior
-    5001: "white_matter",  # Left-UnsegmentedWhiteMatter
-    5002: "white_matter",  # Right-UnsegmentedWhiteMatter
-    80: "unknown",  # non-WM-hypointensities
-    81: "unknown",  # Left-non-WM-hypointensities
-    82: "unknown",  # Right-non-WM-hypointensities
-    25: "unknown",  # Left-Lesion
-    57: "unknown",  # Right-Lesion
-    99: "unknown",  # Lesion
-    29: "unknown",  # Left-undetermined
-    61: "unknown",  # Right-undetermined
-    130: "unknown",  # Air
-    165: "unknown",  # Skull
-    258: "unknown",  # Head-ExtraCerebral
-    259: "unknown",  # Eye-Fluid (SkullApprox in older tables)
-    262: "unknown",  # Sinus
+#: Explicit aseg codes -> (class, FreeSurferColorLUT name).
+ASEG_CLASSES: dict[int, tuple[str, str]] = {
+    0: ("unknown", "Unknown (background)"),
+    2: ("white_matter", "Left-Cerebral-White-Matter"),
+    41: ("white_matter", "Right-Cerebral-White-Matter"),
+    3: ("grey_matter", "Left-Cerebral-Cortex"),
+    42: ("grey_matter", "Right-Cerebral-Cortex"),
+    19: ("grey_matter", "Left-Insula (old aseg)"),
+    55: ("grey_matter", "Right-Insula (old aseg)"),
+    20: ("grey_matter", "Left-Operculum (old aseg)"),
+    56: ("grey_matter", "Right-Operculum (old aseg)"),
+    4: ("csf", "Left-Lateral-Ventricle"),
+    43: ("csf", "Right-Lateral-Ventricle"),
+    5: ("csf", "Left-Inf-Lat-Vent"),
+    44: ("csf", "Right-Inf-Lat-Vent"),
+    14: ("csf", "3rd-Ventricle"),
+    15: ("csf", "4th-Ventricle"),
+    72: ("csf", "5th-Ventricle"),
+    24: ("csf", "CSF"),
+    31: ("csf", "Left-choroid-plexus"),
+    63: ("csf", "Right-choroid-plexus"),
+    257: ("csf", "CSF-ExtraCerebral"),
+    6: ("cerebellum", "Left-Cerebellum-Exterior (old aseg)"),
+    45: ("cerebellum", "Right-Cerebellum-Exterior (old aseg)"),
+    7: ("cerebellum", "Left-Cerebellum-White-Matter"),
+    46: ("cerebellum", "Right-Cerebellum-White-Matter"),
+    8: ("cerebellum", "Left-Cerebellum-Cortex"),
+    47: ("cerebellum", "Right-Cerebellum-Cortex"),
+    172: ("cerebellum", "Vermis"),
+    9: ("subcortical", "Left-Thalamus (unused)"),
+    48: ("subcortical", "Right-Thalamus (unused)"),
+    10: ("subcortical", "Left-Thalamus"),
+    49: ("subcortical", "Right-Thalamus"),
+    11: ("subcortical", "Left-Caudate"),
+    50: ("subcortical", "Right-Caudate"),
+    12: ("subcortical", "Left-Putamen"),
+    51: ("subcortical", "Right-Putamen"),
+    13: ("subcortical", "Left-Pallidum"),
+    52: ("subcortical", "Right-Pallidum"),
+    17: ("subcortical", "Left-Hippocampus"),
+    53: ("subcortical", "Right-Hippocampus"),
+    18: ("subcortical", "Left-Amygdala"),
+    54: ("subcortical", "Right-Amygdala"),
+    26: ("subcortical", "Left-Accumbens-area"),
+    58: ("subcortical", "Right-Accumbens-area"),
+    27: ("subcortical", "Left-Substancia-Nigra"),
+    59: ("subcortical", "Right-Substancia-Nigra"),
+    28: ("subcortical", "Left-VentralDC"),
+    60: ("subcortical", "Right-VentralDC"),
+    16: ("subcortical", "Brain-Stem"),
+    174: ("subcortical", "Pons"),
+    126: ("subcortical", "Spinal-Cord"),
+    30: ("vessel", "Left-vessel"),
+    62: ("vessel", "Right-vessel"),
+    77: ("white_matter", "WM-hypointensities"),
+    78: ("white_matter", "Left-WM-hypointensities"),
+    79: ("white_matter", "Right-WM-hypointensities"),
+    85: ("white_matter", "Optic-Chiasm"),
+    251: ("white_matter", "CC_Posterior"),
+    252: ("white_matter", "CC_Mid_Posterior"),
+    253: ("white_matter", "CC_Central"),
+    254: ("white_matter", "CC_Mid_Anterior"),
+    255: ("white_matter", "CC_Anterior"),
+    5001: ("white_matter", "Left-UnsegmentedWhiteMatter"),
+    5002: ("white_matter", "Right-UnsegmentedWhiteMatter"),
+    80: ("unknown", "non-WM-hypointensities"),
+    81: ("unknown", "Left-non-WM-hypointensities"),
+    82: ("unknown", "Right-non-WM-hypointensities"),
+    25: ("unknown", "Left-Lesion"),
+    57: ("unknown", "Right-Lesion"),
+    99: ("unknown", "Lesion"),
+    29: ("unknown", "Left-undetermined"),
+    61: ("unknown", "Right-undetermined"),
+    130: ("unknown", "Air"),
+    165: ("unknown", "Skull"),
+    258: ("unknown", "Head-ExtraCerebral"),
+    259: ("unknown", "Eye-Fluid (SkullApprox in older tables)"),
+    262: ("unknown", "Sinus"),
 }
 
 #: Inclusive code ranges of the cortical / white-matter parcellations -> class.
-RANGE_CLASSES: tuple[tuple[int, int, str], ...] = (
-    (1000, 2999, "grey_matter"),  # ctx-lh-* / ctx-rh-* (Desikan, a2005s, DKT)
-    (3000, 4999, "white_matter"),  # wm-lh-* / wm-rh-* (wmparc)
-    (11100, 12999, "grey_matter"),  # ctx_lh_* / ctx_rh_* (a2009s)
-    (13100, 14999, "white_matter"),  # wm_lh_* / wm_rh_* (a2009s)
+RANGE_CLASSES: tuple[tuple[int, int, str, str], ...] = (
+    (1000, 2999, "grey_matter", "ctx-lh-* / ctx-rh-* cortical parcels (Desikan, a2005s, DKT)"),
+    (3000, 4999, "white_matter", "wm-lh-* / wm-rh-* white-matter parcels (wmparc)"),
+    (11100, 12999, "grey_matter", "ctx_lh_* / ctx_rh_* cortical parcels (a2009s)"),
+    (13100, 14999, "white_matter", "wm_lh_* / wm_rh_* white-matter parcels (a2009s)"),
 )
 
 
 def class_of(code: int) -> str | None:
     """The tissue class of one FreeSurfer code, or ``None`` if the table lacks it."""
     if code in ASEG_CLASSES:
-        return ASEG_CLASSES[code]
-    for low, high, name in RANGE_CLASSES:
+        return ASEG_CLASSES[code][0]
+    for low, high, name, _ in RANGE_CLASSES:
         if low <= code <= high:
             return name
     return None
@@ -192,8 +192,27 @@ def class_voxel_counts(bits: np.ndarray) -> dict[str, int]:
     }
 
 
-def table_rows() -> list[tuple[str, str]]:
-    """The whole table as (codes, class) rows, for the docs and ``mrsynth labels``."""
-    rows = [(str(code), name) for code, name in sorted(ASEG_CLASSES.items())]
-    rows += [(f"{low}-{high}", name) for low, high, name in RANGE_CLASSES]
+def markdown_table() -> str:
+    """The table as the Markdown page ``docs/labels.md`` (a test keeps the two equal)."""
+    lines = [
+        "# Tissue classes: FreeSurfer code -> the paper's eight classes",
+        "",
+        f"Generated by `mrsynth labels --markdown` (label table version {TABLE_VERSION}); "
+        "the source of truth is `src/mrsynth/labels.py`, whose docstring explains the choices.",
+        "",
+        "Channel order: " + ", ".join(f"{i + 1}. `{name}`" for i, name in enumerate(CLASSES)) + ".",
+        "`brain` is the brain mask, on top of the other classes; every voxel has exactly one of the",
+        "other seven. Codes not listed here are classed `unknown` and reported with a warning.",
+        "",
+        "| FreeSurfer code(s) | class | structure |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {codes} | {cls} | {name} |" for codes, cls, name in table_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def table_rows() -> list[tuple[str, str, str]]:
+    """The whole table as (codes, class, structure) rows, for the docs and ``mrsynth labels``."""
+    rows = [(str(code), cls, name) for code, (cls, name) in sorted(ASEG_CLASSES.items())]
+    rows += [(f"{low}-{high}", cls, name) for low, high, cls, name in RANGE_CLASSES]
     return rows
