@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # pyproject.toml is already satisfied and pip does not fetch a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test clean
+.PHONY: demo test bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) demo-output

@@ -88,6 +88,17 @@ def _fixtures(args) -> int:
     return 0
 
 
+def _simulate(args) -> int:
+    from .simulate import simulate_dataset, write_figure
+
+    folders = simulate_dataset(args.out, args.subjects, labels=args.labels,
+                               voxel_size=args.voxel_size, seed=args.seed, progress=not args.quiet)
+    print(f"simulated {len(folders)} subject(s) in the HCP layout under {args.out}")
+    if args.figure:
+        print(f"figure: {write_figure(folders[:4], Path(args.out) / 'simulated_subjects.png')}")
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -129,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="hcp", choices=["hcp", "hcp-flat", "bids", "csv"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_fixtures)
+
+    p = commands.add_parser("simulate", help="write synthetic T1w/T2w subjects from real anatomy")
+    p.add_argument("out", help="output folder (HCP layout)")
+    p.add_argument("--subjects", type=int, default=5)
+    p.add_argument("--labels", help="a FreeSurfer label map, or a folder of them (one subject each); "
+                                    "default: the MNI152 template shipped with nilearn")
+    p.add_argument("--voxel-size", type=float, default=1.0, help="output voxel size in mm (1.0, or 0.7 as HCP)")
+    p.add_argument("--seed", type=int, default=0, help="subject i uses seed + i")
+    p.add_argument("--figure", action="store_true", help="also write simulated_subjects.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_simulate)
 
     p = commands.add_parser("demo", help="run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output")

@@ -17,17 +17,18 @@ a batch is built (:func:`expand_bits`).
 The class choices that are not obvious, and why:
 
 * hippocampus, amygdala, thalamus, caudate, putamen, pallidum, accumbens,
-  ventral DC, substantia nigra and brain stem are ``subcortical``: these are the
+  ventral DC, substantia nigra, claustrum, FreeSurfer's "subcortical grey matter"
+  (163/164) and brain stem are ``subcortical``: these are the
   subcortical grey structures of FreeSurfer's aseg (and the HCP CIFTI subcortical
   set), with T1/T2 values between cortex and white matter.
-* corpus callosum (251-255), optic chiasm (85) and WM hypointensities (77-79,
-  which lie in white matter) are ``white matter``.
+* corpus callosum (86, 251-255), fornix, internal capsule, optic chiasm (85) and
+  WM hypointensities (77-79, which lie in white matter) are ``white matter``.
 * choroid plexus (31/63) is ``CSF``: it floats in the ventricles and at HCP
   resolution is mostly partial-volumed with ventricular CSF.  Extra-cerebral CSF
   (257) is CSF too.
 * non-WM hypointensities (80-82), lesions (25/57/99) and "undetermined" (29/61)
   carry no reliable tissue type: ``unknown``.
-* skull, scalp, eyes, air, sinus and other head tissue are ``unknown``, like the
+* skull, scalp, dura, eyes, air, sinus and other head tissue are ``unknown``, like the
   background (code 0): non-brain tissue, as in the HCP images.
 * cortical parcels of every FreeSurfer atlas (1000-2999 and the a2009s
   11100-12999) are grey matter; white-matter parcels (3000-4999, 13100-14999) and
@@ -42,7 +43,7 @@ import numpy as np
 
 #: Version of the table below; stored with every prepared subject and model so a
 #: change of the table invalidates caches built with an older one.
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 
 #: The paper's eight classes, in channel order (bit i of the stored field).
 CLASSES: tuple[str, ...] = (
@@ -79,6 +80,9 @@ ASEG_CLASSES: dict[int, tuple[str, str]] = {
     31: ("csf", "Left-choroid-plexus"),
     63: ("csf", "Right-choroid-plexus"),
     257: ("csf", "CSF-ExtraCerebral"),
+    75: ("csf", "Left-Lateral-Ventricles"),
+    76: ("csf", "Right-Lateral-Ventricles"),
+    122: ("csf", "CSF-SA"),
     6: ("cerebellum", "Left-Cerebellum-Exterior (old aseg)"),
     45: ("cerebellum", "Right-Cerebellum-Exterior (old aseg)"),
     7: ("cerebellum", "Left-Cerebellum-White-Matter"),
@@ -108,6 +112,12 @@ ASEG_CLASSES: dict[int, tuple[str, str]] = {
     60: ("subcortical", "Right-VentralDC"),
     16: ("subcortical", "Brain-Stem"),
     174: ("subcortical", "Pons"),
+    136: ("subcortical", "Left-Caudate/Putamen"),
+    137: ("subcortical", "Right-Caudate/Putamen"),
+    138: ("subcortical", "Left-Claustrum"),
+    139: ("subcortical", "Right-Claustrum"),
+    163: ("subcortical", "Left-Subcortical-Gray-Matter"),
+    164: ("subcortical", "Right-Subcortical-Gray-Matter"),
     126: ("subcortical", "Spinal-Cord"),
     30: ("vessel", "Left-vessel"),
     62: ("vessel", "Right-vessel"),
@@ -115,6 +125,16 @@ ASEG_CLASSES: dict[int, tuple[str, str]] = {
     78: ("white_matter", "Left-WM-hypointensities"),
     79: ("white_matter", "Right-WM-hypointensities"),
     85: ("white_matter", "Optic-Chiasm"),
+    86: ("white_matter", "Corpus_Callosum"),
+    250: ("white_matter", "Fornix"),
+    155: ("white_matter", "Left-IntCapsule-Ant"),
+    156: ("white_matter", "Right-IntCapsule-Ant"),
+    157: ("white_matter", "Left-IntCapsule-Pos"),
+    158: ("white_matter", "Right-IntCapsule-Pos"),
+    159: ("white_matter", "Left-Cerebral-WM-unmyelinated"),
+    160: ("white_matter", "Right-Cerebral-WM-unmyelinated"),
+    161: ("white_matter", "Left-Cerebral-WM-myelinated"),
+    162: ("white_matter", "Right-Cerebral-WM-myelinated"),
     251: ("white_matter", "CC_Posterior"),
     252: ("white_matter", "CC_Mid_Posterior"),
     253: ("white_matter", "CC_Central"),
@@ -135,6 +155,21 @@ ASEG_CLASSES: dict[int, tuple[str, str]] = {
     258: ("unknown", "Head-ExtraCerebral"),
     259: ("unknown", "Eye-Fluid (SkullApprox in older tables)"),
     262: ("unknown", "Sinus"),
+    98: ("unknown", "Dura"),
+    118: ("unknown", "Epidermis"),
+    119: ("unknown", "Conn-Tissue"),
+    120: ("unknown", "SC-Fat/Muscle"),
+    121: ("unknown", "Cranium"),
+    123: ("unknown", "Muscle"),
+    125: ("unknown", "Adipose"),
+    127: ("unknown", "Soft-Tissue"),
+    129: ("unknown", "Bone"),
+    131: ("unknown", "Orbital-Fat"),
+    134: ("unknown", "Globe"),
+    142: ("unknown", "Diploe"),
+    143: ("unknown", "Vitreous-Humor"),
+    166: ("unknown", "Posterior-fossa"),
+    167: ("unknown", "Scalp"),
 }
 
 #: Inclusive code ranges of the cortical / white-matter parcellations -> class.

@@ -1,0 +1,1 @@
+"""mrsynth benchmarks: `python -m benchmarks [NAME ...]` (see RESULTS.md)."""
