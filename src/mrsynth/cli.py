@@ -99,6 +99,112 @@ def _simulate(args) -> int:
     return 0
 
 
+def _train_overrides(args) -> list[str]:
+    pairs = {
+        "data.cache": args.cache, "data.split": args.split, "data.subject": args.subject,
+        "data.train": args.train, "data.val": args.val, "data.test": args.test,
+        "data.channels": args.channels, "data.norm": args.norm, "data.patch_size": args.patch_size,
+        "data.stride": args.stride, "model.layers": args.layers, "optim.epochs": args.epochs,
+        "optim.batch_size": args.batch_size, "optim.lr": args.lr, "device": args.device, "seed": args.seed,
+    }
+    return [f"{k}={v}" for k, v in pairs.items() if v is not None] + list(args.set or [])
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .train import resume_config, train
+
+    overrides = _train_overrides(args)
+    if args.resume:
+        config, run_dir = resume_config(args.resume, overrides), Path(args.resume)
+    else:
+        if not args.out:
+            raise InputError("give the run folder with --out (or --resume RUN)")
+        config, run_dir = load_config(args.config, overrides, args.preset or []), Path(args.out)
+        if not config.data.cache:
+            raise InputError("no prepared cache: give --cache CACHE or data.cache in the config")
+    try:
+        summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    except FloatingPointError as error:
+        print(f"mrsynth: error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {run_dir} (model: {run_dir / 'model'})")
+    return 0
+
+
+def _predict(args) -> int:
+    from .models import load_model, pick_device
+    from .predict import predict_files, predict_many, predict_prepared, write_like
+    from .cache import PreparedSubject
+
+    model, info = load_model(args.model)
+    options = {"batch_size": args.batch_size, "device": pick_device(args.device), "progress": not args.quiet}
+    if args.data:
+        if not args.out_dir:
+            raise InputError("--data needs --out-dir")
+        written = predict_many(model, info, Path(args.data), Path(args.out_dir), **options)
+        print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
+        return 0
+    if not args.out:
+        raise InputError("give the output file with --out")
+    if args.subject:
+        import numpy as np
+        import nibabel as nib
+
+        subject = PreparedSubject.open(args.subject)
+        volume = predict_prepared(model, info, subject, **options)
+        source = Path(subject.meta["sources"]["t1"]["path"])
+        reference = nib.load(str(source)) if source.exists() else None
+        write_like(volume, reference, np.asarray(subject.meta["affine"]), Path(args.out))
+    elif args.t1:
+        predict_files(model, info, Path(args.t1), Path(args.out), args.seg and Path(args.seg),
+                      args.mask and Path(args.mask), **options)
+    else:
+        raise InputError("give --t1 (with --seg/--mask), --subject or --data")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import Reference, evaluate_file, evaluate_folder, references
+    from .metrics import format_table
+    from .subjects import Subject, load_subject
+
+    pred = Path(args.pred)
+    if pred.is_dir():
+        result = evaluate_folder(pred, references(args.ref), args.scale)
+        table = format_table({**result["per_subject"], "mean ± SD": result["summary"]})
+    else:
+        if not args.mask:
+            raise InputError("scoring one file needs the brain mask (--mask)")
+        volumes = load_subject(Subject("reference", t1=Path(args.ref), seg=args.seg and Path(args.seg),
+                                       mask=Path(args.mask)), need_labels=False)
+        reference = Reference("reference", volumes.t1, volumes.mask, volumes.affine, volumes.seg, source=str(args.ref))
+        result = evaluate_file(pred, reference, args.scale)
+        table = format_table({pred.name: result})
+        if args.seg:
+            tissue = [f"mse_{name}" for name in __import__("mrsynth.labels").labels.CLASSES]
+            table += "\n\n" + format_table({pred.name: result}, keys=tissue)
+    print(f"scale: {args.scale}; MSE, MAE, PSNR and SSIM inside the brain mask except mse_fov (whole field of view)")
+    print(table)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporary = out.with_name(out.name + ".tmp")
+        temporary.write_text(json.dumps(result, indent=2) + "\n")
+        temporary.replace(out)
+    return 0
+
+
+def _baselines(args) -> int:
+    from .baselines import fit_for_run
+
+    for kind, folder in fit_for_run(args.run).items():
+        print(f"{kind}: {folder}")
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -151,6 +257,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", action="store_true", help="also write simulated_subjects.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_simulate)
+
+    p = commands.add_parser("train", help="train the paper's network (writes a run folder)")
+    p.add_argument("--config", help="TOML config ([data], [model], [optim] tables)")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its checkpoint")
+    p.add_argument("--preset", action="append", help="paper, paper-one-subject, paper-many-subjects")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override any config field")
+    p.add_argument("--cache", help="prepared cache (data.cache)")
+    p.add_argument("--split", choices=["across", "within"])
+    p.add_argument("--subject", help="within-subject split: the subject")
+    p.add_argument("--train", help="comma-separated training subject ids")
+    p.add_argument("--val", help="comma-separated validation subject ids")
+    p.add_argument("--test", help="comma-separated test subject ids")
+    p.add_argument("--channels", type=int, choices=[1, 9], help="1: T1w only; 9: T1w + 8 tissue masks")
+    p.add_argument("--norm", choices=["robust", "paper"])
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--stride", type=int)
+    p.add_argument("--layers", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("predict", help="predict whole T2w volumes")
+    p.add_argument("--model", required=True, help="model folder (RUN/model, or RUN/baselines/KIND)")
+    p.add_argument("--t1", help="T1w NIfTI")
+    p.add_argument("--seg", help="FreeSurfer segmentation on the T1w grid (models with tissue masks)")
+    p.add_argument("--mask", help="brain mask on the T1w grid")
+    p.add_argument("--subject", help="a prepared subject folder (CACHE/<id>) instead of files")
+    p.add_argument("--data", help="predict every subject of a data folder (any layout) or prepared cache")
+    p.add_argument("--out", help="output NIfTI (with --t1 or --subject)")
+    p.add_argument("--out-dir", help="output folder (with --data): <id>.nii.gz per subject")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per batch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_predict)
+
+    p = commands.add_parser("evaluate", help="score predictions against acquired T2w")
+    p.add_argument("--pred", required=True, help="predicted NIfTI, or a folder of <id>.nii.gz")
+    p.add_argument("--ref", required=True, help="reference T2w NIfTI, or a prepared cache / data folder")
+    p.add_argument("--mask", help="brain mask (single file)")
+    p.add_argument("--seg", help="segmentation for per-tissue MSE (single file)")
+    p.add_argument("--scale", default="brain-median", choices=["brain-median", "raw"])
+    p.add_argument("--json", help="write every number to this JSON file")
+    p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("baselines", help="fit the tissue-mean and intensity-map baselines of a run")
+    p.add_argument("run", help="run folder (baselines go to RUN/baselines/<kind>)")
+    p.set_defaults(run=_baselines)
 
     p = commands.add_parser("demo", help="run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output")

@@ -49,3 +49,54 @@ def simulated_subjects_figure(subjects: Sequence[tuple[str, np.ndarray, np.ndarr
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def learning_curve_figure(history: list[dict], steps: list[dict], path: str | Path) -> Path:
+    """Loss per optimizer step (faint), and train / validation loss per epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if steps:
+        per_epoch = max(1, len(steps) // max(1, len(history)))
+        x = [(int(s["step"]) - 1) / per_epoch + 0.5 for s in steps]
+        ax.plot(x, [float(s["loss"]) for s in steps], color="#9ecae1", lw=0.6, label="train (step)")
+    epochs = [int(h["epoch"]) for h in history]
+    ax.plot(epochs, [float(h["train_loss"]) for h in history], "o-", color="#08519c", label="train (epoch)")
+    val = [(int(h["epoch"]), float(h["val_loss"])) for h in history if h.get("val_loss") not in ("", None)]
+    if val:
+        ax.plot(*zip(*val), "s-", color="#e6550d", label="validation (epoch, eval mode)")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (normalized units)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def prediction_figure(t1: np.ndarray, t2: np.ndarray, predictions: dict[str, np.ndarray], mask: np.ndarray,
+                      path: str | Path, axis: int = 2) -> Path:
+    """Mid slice: T1w | true T2w | each prediction | |error| of the first prediction (brain-median units)."""
+    k = t1.shape[axis] // 2
+    take = lambda v: np.take(v, k, axis=axis).T
+    brain = take(mask) > 0
+    scale = lambda v: take(v) / np.median(take(v)[brain]) if brain.any() else take(v)
+    panels = [("T1w", scale(t1)), ("true T2w", scale(t2))] + [(f"predicted: {n}", scale(v)) for n, v in predictions.items()]
+    first = next(iter(predictions))
+    error = np.abs(scale(predictions[first]) - scale(t2)) * brain
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3 * (len(panels) + 1), 3.4))
+    vmax = np.percentile(scale(t2)[brain], 99.5) if brain.any() else None
+    for ax, (title, image) in zip(axes, panels):
+        ax.imshow(image, origin="lower", cmap="gray", vmin=0, vmax=vmax if title != "T1w" else None)
+        ax.set_title(title, fontsize=9)
+    shown = axes[-1].imshow(error, origin="lower", cmap="magma", vmin=0, vmax=np.percentile(error[brain], 99) if brain.any() else None)
+    axes[-1].set_title(f"|error| {first} (in brain)", fontsize=9)
+    fig.colorbar(shown, ax=axes[-1], fraction=0.046)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -77,8 +77,8 @@ class SubjectVolumes:
 
     subject: Subject
     t1: np.ndarray  # float32
-    seg: np.ndarray  # int32 FreeSurfer codes
-    mask: np.ndarray  # bool
+    seg: np.ndarray | None  # int32 FreeSurfer codes
+    mask: np.ndarray | None  # bool
     t2: np.ndarray | None  # float32
     affine: np.ndarray
     zooms: tuple[float, ...]
@@ -284,9 +284,14 @@ def _integer_codes(data: np.ndarray, path: Path) -> np.ndarray:
     return codes.astype(np.int32)
 
 
-def load_subject(subject: Subject, need_t2: bool = False) -> SubjectVolumes:
-    """Read and validate every file of ``subject``; raise :class:`InputError` on any problem."""
-    for role in ("t1", "seg", "mask") + (("t2",) if need_t2 else ()):
+def load_subject(subject: Subject, need_t2: bool = False, need_labels: bool = True) -> SubjectVolumes:
+    """Read and validate every file of ``subject``; raise :class:`InputError` on any problem.
+
+    ``need_labels=False`` (prediction with a model that needs neither tissue masks nor a
+    brain mask) lets the segmentation and brain mask be absent; present ones are checked.
+    """
+    required = ("t1",) + (("seg", "mask") if need_labels else ()) + (("t2",) if need_t2 else ())
+    for role in required:
         if getattr(subject, role) is None:
             raise InputError(
                 f"subject {subject.id}: required {ROLE_NAMES[role]} is missing "
@@ -302,13 +307,15 @@ def load_subject(subject: Subject, need_t2: bool = False) -> SubjectVolumes:
         _check_same_grid(data.shape, image.affine, grid, path, subject.t1)
         return data
 
-    seg = _integer_codes(on_grid(subject.seg), subject.seg)
-    mask = on_grid(subject.mask)
-    if not np.isfinite(mask).all():
-        raise InputError("brain mask contains NaN or Inf values", subject.mask)
-    mask = mask > 0
-    if not mask.any():
-        raise InputError("brain mask is empty (no voxel > 0)", subject.mask)
+    seg = _integer_codes(on_grid(subject.seg), subject.seg) if subject.seg else None
+    mask = None
+    if subject.mask:
+        mask = on_grid(subject.mask)
+        if not np.isfinite(mask).all():
+            raise InputError("brain mask contains NaN or Inf values", subject.mask)
+        mask = mask > 0
+        if not mask.any():
+            raise InputError("brain mask is empty (no voxel > 0)", subject.mask)
     t2 = _finite_float32(on_grid(subject.t2), subject.t2) if subject.t2 else None
     zooms = tuple(float(z) for z in reference.header.get_zooms()[:3])
     return SubjectVolumes(subject, t1, seg, mask, t2, reference.affine.copy(), zooms)

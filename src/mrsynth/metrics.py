@@ -1,0 +1,134 @@
+"""Scores of a predicted T2w volume against the acquired one.
+
+* ``mse_fov``: the paper's metric, mean squared error over the whole field of view.
+  Whole-image figures flatter every method (the background is free), so everything else
+  is computed inside the brain mask:
+* ``mae``, ``rmse``, ``mse`` (brain), ``psnr`` (MONAI's PSNR over brain voxels, with
+  ``data_range`` = max - min of the reference inside the brain), ``ssim_3d`` and
+  ``ssim_2d`` (MONAI's SSIM map, Gaussian window sigma 1.5 truncated to 7 voxels, averaged
+  over brain voxels; 2D per slice along the slicing axis, then over slices with brain);
+* ``mse_<class>``: MSE inside each of the eight tissue classes (with a segmentation).
+
+Intensity scale (``scale``): ``brain-median`` (default) divides prediction and reference
+each by their own median inside the brain mask before scoring, so numbers are comparable
+across subjects and scanners whatever their global gain (which no T1w-to-T2w mapping can
+know); ``raw`` scores the intensities as stored (the paper's units when the model was
+trained with ``--norm paper`` on data of one consistent scale, like HCP).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.metrics import PSNRMetric
+from monai.metrics.regression import compute_ssim_and_cs
+
+from . import labels
+
+SCALES = ("brain-median", "raw")
+SSIM_WINDOW = 7
+SSIM_SIGMA = 1.5
+
+
+def _rescale(volume: np.ndarray, brain: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "raw":
+        return volume.astype(np.float32, copy=False)
+    if scale != "brain-median":
+        raise ValueError(f"unknown scale {scale!r}; choose from {SCALES}")
+    median = float(np.median(volume[brain]))
+    if not median > 0:
+        raise ValueError(f"median inside the brain mask is {median}: use scale 'raw'")
+    return (volume / median).astype(np.float32)
+
+
+def _bounding_box(mask: np.ndarray, margin: int):
+    where = np.argwhere(mask)
+    low = np.maximum(where.min(0) - margin, 0)
+    high = np.minimum(where.max(0) + margin + 1, mask.shape)
+    return tuple(slice(a, b) for a, b in zip(low, high))
+
+
+def masked_ssim(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray, data_range: float, spatial_dims: int) -> float:
+    """Mean of MONAI's SSIM map over brain voxels (3D volume, or a stack of 2D slices on axis 0)."""
+    half = SSIM_WINDOW // 2
+    to_tensor = lambda v: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+    if spatial_dims == 3:
+        box = _bounding_box(brain, half)
+        pred, ref, brain = pred[box], ref[box], brain[box]
+        x, y = to_tensor(pred)[None, None], to_tensor(ref)[None, None]
+        inner = tuple(slice(half, n - half) for n in brain.shape)
+    else:
+        x, y = to_tensor(pred)[:, None], to_tensor(ref)[:, None]
+        inner = (slice(None),) + tuple(slice(half, n - half) for n in brain.shape[1:])
+    ssim_map, _ = compute_ssim_and_cs(x, y, spatial_dims, [SSIM_WINDOW] * spatial_dims,
+                                      [SSIM_SIGMA] * spatial_dims, data_range=data_range)
+    ssim_map = ssim_map[:, 0].numpy()
+    weights = brain[inner]
+    if spatial_dims == 3:
+        return float(ssim_map[0][weights].mean())
+    per_slice = [ssim_map[i][weights[i]].mean() for i in range(len(weights)) if weights[i].any()]
+    return float(np.mean(per_slice))
+
+
+def evaluate_volume(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, seg: np.ndarray | None = None,
+                    scale: str = "brain-median", slice_axis: int = 2, bits: np.ndarray | None = None) -> dict:
+    """All scores of one predicted volume (see the module docstring).
+
+    Per-tissue MSE needs the tissue classes: a segmentation ``seg`` or the prepared
+    cache's bit field ``bits``.
+    """
+    if pred.shape != ref.shape or mask.shape != ref.shape:
+        raise ValueError(f"shapes differ: prediction {pred.shape}, reference {ref.shape}, mask {mask.shape}")
+    brain = np.asarray(mask) > 0
+    if not brain.any():
+        raise ValueError("the brain mask is empty")
+    pred, ref = _rescale(pred, brain, scale), _rescale(ref, brain, scale)
+    error = pred - ref
+    inside = error[brain].astype(np.float64)
+    data_range = float(ref[brain].max() - ref[brain].min())
+    mse = float(np.mean(inside**2))
+    psnr = PSNRMetric(max_val=data_range)(torch.from_numpy(pred[brain])[None], torch.from_numpy(ref[brain])[None])
+    scores = {
+        "scale": scale,
+        "data_range": data_range,
+        "mse_fov": float(np.mean(error.astype(np.float64) ** 2)),
+        "mse": mse,
+        "mae": float(np.mean(np.abs(inside))),
+        "rmse": math.sqrt(mse),
+        "psnr": float(psnr.item()),
+        "ssim_3d": masked_ssim(pred, ref, brain, data_range, 3),
+        "ssim_2d": masked_ssim(*(np.moveaxis(v, slice_axis, 0) for v in (pred, ref, brain)), data_range, 2),
+        "brain_voxels": int(brain.sum()),
+    }
+    if seg is not None:
+        bits, _ = labels.tissue_bits(seg, brain)
+    if bits is not None:
+        for bit, name in enumerate(labels.CLASSES):
+            members = ((bits >> bit) & 1).astype(bool)
+            scores[f"mse_{name}"] = float(np.mean(error[members].astype(np.float64) ** 2)) if members.any() else None
+    return scores
+
+
+def summarize(per_subject: dict[str, dict]) -> dict:
+    """Mean and SD over subjects of every numeric score."""
+    keys = [k for k, v in next(iter(per_subject.values())).items() if isinstance(v, (int, float)) and k != "brain_voxels"]
+    summary = {}
+    for key in keys:
+        values = [s[key] for s in per_subject.values() if s.get(key) is not None]
+        summary[key] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                        "n": len(values)}
+    return summary
+
+
+def format_table(results: dict[str, dict], keys=("mse_fov", "mse", "mae", "psnr", "ssim_3d", "ssim_2d")) -> str:
+    """A Markdown table: one row per method (or subject), columns ``keys``; values or mean +- SD."""
+    def cell(value):
+        if isinstance(value, dict):
+            return f"{value['mean']:.4g} ± {value['sd']:.2g}" if value["n"] > 1 else f"{value['mean']:.4g}"
+        return "-" if value is None else f"{value:.4g}"
+
+    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(cell(scores.get(k)) for k in keys) + " |" for name, scores in results.items()]
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Whole-volume prediction: T1w (+ segmentation and brain mask) -> T2w NIfTI.
+
+The network is fully convolutional, so a volume is predicted slice by slice as whole
+slices (no patches, no seams), in batches, with the normalization the model was trained
+with.  The output is float32 on the T1w's grid, with its affine and header.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import labels
+from .cache import PreparedSubject, intensity_stats, list_prepared, resolve_axis
+from .errors import InputError
+from .models import ModelInfo
+from .subjects import Subject, discover, load_subject
+
+
+@torch.no_grad()
+def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits: np.ndarray | None,
+                   t1_transform: tuple[float, float], batch_size: int = 8, device="cpu",
+                   progress: bool = False) -> np.ndarray:
+    """Predict a slice-major volume ``(S, H, W)``; returns T2w in intensity units."""
+    scale, shift = t1_transform
+    out_scale, out_shift = info.norm().to_intensity()
+    model = model.to(device).eval()
+    out = np.empty(t1.shape, np.float32)
+    starts = range(0, t1.shape[0], batch_size)
+    for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
+        stop = min(start + batch_size, t1.shape[0])
+        channels = [np.asarray(t1[start:stop], np.float32)[:, np.newaxis] * scale + shift]
+        if info.uses_masks:
+            channels.append(np.moveaxis(labels.expand_bits(np.asarray(bits[start:stop])), 0, 1))
+        inputs = torch.from_numpy(np.concatenate(channels, axis=1)).to(device)
+        prediction = model(inputs)[:, 0].float().cpu().numpy()
+        out[start:stop] = prediction * out_scale + out_shift
+    return out
+
+
+def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, seg: np.ndarray | None = None,
+                   mask: np.ndarray | None = None, batch_size: int = 8, device="cpu",
+                   progress: bool = False, source: str = "input") -> np.ndarray:
+    """Predict a T2w volume (native axis order) from in-memory T1w, segmentation and mask."""
+    norm = info.norm()
+    if info.uses_masks and (seg is None or mask is None):
+        raise InputError(f"{source}: this model uses tissue masks: give a segmentation (--seg) and a brain mask (--mask)")
+    if norm.method == "robust" and mask is None:
+        raise InputError(f"{source}: this model uses robust normalization, which needs a brain mask (--mask)")
+    axis = resolve_axis(info.axis, affine)
+    stats = {"t1": intensity_stats(t1, mask if mask is not None else np.ones(t1.shape, bool))}
+    try:
+        transform = norm.transform("t1", stats)
+    except ValueError as error:
+        raise InputError(f"{source}: {error}") from error
+    bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
+    front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
+    out = predict_slices(model, info, front(t1), front(bits), transform, batch_size, device, progress)
+    return np.moveaxis(out, 0, axis)
+
+
+def predict_prepared(model, info: ModelInfo, subject: PreparedSubject, batch_size: int = 8, device="cpu",
+                     progress: bool = False) -> np.ndarray:
+    """Predict a prepared subject (same statistics as training); returns native axis order."""
+    if subject.meta["axis_request"] != info.axis:
+        raise InputError(f"prepared with slicing axis {subject.meta['axis_request']!r}, "
+                         f"the model uses {info.axis!r}", subject.folder)
+    transform = info.norm().transform("t1", subject.stats)
+    bits = subject.array("tissue") if info.uses_masks else None
+    out = predict_slices(model, info, subject.array("t1"), bits, transform, batch_size, device, progress)
+    return subject.to_native(out)
+
+
+def write_like(volume: np.ndarray, reference: nib.Nifti1Image | None, affine: np.ndarray, path: str | Path) -> Path:
+    """Write float32 ``volume`` with the reference image's header and affine, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = reference.header.copy() if reference is not None else None
+    image = nib.Nifti1Image(volume.astype(np.float32), affine, header=header)
+    image.set_data_dtype(np.float32)
+    image.header.set_slope_inter(1.0, 0.0)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        nib.save(image, str(temporary))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None = None, mask: Path | None = None,
+                  **kwargs) -> Path:
+    """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine."""
+    subject = Subject(id="input", t1=Path(t1), seg=seg and Path(seg), mask=mask and Path(mask))
+    volumes = load_subject(subject, need_labels=False)
+    volume = predict_arrays(model, info, volumes.t1, volumes.affine, volumes.seg, volumes.mask,
+                            source=str(t1), **kwargs)
+    return write_like(volume, nib.load(str(t1)), volumes.affine, out)
+
+
+def _source_image(subject: PreparedSubject) -> nib.Nifti1Image | None:
+    path = Path(subject.meta["sources"]["t1"]["path"])
+    return nib.load(str(path)) if path.exists() else None
+
+
+def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, **kwargs) -> list[Path]:
+    """Predict every subject of a prepared cache or a data folder (any layout) into ``out_dir/<id>.nii.gz``."""
+    root = Path(root)
+    written = []
+    if root.is_dir() and any(root.glob("*/subject.json")):
+        for subject in list_prepared(root):
+            volume = predict_prepared(model, info, subject, **kwargs)
+            affine = np.asarray(subject.meta["affine"])
+            written.append(write_like(volume, _source_image(subject), affine, out_dir / f"{subject.id}.nii.gz"))
+        return written
+    for subject in discover(root):
+        written.append(predict_files(model, info, subject.t1, out_dir / f"{subject.id}.nii.gz",
+                                     subject.seg, subject.mask, **kwargs))
+    return written

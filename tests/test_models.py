@@ -1,0 +1,92 @@
+"""The paper's network: architecture, initialisation, BatchNorm settings, model files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mrsynth.models import FCN, ModelInfo, load_model, recalibrate_batchnorm, save_model
+from mrsynth.normalization import Normalization
+
+
+def expected_parameters(n_layers: int, in_channels: int, width: int = 32) -> int:
+    """Trainable parameters from the paper's description (section 4.1)."""
+    first = in_channels * 3 * 3 * width + width
+    middle = (n_layers - 2) * (width * 3 * 3 * width + width)
+    last = width * 3 * 3 * 1 + 1
+    batchnorm = (n_layers - 1) * 2 * width  # gamma and beta
+    return first + middle + last + batchnorm
+
+
+@pytest.mark.parametrize("n_layers, in_channels", [(9, 9), (9, 1), (3, 9), (3, 1), (2, 9)])
+def test_layer_and_parameter_counts(n_layers, in_channels):
+    model = FCN(n_layers, in_channels)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(convs) == n_layers and len(norms) == n_layers - 1
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    assert [c.out_channels for c in convs] == [32] * (n_layers - 1) + [1]
+    assert sum(p.numel() for p in model.parameters()) == expected_parameters(n_layers, in_channels)
+    assert model(torch.zeros(2, in_channels, 20, 24)).shape == (2, 1, 20, 24)
+
+
+def test_keras_batchnorm_settings_and_initialisation():
+    model = FCN(9, 9)
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        assert norm.momentum == pytest.approx(0.01) and norm.eps == pytest.approx(1e-3)
+    for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+        fan_in, fan_out = conv.in_channels * 9, conv.out_channels * 9
+        bound = math.sqrt(6 / (fan_in + fan_out))  # Glorot uniform
+        assert conv.weight.abs().max() <= bound
+        if conv.weight.numel() > 1000:
+            assert conv.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+        assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_fewer_than_two_layers_is_refused():
+    with pytest.raises(ValueError):
+        FCN(1, 9)
+
+
+def _info(model: FCN) -> ModelInfo:
+    return ModelInfo(model.n_layers, model.in_channels, model.width, {"method": "robust"}, 64, 32, "axial")
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = FCN(4, 9)
+    recalibrate_batchnorm(model, [torch.randn(4, 9, 16, 16) for _ in range(3)])
+    model.eval()
+    save_model(tmp_path / "m", model, _info(model))
+    loaded, info = load_model(tmp_path / "m")
+    x = torch.randn(3, 9, 20, 20)
+    assert torch.equal(model(x), loaded(x))
+    assert info.norm() == Normalization("robust")
+    assert set(p.name for p in (tmp_path / "m").iterdir()) == {"model.safetensors", "model.json"}
+    assert not loaded.training
+
+
+def test_load_refuses_broken_model_folders(tmp_path, run_cli):
+    from mrsynth.errors import InputError
+
+    with pytest.raises(InputError, match="not a mrsynth model folder"):
+        load_model(tmp_path)
+    save_model(tmp_path / "m", FCN(3, 9), _info(FCN(3, 9)))
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="cannot load the weights"):
+        load_model(tmp_path / "m")
+
+
+def test_recalibration_gives_the_batch_statistics():
+    torch.manual_seed(1)
+    model = FCN(3, 1)
+    batches = [torch.randn(8, 1, 12, 12) * 3 + 5 for _ in range(4)]
+    used = recalibrate_batchnorm(model, batches)
+    assert used == 4
+    first_norm = model.layers[1]
+    with torch.no_grad():
+        activations = torch.cat([model.layers[0](b) for b in batches])
+    torch.testing.assert_close(first_norm.running_mean, activations.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    assert first_norm.momentum == pytest.approx(0.01)  # restored
