@@ -90,3 +90,25 @@ def test_recalibration_gives_the_batch_statistics():
         activations = torch.cat([model.layers[0](b) for b in batches])
     torch.testing.assert_close(first_norm.running_mean, activations.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
     assert first_norm.momentum == pytest.approx(0.01)  # restored
+
+
+def test_folded_batchnorm_inference_equals_the_eval_model():
+    from mrsynth.models import fold_batchnorm, inference_model
+
+    torch.manual_seed(3)
+    model = FCN(9, 9)
+    recalibrate_batchnorm(model, [torch.randn(4, 9, 24, 24) * 2 + 1 for _ in range(3)])
+    with torch.no_grad():  # non-trivial BN parameters
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.randn(3, 9, 31, 26)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
+        fast = inference_model(model)
+        torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)

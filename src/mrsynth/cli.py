@@ -128,6 +128,8 @@ def _train(args) -> int:
     except FloatingPointError as error:
         print(f"mrsynth: error: {error}", file=sys.stderr)
         return 1
+    if "rank" in summary:  # a torchrun worker other than rank 0: rank 0 reports
+        return 0
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir} (model: {run_dir / 'model'})")
     return 0
@@ -202,6 +204,18 @@ def _baselines(args) -> int:
 
     for kind, folder in fit_for_run(args.run).items():
         print(f"{kind}: {folder}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    results = reproduce(args.out, args.data, args.scale, args.seed, progress=not args.quiet)
+    agree = sum(c["same_direction"] for c in results["comparisons"])
+    print(f"{len(results['runs'])} runs ({sum(r['status'] == 'reused' for r in results['runs'].values())} reused); "
+          f"{agree}/{len(results['comparisons'])} of the paper's effects in the same direction; "
+          f"report: {Path(args.out) / 'report.md'} and report.html; numbers: results.json "
+          f"({results['seconds']:.0f} s)")
     return 0
 
 
@@ -309,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("baselines", help="fit the tissue-mean and intensity-map baselines of a run")
     p.add_argument("run", help="run folder (baselines go to RUN/baselines/<kind>)")
     p.set_defaults(run=_baselines)
+
+    p = commands.add_parser("reproduce", help="the paper's experiment grid: Tables 1-3, Figures 3-5, report")
+    p.add_argument("--data", help="any supported layout (default: simulate subjects)")
+    p.add_argument("--scale", default="small", choices=["small", "paper", "tiny"],
+                   help="small: 2-core CPU in <= 45 min (default); paper: the paper's settings; tiny: tests")
+    p.add_argument("--out", default="reproduction")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_reproduce)
 
     p = commands.add_parser("demo", help="run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output")

@@ -36,6 +36,8 @@ class DataConfig:
     norm: str = "robust"  # or "paper"
     max_patches_per_epoch: int = 0  # 0: every training patch each epoch; else a fresh random subset
     max_eval_patches: int = 0  # 0: score every validation / test patch; else a fixed seeded subset
+    sampling: str = "patches"  # "patches": the paper's overlapping grid; "tiles": each slice covered ~once
+    tile_size: int = 128  # with sampling = "tiles"
 
 
 @dataclass
@@ -64,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: CUDA, then MPS, then CPU
     workers: int = 0  # DataLoader worker processes
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPUs and GPUs
+    compile: bool = False  # torch.compile the training step (falls back to eager if it fails)
     bn_recalibration_batches: int = 50  # before export (cumulative BatchNorm statistics)
     val_recalibration_batches: int = 8  # before each epoch's validation
 

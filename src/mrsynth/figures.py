@@ -100,3 +100,25 @@ def prediction_figure(t1: np.ndarray, t2: np.ndarray, predictions: dict[str, np.
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def patch_grid_figure(rows: list[list[tuple[str, np.ndarray]]], path: str | Path, title: str = "") -> Path:
+    """One row per patch, one column per image (the paper's Figures 4 and 5); T2w columns share a scale."""
+    n_rows, n_cols = len(rows), len(rows[0])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.2 * n_cols, 2.2 * n_rows + 0.4), squeeze=False)
+    for r, row in enumerate(rows):
+        t2 = row[1][1]
+        low, high = np.percentile(t2, [1, 99.5])
+        for c, (label, image) in enumerate(row):
+            limits = {} if c == 0 else {"vmin": low, "vmax": high}
+            axes[r, c].imshow(image.T, origin="lower", cmap="gray", **limits)
+            axes[r, c].axis("off")
+            if r == 0:
+                axes[r, c].set_title(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -8,6 +8,9 @@ largest grid that fits, centred in the slice.  For the paper's HCP slices
 per 260-slice subject, the paper's numbers.  A dimension shorter than ``P`` gets
 one patch centred on it; the parts outside the slice read as background
 (intensity 0, tissue class ``unknown``).
+
+Tile grid (``PatchGrid.tiles``, tile training): ``ceil((L - P) / P) + 1`` tiles spread
+evenly from 0 to ``L - P``, so every pixel of the slice is covered, almost all once.
 """
 
 from __future__ import annotations
@@ -32,15 +35,24 @@ BACKGROUND_BITS = np.uint8(1 << labels.BIT["unknown"])
 class PatchGrid:
     size: int = 128
     stride: int = 24
+    cover: bool = False  # tiles: enough tiles to cover the whole slice, spread evenly
 
     def __post_init__(self):
         if self.size < 1 or self.stride < 1:
             raise ValueError(f"patch size and stride must be positive, got {self.size}/{self.stride}")
 
+    @classmethod
+    def tiles(cls, size: int) -> "PatchGrid":
+        """Tiles that cover each slice once with the least overlap (tile training)."""
+        return cls(size, size, cover=True)
+
     def starts(self, length: int) -> np.ndarray:
         """Start offsets of the patches along one slice dimension (see the module docstring)."""
         if length < self.size:
             return np.array([(length - self.size) // 2])
+        if self.cover:
+            count = -(-(length - self.size) // self.size) + 1
+            return np.round(np.linspace(0, length - self.size, count)).astype(int)
         count = (length - self.size) // self.stride + 1
         offset = (length - (count - 1) * self.stride - self.size) // 2
         return offset + self.stride * np.arange(count)
@@ -127,6 +139,13 @@ class PatchDataset(Dataset):
         slice_index, within = divmod(local, per_slice)
         row, col = divmod(within, len(part.cols))
         return part_index, slice_index, int(part.rows[row]), int(part.cols[col])
+
+    def brain_window(self, item: int) -> np.ndarray:
+        """The brain mask (bool) of dataset item ``item``, whatever the input channels."""
+        part_index, slice_index, row, col = self.locate(item)
+        bits = read_window(self.parts[part_index].subject.array("tissue"), slice_index, row, col,
+                           self.grid.size, BACKGROUND_BITS)
+        return (bits >> labels.BIT["brain"]) & 1 == 1
 
     def __getitem__(self, item: int):
         part_index, slice_index, row, col = self.locate(item)

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -83,6 +86,11 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
     train_subjects = _pick(subjects, split.train, data.cache)
     norm = Normalization.fit(data.norm, [s.stats for s in train_subjects])
 
+    if data.sampling not in ("patches", "tiles"):
+        raise InputError(f"data.sampling must be 'patches' or 'tiles', got {data.sampling!r}")
+    if data.sampling == "tiles" and split.kind == "within":
+        raise InputError("tile sampling needs an across-subject split: tiles would cover the test patches")
+
     def dataset(part: str) -> PatchDataset | None:
         ids = getattr(split, part)
         if not ids:
@@ -90,7 +98,8 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
         indices = split.part_indices(part)
         if indices is not None and not len(indices):
             return None
-        return PatchDataset(_pick(subjects, ids, data.cache), norm, grid, data.channels, indices)
+        part_grid = PatchGrid.tiles(data.tile_size) if part == "train" and data.sampling == "tiles" else grid
+        return PatchDataset(_pick(subjects, ids, data.cache), norm, part_grid, data.channels, indices)
 
     return RunData(split, norm, grid, dataset("train"), dataset("val"), dataset("test"))
 
@@ -107,26 +116,93 @@ def _inputs_only(loader):
         yield inputs
 
 
+def _evaluation_order(n: int, limit: int, seed: int) -> list[int]:
+    if limit and limit < n:
+        return sorted(np.random.default_rng(seed).choice(n, limit, replace=False).tolist())
+    return list(range(n))
+
+
 @torch.no_grad()
-def mean_loss(model: FCN, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
+def mean_loss(model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
               seed: int = 0) -> float:
     """Mean per-pixel MSE of the model (eval mode) over a dataset (or a seeded subset)."""
-    order = list(range(len(dataset)))
-    if limit and limit < len(order):
-        order = sorted(np.random.default_rng(seed).choice(len(order), limit, replace=False).tolist())
+    return patch_losses(model, dataset, batch_size, device, limit, seed)["mse"]
+
+
+@torch.no_grad()
+def patch_losses(model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
+                 seed: int = 0) -> dict:
+    """The paper's patch MSE (every pixel of every patch) and the MSE over brain pixels only.
+
+    Normalized units; eval mode; over the whole dataset or a seeded subset of ``limit`` patches.
+    """
+    order = _evaluation_order(len(dataset), limit, seed)
     model.eval()
-    total, count = 0.0, 0
-    for inputs, target in DataLoader(dataset, batch_size=batch_size, sampler=order):
-        prediction = model(inputs.to(device))
-        total += F.mse_loss(prediction, target.to(device), reduction="sum").item()
-        count += target.numel()
-    return total / max(count, 1)
+    total = brain_total = 0.0
+    count = brain_count = 0
+    for start in range(0, len(order), batch_size):
+        items = order[start:start + batch_size]
+        inputs, target = (torch.stack(t) for t in zip(*(dataset[i] for i in items)))
+        brain = torch.from_numpy(np.stack([dataset.brain_window(i) for i in items]))[:, None].to(device)
+        error = (model(inputs.to(device)) - target.to(device)) ** 2
+        total += error.sum().item()
+        count += error.numel()
+        brain_total += error[brain].sum().item()
+        brain_count += int(brain.sum())
+    return {"mse": total / max(count, 1), "mse_brain": brain_total / max(brain_count, 1), "patches": len(order)}
+
+
+@dataclass
+class Distributed:
+    """Where this process sits in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return tensor.item() / self.world
+
+
+def init_distributed(device: str) -> Distributed:
+    """Join the process group that ``torchrun`` describes in the environment (NCCL on CUDA, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    return Distributed(rank, world, local_rank)
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True):
-        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
-        self.device = pick_device(config.device)
+    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
+                 distributed: Distributed = Distributed()):
+        self.config, self.run_dir, self.distributed = config, Path(run_dir), distributed
+        self.progress = progress and distributed.main
+        if distributed.world > 1:
+            if config.optim.batch_size % distributed.world:
+                raise InputError(f"optim.batch_size ({config.optim.batch_size}) must divide by the "
+                                 f"number of processes ({distributed.world})")
+            use_cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
+            self.device = torch.device(f"cuda:{distributed.local_rank}") if use_cuda else torch.device("cpu")
+        else:
+            self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
         self.model = FCN(config.model.layers, config.data.channels, config.model.width).to(self.device)
         optim = config.optim
@@ -134,6 +210,36 @@ class Trainer:
                                           betas=(optim.beta1, optim.beta2), eps=optim.eps)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, optim.lr_step_epochs, optim.lr_gamma)
         self.epoch = 0
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.step_model = self._compiled() if config.compile else self.model
+        if distributed.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_model = DistributedDataParallel(self.step_model, device_ids=ids)
+        self.compile_seconds = 0.0
+
+    def _compiled(self):
+        """``torch.compile`` of the model, or the model itself where compiling is not possible."""
+        try:
+            return torch.compile(self.model)
+        except Exception as error:  # pragma: no cover - depends on the platform's toolchain
+            tqdm.write(f"warning: torch.compile unavailable ({error}); training in eager mode")
+            return self.model
+
+    def _forward(self, inputs):
+        if self.step_model is self.model or isinstance(self.step_model, DistributedDataParallel):
+            return self.step_model(inputs)
+        try:
+            started = time.perf_counter()
+            first = self.compile_seconds == 0.0
+            output = self.step_model(inputs)
+            if first:
+                self.compile_seconds = time.perf_counter() - started
+            return output
+        except Exception as error:  # pragma: no cover - compiler failures vary by platform
+            tqdm.write(f"warning: torch.compile failed ({type(error).__name__}: {error}); training in eager mode")
+            self.step_model = self.model
+            return self.model(inputs)
 
     # -------------------------------------------------------------- run folder
 
@@ -147,6 +253,8 @@ class Trainer:
                 csv.writer(handle).writerow(header)
 
     def save_checkpoint(self) -> None:
+        if not self.distributed.main:
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -169,15 +277,20 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
+        self.distributed.barrier()  # every rank has read the files before rank 0 rewrites them
+        if not self.distributed.main:
+            return
         _truncate_csv(self.run_dir / "history.csv", lambda row: int(row["epoch"]) <= self.epoch)
         _truncate_csv(self.run_dir / "steps.csv", lambda row: int(row["epoch"]) <= self.epoch)
 
     # -------------------------------------------------------------- training
 
     def train_epoch(self, data: RunData) -> dict:
-        config, epoch = self.config, self.epoch + 1
+        config, epoch, ranks = self.config, self.epoch + 1, self.distributed
         order = epoch_order(len(data.train), config.seed, epoch, config.data.max_patches_per_epoch)
-        loader = DataLoader(data.train, batch_size=config.optim.batch_size, sampler=order,
+        if ranks.world > 1:  # each rank takes every world-th patch: equal shards of one global order
+            order = order[: len(order) // ranks.world * ranks.world][ranks.rank::ranks.world]
+        loader = DataLoader(data.train, batch_size=config.optim.batch_size // ranks.world, sampler=order,
                             num_workers=config.workers)
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -185,29 +298,32 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch",
                    disable=not self.progress, leave=False)
         for inputs, target in bar:
-            inputs, target = inputs.to(self.device), target.to(self.device)
+            inputs = inputs.to(self.device).contiguous(memory_format=self.memory_format)
+            target = target.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.mse_loss(self.model(inputs), target)
+            loss = F.mse_loss(self._forward(inputs), target)
             loss.backward()
             self.optimizer.step()
-            value = loss.item()
+            value = ranks.mean(loss.item())
             if not np.isfinite(value):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch} (loss {value}); lower optim.lr (now {lr})")
-            seen += len(inputs)
-            total += value * len(inputs)
+            seen += len(inputs) * ranks.world
+            total += value * len(inputs) * ranks.world
             steps.append(value)
             bar.set_postfix(loss=f"{value:.4g}", patches_s=f"{seen / (time.perf_counter() - started):.1f}")
         seconds = time.perf_counter() - started
         self.scheduler.step()
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": "", "lr": lr,
                "seconds": round(seconds, 2), "patches_per_s": round(seen / seconds, 2)}
-        if data.val is not None:
+        if data.val is not None and ranks.main:
             self.recalibrate(data, config.val_recalibration_batches)
             row["val_loss"] = mean_loss(self.model, data.val, config.optim.batch_size, self.device,
                                         config.data.max_eval_patches, config.seed)
         self.epoch = epoch
-        self._append(data, row, steps)
+        if ranks.main:
+            self._append(data, row, steps)
+        ranks.barrier()
         return row
 
     def recalibrate(self, data: RunData, batches: int) -> int:
@@ -235,14 +351,17 @@ class Trainer:
             "train_seconds": sum(float(h["seconds"]) for h in history),
             "patches_per_s": float(np.median([float(h["patches_per_s"]) for h in history])) if history else None,
             "train_patches": len(data.train),
+            "compile_seconds": self.compile_seconds,
             "subjects": {"train": data.split.train, "val": data.split.val, "test": data.split.test},
         }
         batch, limit, seed = self.config.optim.batch_size, self.config.data.max_eval_patches, self.config.seed
         for part in ("val", "test"):
             dataset = getattr(data, part)
             if dataset is not None:
-                summary[f"{part}_loss"] = mean_loss(self.model, dataset, batch, self.device, limit, seed)
-                summary[f"{part}_patches"] = min(len(dataset), limit or len(dataset))
+                losses = patch_losses(self.model, dataset, batch, self.device, limit, seed)
+                summary[f"{part}_loss"] = losses["mse"]
+                summary[f"{part}_loss_brain"] = losses["mse_brain"]
+                summary[f"{part}_patches"] = losses["patches"]
         info = ModelInfo(
             n_layers=self.config.model.layers, in_channels=self.config.data.channels,
             width=self.config.model.width, normalization=asdict(data.normalization),
@@ -291,6 +410,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
           stop_after_epoch: int | None = None) -> dict:
     """Train (or resume) a run; returns the summary (``stop_after_epoch`` stops early, for tests)."""
     run_dir = Path(run_dir)
+    ranks = init_distributed(config.device)
     if resume:
         if not (run_dir / CHECKPOINT).exists():
             raise InputError("no checkpoint to resume from", run_dir)
@@ -299,13 +419,14 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
         if (run_dir / CHECKPOINT).exists() or (run_dir / "model").exists():
             raise InputError("run folder already holds a run; use --resume or another folder", run_dir)
         data = build_data(config)
-    trainer = Trainer(config, run_dir, progress)
+    ranks.barrier()  # every rank has checked the folder before rank 0 writes to it
+    trainer = Trainer(config, run_dir, progress, ranks)
     if resume:
         trainer.load_checkpoint()
-    else:
+    elif ranks.main:
         trainer.start(data)
     epochs = tqdm(total=config.optim.epochs, initial=trainer.epoch, desc="train", unit="epoch",
-                  disable=not progress)
+                  disable=not trainer.progress)
     while trainer.epoch < config.optim.epochs:
         row = trainer.train_epoch(data)
         trainer.save_checkpoint()
@@ -315,7 +436,12 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
             epochs.close()
             return {"stopped_after_epoch": trainer.epoch}
     epochs.close()
-    return trainer.export(data)
+    if not ranks.main:
+        ranks.barrier()
+        return {"rank": ranks.rank, "exported_by": 0}
+    summary = trainer.export(data)
+    ranks.barrier()
+    return summary
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> TrainConfig:

@@ -1,0 +1,82 @@
+"""Training-step throughput of the paper's 9-layer, 9-channel network on 128 x 128 patches, batch 32, fp32.
+
+For each training mode the trainer offers (eager NCHW, channels_last, channels_last +
+torch.compile): patches per second, GFLOP/s and percent of the measured fp32 matmul peak.
+A step costs 3x the forward FLOPs (forward, input gradient, weight gradient). Synthetic
+tensors, so this is pure compute; `epoch_loader` compares it with the real data loader.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .common import repeat
+
+BATCH, SIZE, CHANNELS, LAYERS = 32, 128, 9, 9
+
+
+def forward_flops(size: int = SIZE, channels: int = CHANNELS, layers: int = LAYERS, width: int = 32) -> float:
+    """Multiply-adds x 2 of one forward pass on one patch."""
+    per_pixel = channels * 9 * width + (layers - 2) * width * 9 * width + width * 9
+    return 2.0 * per_pixel * size * size
+
+
+def matmul_peak(n: int = 4096) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    timing = repeat(lambda: a @ b, runs=5, warmup=2)
+    return 2 * n**3 / timing["median_s"] / 1e9
+
+
+def _step_timer(channels_last: bool, compile_model: bool):
+    from mrsynth.models import FCN
+
+    torch.manual_seed(0)
+    model = FCN(LAYERS, CHANNELS)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-9)
+    step_model = torch.compile(model) if compile_model else model
+    x = torch.randn(BATCH, CHANNELS, SIZE, SIZE).contiguous(memory_format=fmt)
+    y = torch.randn(BATCH, 1, SIZE, SIZE)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.mse_loss(step_model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def run() -> dict:
+    peak = matmul_peak()
+    modes = {}
+    for name, (channels_last, compiled) in {"eager NCHW": (False, False), "channels_last": (True, False),
+                                            "channels_last + torch.compile": (True, True)}.items():
+        step = _step_timer(channels_last, compiled)
+        started = time.perf_counter()
+        step()  # first call: compilation where compiled
+        first = time.perf_counter() - started
+        timing = repeat(step, runs=7, warmup=2)
+        patches = BATCH / timing["median_s"]
+        gflops = patches * 3 * forward_flops() / 1e9
+        modes[name] = {"first_step_s": first, **timing, "patches_per_s": patches, "gflops": gflops,
+                       "percent_of_peak": 100 * gflops / peak}
+    return {"matmul_peak_gflops": peak, "threads": torch.get_num_threads(), "modes": modes,
+            "step_gflop_per_patch": 3 * forward_flops() / 1e9}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"fp32 matmul peak (4096^2, {result['threads']} threads): {result['matmul_peak_gflops']:.0f} GFLOP/s; "
+             f"a training step costs {result['step_gflop_per_patch']:.2f} GFLOP per patch, so the limit is "
+             f"{result['matmul_peak_gflops'] / result['step_gflop_per_patch']:.1f} patches/s.", "",
+             "| mode | patches/s (median) | min-max step s | GFLOP/s | % of peak | first step s |", "|---|---|---|---|---|---|"]
+    for name, m in result["modes"].items():
+        lines.append(f"| {name} | {m['patches_per_s']:.1f} | {m['min_s']:.2f}-{m['max_s']:.2f} | {m['gflops']:.0f} | "
+                     f"{m['percent_of_peak']:.0f} | {m['first_step_s']:.1f} |")
+    base = result["modes"]["eager NCHW"]["patches_per_s"]
+    lines += ["", "Speed-up over eager NCHW, same run: " + ", ".join(
+        f"{name} {m['patches_per_s'] / base:.2f}x" for name, m in result["modes"].items() if name != "eager NCHW") + "."]
+    return "\n".join(lines)

@@ -1,0 +1,454 @@
+"""Reproduce the paper's experiments in one command: Tables 1-3 and Figures 3-5 (``mrsynth reproduce``).
+
+Subjects (sorted ids): the first is the single training subject (Table 1 within-subject,
+Table 2), the next five are the test subjects of Tables 2 and 3, and Table 3 trains on the
+first plus as many of the rest as the scale allows (the paper: 50).
+
+Runs are cached by a hash of their configuration: re-running with the same ``--out``
+reuses finished runs and resumes unfinished ones from their checkpoints.
+
+Scales (every reduction of ``small`` and why the comparison stays fair):
+
+``paper``
+    The paper's settings on the user's data: 128 x 128 patches at stride 24, batch 32 and 20
+    epochs for one training subject, batch 128 and 8 epochs for several, every patch every
+    epoch, the paper's mean-subtraction normalization.  Learning rate 1e-3 instead of 0.1
+    (0.1 does not train: docs/training.md).  Simulated default data at 0.7 mm.
+``small`` (default; 2-core CPU, within 45 minutes)
+    16 simulated subjects at 1.4 mm instead of HCP's 0.7 mm, with 64 x 64 patches at stride
+    12: each patch covers the same 90 mm of anatomy as the paper's 128 x 128 at 0.7 mm, with
+    4x fewer pixels.  Every run sees the same number of patches (1,024 random training
+    patches per epoch, 8 epochs, batch 32), so models differ only in architecture, input
+    and training subjects - the paper's three factors.  Table 3 uses 11 training subjects
+    instead of 50.  Test losses use a fixed seeded subset of 512 test patches per run, the
+    same subset for every model of a table.  Normalization is the robust per-subject one,
+    because simulated subjects have deliberately different global gains, which the paper's
+    mean subtraction (made for consistently scaled HCP data) cannot absorb.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .baselines import fit_for_run
+from .cache import list_prepared, prepare_all
+from .config import TrainConfig, load_config, to_toml
+from .errors import InputError
+from .metrics import evaluate_volume
+from .models import load_model, package_versions
+from .patches import Split
+from .predict import predict_prepared
+from .subjects import discover
+from .train import CHECKPOINT, build_data, patch_losses, read_history, train
+
+#: The paper's loss values (section 5.2, Tables 1-3), keyed by (layers, input).
+PAPER = {
+    "table1": {(3, "T1w"): 12795, (3, "T1w + masks"): 10664, (9, "T1w"): 5177, (9, "T1w + masks"): 4091},
+    "table2": {(3, "T1w"): 20385, (3, "T1w + masks"): 16627, (9, "T1w"): 12643, (9, "T1w + masks"): 9783},
+    "table3": {(9, "T1w"): 9093, (9, "T1w + masks"): 7728},
+}
+INPUTS = {"T1w": 1, "T1w + masks": 9}
+BASELINE_KINDS = ("tissue-mean", "intensity-map")
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    subjects: int  # simulated when no --data
+    voxel_size: float
+    patch_size: int
+    stride: int
+    epochs_one: int
+    epochs_many: int
+    batch_one: int
+    batch_many: int
+    patches_per_epoch: int  # 0: all
+    eval_patches: int  # 0: all
+    volume_subjects: int  # test subjects scored as whole volumes
+    many_subjects: int  # training subjects of Table 3
+    norm: str
+    recalibration_batches: int = 50
+
+
+SCALES = {
+    "paper": Scale("paper", 56, 0.7, 128, 24, 20, 8, 32, 128, 0, 0, 5, 50, "paper", 100),
+    "small": Scale("small", 16, 1.4, 64, 12, 8, 8, 32, 32, 1024, 512, 5, 11, "robust", 32),
+    # for the test suite only: fixture-sized subjects, a few steps per run
+    "tiny": Scale("tiny", 8, 3.0, 16, 8, 2, 2, 16, 16, 64, 64, 2, 3, "robust", 4),
+}
+
+
+def assign_subjects(ids: list[str], scale: Scale) -> dict:
+    if len(ids) < 7:
+        raise InputError(f"the experiment grid needs at least 7 subjects with a T2w (1 training, 5 test, "
+                         f"1 more for Table 3); found {len(ids)}")
+    ids = sorted(ids)
+    one, test = ids[0], ids[1:6]
+    many = [one] + ids[6:6 + scale.many_subjects - 1]
+    return {"one": one, "test": test, "many": many}
+
+
+def _run_configs(cache: Path, scale: Scale, subjects: dict, seed: int) -> dict[str, TrainConfig]:
+    common = [f"data.cache={cache}", f"data.patch_size={scale.patch_size}", f"data.stride={scale.stride}",
+              f"data.norm={scale.norm}", f"data.max_patches_per_epoch={scale.patches_per_epoch}",
+              f"data.max_eval_patches={scale.eval_patches}", f"seed={seed}", "optim.lr=0.001",
+              f"bn_recalibration_batches={scale.recalibration_batches}", "val_recalibration_batches=4"]
+    one = [f"optim.epochs={scale.epochs_one}", f"optim.batch_size={scale.batch_one}"]
+    many = [f"optim.epochs={scale.epochs_many}", f"optim.batch_size={scale.batch_many}"]
+    test = f"data.test={','.join(subjects['test'])}"
+    configs = {}
+    for layers in (3, 9):
+        for inputs, channels in INPUTS.items():
+            model = [f"model.layers={layers}", f"data.channels={channels}"]
+            tag = f"L{layers}-{'masks' if channels > 1 else 'none'}"
+            configs[f"table1-{tag}"] = load_config(None, common + one + model + [
+                "data.split=within", f"data.subject={subjects['one']}"])
+            configs[f"table2-{tag}"] = load_config(None, common + one + model + [
+                f"data.train={subjects['one']}", test])
+            if layers == 9:
+                configs[f"table3-{tag}"] = load_config(None, common + many + model + [
+                    f"data.train={','.join(subjects['many'])}", test])
+    return configs
+
+
+def config_hash(config: TrainConfig) -> str:
+    return hashlib.sha256(to_toml(config).encode()).hexdigest()[:10]
+
+
+def run_or_reuse(name: str, config: TrainConfig, runs_dir: Path, progress: bool) -> tuple[Path, str]:
+    """Train a run unless a finished one with the same config exists; resume an unfinished one."""
+    folder = runs_dir / f"{name}-{config_hash(config)}"
+    if (folder / "summary.json").exists() and (folder / "model" / "model.json").exists():
+        return folder, "reused"
+    if (folder / CHECKPOINT).exists():
+        train(config, folder, resume=True, progress=progress)
+        return folder, "resumed"
+    if folder.exists():  # started but no epoch finished: start again
+        import shutil
+
+        shutil.rmtree(folder)
+    train(config, folder, progress=progress)
+    return folder, "trained"
+
+
+def _experiment(name: str) -> tuple[str, int, str]:
+    table, tag = name.split("-", 1)
+    layers, kind = tag.split("-")
+    return table, int(layers[1:]), "T1w + masks" if kind == "masks" else "T1w"
+
+
+def _score_run(folder: Path, config: TrainConfig, cache_subjects: dict, scale: Scale, seed: int) -> dict:
+    """Test patch losses of the network and the baselines; whole-volume scores for across-subject runs."""
+    data = build_data(config, Split.load(folder / "split.json"))
+    models = {"network": folder / "model"}
+    if config.data.channels > 1 and config.model.layers == 9:  # baselines: once per table
+        models.update(fit_for_run(folder))
+    scores = {}
+    for key, path in models.items():
+        model, info = load_model(path)
+        entry = {"patch": patch_losses(model, data.test, 32, "cpu", scale.eval_patches, seed)}
+        if data.split.kind == "across":
+            volumes = {}
+            for subject_id in data.split.test[: scale.volume_subjects]:
+                subject = cache_subjects[subject_id]
+                prediction = predict_prepared(model, info, subject)
+                bits = subject.to_native(np.asarray(subject.array("tissue")))
+                volumes[subject_id] = evaluate_volume(
+                    prediction, subject.to_native(np.asarray(subject.array("t2"))), (bits & 1) > 0,
+                    slice_axis=subject.meta["axis"], bits=bits)
+            entry["volume"] = {k: float(np.mean([v[k] for v in volumes.values()])) for k in ("mse", "psnr", "ssim_3d")}
+            entry["volume_subjects"] = list(volumes)
+        scores[key] = entry
+    return scores
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _figure_patches(config: TrainConfig, folder: Path, count: int = 4) -> list[int]:
+    """Four fixed test patches of the first test subject: the middle slice, most brain, spread out."""
+    data = build_data(config, Split.load(folder / "split.json"))
+    first = data.test.parts[0]
+    per_slice = len(first.rows) * len(first.cols)
+    middle = first.subject.stored_shape[0] // 2
+    candidates = list(range(middle * per_slice, (middle + 1) * per_slice))
+    brain = [float(data.test.brain_window(i).mean()) for i in candidates]
+    ranked = [c for _, c in sorted(zip(brain, candidates), reverse=True)]
+    return sorted(ranked[: count * 2][::2])
+
+
+def _patch_figure(runs: dict[str, Path], configs: dict[str, TrainConfig], names: list[str], items: list[int],
+                  path: Path, title: str) -> Path:
+    from .figures import patch_grid_figure
+
+    reference = build_data(configs[names[-1]], Split.load(runs[names[-1]] / "split.json")).test
+    rows = []
+    for item in items:
+        inputs, target = reference[item]
+        row = [("(a) T1w", inputs[0].numpy()), ("(b) true T2w", target[0].numpy())]
+        for letter, name in zip("cdef", names):
+            model, _ = load_model(runs[name] / "model")
+            data = build_data(configs[name], Split.load(runs[name] / "split.json")).test
+            with torch.no_grad():
+                prediction = model(data[item][0][None])[0, 0].numpy()
+            _, layers, kind = _experiment(name)
+            row.append((f"({letter}) {layers} layers, {kind}", prediction))
+        rows.append(row)
+    return patch_grid_figure(rows, path, title)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(value: float | None) -> str:
+    """The one number format of the report (a test checks every number against results.json)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.3f}"
+    return f"{value:.5f}"
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def reduction(before: float, after: float) -> float:
+    """Relative reduction of the loss from ``before`` to ``after`` (positive: lower is better)."""
+    return (before - after) / before
+
+
+def _comparisons(tables: dict) -> list[dict]:
+    """The paper's three effects, paper vs ours, with a verdict computed from the signs."""
+    rows = []
+
+    def add(effect, table, before, after):
+        paper_before, paper_after = PAPER[table].get(before[:2]), PAPER[table].get(after[:2])
+        ours_before, ours_after = tables[table][before], tables[table][after]
+        paper = reduction(paper_before, paper_after)
+        ours = reduction(ours_before, ours_after)
+        rows.append({"effect": effect, "table": table, "paper_reduction": paper, "ours_reduction": ours,
+                     "same_direction": bool(np.sign(paper) == np.sign(ours))})
+
+    for table in ("table1", "table2"):
+        for layers in (3, 9):
+            add(f"masks vs T1w only, {layers} layers", table, (layers, "T1w", "network"), (layers, "T1w + masks", "network"))
+        for kind in INPUTS:
+            add(f"9 vs 3 layers, {kind}", table, (3, kind, "network"), (9, kind, "network"))
+    add("masks vs T1w only, 9 layers", "table3", (9, "T1w", "network"), (9, "T1w + masks", "network"))
+    for kind in INPUTS:
+        paper = reduction(PAPER["table2"][(9, kind)], PAPER["table3"][(9, kind)])
+        ours = reduction(tables["table2"][(9, kind, "network")], tables["table3"][(9, kind, "network")])
+        rows.append({"effect": f"many vs 1 training subjects, 9 layers, {kind}", "table": "table2->table3",
+                     "paper_reduction": paper, "ours_reduction": ours,
+                     "same_direction": bool(np.sign(paper) == np.sign(ours))})
+    return rows
+
+
+def _table_blocks(table: str, title: str, results: dict) -> list:
+    rows = [["model", "paper loss", "our test patch MSE", "our brain-pixel MSE", "our volume PSNR (brain)",
+             "our volume SSIM (brain)"]]
+    for key, scores in results["tables_detail"][table].items():
+        paper = PAPER[table].get(tuple(scores["paper_key"])) if scores.get("paper_key") else None
+        volume = scores.get("volume") or {}
+        rows.append([key, fmt(paper), fmt(scores["patch"]["mse"]), fmt(scores["patch"]["mse_brain"]),
+                     fmt(volume.get("psnr")), fmt(volume.get("ssim_3d"))])
+    return [("h2", title), ("table", rows)]
+
+
+def build_report(results: dict, figures: dict[str, Path]) -> list:
+    """The report as blocks (heading, paragraph, table, image); all text computed from ``results``."""
+    units = results["units"]
+    blocks = [("h1", "mrsynth: reproduction of Alkan, Cocjin & Weitz, Tables 1-3 and Figures 3-5"),
+              ("p", f"Scale {results['scale']['name']}; data: {results['data']}; {len(results['runs'])} training "
+                    f"runs; loss units: {units}. The paper's losses are MSE in HCP T2w intensity units, so "
+                    "compare relative changes, not absolute values."),
+              ("p", "Every network and baseline of a table is scored on the same test patches; volume scores "
+                    "are whole predicted test volumes, inside the brain mask (within-subject runs have test "
+                    "patches, not test volumes).")]
+    blocks += _table_blocks("table1", "Table 1: within-subject (one subject, patches split 80/1/19)", results)
+    blocks += _table_blocks("table2", "Table 2: across-subject, 1 training subject, 5 test subjects", results)
+    blocks += _table_blocks("table3", f"Table 3: across-subject, {len(results['subjects']['many'])} training "
+                                      "subjects, the same 5 test subjects", results)
+    rows = [["effect", "table", "paper: loss reduction", "ours: loss reduction", "same direction"]]
+    for c in results["comparisons"]:
+        rows.append([c["effect"], c["table"], pct(c["paper_reduction"]), pct(c["ours_reduction"]),
+                     "yes" if c["same_direction"] else "no"])
+    agree = sum(c["same_direction"] for c in results["comparisons"])
+    blocks += [("h2", "The paper's findings, checked"), ("table", rows),
+               ("p", f"{agree} of {len(results['comparisons'])} effects go in the paper's direction in this run.")]
+    for c in results["comparisons"]:
+        verb = "reduces" if c["ours_reduction"] > 0 else "increases"
+        blocks.append(("p", f"{c['effect']} ({c['table']}): our loss changes by {pct(-c['ours_reduction'])} "
+                            f"(the paper: {pct(-c['paper_reduction'])}); the change {verb} our loss, "
+                            f"{'as' if c['same_direction'] else 'unlike'} in the paper."))
+    blocks.append(("h2", "Against the baselines"))
+    for table, beats in results["beats_baselines"].items():
+        for model, outcome in beats.items():
+            blocks.append(("p", f"{table}, {model}: test patch MSE {fmt(outcome['network'])} vs tissue-mean "
+                                f"{fmt(outcome['tissue-mean'])} and intensity-map {fmt(outcome['intensity-map'])}: "
+                                f"{'beats both' if outcome['beats_both'] else 'does not beat both'}."))
+    for key, caption in (("figure3", "Figure 3: learning curves, within-subject 9-layer network with masks"),
+                         ("figure4", "Figure 4: four test patches, 1 training subject"),
+                         ("figure5", "Figure 5: the same patches, many training subjects")):
+        if key in figures:
+            blocks += [("h2", caption), ("img", figures[key])]
+    return blocks
+
+
+def render_markdown(blocks: list, base: Path) -> str:
+    out = []
+    for kind, content in blocks:
+        if kind == "h1":
+            out.append(f"# {content}\n")
+        elif kind == "h2":
+            out.append(f"## {content}\n")
+        elif kind == "p":
+            out.append(f"{content}\n")
+        elif kind == "table":
+            out.append("| " + " | ".join(content[0]) + " |")
+            out.append("|" + "---|" * len(content[0]))
+            out += ["| " + " | ".join(row) + " |" for row in content[1:]]
+            out.append("")
+        elif kind == "img":
+            out.append(f"![{content.stem}]({content.relative_to(base).as_posix()})\n")
+    return "\n".join(out)
+
+
+def render_html(blocks: list) -> str:
+    from html import escape
+
+    body = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2"):
+            body.append(f"<{kind}>{escape(content)}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{escape(content)}</p>")
+        elif kind == "table":
+            head = "".join(f"<th>{escape(c)}</th>" for c in content[0])
+            rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in content[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "img":
+            data = base64.b64encode(content.read_bytes()).decode()
+            body.append(f'<img alt="{escape(content.stem)}" src="data:image/png;base64,{data}">')
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>mrsynth reproduction</title>" \
+           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _prepare_data(out: Path, data: Path | None, scale: Scale, seed: int, progress: bool) -> tuple[Path, str]:
+    from .simulate import simulate_dataset
+
+    if data is None:
+        data = out / "data"
+        if not (data / ".complete").exists():
+            simulate_dataset(data, scale.subjects, voxel_size=scale.voxel_size, seed=seed, progress=progress)
+            (data / ".complete").write_text("")
+        description = f"{scale.subjects} subjects simulated from the default anatomy at {scale.voxel_size} mm"
+    else:
+        description = str(data)
+    cache = out / "cache"
+    report = prepare_all(discover(data), cache, progress=progress)
+    if report.failed:
+        raise InputError("bad subjects: " + "; ".join(f"{r.id}: {r.message}" for r in report.failed), data)
+    return cache, description
+
+
+def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "small", seed: int = 0,
+              progress: bool = True) -> dict:
+    """Run (or reuse) the experiment grid and write report.md, report.html and results.json."""
+    if scale not in SCALES:
+        raise InputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    started = time.perf_counter()
+    out, setting = Path(out), SCALES[scale]
+    out.mkdir(parents=True, exist_ok=True)
+    cache, description = _prepare_data(out, Path(data) if data else None, setting, seed, progress)
+    prepared = {s.id: s for s in list_prepared(cache) if s.has_t2}
+    subjects = assign_subjects(list(prepared), setting)
+    configs = _run_configs(cache, setting, subjects, seed)
+    runs, run_info = {}, {}
+    for name, config in configs.items():
+        began = time.perf_counter()
+        runs[name], status = run_or_reuse(name, config, out / "runs", progress)
+        run_info[name] = {"folder": str(runs[name].relative_to(out)), "status": status,
+                          "config_hash": config_hash(config), "config": asdict(config),
+                          "seconds": time.perf_counter() - began,
+                          "summary": json.loads((runs[name] / "summary.json").read_text())}
+    tables, detail = {}, {"table1": {}, "table2": {}, "table3": {}}
+    for name, config in configs.items():
+        table, layers, kind = _experiment(name)
+        scores = _score_run(runs[name], config, prepared, setting, seed)
+        run_info[name]["scores"] = scores
+        tables.setdefault(table, {})[(layers, kind, "network")] = scores["network"]["patch"]["mse"]
+        detail[table][f"{layers} layers, {kind}"] = {"paper_key": [layers, kind], **scores["network"]}
+        for baseline in BASELINE_KINDS:
+            if baseline in scores:
+                detail[table][f"baseline: {baseline}"] = scores[baseline]
+    beats = {table: {key: _beats(entry["patch"]["mse"], {b: rows[f"baseline: {b}"] for b in BASELINE_KINDS})
+                     for key, entry in rows.items() if not key.startswith("baseline")}
+             for table, rows in detail.items()}
+    figures_dir = out / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    figures = _figures(runs, configs, figures_dir)
+    results = {
+        "scale": asdict(setting), "data": description, "seed": seed, "subjects": subjects,
+        "units": "normalized training units (" + setting.norm + " normalization)",
+        "paper": {table: {f"{layers} layers, {kind}": value for (layers, kind), value in values.items()}
+                  for table, values in PAPER.items()},
+        "runs": run_info, "tables_detail": detail, "comparisons": _comparisons(tables),
+        "beats_baselines": beats, "versions": package_versions(), "mrsynth": __version__,
+        "seconds": time.perf_counter() - started,
+    }
+    blocks = build_report(results, figures)
+    (out / "report.md").write_text(render_markdown(blocks, out))
+    (out / "report.html").write_text(render_html(blocks))
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    return results
+
+
+def _beats(network: float, scores: dict) -> dict:
+    base = {b: scores[b]["patch"]["mse"] for b in BASELINE_KINDS}
+    return {"network": network, **base, "beats_both": bool(network < min(base.values()))}
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialize {type(value)}")
+
+
+def _figures(runs: dict[str, Path], configs: dict[str, TrainConfig], folder: Path) -> dict[str, Path]:
+    from .figures import learning_curve_figure
+
+    import csv
+
+    figures = {}
+    within = runs["table1-L9-masks"]
+    with (within / "steps.csv").open(newline="") as handle:
+        steps = list(csv.DictReader(handle))
+    figures["figure3"] = learning_curve_figure(read_history(within), steps, folder / "figure3_learning_curves.png")
+    items = _figure_patches(configs["table2-L9-masks"], runs["table2-L9-masks"])
+    order2 = ["table2-L9-none", "table2-L9-masks", "table2-L3-none", "table2-L3-masks"]
+    figures["figure4"] = _patch_figure(runs, configs, order2, items, folder / "figure4_one_subject.png",
+                                       "Training set = 1 subject")
+    order3 = ["table3-L9-none", "table3-L9-masks"]
+    figures["figure5"] = _patch_figure(runs, configs, order3, items, folder / "figure5_many_subjects.png",
+                                       "Training set = many subjects")
+    return figures

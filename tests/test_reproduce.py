@@ -1,0 +1,83 @@
+"""A tiny version of the experiment grid: report structure, numbers traceable to results.json, reuse."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from mrsynth.reproduce import SCALES, fmt, pct, reproduce
+
+
+def _numbers(value, found: set) -> set:
+    if isinstance(value, bool):
+        return found
+    if isinstance(value, (int, float)):
+        found.update({fmt(value), fmt(-value), pct(value), pct(-value), str(value)})
+    elif isinstance(value, dict):
+        for item in value.values():
+            _numbers(item, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _numbers(item, found)
+    return found
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduction")
+    return out, reproduce(out, scale="tiny", progress=False)
+
+
+def test_report_structure(grid):
+    out, results = grid
+    for name in ("report.md", "report.html", "results.json", "figures/figure3_learning_curves.png",
+                 "figures/figure4_one_subject.png", "figures/figure5_many_subjects.png"):
+        assert (out / name).exists(), name
+    assert len(results["runs"]) == 10  # 4 + 4 + 2
+    assert results["subjects"]["test"] == sorted(results["subjects"]["test"]) and len(results["subjects"]["test"]) == 5
+    text = (out / "report.md").read_text()
+    for heading in ("Table 1", "Table 2", "Table 3", "Figure 3", "Figure 4", "Figure 5", "baseline: tissue-mean",
+                    "baseline: intensity-map", "same direction"):
+        assert heading in text, heading
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and 'src="figures' not in html
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["comparisons"] == results["comparisons"]
+    assert all(r["config"]["seed"] == 0 and "summary" in r for r in saved["runs"].values())
+    assert "torch" in saved["versions"]
+
+
+def test_every_number_in_the_report_comes_from_results_json(grid):
+    out, _ = grid
+    raw = (out / "results.json").read_text()
+    known = _numbers(json.loads(raw), set())
+    text = (out / "report.md").read_text()
+    tokens = re.findall(r"-?\d[\d,]*\.\d+%?|-?\d{1,3}(?:,\d{3})+", text)
+    assert tokens
+    unexplained = [t for t in tokens if t not in known and t not in raw]
+    assert not unexplained, unexplained
+
+
+def test_verdicts_follow_the_numbers(grid):
+    _, results = grid
+    for c in results["comparisons"]:
+        assert c["same_direction"] == ((c["paper_reduction"] > 0) == (c["ours_reduction"] > 0))
+    for table in results["beats_baselines"].values():
+        for outcome in table.values():
+            assert outcome["beats_both"] == (outcome["network"] < min(outcome["tissue-mean"], outcome["intensity-map"]))
+
+
+def test_second_run_reuses_finished_runs(grid):
+    out, first = grid
+    again = reproduce(out, scale="tiny", progress=False)
+    assert {r["status"] for r in again["runs"].values()} == {"reused"}
+    assert again["tables_detail"] == first["tables_detail"]
+
+
+def test_scales_document_paper_settings():
+    paper = SCALES["paper"]
+    assert (paper.patch_size, paper.stride, paper.epochs_one, paper.epochs_many, paper.batch_one, paper.batch_many) == \
+        (128, 24, 20, 8, 32, 128)
+    assert paper.patches_per_epoch == 0 and paper.norm == "paper" and paper.many_subjects == 50
