@@ -32,6 +32,18 @@ def hcp_root(tmp_path):
     return write_dataset(tmp_path / "hcp", 3, "hcp")
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """Three tiny fixture subjects, prepared (one per test module)."""
+    from mrsynth.cache import prepare_all
+    from mrsynth.subjects import discover
+
+    root = tmp_path_factory.mktemp("data")
+    write_dataset(root, 3, "hcp", shape=(40, 48, 36))
+    prepare_all(discover(root), root.parent / "cache", progress=False)
+    return root.parent / "cache"
+
+
 def require_shared(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():

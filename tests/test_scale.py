@@ -11,25 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from mrsynth.cache import list_prepared, prepare_all
+from mrsynth.cache import list_prepared
 from mrsynth.config import load_config
-from mrsynth.fixtures import write_dataset
 from mrsynth.normalization import Normalization
 from mrsynth.patches import PatchDataset, PatchGrid
-from mrsynth.subjects import discover
 from mrsynth.train import build_data, train
 
 BASE = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=4", "optim.batch_size=16",
         "optim.lr=0.003", "val_recalibration_batches=2", "bn_recalibration_batches=4",
         "data.max_patches_per_epoch=128", "data.max_eval_patches=64", "optim.epochs=2"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset(root, 3, "hcp", shape=(40, 48, 36))
-    prepare_all(discover(root), root.parent / "cache", progress=False)
-    return root.parent / "cache"
 
 
 def _covered(dataset: PatchDataset, part: int = 0) -> np.ndarray:

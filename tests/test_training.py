@@ -12,26 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from mrsynth.baselines import IntensityMap, TissueMean, fit_for_run
-from mrsynth.cache import list_prepared, prepare_all
 from mrsynth.config import load_config, to_toml
 from mrsynth.errors import InputError
-from mrsynth.fixtures import write_dataset
 from mrsynth.metrics import evaluate_volume
 from mrsynth.models import load_model
-from mrsynth.subjects import discover
 from mrsynth.train import build_data, mean_loss, train
 
 TINY = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=5", "optim.batch_size=16",
         "optim.lr=0.003", "optim.lr_step_epochs=4", "val_recalibration_batches=4", "bn_recalibration_batches=20",
         "data.max_patches_per_epoch=256", "data.max_eval_patches=128"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset(root, 3, "hcp", shape=(40, 48, 36))
-    prepare_all(discover(root), root.parent / "cache", progress=False)
-    return root.parent / "cache"
 
 
 def _config(cache, *extra):

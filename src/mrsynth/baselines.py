@@ -25,10 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-
 from . import labels
-from .patches import PatchDataset
+from .patches import PatchDataset, batch_loader
 
 N_TISSUE = len(labels.CLASSES) - 1  # the exclusive classes (all but "brain")
 
@@ -101,7 +99,7 @@ def _training_batches(dataset: PatchDataset, max_patches: int, seed: int):
     """Up to ``max_patches`` training patches (a seeded random subset), in batches."""
     count = min(len(dataset), max_patches) if max_patches else len(dataset)
     order = np.random.default_rng(seed).permutation(len(dataset))[:count].tolist()
-    return DataLoader(dataset, batch_size=64, sampler=order)
+    return batch_loader(dataset, order, 64)
 
 
 def fit_for_run(run_dir: str | Path, max_patches: int = 2000) -> dict[str, Path]:

@@ -60,7 +60,7 @@ def run_demo(out: Path) -> dict:
         scores[name] = evaluate_volume(predictions[name], reference, mask, scale="brain-median",
                                        slice_axis=axis, bits=bits)
     t1 = test.to_native(np.asarray(test.array("t1")))
-    figure = prediction_figure(t1, reference, predictions, mask, out / "prediction.png", axis)
+    prediction_figure(t1, reference, predictions, mask, out / "prediction.png", axis)
     table = format_table(scores)
     tissue = format_table(scores, keys=["mse_grey_matter", "mse_white_matter", "mse_csf", "mse_subcortical",
                                         "mse_cerebellum", "mse_unknown"])

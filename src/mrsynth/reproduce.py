@@ -32,9 +32,8 @@ import base64
 import hashlib
 import json
 import math
-import re
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np

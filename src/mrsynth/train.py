@@ -31,7 +31,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .cache import PreparedSubject, list_prepared
@@ -39,7 +38,7 @@ from .config import TrainConfig, load_config, to_toml
 from .errors import InputError
 from .models import FCN, ModelInfo, pick_device, recalibrate_batchnorm, save_model
 from .normalization import Normalization
-from .patches import PatchDataset, PatchGrid, Split, across_subject_split, within_subject_split
+from .patches import PatchDataset, PatchGrid, Split, across_subject_split, batch_loader, within_subject_split
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -142,8 +141,10 @@ def patch_losses(model: torch.nn.Module, dataset: PatchDataset, batch_size: int,
     count = brain_count = 0
     for start in range(0, len(order), batch_size):
         items = order[start:start + batch_size]
-        inputs, target = (torch.stack(t) for t in zip(*(dataset[i] for i in items)))
-        brain = torch.from_numpy(np.stack([dataset.brain_window(i) for i in items]))[:, None].to(device)
+        inputs, target = dataset[items]
+        brain = (inputs[:, 1:2] > 0) if dataset.channels > 1 else \
+            torch.from_numpy(np.stack([dataset.brain_window(i) for i in items]))[:, None]
+        brain = brain.to(device)
         error = (model(inputs.to(device)) - target.to(device)) ** 2
         total += error.sum().item()
         count += error.numel()
@@ -290,8 +291,7 @@ class Trainer:
         order = epoch_order(len(data.train), config.seed, epoch, config.data.max_patches_per_epoch)
         if ranks.world > 1:  # each rank takes every world-th patch: equal shards of one global order
             order = order[: len(order) // ranks.world * ranks.world][ranks.rank::ranks.world]
-        loader = DataLoader(data.train, batch_size=config.optim.batch_size // ranks.world, sampler=order,
-                            num_workers=config.workers)
+        loader = batch_loader(data.train, order, config.optim.batch_size // ranks.world, config.workers)
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         started, seen, total, steps = time.perf_counter(), 0, 0.0, []
@@ -327,8 +327,8 @@ class Trainer:
         return row
 
     def recalibrate(self, data: RunData, batches: int) -> int:
-        order = epoch_order(len(data.train), self.config.seed, 0)
-        loader = DataLoader(data.train, batch_size=self.config.optim.batch_size, sampler=order)
+        order = epoch_order(len(data.train), self.config.seed, 0)[: batches * self.config.optim.batch_size]
+        loader = batch_loader(data.train, order, self.config.optim.batch_size)
         return recalibrate_batchnorm(self.model, _inputs_only(loader), batches)
 
     def _append(self, data: RunData, row: dict, steps: list[float]) -> None:
