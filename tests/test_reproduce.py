@@ -81,3 +81,17 @@ def test_scales_document_paper_settings():
     assert (paper.patch_size, paper.stride, paper.epochs_one, paper.epochs_many, paper.batch_one, paper.batch_many) == \
         (128, 24, 20, 8, 32, 128)
     assert paper.patches_per_epoch == 0 and paper.norm == "paper" and paper.many_subjects == 50
+
+
+def test_data_option_takes_any_layout(tmp_path, run_cli):
+    from mrsynth.fixtures import write_dataset
+
+    root = write_dataset(tmp_path / "bids", 7, "bids", shape=(40, 48, 36))
+    code, out, err = run_cli("reproduce", "--data", root, "--scale", "tiny", "--out", tmp_path / "r", "--quiet")
+    assert code == 0, err
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["data"] == str(root) and results["subjects"]["one"] == "sub-001"
+    assert results["subjects"]["test"] == [f"sub-00{i}" for i in range(2, 7)]
+    code, _, err = run_cli("reproduce", "--data", write_dataset(tmp_path / "few", 3, "hcp"), "--scale", "tiny",
+                           "--out", tmp_path / "r2", "--quiet")
+    assert code == 2 and "at least 7 subjects" in err
