@@ -19,6 +19,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
+	rm -rf demo-output
 	$(BIN)/mrsynth demo --out demo-output
 
 test: $(VENV)/.installed
