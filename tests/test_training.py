@@ -11,7 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mrsynth import labels
 from mrsynth.baselines import IntensityMap, TissueMean, fit_for_run
+from mrsynth.cache import list_prepared
+from mrsynth.normalization import Normalization
 from mrsynth.config import load_config, to_toml
 from mrsynth.errors import InputError
 from mrsynth.metrics import evaluate_volume
@@ -154,6 +157,15 @@ def test_baselines_fit_what_a_lookup_table_can(trained, cache, tmp_path, run_cli
     tissue, _ = load_model(paths["tissue-mean"])
     mapping, _ = load_model(paths["intensity-map"])
     assert isinstance(tissue, TissueMean) and isinstance(mapping, IntensityMap)
+    # tissue-mean: the fixture's grey matter has one T2w value, so its group mean is that value
+    prepared = list_prepared(cache)[0]
+    norm = Normalization.load(run / "normalization.json")
+    scale, shift = norm.transform("t2", prepared.stats)
+    bits = np.asarray(prepared.array("tissue"))
+    grey_in_brain = ((bits >> labels.BIT["grey_matter"]) & 1 == 1) & (bits & 1 == 1)
+    expected = float(np.mean(np.asarray(prepared.array("t2"))[grey_in_brain])) * scale + shift
+    group = 2 * (labels.BIT["grey_matter"] - 1) + 1
+    assert tissue.table[group].item() == pytest.approx(expected, rel=0.05)
     data = build_data(load_config(run / "config.toml"))
     inputs, target = data.test[len(data.test) // 2]
     assert tissue(inputs[None]).shape == target[None].shape == mapping(inputs[None]).shape

@@ -136,9 +136,9 @@ def _train(args) -> int:
 
 
 def _predict(args) -> int:
-    from .models import load_model, pick_device
-    from .predict import predict_files, predict_many, predict_prepared, write_like
     from .cache import PreparedSubject
+    from .models import load_model, pick_device
+    from .predict import predict_files, predict_many, predict_prepared_file
 
     model, info = load_model(args.model)
     options = {"batch_size": args.batch_size, "device": pick_device(args.device), "progress": not args.quiet}
@@ -151,14 +151,7 @@ def _predict(args) -> int:
     if not args.out:
         raise InputError("give the output file with --out")
     if args.subject:
-        import numpy as np
-        import nibabel as nib
-
-        subject = PreparedSubject.open(args.subject)
-        volume = predict_prepared(model, info, subject, **options)
-        source = Path(subject.meta["sources"]["t1"]["path"])
-        reference = nib.load(str(source)) if source.exists() else None
-        write_like(volume, reference, np.asarray(subject.meta["affine"]), Path(args.out))
+        predict_prepared_file(model, info, PreparedSubject.open(args.subject), Path(args.out), **options)
     elif args.t1:
         predict_files(model, info, Path(args.t1), Path(args.out), args.seg and Path(args.seg),
                       args.mask and Path(args.mask), **options)
@@ -186,7 +179,7 @@ def _evaluate(args) -> int:
         result = evaluate_file(pred, reference, args.scale)
         table = format_table({pred.name: result})
         if args.seg:
-            tissue = [f"mse_{name}" for name in __import__("mrsynth.labels").labels.CLASSES]
+            tissue = [f"mse_{name}" for name in labels.CLASSES]
             table += "\n\n" + format_table({pred.name: result}, keys=tissue)
     print(f"scale: {args.scale}; MSE, MAE, PSNR and SSIM inside the brain mask except mse_fov (whole field of view)")
     print(table)

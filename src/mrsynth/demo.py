@@ -48,7 +48,7 @@ def run_demo(out: Path) -> dict:
     prepare_all(discover(data), cache)
     config = load_config(None, [f"data.cache={cache}"] + DEMO_SETTINGS)
     summary = train(config, run)
-    models = {"9-layer FCN + masks": run / "model", **{k: v for k, v in fit_for_run(run).items()}}
+    models = {"9-layer FCN + masks": run / "model", **fit_for_run(run)}
     test = {s.id: s for s in list_prepared(cache)}["sim003"]
     reference = test.to_native(np.asarray(test.array("t2")))
     bits = test.to_native(np.asarray(test.array("tissue")))

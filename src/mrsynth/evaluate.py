@@ -13,7 +13,7 @@ import numpy as np
 from .cache import list_prepared, resolve_axis
 from .errors import InputError
 from .metrics import evaluate_volume, summarize
-from .subjects import _check_same_grid, discover, read_volume
+from .subjects import check_same_grid, discover, read_volume
 
 
 @dataclass
@@ -54,7 +54,7 @@ def references(root: str | Path) -> dict[str, Reference]:
 def evaluate_file(pred: Path, ref: Reference, scale: str = "brain-median") -> dict:
     """Score one prediction file against a reference (grids must match)."""
     data, image = read_volume(Path(pred))
-    _check_same_grid(data.shape, image.affine, (ref.t2.shape, ref.affine), Path(pred), Path(ref.source))
+    check_same_grid(data.shape, image.affine, (ref.t2.shape, ref.affine), Path(pred), Path(ref.source))
     prediction = data.astype(np.float32)
     if not np.isfinite(prediction).all():
         raise InputError("prediction contains NaN or Inf values", pred)

@@ -149,11 +149,15 @@ class PatchDataset(Dataset):
         inside = ((r >= 0) & (r < height))[:, :, None] & ((c >= 0) & (c < width))[:, None, :]
         return out if inside.all() else np.where(inside, out, fill)
 
-    def brain_window(self, item: int) -> np.ndarray:
-        """The brain mask (bool) of dataset item ``item``, whatever the input channels."""
-        part, slices, rows, cols = self.locate_many([item])
-        bits = self._windows("tissue", int(part[0]), slices, rows, cols, BACKGROUND_BITS)[0]
-        return (bits >> labels.BIT["brain"]) & 1 == 1
+    def brain_windows(self, items: Sequence[int]) -> np.ndarray:
+        """The brain masks ``(B, P, P)`` (bool) of dataset items ``items``, whatever the input channels."""
+        part, slices, rows, cols = self.locate_many(items)
+        brain = np.empty((len(part), self.grid.size, self.grid.size), bool)
+        for p in np.unique(part):
+            where = np.flatnonzero(part == p)
+            bits = self._windows("tissue", p, slices[where], rows[where], cols[where], BACKGROUND_BITS)
+            brain[where] = (bits >> labels.BIT["brain"]) & 1 == 1
+        return brain
 
     def batch(self, items: Sequence[int]):
         """Inputs ``(B, C, P, P)`` (and targets ``(B, 1, P, P)``) of many items, built per subject

@@ -111,9 +111,12 @@ def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None 
     return write_like(volume, nib.load(str(t1)), volumes.affine, out)
 
 
-def _source_image(subject: PreparedSubject) -> nib.Nifti1Image | None:
-    path = Path(subject.meta["sources"]["t1"]["path"])
-    return nib.load(str(path)) if path.exists() else None
+def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out: Path, **kwargs) -> Path:
+    """Predict a prepared subject into a NIfTI with its source T1w's header (when still there) and affine."""
+    volume = predict_prepared(model, info, subject, **kwargs)
+    source = Path(subject.meta["sources"]["t1"]["path"])
+    reference = nib.load(str(source)) if source.exists() else None
+    return write_like(volume, reference, np.asarray(subject.meta["affine"]), out)
 
 
 def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, **kwargs) -> list[Path]:
@@ -122,9 +125,7 @@ def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, **kwargs) ->
     written = []
     if root.is_dir() and any(root.glob("*/subject.json")):
         for subject in list_prepared(root):
-            volume = predict_prepared(model, info, subject, **kwargs)
-            affine = np.asarray(subject.meta["affine"])
-            written.append(write_like(volume, _source_image(subject), affine, out_dir / f"{subject.id}.nii.gz"))
+            written.append(predict_prepared_file(model, info, subject, out_dir / f"{subject.id}.nii.gz", **kwargs))
         return written
     for subject in discover(root):
         written.append(predict_files(model, info, subject.t1, out_dir / f"{subject.id}.nii.gz",

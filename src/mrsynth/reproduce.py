@@ -147,25 +147,41 @@ def _experiment(name: str) -> tuple[str, int, str]:
     return table, int(layers[1:]), "T1w + masks" if kind == "masks" else "T1w"
 
 
-def _score_run(folder: Path, config: TrainConfig, cache_subjects: dict, scale: Scale, seed: int) -> dict:
-    """Test patch losses of the network and the baselines; whole-volume scores for across-subject runs."""
+def _reference_volumes(subjects: list, count: int) -> dict:
+    """T2w, tissue bits and slicing axis (native order) of the first ``count`` test subjects, read once."""
+    references = {}
+    for subject in subjects[:count]:
+        bits = subject.to_native(np.asarray(subject.array("tissue")))
+        references[subject.id] = (subject, subject.to_native(np.asarray(subject.array("t2"))), bits)
+    return references
+
+
+def _score_run(folder: Path, config: TrainConfig, references: dict, scale: Scale, seed: int) -> dict:
+    """Test patch losses of the network and the baselines; whole-volume scores for across-subject runs.
+
+    The network's patch losses are the ones training computed at export (same model, same
+    seeded test patches); the baselines are scored on those same patches here.
+    """
     data = build_data(config, Split.load(folder / "split.json"))
+    summary = json.loads((folder / "summary.json").read_text())
     models = {"network": folder / "model"}
     if config.data.channels > 1 and config.model.layers == 9:  # baselines: once per table
         models.update(fit_for_run(folder))
     scores = {}
     for key, path in models.items():
         model, info = load_model(path)
-        entry = {"patch": patch_losses(model, data.test, 32, "cpu", scale.eval_patches, seed)}
+        if key == "network":
+            patch = {"mse": summary["test_loss"], "mse_brain": summary["test_loss_brain"],
+                     "patches": summary["test_patches"]}
+        else:
+            patch = patch_losses(model, data.test, 32, "cpu", scale.eval_patches, seed)
+        entry = {"patch": patch}
         if data.split.kind == "across":
-            volumes = {}
-            for subject_id in data.split.test[: scale.volume_subjects]:
-                subject = cache_subjects[subject_id]
-                prediction = predict_prepared(model, info, subject)
-                bits = subject.to_native(np.asarray(subject.array("tissue")))
-                volumes[subject_id] = evaluate_volume(
-                    prediction, subject.to_native(np.asarray(subject.array("t2"))), (bits & 1) > 0,
-                    slice_axis=subject.meta["axis"], bits=bits)
+            volumes = {
+                subject_id: evaluate_volume(predict_prepared(model, info, subject), t2, (bits & 1) > 0,
+                                            slice_axis=subject.meta["axis"], bits=bits)
+                for subject_id, (subject, t2, bits) in references.items()
+            }
             entry["volume"] = {k: float(np.mean([v[k] for v in volumes.values()])) for k in ("mse", "psnr", "ssim_3d")}
             entry["volume_subjects"] = list(volumes)
         scores[key] = entry
@@ -182,7 +198,7 @@ def _figure_patches(config: TrainConfig, folder: Path, count: int = 4) -> list[i
     per_slice = len(first.rows) * len(first.cols)
     middle = first.subject.stored_shape[0] // 2
     candidates = list(range(middle * per_slice, (middle + 1) * per_slice))
-    brain = [float(data.test.brain_window(i).mean()) for i in candidates]
+    brain = data.test.brain_windows(candidates).mean(axis=(1, 2)).tolist()
     ranked = [c for _, c in sorted(zip(brain, candidates), reverse=True)]
     return sorted(ranked[: count * 2][::2])
 
@@ -191,19 +207,16 @@ def _patch_figure(runs: dict[str, Path], configs: dict[str, TrainConfig], names:
                   path: Path, title: str) -> Path:
     from .figures import patch_grid_figure
 
-    reference = build_data(configs[names[-1]], Split.load(runs[names[-1]] / "split.json")).test
-    rows = []
-    for item in items:
-        inputs, target = reference[item]
-        row = [("(a) T1w", inputs[0].numpy()), ("(b) true T2w", target[0].numpy())]
-        for letter, name in zip("cdef", names):
-            model, _ = load_model(runs[name] / "model")
-            data = build_data(configs[name], Split.load(runs[name] / "split.json")).test
-            with torch.no_grad():
-                prediction = model(data[item][0][None])[0, 0].numpy()
-            _, layers, kind = _experiment(name)
-            row.append((f"({letter}) {layers} layers, {kind}", prediction))
-        rows.append(row)
+    inputs, target = build_data(configs[names[-1]], Split.load(runs[names[-1]] / "split.json")).test[items]
+    columns = [("(a) T1w", inputs[:, 0].numpy()), ("(b) true T2w", target[:, 0].numpy())]
+    for letter, name in zip("cdef", names):
+        model, _ = load_model(runs[name] / "model")
+        run_inputs, _ = build_data(configs[name], Split.load(runs[name] / "split.json")).test[items]
+        with torch.no_grad():
+            prediction = model(run_inputs)[:, 0].numpy()
+        _, layers, kind = _experiment(name)
+        columns.append((f"({letter}) {layers} layers, {kind}", prediction))
+    rows = [[(label, images[row]) for label, images in columns] for row in range(len(items))]
     return patch_grid_figure(rows, path, title)
 
 
@@ -391,9 +404,10 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
                           "seconds": time.perf_counter() - began,
                           "summary": json.loads((runs[name] / "summary.json").read_text())}
     tables, detail = {}, {"table1": {}, "table2": {}, "table3": {}}
+    references = _reference_volumes([prepared[i] for i in subjects["test"]], setting.volume_subjects)
     for name, config in configs.items():
         table, layers, kind = _experiment(name)
-        scores = _score_run(runs[name], config, prepared, setting, seed)
+        scores = _score_run(runs[name], config, references, setting, seed)
         run_info[name]["scores"] = scores
         tables.setdefault(table, {})[(layers, kind, "network")] = scores["network"]["patch"]["mse"]
         detail[table][f"{layers} layers, {kind}"] = {"paper_key": [layers, kind], **scores["network"]}

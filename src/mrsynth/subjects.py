@@ -304,7 +304,7 @@ def load_subject(subject: Subject, need_t2: bool = False, need_labels: bool = Tr
 
     def on_grid(path: Path) -> np.ndarray:
         data, image = read_volume(path)
-        _check_same_grid(data.shape, image.affine, grid, path, subject.t1)
+        check_same_grid(data.shape, image.affine, grid, path, subject.t1)
         return data
 
     seg = _integer_codes(on_grid(subject.seg), subject.seg) if subject.seg else None
@@ -321,7 +321,8 @@ def load_subject(subject: Subject, need_t2: bool = False, need_labels: bool = Tr
     return SubjectVolumes(subject, t1, seg, mask, t2, reference.affine.copy(), zooms)
 
 
-def _check_same_grid(shape, affine, grid, path: Path, reference: Path) -> None:
+def check_same_grid(shape, affine, grid, path: Path, reference: Path) -> None:
+    """Raise :class:`InputError` naming ``path`` if its grid (shape, affine) differs from ``grid``."""
     ref_shape, ref_affine = grid
     if tuple(shape) != tuple(ref_shape):
         raise InputError(

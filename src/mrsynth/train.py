@@ -142,8 +142,7 @@ def patch_losses(model: torch.nn.Module, dataset: PatchDataset, batch_size: int,
     for start in range(0, len(order), batch_size):
         items = order[start:start + batch_size]
         inputs, target = dataset[items]
-        brain = (inputs[:, 1:2] > 0) if dataset.channels > 1 else \
-            torch.from_numpy(np.stack([dataset.brain_window(i) for i in items]))[:, None]
+        brain = (inputs[:, 1:2] > 0) if dataset.channels > 1 else torch.from_numpy(dataset.brain_windows(items))[:, None]
         brain = brain.to(device)
         error = (model(inputs.to(device)) - target.to(device)) ** 2
         total += error.sum().item()
