@@ -67,3 +67,16 @@ def single_core_prefix() -> list[str]:
         return ["taskset", "-c", "0"]
     except (OSError, subprocess.CalledProcessError):
         return []
+
+
+def child_json(code: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``python -c code args`` in a fresh interpreter and parse its last stdout line as JSON.
+
+    Process-wide settings (the allocator tuning, compiled kernels, peak RSS) then belong to
+    one measurement only.  ``env`` adds to the current environment.
+    """
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, **(env or {})), cwd=HERE.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,9 +1,11 @@
 """Training-step throughput of the paper's 9-layer, 9-channel network on 128 x 128 patches, batch 32, fp32.
 
-For each training mode the trainer offers (eager NCHW, channels_last, channels_last +
-torch.compile): patches per second, GFLOP/s and percent of the measured fp32 matmul peak.
-A step costs 3x the forward FLOPs (forward, input gradient, weight gradient). Synthetic
-tensors, so this is pure compute; `epoch_loader` compares it with the real data loader.
+For each training mode the trainer offers (eager NCHW, channels_last, with and without
+the allocator tuning of `mrsynth.runtime`, and with torch.compile): patches per second,
+GFLOP/s and percent of the measured fp32 matmul peak. Each mode runs in its own process
+(the allocator setting is process-wide). A step costs 3x the forward FLOPs (forward, input
+gradient, weight gradient). Synthetic tensors, so this is pure compute; `epoch_loader`
+compares it with the real data loader.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .common import repeat
+from .common import child_json, repeat
 
 BATCH, SIZE, CHANNELS, LAYERS = 32, 128, 9, 9
 
@@ -50,20 +52,43 @@ def _step_timer(channels_last: bool, compile_model: bool):
     return step
 
 
+MODES = {  # name: (channels_last, torch.compile, allocator tuned)
+    "eager NCHW": (False, False, False),
+    "channels_last": (True, False, False),
+    "channels_last + tuned allocator (trainer default)": (True, False, True),
+    "channels_last + tuned allocator + torch.compile": (True, True, True),
+}
+MEASURE_CHILD = ("import json, sys; from benchmarks.training_step import measure; "
+                 "print(json.dumps(measure(sys.argv[1] == '1', sys.argv[2] == '1')))")
+
+
+def measure(channels_last: bool, compile_model: bool) -> dict:
+    """Step timings in this process (allocator tuned unless MRSYNTH_TUNE_MALLOC=0)."""
+    from mrsynth.runtime import tune_allocator
+
+    tuned = tune_allocator()
+    step = _step_timer(channels_last, compile_model)
+    started = time.perf_counter()
+    step()  # first call: compilation where compiled
+    first = time.perf_counter() - started
+    timing = repeat(step, runs=7, warmup=2)
+    return {"first_step_s": first, **timing, "patches_per_s": BATCH / timing["median_s"], "allocator_tuned": tuned}
+
+
+def measure_in_child(channels_last: bool, compile_model: bool, tuned: bool) -> dict:
+    """``measure`` in a fresh process, so that the allocator setting is this mode's own."""
+    return child_json(MEASURE_CHILD, str(int(channels_last)), str(int(compile_model)),
+                      env={"MRSYNTH_TUNE_MALLOC": str(int(tuned))})
+
+
 def run() -> dict:
     peak = matmul_peak()
     modes = {}
-    for name, (channels_last, compiled) in {"eager NCHW": (False, False), "channels_last": (True, False),
-                                            "channels_last + torch.compile": (True, True)}.items():
-        step = _step_timer(channels_last, compiled)
-        started = time.perf_counter()
-        step()  # first call: compilation where compiled
-        first = time.perf_counter() - started
-        timing = repeat(step, runs=7, warmup=2)
-        patches = BATCH / timing["median_s"]
-        gflops = patches * 3 * forward_flops() / 1e9
-        modes[name] = {"first_step_s": first, **timing, "patches_per_s": patches, "gflops": gflops,
-                       "percent_of_peak": 100 * gflops / peak}
+    for name, (channels_last, compiled, tuned) in MODES.items():
+        mode = measure_in_child(channels_last, compiled, tuned)
+        mode["gflops"] = mode["patches_per_s"] * 3 * forward_flops() / 1e9
+        mode["percent_of_peak"] = 100 * mode["gflops"] / peak
+        modes[name] = mode
     return {"matmul_peak_gflops": peak, "threads": torch.get_num_threads(), "modes": modes,
             "step_gflop_per_patch": 3 * forward_flops() / 1e9}
 

@@ -20,6 +20,7 @@ from . import labels
 from .cache import PreparedSubject, intensity_stats, list_prepared, resolve_axis
 from .errors import InputError
 from .models import ModelInfo, inference_model
+from .runtime import tune_allocator
 from .subjects import Subject, discover, load_subject
 
 
@@ -33,6 +34,7 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     layout (same numbers within float tolerance); ``False`` runs the eval-mode network
     as is, for comparison.
     """
+    tune_allocator()
     scale, shift = t1_transform
     out_scale, out_shift = info.norm().to_intensity()
     model = inference_model(model, device) if optimized else model.to(device).eval()

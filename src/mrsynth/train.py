@@ -39,6 +39,7 @@ from .errors import InputError
 from .models import FCN, ModelInfo, pick_device, recalibrate_batchnorm, save_model
 from .normalization import Normalization
 from .patches import PatchDataset, PatchGrid, Split, across_subject_split, batch_loader, within_subject_split
+from .runtime import tune_allocator
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -194,6 +195,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
                  distributed: Distributed = Distributed()):
         self.config, self.run_dir, self.distributed = config, Path(run_dir), distributed
+        tune_allocator()
         self.progress = progress and distributed.main
         if distributed.world > 1:
             if config.optim.batch_size % distributed.world:

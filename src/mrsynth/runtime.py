@@ -1,0 +1,58 @@
+"""Process-wide settings that make CPU training and prediction fast.
+
+The network's activations are large (one 260 x 311 slice x 32 channels is 10 MB; a batch
+of 32 training patches, 64 MB per layer), and every layer allocates a fresh one and frees
+its input.  glibc's malloc serves blocks that large with ``mmap`` and hands them back
+with ``munmap`` on free, so each layer pays for mapping and page-faulting its output
+anew; the `prediction` and `training_step` benchmarks measure what that costs
+(benchmarks/RESULTS.md, with and without this setting).  Raising glibc's mmap and trim thresholds keeps those
+blocks in the heap, where the next layer reuses them; PyTorch's CPU performance guide
+reaches the same end by preloading jemalloc or tcmalloc.
+
+The cost: memory freed after a peak stays with the process (peak RSS is unchanged).
+Set ``MRSYNTH_TUNE_MALLOC=0`` to leave the allocator alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+THRESHOLD_BYTES = 1 << 30
+FALLBACK_BYTES = 32 << 20  # the largest mmap threshold glibc before 2.35 accepts on 64-bit
+_applied: bool | None = None
+
+
+def _other_allocator_preloaded() -> bool:
+    preload = os.environ.get("LD_PRELOAD", "")
+    return any(name in preload for name in ("jemalloc", "tcmalloc", "mimalloc"))
+
+
+def tune_allocator() -> bool:
+    """Raise glibc's mmap/trim thresholds once per process; True when in effect.
+
+    A no-op (False) off Linux/glibc, when another allocator is preloaded, or with
+    ``MRSYNTH_TUNE_MALLOC=0``.  Called by the CLI, the trainer and the predictor.
+    """
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if os.environ.get("MRSYNTH_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    if _other_allocator_preloaded():
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other libcs without mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    mmap_ok = mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES) or mallopt(M_MMAP_THRESHOLD, FALLBACK_BYTES)
+    trim_ok = mallopt(M_TRIM_THRESHOLD, THRESHOLD_BYTES)
+    _applied = bool(mmap_ok and trim_ok)
+    return _applied
