@@ -13,7 +13,6 @@ from pathlib import Path
 
 from . import __version__, labels
 from .errors import InputError
-from .runtime import tune_allocator
 
 
 def _prepare(args) -> int:
@@ -335,7 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    tune_allocator()
     try:
         return args.run(args)
     except InputError as error:

@@ -36,7 +36,8 @@ def tune_allocator() -> bool:
     """Raise glibc's mmap/trim thresholds once per process; True when in effect.
 
     A no-op (False) off Linux/glibc, when another allocator is preloaded, or with
-    ``MRSYNTH_TUNE_MALLOC=0``.  Called by the CLI, the trainer and the predictor.
+    ``MRSYNTH_TUNE_MALLOC=0``.  Called by the trainer and the predictor once their data
+    are loaded, so that loading's own large temporaries still go back to the system.
     """
     global _applied
     if _applied is not None:
