@@ -124,3 +124,9 @@ def test_optimized_prediction_equals_the_plain_path(cache):
     args = (model, info, subject.array("t1"), subject.array("tissue"), transform)
     fast, plain = predict_slices(*args, optimized=True), predict_slices(*args, optimized=False)
     np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_preset_is_tile_training_with_small_steps_and_user_settings_win():
+    config = load_config(None, ["optim.batch_size=4"], presets=["fast"])
+    assert (config.data.sampling, config.data.tile_size, config.optim.batch_size) == ("tiles", 64, 4)
+    assert load_config(None, [], presets=["fast"]).optim.batch_size == 8

@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config ([data], [model], [optim] tables)")
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its checkpoint")
-    p.add_argument("--preset", action="append", help="paper, paper-one-subject, paper-many-subjects")
+    p.add_argument("--preset", action="append", help="paper, paper-one-subject, paper-many-subjects, fast")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override any config field")
     p.add_argument("--cache", help="prepared cache (data.cache)")
     p.add_argument("--split", choices=["across", "within"])

@@ -79,6 +79,9 @@ PRESETS = {
               "data.patch_size=128", "data.stride=24", "data.norm=paper"],
     "paper-one-subject": ["optim.batch_size=32", "optim.epochs=20"],
     "paper-many-subjects": ["optim.batch_size=128", "optim.epochs=8"],
+    # Tile training with small steps: reaches the paper protocol's test MSE several times
+    # sooner on a CPU (benchmarks/RESULTS.md, tile_training). Needs an across-subject split.
+    "fast": ["data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8"],
 }
 
 
