@@ -85,9 +85,8 @@ def markdown(result: dict) -> str:
     labels = {"keras": stack, "keras, tuned allocator": stack + " with the same glibc tuning (environment)"}
     lines = ["| stack | patches/s (median) | min-max step s | ratio to Keras | ratio to tuned Keras |",
              "|---|---|---|---|---|"]
-    for name, entry in result.items():
-        if not isinstance(entry, dict) or "patches_per_s" not in entry:
-            continue
+    for name in ("keras", "keras, tuned allocator", *OURS):
+        entry = result[name]
         lines.append(f"| {labels.get(name, name)} | {entry['patches_per_s']:.1f} | {entry['min_s']:.2f}-{entry['max_s']:.2f} | "
                      f"{entry['patches_per_s'] / keras['patches_per_s']:.2f}x | "
                      f"{entry['patches_per_s'] / tuned['patches_per_s']:.2f}x |")

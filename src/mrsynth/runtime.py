@@ -4,12 +4,13 @@ The network's activations are large (one 260 x 311 slice x 32 channels is 10 MB;
 of 32 training patches, 64 MB per layer), and every layer allocates a fresh one and frees
 its input.  glibc's malloc serves blocks that large with ``mmap`` and hands them back
 with ``munmap`` on free, so each layer pays for mapping and page-faulting its output
-anew; the `prediction` and `training_step` benchmarks measure what that costs
-(benchmarks/RESULTS.md, with and without this setting).  Raising glibc's mmap and trim thresholds keeps those
-blocks in the heap, where the next layer reuses them; PyTorch's CPU performance guide
-reaches the same end by preloading jemalloc or tcmalloc.
+anew.  Raising glibc's mmap and trim thresholds keeps those blocks in the heap, where the
+next layer reuses them; PyTorch's CPU performance guide reaches the same end by preloading
+jemalloc or tcmalloc.  The `prediction`, `training_step` and `epoch_loader` benchmarks
+measure the setting on and off (benchmarks/RESULTS.md).
 
-The cost: memory freed after a peak stays with the process (peak RSS is unchanged).
+The cost: freed memory stays with the process, and a heap is less compact than fresh
+mappings, so peak RSS rises (by a few hundred MB in training, measured by `epoch_loader`).
 Set ``MRSYNTH_TUNE_MALLOC=0`` to leave the allocator alone.
 """
 
@@ -23,7 +24,7 @@ import sys
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 THRESHOLD_BYTES = 1 << 30
-FALLBACK_BYTES = 32 << 20  # the largest mmap threshold glibc before 2.35 accepts on 64-bit
+FALLBACK_BYTES = 32 << 20  # some glibc releases refuse thresholds above HEAP_MAX_SIZE / 2 (32 MiB)
 _applied: bool | None = None
 
 
