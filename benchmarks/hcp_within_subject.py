@@ -31,10 +31,12 @@ def run(norm: str = "robust") -> dict:
     from mrsynth.baselines import fit_for_run
     from mrsynth.cache import prepare_all
     from mrsynth.config import load_config
-    from mrsynth.models import load_model
+    from mrsynth.modelfile import load_model
     from mrsynth.patches import Split
     from mrsynth.subjects import discover
-    from mrsynth.train import build_data, patch_losses, train
+    from mrsynth.metrics import patch_losses
+    from mrsynth.runs import build_data
+    from mrsynth.train import train
 
     if not DATA.exists():
         raise SystemExit(f"skipped: {DATA} is absent")

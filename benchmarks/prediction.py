@@ -25,7 +25,8 @@ CHILD = textwrap.dedent("""
     import json, resource, sys, time
     import numpy as np, torch
     from mrsynth import labels
-    from mrsynth.models import FCN, ModelInfo
+    from mrsynth.modelfile import ModelInfo
+    from mrsynth.networks import FCN
     from mrsynth.predict import predict_slices
     mode = sys.argv[1]
     shape = (260, 260, 311)  # slice-major: 260 axial slices of 260 x 311

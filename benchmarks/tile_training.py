@@ -45,9 +45,11 @@ def _arm(cache: Path, sampling: str, size: int, batch: int, goal: float | None) 
     import torch.nn.functional as F
 
     from mrsynth.config import load_config
-    from mrsynth.models import FCN, recalibrate_batchnorm
+    from mrsynth.networks import FCN, recalibrate_batchnorm
     from mrsynth.patches import batch_loader
-    from mrsynth.train import build_data, epoch_order, patch_losses
+    from mrsynth.metrics import patch_losses
+    from mrsynth.runs import build_data
+    from mrsynth.train import epoch_order
 
     config = load_config(None, [f"data.cache={cache}", "data.train=sim001", "data.test=sim003",
                                 f"data.sampling={sampling}", f"data.tile_size={size}", "seed=0"])

@@ -33,7 +33,7 @@ def matmul_peak(n: int = 4096) -> float:
 
 
 def _step_timer(channels_last: bool, compile_model: bool):
-    from mrsynth.models import FCN
+    from mrsynth.networks import FCN
 
     torch.manual_seed(0)
     model = FCN(LAYERS, CHANNELS)

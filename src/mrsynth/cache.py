@@ -19,9 +19,6 @@ shapes; anything else is rebuilt.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -29,10 +26,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
-
 from . import labels
+from .atomic import building_folder
 from .errors import InputError
+from .logs import bar, log
 from .subjects import Subject, SubjectVolumes, load_subject
 
 FORMAT_VERSION = 1
@@ -93,9 +90,52 @@ class PreparedSubject:
         """``t1``, ``t2`` or ``tissue`` as a read-only memory map (slice-major)."""
         return np.load(self.folder / f"{name}.npy", mmap_mode="r")
 
+    @property
+    def axis_request(self) -> str:
+        """The slicing axis as asked for at ``prepare`` (``axial``, ``coronal``, ``sagittal`` or 0/1/2)."""
+        return self.meta["axis_request"]
+
+    @property
+    def affine(self) -> np.ndarray:
+        return np.asarray(self.meta["affine"])
+
     def to_native(self, volume: np.ndarray) -> np.ndarray:
         """Move a slice-major volume back to the source file's axis order."""
         return np.moveaxis(volume, 0, self.meta["axis"])
+
+    def native(self) -> "NativeVolumes":
+        """T1w, T2w (when present) and tissue bits in the source file's axis order, read into memory."""
+        read = lambda name: self.to_native(np.asarray(self.array(name)))
+        return NativeVolumes(self.id, read("t1"), read("t2") if self.has_t2 else None, read("tissue"),
+                             self.affine, str(self.folder))
+
+
+@dataclass
+class NativeVolumes:
+    """A prepared subject's volumes on the source T1w's grid and axis order."""
+
+    id: str
+    t1: np.ndarray
+    t2: np.ndarray | None
+    bits: np.ndarray  # uint8 tissue bit field (mrsynth.labels)
+    affine: np.ndarray
+    source: str
+
+    @property
+    def brain(self) -> np.ndarray:
+        """The brain mask (bool)."""
+        return labels.in_brain(self.bits)
+
+
+def is_prepared_cache(folder: str | Path) -> bool:
+    """Whether ``folder`` holds prepared subjects (rather than raw data in some layout)."""
+    return bool(_subject_folders(Path(folder)))
+
+
+def _subject_folders(cache_dir: Path) -> list[Path]:
+    if not cache_dir.is_dir():
+        return []
+    return sorted(p.parent for p in cache_dir.glob(f"*/{META_NAME}") if not p.parent.name.startswith("."))
 
 
 def list_prepared(cache_dir: str | Path) -> list[PreparedSubject]:
@@ -103,7 +143,7 @@ def list_prepared(cache_dir: str | Path) -> list[PreparedSubject]:
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
         raise InputError("prepared cache folder not found", cache_dir)
-    folders = sorted(p.parent for p in cache_dir.glob(f"*/{META_NAME}") if not p.parent.name.startswith("."))
+    folders = _subject_folders(cache_dir)
     if not folders:
         raise InputError("no prepared subjects in this folder (run `mrsynth prepare` first)", cache_dir)
     return [PreparedSubject.open(f) for f in folders]
@@ -211,29 +251,14 @@ def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "
         bits, unknown = labels.tissue_bits(vols.seg, vols.mask)
     except InputError as error:
         return PrepareResult(subject.id, "failed", str(error))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    temporary = cache_dir / f".{subject.id}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        temporary.mkdir()
+    with building_folder(final) as temporary:
         _write_array(temporary, "t1", vols.t1, stored_axis)
         _write_array(temporary, "tissue", bits, stored_axis)
         if vols.t2 is not None:
             _write_array(temporary, "t2", vols.t2, stored_axis)
         meta = _metadata(vols, axis, stored_axis, bits, unknown)
         (temporary / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
-        _replace_folder(temporary, final)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return PrepareResult(subject.id, "prepared", unknown_codes=unknown)
-
-
-def _replace_folder(new: Path, final: Path) -> None:
-    """Swap ``new`` into place as ``final``; an old ``final`` is removed only afterwards."""
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        os.rename(final, old)
-    os.rename(new, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
@@ -257,11 +282,13 @@ def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int 
     already prepared stay; nothing partial is left).
     """
     results = []
-    bar = tqdm(total=len(subjects), desc="prepare", unit="subject", disable=not progress)
+    progress_bar = bar(total=len(subjects), allowed=progress, desc="prepare", unit="subject")
 
     def collect(result: PrepareResult) -> None:
-        bar.update()
+        progress_bar.update()
         results.append(result)
+        if progress_bar.disable:  # no bar: one line per subject instead
+            log.info("prepare %s: %s%s", result.id, result.status, f" ({result.message})" if result.message else "")
         if result.unknown_codes:
             warnings.warn(
                 f"subject {result.id}: segmentation codes not in the label table, "
@@ -287,5 +314,5 @@ def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int 
                         future.cancel()
                     raise
     finally:
-        bar.close()
+        progress_bar.close()
     return PrepareReport(sorted(results, key=lambda r: r.id))

@@ -1,5 +1,9 @@
 """The ``mrsynth`` command line: a thin layer over the Python API.
 
+Results (tables, JSON, written paths) go to standard output; messages go through
+:mod:`mrsynth.logs` to standard error, the same on every command: ``--quiet``,
+``--verbose`` and ``--progress`` (bars even when standard error is not a terminal).
+
 Exit codes: 0 success, 2 bad input (the message names the file and the problem).
 """
 
@@ -11,8 +15,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__, labels
+from . import __version__, labels, logs
 from .errors import InputError
+from .logs import log
+
+MODEL_CHANNELS = (1, 1 + len(labels.CLASSES))
 
 
 def _prepare(args) -> int:
@@ -23,15 +30,15 @@ def _prepare(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = prepare_all(subjects, args.out, axis=args.axis, jobs=args.jobs,
-                             strict=args.strict, force=args.force, progress=not args.quiet)
+                             strict=args.strict, force=args.force)
     for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+        log.warning("warning: %s", warning.message)
     for status in ("prepared", "up-to-date"):
         print(f"{status}: {len(report.by_status(status))}")
     if report.failed:
-        print(f"failed: {len(report.failed)}", file=sys.stderr)
+        log.error("failed: %d", len(report.failed))
         for result in report.failed:
-            print(f"  {result.id}: {result.message}", file=sys.stderr)
+            log.error("  %s: %s", result.id, result.message)
     return 2 if report.failed and len(report.failed) == len(report.results) else 0
 
 
@@ -92,7 +99,7 @@ def _simulate(args) -> int:
     from .simulate import simulate_dataset, write_figure
 
     folders = simulate_dataset(args.out, args.subjects, labels=args.labels,
-                               voxel_size=args.voxel_size, seed=args.seed, progress=not args.quiet)
+                               voxel_size=args.voxel_size, seed=args.seed)
     print(f"simulated {len(folders)} subject(s) in the HCP layout under {args.out}")
     if args.figure:
         print(f"figure: {write_figure(folders[:4], Path(args.out) / 'simulated_subjects.png')}")
@@ -112,7 +119,8 @@ def _train_overrides(args) -> list[str]:
 
 def _train(args) -> int:
     from .config import load_config
-    from .train import resume_config, train
+    from .runs import resume_config
+    from .train import train
 
     overrides = _train_overrides(args)
     if args.resume:
@@ -124,24 +132,25 @@ def _train(args) -> int:
         if not config.data.cache:
             raise InputError("no prepared cache: give --cache CACHE or data.cache in the config")
     try:
-        summary = train(config, run_dir, resume=bool(args.resume), progress=not args.quiet)
+        summary = train(config, run_dir, resume=bool(args.resume))
     except FloatingPointError as error:
-        print(f"mrsynth: error: {error}", file=sys.stderr)
+        log.error("mrsynth: error: %s", error)
         return 1
     if "rank" in summary:  # a torchrun worker other than rank 0: rank 0 reports
         return 0
     print(json.dumps(summary, indent=2))
-    print(f"run folder: {run_dir} (model: {run_dir / 'model'})")
+    log.info("run folder: %s (model: %s)", run_dir, run_dir / "model")
     return 0
 
 
 def _predict(args) -> int:
     from .cache import PreparedSubject
-    from .models import load_model, pick_device
+    from .modelfile import load_model
     from .predict import predict_files, predict_many, predict_prepared_file
+    from .runtime import pick_device
 
     model, info = load_model(args.model)
-    options = {"batch_size": args.batch_size, "device": pick_device(args.device), "progress": not args.quiet}
+    options = {"batch_size": args.batch_size, "device": pick_device(args.device), "progress": True}
     if args.data:
         if not args.out_dir:
             raise InputError("--data needs --out-dir")
@@ -162,8 +171,9 @@ def _predict(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from .atomic import write_text
     from .evaluate import Reference, evaluate_file, evaluate_folder, references
-    from .metrics import format_table
+    from .report import format_table
     from .subjects import Subject, load_subject
 
     pred = Path(args.pred)
@@ -184,11 +194,7 @@ def _evaluate(args) -> int:
     print(f"scale: {args.scale}; MSE, MAE, PSNR and SSIM inside the brain mask except mse_fov (whole field of view)")
     print(table)
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = out.with_name(out.name + ".tmp")
-        temporary.write_text(json.dumps(result, indent=2) + "\n")
-        temporary.replace(out)
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -203,7 +209,7 @@ def _baselines(args) -> int:
 def _reproduce(args) -> int:
     from .reproduce import reproduce
 
-    results = reproduce(args.out, args.data, args.scale, args.seed, progress=not args.quiet)
+    results = reproduce(args.out, args.data, args.scale, args.seed)
     agree = sum(c["same_direction"] for c in results["comparisons"])
     print(f"{len(results['runs'])} runs ({sum(r['status'] == 'reused' for r in results['runs'].values())} reused); "
           f"{agree}/{len(results['comparisons'])} of the paper's effects in the same direction; "
@@ -220,41 +226,57 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import PRESETS
+    from .fixtures import LAYOUTS as FIXTURE_LAYOUTS
+    from .metrics import SCALES as SCORE_SCALES
+    from .normalization import METHODS
+    from .reproduce import SCALES as REPRODUCE_SCALES
+    from .runs import SPLIT_KINDS
+    from .subjects import LAYOUTS
+
+    common = argparse.ArgumentParser(add_help=False)
+    messages = common.add_argument_group("messages")
+    loudness = messages.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also debug messages")
+    messages.add_argument("--progress", action="store_true",
+                          help="progress bars even when standard error is not a terminal")
+
     parser = argparse.ArgumentParser(prog="mrsynth", description="Predict T2w MRI from T1w MRI.")
     parser.add_argument("--version", action="version", version=f"mrsynth {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("prepare", help="validate subjects and write the prepared cache")
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, parents=[common])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    p = command("prepare", _prepare, "validate subjects and write the prepared cache")
     p.add_argument("root", help="HCP folder, BIDS dataset or CSV manifest")
     p.add_argument("--out", required=True, help="cache folder")
-    p.add_argument("--layout", default="auto", choices=["auto", "hcp", "bids", "csv"])
+    p.add_argument("--layout", default="auto", choices=LAYOUTS)
     p.add_argument("--axis", default="axial",
                    help="slicing axis: axial (default, as in the paper), coronal, sagittal or 0/1/2")
     p.add_argument("--jobs", type=int, default=1, help="subjects prepared in parallel")
     p.add_argument("--strict", action="store_true", help="stop at the first bad subject")
     p.add_argument("--force", action="store_true", help="rebuild subjects even if up to date")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_prepare)
 
-    p = commands.add_parser("inspect", help="summarise a prepared cache")
+    p = command("inspect", _inspect, "summarise a prepared cache")
     p.add_argument("cache")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--patch-size", type=int, default=128)
     p.add_argument("--stride", type=int, default=24)
-    p.set_defaults(run=_inspect)
 
-    p = commands.add_parser("labels", help="print the FreeSurfer code -> tissue class table")
+    p = command("labels", _labels, "print the FreeSurfer code -> tissue class table")
     p.add_argument("--markdown", action="store_true", help="as the Markdown page docs/labels.md")
-    p.set_defaults(run=_labels)
 
-    p = commands.add_parser("fixtures", help="write tiny test subjects with a known label layout")
+    p = command("fixtures", _fixtures, "write tiny test subjects with a known label layout")
     p.add_argument("out")
     p.add_argument("--subjects", type=int, default=3)
-    p.add_argument("--layout", default="hcp", choices=["hcp", "hcp-flat", "bids", "csv"])
+    p.add_argument("--layout", default="hcp", choices=FIXTURE_LAYOUTS)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=_fixtures)
 
-    p = commands.add_parser("simulate", help="write synthetic T1w/T2w subjects from real anatomy")
+    p = command("simulate", _simulate, "write synthetic T1w/T2w subjects from real anatomy")
     p.add_argument("out", help="output folder (HCP layout)")
     p.add_argument("--subjects", type=int, default=5)
     p.add_argument("--labels", help="a FreeSurfer label map, or a folder of them (one subject each); "
@@ -262,23 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=float, default=1.0, help="output voxel size in mm (1.0, or 0.7 as HCP)")
     p.add_argument("--seed", type=int, default=0, help="subject i uses seed + i")
     p.add_argument("--figure", action="store_true", help="also write simulated_subjects.png")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_simulate)
 
-    p = commands.add_parser("train", help="train the paper's network (writes a run folder)")
+    p = command("train", _train, "train the paper's network (writes a run folder)")
     p.add_argument("--config", help="TOML config ([data], [model], [optim] tables)")
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its checkpoint")
-    p.add_argument("--preset", action="append", help="paper, paper-one-subject, paper-many-subjects, fast")
+    p.add_argument("--preset", action="append", choices=list(PRESETS), help="named settings (repeatable)")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override any config field")
     p.add_argument("--cache", help="prepared cache (data.cache)")
-    p.add_argument("--split", choices=["across", "within"])
+    p.add_argument("--split", choices=SPLIT_KINDS)
     p.add_argument("--subject", help="within-subject split: the subject")
     p.add_argument("--train", help="comma-separated training subject ids")
     p.add_argument("--val", help="comma-separated validation subject ids")
     p.add_argument("--test", help="comma-separated test subject ids")
-    p.add_argument("--channels", type=int, choices=[1, 9], help="1: T1w only; 9: T1w + 8 tissue masks")
-    p.add_argument("--norm", choices=["robust", "paper"])
+    p.add_argument("--channels", type=int, choices=MODEL_CHANNELS, help="1: T1w only; 9: T1w + 8 tissue masks")
+    p.add_argument("--norm", choices=METHODS)
     p.add_argument("--patch-size", type=int)
     p.add_argument("--stride", type=int)
     p.add_argument("--layers", type=int)
@@ -287,10 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     p.add_argument("--seed", type=int)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(run=_train)
 
-    p = commands.add_parser("predict", help="predict whole T2w volumes")
+    p = command("predict", _predict, "predict whole T2w volumes")
     p.add_argument("--model", required=True, help="model folder (RUN/model, or RUN/baselines/KIND)")
     p.add_argument("--t1", help="T1w NIfTI")
     p.add_argument("--seg", help="FreeSurfer segmentation on the T1w grid (models with tissue masks)")
@@ -301,43 +319,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="output folder (with --data): <id>.nii.gz per subject")
     p.add_argument("--batch-size", type=int, default=8, help="slices per batch")
     p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_predict)
 
-    p = commands.add_parser("evaluate", help="score predictions against acquired T2w")
+    p = command("evaluate", _evaluate, "score predictions against acquired T2w")
     p.add_argument("--pred", required=True, help="predicted NIfTI, or a folder of <id>.nii.gz")
     p.add_argument("--ref", required=True, help="reference T2w NIfTI, or a prepared cache / data folder")
     p.add_argument("--mask", help="brain mask (single file)")
     p.add_argument("--seg", help="segmentation for per-tissue MSE (single file)")
-    p.add_argument("--scale", default="brain-median", choices=["brain-median", "raw"])
+    p.add_argument("--scale", default=SCORE_SCALES[0], choices=SCORE_SCALES)
     p.add_argument("--json", help="write every number to this JSON file")
-    p.set_defaults(run=_evaluate)
 
-    p = commands.add_parser("baselines", help="fit the tissue-mean and intensity-map baselines of a run")
+    p = command("baselines", _baselines, "fit the tissue-mean and intensity-map baselines of a run")
     p.add_argument("run", help="run folder (baselines go to RUN/baselines/<kind>)")
-    p.set_defaults(run=_baselines)
 
-    p = commands.add_parser("reproduce", help="the paper's experiment grid: Tables 1-3, Figures 3-5, report")
+    p = command("reproduce", _reproduce, "the paper's experiment grid: Tables 1-3, Figures 3-5, report")
     p.add_argument("--data", help="any supported layout (default: simulate subjects)")
-    p.add_argument("--scale", default="small", choices=["small", "paper", "tiny"],
+    p.add_argument("--scale", default="small", choices=list(REPRODUCE_SCALES),
                    help="small: 2-core CPU in <= 45 min (default); paper: the paper's settings; tiny: tests")
     p.add_argument("--out", default="reproduction")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(run=_reproduce)
 
-    p = commands.add_parser("demo", help="run the main job on the embedded default data")
+    p = command("demo", _demo, "run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output")
-    p.set_defaults(run=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    verbosity = logs.QUIET if args.quiet else logs.VERBOSE if args.verbose else logs.NORMAL
+    logs.configure(verbosity, bars=True if args.progress else None)
+    log.debug("mrsynth %s, command %s", __version__, args.command)
     try:
-        return args.run(args)
+        return args.handler(args)
     except InputError as error:
-        print(f"mrsynth: error: {error}", file=sys.stderr)
+        log.error("mrsynth: error: %s", error)
         return 2
 
 

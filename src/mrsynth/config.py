@@ -21,41 +21,50 @@ else:  # pragma: no cover
 from .errors import InputError
 
 
+#: The paper's within-subject split: 80 % train, 1 % validation, 19 % test (section 3).
+PAPER_FRACTIONS = (0.80, 0.01, 0.19)
+
+
+def _field(default=dataclasses.MISSING, doc: str = "", factory=dataclasses.MISSING):
+    """A dataclass field with its documentation (``reference_markdown`` prints it)."""
+    return field(default=default, default_factory=factory, metadata={"doc": doc})
+
+
 @dataclass
 class DataConfig:
-    cache: str = ""  # prepared cache folder (mrsynth prepare)
-    split: str = "across"  # "across" (subject lists) or "within" (one subject's patches, 80/1/19)
-    train: list[str] = field(default_factory=list)  # across: training subjects (empty: all not in val/test)
-    val: list[str] = field(default_factory=list)
-    test: list[str] = field(default_factory=list)
-    subject: str = ""  # within: the subject (empty: the first)
-    fractions: list[float] = field(default_factory=lambda: [0.80, 0.01, 0.19])
-    patch_size: int = 128
-    stride: int = 24
-    channels: int = 9  # 1 (T1w) or 9 (T1w + eight tissue masks)
-    norm: str = "robust"  # or "paper"
-    max_patches_per_epoch: int = 0  # 0: every training patch each epoch; else a fresh random subset
-    max_eval_patches: int = 0  # 0: score every validation / test patch; else a fixed seeded subset
-    sampling: str = "patches"  # "patches": the paper's overlapping grid; "tiles": each slice covered ~once
-    tile_size: int = 128  # with sampling = "tiles"
+    cache: str = _field("", "prepared cache folder (`mrsynth prepare`)")
+    split: str = _field("across", "`across` (subject lists) or `within` (one subject's patches, split by `fractions`)")
+    train: list[str] = _field(factory=list, doc="across: training subjects (empty: all not in val/test)")
+    val: list[str] = _field(factory=list, doc="across: validation subjects")
+    test: list[str] = _field(factory=list, doc="across: test subjects")
+    subject: str = _field("", "within: the subject (empty: the first)")
+    fractions: list[float] = _field(factory=lambda: list(PAPER_FRACTIONS), doc="within: train/val/test fractions (the paper's 80/1/19)")
+    patch_size: int = _field(128, "patch side in pixels (the paper: 128)")
+    stride: int = _field(24, "patch grid stride in pixels (the paper: 24)")
+    channels: int = _field(9, "1 (T1w) or 9 (T1w + eight tissue masks)")
+    norm: str = _field("robust", "`robust` (each volume by its brain median) or `paper` (training-set mean subtracted)")
+    max_patches_per_epoch: int = _field(0, "0: every training patch each epoch; else a fresh random subset")
+    max_eval_patches: int = _field(0, "0: score every validation / test patch; else a fixed seeded subset")
+    sampling: str = _field("patches", "`patches`: the paper's overlapping grid; `tiles`: each slice covered about once")
+    tile_size: int = _field(128, "tile side in pixels, with `sampling = \"tiles\"`")
 
 
 @dataclass
 class ModelConfig:
-    layers: int = 9
-    width: int = 32
+    layers: int = _field(9, "convolution layers (the paper: 3 or 9)")
+    width: int = _field(32, "filters per hidden layer (the paper: 32)")
 
 
 @dataclass
 class OptimConfig:
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3  # the paper's 0.1 diverges with Adam here (see docs/training.md); preset "paper" keeps it
-    lr_step_epochs: int = 4  # halve the learning rate every 4 epochs (paper)
-    lr_gamma: float = 0.5
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-9
+    epochs: int = _field(20, "training epochs")
+    batch_size: int = _field(32, "patches per step (the global batch under torchrun)")
+    lr: float = _field(1e-3, "Adam learning rate (the paper's 0.1 diverges here; preset `paper` keeps it)")
+    lr_step_epochs: int = _field(4, "multiply the learning rate by `lr_gamma` every this many epochs (paper: 4)")
+    lr_gamma: float = _field(0.5, "learning-rate decay factor (paper: halve)")
+    beta1: float = _field(0.9, "Adam beta1 (paper)")
+    beta2: float = _field(0.999, "Adam beta2 (paper)")
+    eps: float = _field(1e-9, "Adam epsilon (paper)")
 
 
 @dataclass
@@ -63,25 +72,35 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
-    device: str = "auto"  # auto: CUDA, then MPS, then CPU
-    workers: int = 0  # DataLoader worker processes
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPUs and GPUs
-    compile: bool = False  # torch.compile the training step (falls back to eager if it fails)
-    bn_recalibration_batches: int = 50  # before export (cumulative BatchNorm statistics)
-    val_recalibration_batches: int = 8  # before each epoch's validation
+    seed: int = _field(0, "initial weights and the patch order of every epoch")
+    device: str = _field("auto", "`auto` (CUDA, then MPS, then CPU), `cpu`, `cuda`, `cuda:1`, `mps`")
+    workers: int = _field(0, "DataLoader worker processes")
+    channels_last: bool = _field(True, "NHWC memory layout: faster convolutions on CPUs and GPUs")
+    compile: bool = _field(False, "`torch.compile` the training step (falls back to eager if it fails)")
+    bn_recalibration_batches: int = _field(50, "batches for the BatchNorm statistics before export")
+    val_recalibration_batches: int = _field(8, "batches for the BatchNorm statistics before each validation")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Named settings (``--preset NAME``) and why they exist."""
+
+    doc: str
+    settings: tuple[str, ...]
 
 
 PRESETS = {
-    # The paper, section 4.2: Adam lr 0.1 halved every 4 epochs; batch 32 and 20 epochs for
-    # one training subject, batch 128 and 8 epochs for several.
-    "paper": ["optim.lr=0.1", "optim.lr_step_epochs=4", "optim.lr_gamma=0.5", "optim.eps=1e-9",
-              "data.patch_size=128", "data.stride=24", "data.norm=paper"],
-    "paper-one-subject": ["optim.batch_size=32", "optim.epochs=20"],
-    "paper-many-subjects": ["optim.batch_size=128", "optim.epochs=8"],
-    # Tile training with small steps: reaches the paper protocol's test MSE several times
-    # sooner on a CPU (benchmarks/RESULTS.md, tile_training). Needs an across-subject split.
-    "fast": ["data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8"],
+    "paper": Preset("the paper, section 4.2: Adam lr 0.1 halved every 4 epochs, eps 1e-9, 128/24 patches, "
+                    "mean subtraction",
+                    ("optim.lr=0.1", "optim.lr_step_epochs=4", "optim.lr_gamma=0.5", "optim.eps=1e-9",
+                     "data.patch_size=128", "data.stride=24", "data.norm=paper")),
+    "paper-one-subject": Preset("the paper's schedule for one training subject: batch 32, 20 epochs",
+                                ("optim.batch_size=32", "optim.epochs=20")),
+    "paper-many-subjects": Preset("the paper's schedule for several training subjects: batch 128, 8 epochs",
+                                  ("optim.batch_size=128", "optim.epochs=8")),
+    "fast": Preset("tile training with small steps: reaches the paper protocol's test MSE several times sooner "
+                   "on a CPU (benchmarks/RESULTS.md, tile_training); needs an across-subject split",
+                   ("data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8")),
 }
 
 
@@ -130,7 +149,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), prese
     for name in presets:
         if name not in PRESETS:
             raise InputError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        _merge(values, _parse_overrides(PRESETS[name]))
+        _merge(values, _parse_overrides(PRESETS[name].settings))
     if path:
         path = Path(path)
         try:
@@ -163,6 +182,32 @@ def _merge(into: dict, new: dict) -> None:
             into[key] = value
 
 
+def reference_markdown() -> str:
+    """Every configuration field (with type, default and meaning) and every preset, as Markdown.
+
+    ``docs/training.md`` holds this text (a test keeps the two equal); print it with
+    ``python -m mrsynth.config``.
+    """
+    lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
+
+    def rows(cls, prefix: str) -> None:
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
+            lines.append(f"| `{prefix}{f.name}` | {kind} | `{_toml_value(default)}` | {f.metadata.get('doc', '')} |")
+
+    rows(TrainConfig, "")
+    for f in fields(TrainConfig):
+        if dataclasses.is_dataclass(get_type_hints(TrainConfig)[f.name]):
+            rows(get_type_hints(TrainConfig)[f.name], f"{f.name}.")
+    lines += ["", "| preset | settings | why |", "|---|---|---|"]
+    lines += [f"| `{name}` | `{' '.join(p.settings)}` | {p.doc} |" for name, p in PRESETS.items()]
+    return "\n".join(lines) + "\n"
+
+
 def to_toml(config) -> str:
     """The config as TOML (reloadable with :func:`load_config`)."""
     scalars, tables = [], []
@@ -185,3 +230,7 @@ def _toml_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

@@ -17,15 +17,17 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
+from . import runs
 from .baselines import fit_for_run
 from .cache import list_prepared, prepare_all
 from .config import load_config
+from .errors import InputError
+from .evaluate import Reference, score
 from .figures import prediction_figure
-from .metrics import evaluate_volume, format_table
-from .models import load_model
+from .logs import log
+from .modelfile import load_model
 from .predict import predict_prepared
+from .report import format_table
 from .simulate import simulate_dataset, write_figure
 from .subjects import discover
 from .train import train
@@ -42,25 +44,22 @@ def run_demo(out: Path) -> dict:
     started = time.perf_counter()
     data, cache, run = out / "data", out / "cache", out / "run"
     if run.exists():
-        raise SystemExit(f"{run} exists already: remove {out} or pick another --out")
+        raise InputError(f"{run} exists already: remove {out} or pick another --out")
     folders = simulate_dataset(data, 3, seed=0)
     write_figure(folders, out / "simulated_subjects.png")
     prepare_all(discover(data), cache)
     config = load_config(None, [f"data.cache={cache}"] + DEMO_SETTINGS)
     summary = train(config, run)
-    models = {"9-layer FCN + masks": run / "model", **fit_for_run(run)}
+    models = {"9-layer FCN + masks": run / runs.MODEL, **fit_for_run(run)}
     test = {s.id: s for s in list_prepared(cache)}["sim003"]
-    reference = test.to_native(np.asarray(test.array("t2")))
-    bits = test.to_native(np.asarray(test.array("tissue")))
-    mask, axis = (bits & 1) > 0, test.meta["axis"]
+    volumes = test.native()
+    reference = Reference.from_prepared(test)
     scores, predictions = {}, {}
     for name, folder in models.items():
         model, info = load_model(folder)
         predictions[name] = predict_prepared(model, info, test)
-        scores[name] = evaluate_volume(predictions[name], reference, mask, scale="brain-median",
-                                       slice_axis=axis, bits=bits)
-    t1 = test.to_native(np.asarray(test.array("t1")))
-    prediction_figure(t1, reference, predictions, mask, out / "prediction.png", axis)
+        scores[name] = score(predictions[name], reference)
+    prediction_figure(volumes.t1, volumes.t2, predictions, volumes.brain, out / "prediction.png", test.meta["axis"])
     table = format_table(scores)
     tissue = format_table(scores, keys=["mse_grey_matter", "mse_white_matter", "mse_csf", "mse_subcortical",
                                         "mse_cerebellum", "mse_unknown"])
@@ -71,6 +70,6 @@ def run_demo(out: Path) -> dict:
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps({"training": summary, "scores": scores}, indent=2) + "\n")
     print("\n" + text)
-    print(f"outputs in {out}: results.md, results.json, prediction.png, simulated_subjects.png, "
-          f"run/ (model, history, learning_curve.png); {time.perf_counter() - started:.0f} s in all")
+    log.info("outputs in %s: results.md, results.json, prediction.png, simulated_subjects.png, "
+             "run/ (model, history, learning_curve.png); %.0f s in all", out, time.perf_counter() - started)
     return scores

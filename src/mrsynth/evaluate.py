@@ -1,6 +1,8 @@
-"""Scoring predictions written as NIfTI against references (files, a prepared cache or a data folder).
+"""Scoring predicted volumes against references (files, a prepared cache or a data folder).
 
-The thin file-handling layer over :mod:`mrsynth.metrics` that ``mrsynth evaluate`` uses.
+The layer between NIfTI files or prepared subjects and :mod:`mrsynth.metrics`, used by
+``mrsynth evaluate``, the demo and ``reproduce``, so every number is computed one way:
+scores inside the reference's brain mask, 2D SSIM per axial slice of the reference grid.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import list_prepared, resolve_axis
+from .cache import PreparedSubject, is_prepared_cache, list_prepared, resolve_axis
 from .errors import InputError
 from .metrics import evaluate_volume, summarize
-from .subjects import check_same_grid, discover, read_volume
+from .subjects import check_same_grid, discover, load_subject, read_volume
 
 
 @dataclass
 class Reference:
+    """An acquired T2w with its brain mask and tissue classes (a segmentation or prepared bits)."""
+
     id: str
     t2: np.ndarray
     mask: np.ndarray
@@ -26,22 +30,26 @@ class Reference:
     bits: np.ndarray | None = None
     source: str = ""
 
+    @classmethod
+    def from_prepared(cls, subject: PreparedSubject) -> "Reference":
+        volumes = subject.native()
+        if volumes.t2 is None:
+            raise InputError("prepared subject has no T2w to score against", subject.folder)
+        return cls(subject.id, volumes.t2, volumes.brain, volumes.affine, bits=volumes.bits, source=volumes.source)
+
+
+def score(prediction: np.ndarray, reference: Reference, scale: str = "brain-median") -> dict:
+    """Every score of one predicted volume (native axis order) against its reference."""
+    return evaluate_volume(prediction, reference.t2, reference.mask, reference.seg, scale,
+                           resolve_axis("axial", reference.affine), bits=reference.bits)
+
 
 def references(root: str | Path) -> dict[str, Reference]:
     """Reference T2w, brain mask and tissue classes of every subject in a prepared cache or data folder."""
     root = Path(root)
+    if is_prepared_cache(root):
+        return {s.id: Reference.from_prepared(s) for s in list_prepared(root) if s.has_t2}
     found = {}
-    if root.is_dir() and any(root.glob("*/subject.json")):
-        for subject in list_prepared(root):
-            if not subject.has_t2:
-                continue
-            bits = subject.to_native(np.asarray(subject.array("tissue")))
-            found[subject.id] = Reference(subject.id, subject.to_native(np.asarray(subject.array("t2"))),
-                                          (bits & 1) > 0, np.asarray(subject.meta["affine"]), bits=bits,
-                                          source=str(subject.folder))
-        return found
-    from .subjects import load_subject
-
     for subject in discover(root):
         if subject.t2 is None:
             continue
@@ -59,8 +67,7 @@ def evaluate_file(pred: Path, ref: Reference, scale: str = "brain-median") -> di
     if not np.isfinite(prediction).all():
         raise InputError("prediction contains NaN or Inf values", pred)
     try:
-        return evaluate_volume(prediction, ref.t2, ref.mask, ref.seg, scale,
-                               resolve_axis("axial", ref.affine), bits=ref.bits)
+        return score(prediction, ref, scale)
     except ValueError as error:
         raise InputError(str(error), pred) from error
 

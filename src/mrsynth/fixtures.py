@@ -18,6 +18,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .subjects import HCP_FOLDER, HCP_NAMES
+
 LAYOUTS = ("hcp", "hcp-flat", "bids", "csv")
 
 # code: (T1w, T2w) relative intensity
@@ -95,10 +97,11 @@ def write_subject(root: str | Path, subject_id: str, subject: FixtureSubject,
     (:func:`write_manifest`).
     """
     root = Path(root)
+    hcp_names = tuple(HCP_NAMES[role] for role in ("t1", "t2", "seg", "mask"))
     if layout == "hcp":
-        folder, names = root / subject_id / "T1w", ("T1w_acpc_dc", "T2w_acpc_dc", "wmparc", "brainmask_fs")
+        folder, names = root / subject_id / HCP_FOLDER, hcp_names
     elif layout == "hcp-flat":
-        folder, names = root / subject_id, ("T1w_acpc_dc", "T2w_acpc_dc", "wmparc", "brainmask_fs")
+        folder, names = root / subject_id, hcp_names
     elif layout == "bids":
         folder = root / f"sub-{subject_id}" / "anat"
         prefix = f"sub-{subject_id}"

@@ -211,6 +211,16 @@ def tissue_bits(seg: np.ndarray, brain_mask: np.ndarray) -> tuple[np.ndarray, li
     return bits, unknown_codes(codes)
 
 
+def has_class(bits: np.ndarray, name: str) -> np.ndarray:
+    """Where a bit field has class ``name`` (bool, same shape)."""
+    return ((bits >> BIT[name]) & 1).astype(bool)
+
+
+def in_brain(bits: np.ndarray) -> np.ndarray:
+    """The brain mask of a bit field (bool, same shape)."""
+    return has_class(bits, "brain")
+
+
 def expand_bits(bits: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Expand a bit field ``(...)`` to ``(8, ...)`` channels coded -1/+1 (paper, section 3)."""
     shifts = np.arange(len(CLASSES), dtype=np.uint8).reshape((-1,) + (1,) * bits.ndim)

@@ -1,4 +1,9 @@
-"""Scores of a predicted T2w volume against the acquired one.
+"""Scores of predictions against the acquired T2w: on patches (the paper's loss) and on whole volumes.
+
+Patches (:func:`patch_losses`): the paper's MSE over every pixel of every test patch, and
+over brain pixels only, in normalized units, with the network in eval mode.
+
+Whole volumes (:func:`evaluate_volume`):
 
 * ``mse_fov``: the paper's metric, mean squared error over the whole field of view.
   Whole-image figures flatter every method (the background is free), so everything else
@@ -26,6 +31,7 @@ from monai.metrics import PSNRMetric
 from monai.metrics.regression import compute_ssim_and_cs
 
 from . import labels
+from .patches import PatchDataset
 
 SCALES = ("brain-median", "raw")
 SSIM_WINDOW = 7
@@ -105,8 +111,8 @@ def evaluate_volume(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, seg: np
     if seg is not None:
         bits, _ = labels.tissue_bits(seg, brain)
     if bits is not None:
-        for bit, name in enumerate(labels.CLASSES):
-            members = ((bits >> bit) & 1).astype(bool)
+        for name in labels.CLASSES:
+            members = labels.has_class(bits, name)
             scores[f"mse_{name}"] = float(np.mean(error[members].astype(np.float64) ** 2)) if members.any() else None
     return scores
 
@@ -122,13 +128,36 @@ def summarize(per_subject: dict[str, dict]) -> dict:
     return summary
 
 
-def format_table(results: dict[str, dict], keys=("mse_fov", "mse", "mae", "psnr", "ssim_3d", "ssim_2d")) -> str:
-    """A Markdown table: one row per method (or subject), columns ``keys``; values or mean +- SD."""
-    def cell(value):
-        if isinstance(value, dict):
-            return f"{value['mean']:.4g} ± {value['sd']:.2g}" if value["n"] > 1 else f"{value['mean']:.4g}"
-        return "-" if value is None else f"{value:.4g}"
+def _evaluation_order(n: int, limit: int, seed: int) -> list[int]:
+    if limit and limit < n:
+        return sorted(np.random.default_rng(seed).choice(n, limit, replace=False).tolist())
+    return list(range(n))
 
-    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    lines += [f"| {name} | " + " | ".join(cell(scores.get(k)) for k in keys) + " |" for name, scores in results.items()]
-    return "\n".join(lines)
+
+@torch.no_grad()
+def patch_losses(model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
+                 seed: int = 0) -> dict:
+    """The paper's patch MSE (every pixel of every patch) and the MSE over brain pixels only.
+
+    Normalized units; eval mode; over the whole dataset or a seeded subset of ``limit`` patches.
+    """
+    order = _evaluation_order(len(dataset), limit, seed)
+    model.eval()
+    total = brain_total = 0.0
+    count = brain_count = 0
+    for start in range(0, len(order), batch_size):
+        items = order[start:start + batch_size]
+        inputs, target = dataset[items]
+        brain = torch.from_numpy(dataset.brain_windows(items))[:, None].to(device)
+        error = (model(inputs.to(device)) - target.to(device)) ** 2
+        total += error.sum().item()
+        count += error.numel()
+        brain_total += error[brain].sum().item()
+        brain_count += int(brain.sum())
+    return {"mse": total / max(count, 1), "mse_brain": brain_total / max(brain_count, 1), "patches": len(order)}
+
+
+def mean_loss(model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
+              seed: int = 0) -> float:
+    """Mean per-pixel MSE of the model (eval mode) over a dataset (or a seeded subset)."""
+    return patch_losses(model, dataset, batch_size, device, limit, seed)["mse"]

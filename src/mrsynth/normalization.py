@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
+from .atomic import write_text
+
 METHODS = ("robust", "paper")
 
 
@@ -68,7 +70,7 @@ class Normalization:
         return self.t2_reference_scale, 0.0
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Normalization":

@@ -25,7 +25,9 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from . import labels
+from .atomic import write_text
 from .cache import PreparedSubject
+from .config import PAPER_FRACTIONS
 from .normalization import Normalization
 
 BACKGROUND_BITS = np.uint8(1 << labels.BIT["unknown"])
@@ -198,9 +200,6 @@ def batch_loader(dataset: PatchDataset, order: Sequence[int], batch_size: int, w
 
 # --------------------------------------------------------------------------- splits
 
-PAPER_FRACTIONS = (0.80, 0.01, 0.19)
-
-
 @dataclass
 class Split:
     """Which subjects (and, within one subject, which patches) train, validate and test.
@@ -219,7 +218,7 @@ class Split:
     patches: dict[str, list[int]] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self)) + "\n")
+        write_text(path, json.dumps(asdict(self)) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Split":

@@ -7,19 +7,18 @@ with.  The output is float32 on the T1w's grid, with its affine and header.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from . import labels
-from .cache import PreparedSubject, intensity_stats, list_prepared, resolve_axis
+from .atomic import write_file
+from .cache import PreparedSubject, intensity_stats, is_prepared_cache, list_prepared, resolve_axis
 from .errors import InputError
-from .models import ModelInfo, inference_model
+from .logs import bar, log
+from .modelfile import ModelInfo
+from .networks import inference_model
 from .runtime import tune_allocator
 from .subjects import Subject, discover, load_subject
 
@@ -41,7 +40,7 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     layout = torch.channels_last if optimized else torch.contiguous_format
     out = np.empty(t1.shape, np.float32)
     starts = range(0, t1.shape[0], batch_size)
-    for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
+    for start in bar(starts, allowed=progress, desc="predict", unit="batch", leave=False):
         stop = min(start + batch_size, t1.shape[0])
         channels = [np.asarray(t1[start:stop], np.float32)[:, np.newaxis] * scale + shift]
         if info.uses_masks:
@@ -76,8 +75,8 @@ def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, s
 def predict_prepared(model, info: ModelInfo, subject: PreparedSubject, batch_size: int = 8, device="cpu",
                      progress: bool = False) -> np.ndarray:
     """Predict a prepared subject (same statistics as training); returns native axis order."""
-    if subject.meta["axis_request"] != info.axis:
-        raise InputError(f"prepared with slicing axis {subject.meta['axis_request']!r}, "
+    if subject.axis_request != info.axis:
+        raise InputError(f"prepared with slicing axis {subject.axis_request!r}, "
                          f"the model uses {info.axis!r}", subject.folder)
     transform = info.norm().transform("t1", subject.stats)
     bits = subject.array("tissue") if info.uses_masks else None
@@ -87,20 +86,11 @@ def predict_prepared(model, info: ModelInfo, subject: PreparedSubject, batch_siz
 
 def write_like(volume: np.ndarray, reference: nib.Nifti1Image | None, affine: np.ndarray, path: str | Path) -> Path:
     """Write float32 ``volume`` with the reference image's header and affine, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = reference.header.copy() if reference is not None else None
     image = nib.Nifti1Image(volume.astype(np.float32), affine, header=header)
     image.set_data_dtype(np.float32)
     image.header.set_slope_inter(1.0, 0.0)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        nib.save(image, str(temporary))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_file(path, lambda temporary: nib.save(image, str(temporary)))
 
 
 def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None = None, mask: Path | None = None,
@@ -118,18 +108,20 @@ def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out:
     volume = predict_prepared(model, info, subject, **kwargs)
     source = Path(subject.meta["sources"]["t1"]["path"])
     reference = nib.load(str(source)) if source.exists() else None
-    return write_like(volume, reference, np.asarray(subject.meta["affine"]), out)
+    return write_like(volume, reference, subject.affine, out)
 
 
 def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, **kwargs) -> list[Path]:
     """Predict every subject of a prepared cache or a data folder (any layout) into ``out_dir/<id>.nii.gz``."""
     root = Path(root)
     written = []
-    if root.is_dir() and any(root.glob("*/subject.json")):
+    if is_prepared_cache(root):
         for subject in list_prepared(root):
             written.append(predict_prepared_file(model, info, subject, out_dir / f"{subject.id}.nii.gz", **kwargs))
+            log.info("predict %s: %s", subject.id, written[-1])
         return written
     for subject in discover(root):
         written.append(predict_files(model, info, subject.t1, out_dir / f"{subject.id}.nii.gz",
                                      subject.seg, subject.mask, **kwargs))
+        log.info("predict %s: %s", subject.id, written[-1])
     return written

@@ -28,10 +28,9 @@ Scales (every reduction of ``small`` and why the comparison stays fair):
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,17 +38,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .baselines import fit_for_run
+from . import __version__, runs
+from .atomic import write_text
+from .baselines import KINDS as BASELINE_KINDS, fit_for_run
 from .cache import list_prepared, prepare_all
 from .config import TrainConfig, load_config, to_toml
 from .errors import InputError
-from .metrics import evaluate_volume
-from .models import load_model, package_versions
-from .patches import Split
+from .evaluate import Reference, score
+from .metrics import patch_losses
+from .modelfile import load_model, package_versions
 from .predict import predict_prepared
+from .report import fmt, pct, render_html, render_markdown
+from .runs import load_run_data
 from .subjects import discover
-from .train import CHECKPOINT, build_data, patch_losses, read_history, train
+from .train import train
 
 #: The paper's loss values (section 5.2, Tables 1-3), keyed by (layers, input).
 PAPER = {
@@ -58,7 +60,6 @@ PAPER = {
     "table3": {(9, "T1w"): 9093, (9, "T1w + masks"): 7728},
 }
 INPUTS = {"T1w": 1, "T1w + masks": 9}
-BASELINE_KINDS = ("tissue-mean", "intensity-map")
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,16 @@ class Scale:
 
 
 SCALES = {
-    "paper": Scale("paper", 56, 0.7, 128, 24, 20, 8, 32, 128, 0, 0, 5, 50, "paper", 100),
-    "small": Scale("small", 16, 1.4, 64, 12, 8, 8, 32, 32, 1024, 512, 5, 11, "robust", 32),
+    "paper": Scale("paper", subjects=56, voxel_size=0.7, patch_size=128, stride=24, epochs_one=20, epochs_many=8,
+                   batch_one=32, batch_many=128, patches_per_epoch=0, eval_patches=0, volume_subjects=5,
+                   many_subjects=50, norm="paper", recalibration_batches=100),
+    "small": Scale("small", subjects=16, voxel_size=1.4, patch_size=64, stride=12, epochs_one=8, epochs_many=8,
+                   batch_one=32, batch_many=32, patches_per_epoch=1024, eval_patches=512, volume_subjects=5,
+                   many_subjects=11, norm="robust", recalibration_batches=32),
     # for the test suite only: fixture-sized subjects, a few steps per run
-    "tiny": Scale("tiny", 8, 3.0, 16, 8, 2, 2, 16, 16, 64, 64, 2, 3, "robust", 4),
+    "tiny": Scale("tiny", subjects=8, voxel_size=3.0, patch_size=16, stride=8, epochs_one=2, epochs_many=2,
+                  batch_one=16, batch_many=16, patches_per_epoch=64, eval_patches=64, volume_subjects=2,
+                  many_subjects=3, norm="robust", recalibration_batches=4),
 }
 
 
@@ -128,14 +135,12 @@ def config_hash(config: TrainConfig) -> str:
 def run_or_reuse(name: str, config: TrainConfig, runs_dir: Path, progress: bool) -> tuple[Path, str]:
     """Train a run unless a finished one with the same config exists; resume an unfinished one."""
     folder = runs_dir / f"{name}-{config_hash(config)}"
-    if (folder / "summary.json").exists() and (folder / "model" / "model.json").exists():
+    if runs.is_finished(folder):
         return folder, "reused"
-    if (folder / CHECKPOINT).exists():
+    if (folder / runs.CHECKPOINT).exists():
         train(config, folder, resume=True, progress=progress)
         return folder, "resumed"
     if folder.exists():  # started but no epoch finished: start again
-        import shutil
-
         shutil.rmtree(folder)
     train(config, folder, progress=progress)
     return folder, "trained"
@@ -148,12 +153,8 @@ def _experiment(name: str) -> tuple[str, int, str]:
 
 
 def _reference_volumes(subjects: list, count: int) -> dict:
-    """T2w, tissue bits and slicing axis (native order) of the first ``count`` test subjects, read once."""
-    references = {}
-    for subject in subjects[:count]:
-        bits = subject.to_native(np.asarray(subject.array("tissue")))
-        references[subject.id] = (subject, subject.to_native(np.asarray(subject.array("t2"))), bits)
-    return references
+    """The first ``count`` test subjects with their references (native order), read once."""
+    return {subject.id: (subject, Reference.from_prepared(subject)) for subject in subjects[:count]}
 
 
 def _score_run(folder: Path, config: TrainConfig, references: dict, scale: Scale, seed: int) -> dict:
@@ -162,9 +163,9 @@ def _score_run(folder: Path, config: TrainConfig, references: dict, scale: Scale
     The network's patch losses are the ones training computed at export (same model, same
     seeded test patches); the baselines are scored on those same patches here.
     """
-    data = build_data(config, Split.load(folder / "split.json"))
-    summary = json.loads((folder / "summary.json").read_text())
-    models = {"network": folder / "model"}
+    data = load_run_data(folder, config)
+    summary = runs.read_summary(folder)
+    models = {"network": folder / runs.MODEL}
     if config.data.channels > 1 and config.model.layers == 9:  # baselines: once per table
         models.update(fit_for_run(folder))
     scores = {}
@@ -177,11 +178,8 @@ def _score_run(folder: Path, config: TrainConfig, references: dict, scale: Scale
             patch = patch_losses(model, data.test, 32, "cpu", scale.eval_patches, seed)
         entry = {"patch": patch}
         if data.split.kind == "across":
-            volumes = {
-                subject_id: evaluate_volume(predict_prepared(model, info, subject), t2, (bits & 1) > 0,
-                                            slice_axis=subject.meta["axis"], bits=bits)
-                for subject_id, (subject, t2, bits) in references.items()
-            }
+            volumes = {subject_id: score(predict_prepared(model, info, subject), reference)
+                       for subject_id, (subject, reference) in references.items()}
             entry["volume"] = {k: float(np.mean([v[k] for v in volumes.values()])) for k in ("mse", "psnr", "ssim_3d")}
             entry["volume_subjects"] = list(volumes)
         scores[key] = entry
@@ -193,7 +191,7 @@ def _score_run(folder: Path, config: TrainConfig, references: dict, scale: Scale
 
 def _figure_patches(config: TrainConfig, folder: Path, count: int = 4) -> list[int]:
     """Four fixed test patches of the first test subject: the middle slice, most brain, spread out."""
-    data = build_data(config, Split.load(folder / "split.json"))
+    data = load_run_data(folder, config)
     first = data.test.parts[0]
     per_slice = len(first.rows) * len(first.cols)
     middle = first.subject.stored_shape[0] // 2
@@ -203,15 +201,15 @@ def _figure_patches(config: TrainConfig, folder: Path, count: int = 4) -> list[i
     return sorted(ranked[: count * 2][::2])
 
 
-def _patch_figure(runs: dict[str, Path], configs: dict[str, TrainConfig], names: list[str], items: list[int],
+def _patch_figure(folders: dict[str, Path], configs: dict[str, TrainConfig], names: list[str], items: list[int],
                   path: Path, title: str) -> Path:
     from .figures import patch_grid_figure
 
-    inputs, target = build_data(configs[names[-1]], Split.load(runs[names[-1]] / "split.json")).test[items]
+    inputs, target = load_run_data(folders[names[-1]], configs[names[-1]]).test[items]
     columns = [("(a) T1w", inputs[:, 0].numpy()), ("(b) true T2w", target[:, 0].numpy())]
     for letter, name in zip("cdef", names):
-        model, _ = load_model(runs[name] / "model")
-        run_inputs, _ = build_data(configs[name], Split.load(runs[name] / "split.json")).test[items]
+        model, _ = load_model(folders[name] / runs.MODEL)
+        run_inputs, _ = load_run_data(folders[name], configs[name]).test[items]
         with torch.no_grad():
             prediction = model(run_inputs)[:, 0].numpy()
         _, layers, kind = _experiment(name)
@@ -221,21 +219,6 @@ def _patch_figure(runs: dict[str, Path], configs: dict[str, TrainConfig], names:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def fmt(value: float | None) -> str:
-    """The one number format of the report (a test checks every number against results.json)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.3f}"
-    return f"{value:.5f}"
-
-
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def reduction(before: float, after: float) -> float:
@@ -321,47 +304,6 @@ def build_report(results: dict, figures: dict[str, Path]) -> list:
     return blocks
 
 
-def render_markdown(blocks: list, base: Path) -> str:
-    out = []
-    for kind, content in blocks:
-        if kind == "h1":
-            out.append(f"# {content}\n")
-        elif kind == "h2":
-            out.append(f"## {content}\n")
-        elif kind == "p":
-            out.append(f"{content}\n")
-        elif kind == "table":
-            out.append("| " + " | ".join(content[0]) + " |")
-            out.append("|" + "---|" * len(content[0]))
-            out += ["| " + " | ".join(row) + " |" for row in content[1:]]
-            out.append("")
-        elif kind == "img":
-            out.append(f"![{content.stem}]({content.relative_to(base).as_posix()})\n")
-    return "\n".join(out)
-
-
-def render_html(blocks: list) -> str:
-    from html import escape
-
-    body = []
-    for kind, content in blocks:
-        if kind in ("h1", "h2"):
-            body.append(f"<{kind}>{escape(content)}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{escape(content)}</p>")
-        elif kind == "table":
-            head = "".join(f"<th>{escape(c)}</th>" for c in content[0])
-            rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in content[1:])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif kind == "img":
-            data = base64.b64encode(content.read_bytes()).decode()
-            body.append(f'<img alt="{escape(content.stem)}" src="data:image/png;base64,{data}">')
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>mrsynth reproduction</title>" \
-           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
-
-
 # --------------------------------------------------------------------------- the command
 
 
@@ -395,19 +337,19 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
     prepared = {s.id: s for s in list_prepared(cache) if s.has_t2}
     subjects = assign_subjects(list(prepared), setting)
     configs = _run_configs(cache, setting, subjects, seed)
-    runs, run_info = {}, {}
+    folders, run_info = {}, {}
     for name, config in configs.items():
         began = time.perf_counter()
-        runs[name], status = run_or_reuse(name, config, out / "runs", progress)
-        run_info[name] = {"folder": str(runs[name].relative_to(out)), "status": status,
+        folders[name], status = run_or_reuse(name, config, out / "runs", progress)
+        run_info[name] = {"folder": str(folders[name].relative_to(out)), "status": status,
                           "config_hash": config_hash(config), "config": asdict(config),
                           "seconds": time.perf_counter() - began,
-                          "summary": json.loads((runs[name] / "summary.json").read_text())}
+                          "summary": runs.read_summary(folders[name])}
     tables, detail = {}, {"table1": {}, "table2": {}, "table3": {}}
     references = _reference_volumes([prepared[i] for i in subjects["test"]], setting.volume_subjects)
     for name, config in configs.items():
         table, layers, kind = _experiment(name)
-        scores = _score_run(runs[name], config, references, setting, seed)
+        scores = _score_run(folders[name], config, references, setting, seed)
         run_info[name]["scores"] = scores
         tables.setdefault(table, {})[(layers, kind, "network")] = scores["network"]["patch"]["mse"]
         detail[table][f"{layers} layers, {kind}"] = {"paper_key": [layers, kind], **scores["network"]}
@@ -419,7 +361,7 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
              for table, rows in detail.items()}
     figures_dir = out / "figures"
     figures_dir.mkdir(exist_ok=True)
-    figures = _figures(runs, configs, figures_dir)
+    figures = _figures(folders, configs, figures_dir)
     results = {
         "scale": asdict(setting), "data": description, "seed": seed, "subjects": subjects,
         "units": "normalized training units (" + setting.norm + " normalization)",
@@ -430,9 +372,9 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
         "seconds": time.perf_counter() - started,
     }
     blocks = build_report(results, figures)
-    (out / "report.md").write_text(render_markdown(blocks, out))
-    (out / "report.html").write_text(render_html(blocks))
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    write_text(out / "report.md", render_markdown(blocks, out))
+    write_text(out / "report.html", render_html(blocks, "mrsynth reproduction"))
+    write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n")
     return results
 
 
@@ -447,21 +389,18 @@ def _json_default(value):
     raise TypeError(f"cannot serialize {type(value)}")
 
 
-def _figures(runs: dict[str, Path], configs: dict[str, TrainConfig], folder: Path) -> dict[str, Path]:
+def _figures(folders: dict[str, Path], configs: dict[str, TrainConfig], folder: Path) -> dict[str, Path]:
     from .figures import learning_curve_figure
 
-    import csv
-
     figures = {}
-    within = runs["table1-L9-masks"]
-    with (within / "steps.csv").open(newline="") as handle:
-        steps = list(csv.DictReader(handle))
-    figures["figure3"] = learning_curve_figure(read_history(within), steps, folder / "figure3_learning_curves.png")
-    items = _figure_patches(configs["table2-L9-masks"], runs["table2-L9-masks"])
+    within = folders["table1-L9-masks"]
+    figures["figure3"] = learning_curve_figure(runs.read_history(within), runs.read_steps(within),
+                                               folder / "figure3_learning_curves.png")
+    items = _figure_patches(configs["table2-L9-masks"], folders["table2-L9-masks"])
     order2 = ["table2-L9-none", "table2-L9-masks", "table2-L3-none", "table2-L3-masks"]
-    figures["figure4"] = _patch_figure(runs, configs, order2, items, folder / "figure4_one_subject.png",
+    figures["figure4"] = _patch_figure(folders, configs, order2, items, folder / "figure4_one_subject.png",
                                        "Training set = 1 subject")
     order3 = ["table3-L9-none", "table3-L9-masks"]
-    figures["figure5"] = _patch_figure(runs, configs, order3, items, folder / "figure5_many_subjects.png",
+    figures["figure5"] = _patch_figure(folders, configs, order3, items, folder / "figure5_many_subjects.png",
                                        "Training set = many subjects")
     return figures

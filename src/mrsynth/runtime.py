@@ -1,4 +1,4 @@
-"""Process-wide settings that make CPU training and prediction fast.
+"""Process-wide settings: the compute device, and the allocator tuning that makes CPU training and prediction fast.
 
 The network's activations are large (one 260 x 311 slice x 32 channels is 10 MB; a batch
 of 32 training patches, 64 MB per layer), and every layer allocates a fresh one and frees
@@ -58,3 +58,20 @@ def tune_allocator() -> bool:
     trim_ok = mallopt(M_TRIM_THRESHOLD, THRESHOLD_BYTES)
     _applied = bool(mmap_ok and trim_ok)
     return _applied
+
+
+def pick_device(requested: str = "auto"):
+    """``auto``: CUDA, then Apple MPS, then CPU; otherwise the named device (a ``torch.device``).
+
+    torch is imported here, not at the top, so that :func:`tune_allocator` can run before
+    torch's own start-up allocations.
+    """
+    import torch
+
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

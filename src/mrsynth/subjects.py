@@ -42,6 +42,7 @@ import numpy as np
 from .errors import InputError
 
 LAYOUTS = ("auto", "hcp", "bids", "csv")
+HCP_FOLDER = "T1w"  # <subject>/T1w/ in the HCP release
 HCP_NAMES = {
     "t1": "T1w_acpc_dc",
     "t2": "T2w_acpc_dc",
@@ -139,7 +140,7 @@ def _find_nifti(folder: Path, stem: str) -> Path | None:
 
 def _hcp_folder(subject_dir: Path) -> Path | None:
     """The folder holding a subject's HCP files (``T1w/`` or the subject folder)."""
-    for folder in (subject_dir / "T1w", subject_dir):
+    for folder in (subject_dir / HCP_FOLDER, subject_dir):
         if folder.is_dir() and any(_find_nifti(folder, n) for n in HCP_NAMES.values()):
             return folder
     return None

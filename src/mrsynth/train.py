@@ -1,16 +1,4 @@
-"""Training: config -> run folder with split, normalization, history, curves, checkpoints and the model.
-
-Run folder::
-
-    config.toml          the configuration as run (reload with --config)
-    split.json           which subjects / patches train, validate and test
-    normalization.json   fitted on the training subjects only
-    history.csv          per epoch: train loss, validation loss, learning rate, seconds, patches/s
-    steps.csv            per optimizer step: loss
-    learning_curve.png
-    checkpoint.pt        after every epoch (temporary file + rename); --resume continues from it
-    summary.json         final losses (validation and test, eval mode), timings
-    model/               the exported model (mrsynth.models.save_model)
+"""Training: a config -> a run folder (:mod:`mrsynth.runs`) with checkpoints and the exported model.
 
 Determinism: the initial weights come from ``seed``, and epoch ``e`` visits the training
 patches in an order drawn from ``(seed, e)`` alone, so a resumed run follows exactly the
@@ -19,89 +7,28 @@ path of an uninterrupted one (on the CPU).
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
-from .cache import PreparedSubject, list_prepared
-from .config import TrainConfig, load_config, to_toml
+from . import runs
+from .atomic import write_file, write_text
+from .config import TrainConfig, to_toml
+from .distributed import Distributed, init_distributed
 from .errors import InputError
-from .models import FCN, ModelInfo, pick_device, recalibrate_batchnorm, save_model
-from .normalization import Normalization
-from .patches import PatchDataset, PatchGrid, Split, across_subject_split, batch_loader, within_subject_split
-from .runtime import tune_allocator
-
-CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass
-class RunData:
-    split: Split
-    normalization: Normalization
-    grid: PatchGrid
-    train: PatchDataset
-    val: PatchDataset | None
-    test: PatchDataset | None
-
-
-def _pick(subjects: dict[str, PreparedSubject], ids: list[str], cache) -> list[PreparedSubject]:
-    missing = [i for i in ids if i not in subjects]
-    if missing:
-        raise InputError(f"subject(s) not in the prepared cache: {', '.join(missing)}", cache)
-    return [subjects[i] for i in ids]
-
-
-def make_split(config: TrainConfig, subjects: dict[str, PreparedSubject], grid: PatchGrid) -> Split:
-    data = config.data
-    if data.split == "within":
-        subject_id = data.subject or next(iter(subjects))
-        subject = _pick(subjects, [subject_id], data.cache)[0]
-        return within_subject_split(subject_id, grid.count(subject.stored_shape), config.seed,
-                                    tuple(data.fractions))
-    if data.split != "across":
-        raise InputError(f"data.split must be 'within' or 'across', got {data.split!r}")
-    train = data.train or [i for i in subjects if i not in data.val and i not in data.test]
-    try:
-        return across_subject_split(train, data.test, data.val)
-    except ValueError as error:
-        raise InputError(str(error)) from error
-
-
-def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
-    """Datasets of a run: the split, and normalization fitted on the training subjects."""
-    data = config.data
-    subjects = {s.id: s for s in list_prepared(data.cache)}
-    grid = PatchGrid(data.patch_size, data.stride)
-    split = split or make_split(config, subjects, grid)
-    train_subjects = _pick(subjects, split.train, data.cache)
-    norm = Normalization.fit(data.norm, [s.stats for s in train_subjects])
-
-    if data.sampling not in ("patches", "tiles"):
-        raise InputError(f"data.sampling must be 'patches' or 'tiles', got {data.sampling!r}")
-    if data.sampling == "tiles" and split.kind == "within":
-        raise InputError("tile sampling needs an across-subject split: tiles would cover the test patches")
-
-    def dataset(part: str) -> PatchDataset | None:
-        ids = getattr(split, part)
-        if not ids:
-            return None
-        indices = split.part_indices(part)
-        if indices is not None and not len(indices):
-            return None
-        part_grid = PatchGrid.tiles(data.tile_size) if part == "train" and data.sampling == "tiles" else grid
-        return PatchDataset(_pick(subjects, ids, data.cache), norm, part_grid, data.channels, indices)
-
-    return RunData(split, norm, grid, dataset("train"), dataset("val"), dataset("test"))
+from .logs import bar, log
+from .metrics import mean_loss, patch_losses
+from .modelfile import ModelInfo, save_model
+from .networks import FCN, recalibrate_batchnorm
+from .patches import batch_loader
+from .runs import RunData, build_data
+from .runtime import pick_device, tune_allocator
 
 
 def epoch_order(n: int, seed: int, epoch: int, limit: int = 0) -> list[int]:
@@ -114,81 +41,6 @@ def epoch_order(n: int, seed: int, epoch: int, limit: int = 0) -> list[int]:
 def _inputs_only(loader):
     for inputs, _ in loader:
         yield inputs
-
-
-def _evaluation_order(n: int, limit: int, seed: int) -> list[int]:
-    if limit and limit < n:
-        return sorted(np.random.default_rng(seed).choice(n, limit, replace=False).tolist())
-    return list(range(n))
-
-
-@torch.no_grad()
-def mean_loss(model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
-              seed: int = 0) -> float:
-    """Mean per-pixel MSE of the model (eval mode) over a dataset (or a seeded subset)."""
-    return patch_losses(model, dataset, batch_size, device, limit, seed)["mse"]
-
-
-@torch.no_grad()
-def patch_losses(model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
-                 seed: int = 0) -> dict:
-    """The paper's patch MSE (every pixel of every patch) and the MSE over brain pixels only.
-
-    Normalized units; eval mode; over the whole dataset or a seeded subset of ``limit`` patches.
-    """
-    order = _evaluation_order(len(dataset), limit, seed)
-    model.eval()
-    total = brain_total = 0.0
-    count = brain_count = 0
-    for start in range(0, len(order), batch_size):
-        items = order[start:start + batch_size]
-        inputs, target = dataset[items]
-        brain = (inputs[:, 1:2] > 0) if dataset.channels > 1 else torch.from_numpy(dataset.brain_windows(items))[:, None]
-        brain = brain.to(device)
-        error = (model(inputs.to(device)) - target.to(device)) ** 2
-        total += error.sum().item()
-        count += error.numel()
-        brain_total += error[brain].sum().item()
-        brain_count += int(brain.sum())
-    return {"mse": total / max(count, 1), "mse_brain": brain_total / max(brain_count, 1), "patches": len(order)}
-
-
-@dataclass
-class Distributed:
-    """Where this process sits in a ``torchrun`` job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(tensor)
-        return tensor.item() / self.world
-
-
-def init_distributed(device: str) -> Distributed:
-    """Join the process group that ``torchrun`` describes in the environment (NCCL on CUDA, else gloo)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Distributed()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    return Distributed(rank, world, local_rank)
 
 
 class Trainer:
@@ -225,7 +77,7 @@ class Trainer:
         try:
             return torch.compile(self.model)
         except Exception as error:  # pragma: no cover - depends on the platform's toolchain
-            tqdm.write(f"warning: torch.compile unavailable ({error}); training in eager mode")
+            log.warning("torch.compile unavailable (%s); training in eager mode", error)
             return self.model
 
     def _forward(self, inputs):
@@ -239,7 +91,7 @@ class Trainer:
                 self.compile_seconds = time.perf_counter() - started
             return output
         except Exception as error:  # pragma: no cover - compiler failures vary by platform
-            tqdm.write(f"warning: torch.compile failed ({type(error).__name__}: {error}); training in eager mode")
+            log.warning("torch.compile failed (%s: %s); training in eager mode", type(error).__name__, error)
             self.step_model = self.model
             return self.model(inputs)
 
@@ -247,12 +99,10 @@ class Trainer:
 
     def start(self, data: RunData) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.toml").write_text(to_toml(self.config))
-        data.split.save(self.run_dir / "split.json")
-        data.normalization.save(self.run_dir / "normalization.json")
-        for name, header in (("history.csv", HISTORY_FIELDS), ("steps.csv", ["step", "epoch", "loss"])):
-            with (self.run_dir / name).open("w", newline="") as handle:
-                csv.writer(handle).writerow(header)
+        write_text(self.run_dir / runs.CONFIG, to_toml(self.config))
+        data.split.save(self.run_dir / runs.SPLIT)
+        data.normalization.save(self.run_dir / runs.NORMALIZATION)
+        runs.start_history(self.run_dir)
 
     def save_checkpoint(self) -> None:
         if not self.distributed.main:
@@ -264,12 +114,10 @@ class Trainer:
             "epoch": self.epoch,
             "torch_rng": torch.get_rng_state(),
         }
-        temporary = self.run_dir / (CHECKPOINT + ".tmp")
-        torch.save(state, temporary)
-        temporary.replace(self.run_dir / CHECKPOINT)
+        write_file(self.run_dir / runs.CHECKPOINT, lambda temporary: torch.save(state, temporary))
 
     def load_checkpoint(self) -> None:
-        path = self.run_dir / CHECKPOINT
+        path = self.run_dir / runs.CHECKPOINT
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except (OSError, RuntimeError, EOFError) as error:
@@ -280,10 +128,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
         self.distributed.barrier()  # every rank has read the files before rank 0 rewrites them
-        if not self.distributed.main:
-            return
-        _truncate_csv(self.run_dir / "history.csv", lambda row: int(row["epoch"]) <= self.epoch)
-        _truncate_csv(self.run_dir / "steps.csv", lambda row: int(row["epoch"]) <= self.epoch)
+        if self.distributed.main:
+            runs.truncate_history(self.run_dir, self.epoch)
 
     # -------------------------------------------------------------- training
 
@@ -296,9 +142,9 @@ class Trainer:
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         started, seen, total, steps = time.perf_counter(), 0, 0.0, []
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch",
-                   disable=not self.progress, leave=False)
-        for inputs, target in bar:
+        batches = bar(loader, allowed=self.progress, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch",
+                      leave=False)
+        for inputs, target in batches:
             inputs = inputs.to(self.device).contiguous(memory_format=self.memory_format)
             target = target.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
@@ -312,7 +158,7 @@ class Trainer:
             seen += len(inputs) * ranks.world
             total += value * len(inputs) * ranks.world
             steps.append(value)
-            bar.set_postfix(loss=f"{value:.4g}", patches_s=f"{seen / (time.perf_counter() - started):.1f}")
+            batches.set_postfix(loss=f"{value:.4g}", patches_s=f"{seen / (time.perf_counter() - started):.1f}")
         seconds = time.perf_counter() - started
         self.scheduler.step()
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": "", "lr": lr,
@@ -323,7 +169,7 @@ class Trainer:
                                         config.data.max_eval_patches, config.seed)
         self.epoch = epoch
         if ranks.main:
-            self._append(data, row, steps)
+            runs.append_history(self.run_dir, row, steps)
         ranks.barrier()
         return row
 
@@ -332,19 +178,10 @@ class Trainer:
         loader = batch_loader(data.train, order, self.config.optim.batch_size)
         return recalibrate_batchnorm(self.model, _inputs_only(loader), batches)
 
-    def _append(self, data: RunData, row: dict, steps: list[float]) -> None:
-        with (self.run_dir / "history.csv").open("a", newline="") as handle:
-            csv.DictWriter(handle, HISTORY_FIELDS).writerow(row)
-        first = (row["epoch"] - 1) * len(steps)
-        with (self.run_dir / "steps.csv").open("a", newline="") as handle:
-            writer = csv.writer(handle)
-            for i, value in enumerate(steps):
-                writer.writerow([first + i + 1, row["epoch"], f"{value:.6g}"])
-
     def export(self, data: RunData) -> dict:
         """Recalibrate BatchNorm, save the model, score validation and test sets in eval mode."""
         used = self.recalibrate(data, self.config.bn_recalibration_batches)
-        history = read_history(self.run_dir)
+        history = runs.read_history(self.run_dir)
         summary = {
             "epochs": self.epoch,
             "bn_recalibration_batches": used,
@@ -366,45 +203,20 @@ class Trainer:
         info = ModelInfo(
             n_layers=self.config.model.layers, in_channels=self.config.data.channels,
             width=self.config.model.width, normalization=asdict(data.normalization),
-            patch_size=data.grid.size, stride=data.grid.stride, axis=self._axis(data),
+            patch_size=data.grid.size, stride=data.grid.stride, axis=data.axis,
             training={k: summary[k] for k in ("epochs", "train_patches", "subjects", "train_loss")},
         )
-        save_model(self.run_dir / "model", self.model.cpu(), info)
+        save_model(self.run_dir / runs.MODEL, self.model.cpu(), info)
         self.model.to(self.device)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plot_learning_curve(self.run_dir)
+        write_text(self.run_dir / runs.SUMMARY, json.dumps(summary, indent=2) + "\n")
+        runs.plot_learning_curve(self.run_dir)
         return summary
 
-    def _axis(self, data: RunData) -> str:
-        return data.train.parts[0].subject.meta["axis_request"]
 
-
-HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "patches_per_s"]
-
-
-def _truncate_csv(path: Path, keep) -> None:
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        header, rows = reader.fieldnames, [r for r in reader if keep(r)]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, header)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_history(run_dir: str | Path) -> list[dict]:
-    with (Path(run_dir) / "history.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def plot_learning_curve(run_dir: str | Path) -> Path:
-    """Train and validation loss per epoch (and per step, faint) as ``learning_curve.png``."""
-    from .figures import learning_curve_figure
-
-    run_dir = Path(run_dir)
-    with (run_dir / "steps.csv").open(newline="") as handle:
-        steps = list(csv.DictReader(handle))
-    return learning_curve_figure(read_history(run_dir), steps, run_dir / "learning_curve.png")
+def _epoch_line(row: dict, epochs: int) -> str:
+    val = f", val {row['val_loss']:.4g}" if row["val_loss"] != "" else ""
+    return (f"epoch {row['epoch']}/{epochs}: train {row['train_loss']:.4g}{val}, lr {row['lr']:.3g}, "
+            f"{row['seconds']:.1f} s, {row['patches_per_s']:.1f} patches/s")
 
 
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -413,11 +225,11 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     run_dir = Path(run_dir)
     ranks = init_distributed(config.device)
     if resume:
-        if not (run_dir / CHECKPOINT).exists():
+        if not (run_dir / runs.CHECKPOINT).exists():
             raise InputError("no checkpoint to resume from", run_dir)
-        data = build_data(config, Split.load(run_dir / "split.json"))
+        data = runs.load_run_data(run_dir, config)
     else:
-        if (run_dir / CHECKPOINT).exists() or (run_dir / "model").exists():
+        if (run_dir / runs.CHECKPOINT).exists() or (run_dir / runs.MODEL).exists():
             raise InputError("run folder already holds a run; use --resume or another folder", run_dir)
         data = build_data(config)
     ranks.barrier()  # every rank has checked the folder before rank 0 writes to it
@@ -426,13 +238,15 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
         trainer.load_checkpoint()
     elif ranks.main:
         trainer.start(data)
-    epochs = tqdm(total=config.optim.epochs, initial=trainer.epoch, desc="train", unit="epoch",
-                  disable=not trainer.progress)
+    epochs = bar(total=config.optim.epochs, initial=trainer.epoch, allowed=trainer.progress, desc="train",
+                 unit="epoch")
     while trainer.epoch < config.optim.epochs:
         row = trainer.train_epoch(data)
         trainer.save_checkpoint()
         epochs.update()
         epochs.set_postfix(train=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}" if row["val_loss"] != "" else "-")
+        if ranks.main and epochs.disable:
+            log.info(_epoch_line(row, config.optim.epochs))
         if stop_after_epoch is not None and trainer.epoch >= stop_after_epoch:
             epochs.close()
             return {"stopped_after_epoch": trainer.epoch}
@@ -443,8 +257,3 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     summary = trainer.export(data)
     ranks.barrier()
     return summary
-
-
-def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """The config a run was started with (``config.toml``), with optional overrides (e.g. more epochs)."""
-    return load_config(Path(run_dir) / "config.toml", overrides)

@@ -1,0 +1,64 @@
+"""Atomic outputs: a file or folder is either complete at its final path or absent.
+
+Everything mrsynth writes for a user (NIfTI predictions, model files, checkpoints, prepared
+subjects, simulated subjects, reports) goes through these helpers: the content is written
+under a hidden temporary name beside the target and renamed into place, which is atomic on
+one file system.  A crash or kill leaves at most a hidden temporary behind, never a partial
+file at the target path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+def _temporary_name(path: Path, kind: str) -> Path:
+    """A hidden name beside ``path`` that keeps its suffixes (nibabel picks gzip from ``.gz``)."""
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{kind}{suffix}")
+
+
+def write_file(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary)`` and rename the temporary file to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_name(path, "tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return write_file(path, lambda temporary: temporary.write_text(text))
+
+
+def replace_folder(new: Path, final: Path) -> None:
+    """Swap the folder ``new`` into place as ``final``; an old ``final`` is removed only afterwards."""
+    old = _temporary_name(final, "old")
+    if final.exists():
+        os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def building_folder(final: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``final``; on success it replaces ``final``, on error it is removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_name(final, "tmp")
+    try:
+        temporary.mkdir()
+        yield temporary
+        replace_folder(temporary, final)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)

@@ -1,0 +1,101 @@
+"""Model files: a folder with the weights and a JSON description, loaded without unpickling code.
+
+``model.safetensors`` holds the weights as plain tensors; ``model.json`` the
+:class:`ModelInfo`: network kind and architecture, input channels, normalization, patch
+and slicing settings, label-table version, a summary of the training data and the
+package versions.  The network kinds are those of :mod:`mrsynth.networks` (the paper's
+FCN and the lookup baselines), so loading a model never imports training code.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__, labels
+from .atomic import write_file, write_text
+from .errors import InputError
+from .networks import FCN, LOOKUPS
+from .normalization import Normalization
+
+MODEL_FORMAT = 1
+WEIGHTS, DESCRIPTION = "model.safetensors", "model.json"
+
+
+@dataclass
+class ModelInfo:
+    """Everything needed to use a trained model, saved as ``model.json``."""
+
+    n_layers: int
+    in_channels: int
+    width: int
+    normalization: dict
+    patch_size: int
+    stride: int
+    axis: str
+    label_table: int = labels.TABLE_VERSION
+    kind: str = FCN.kind  # or a lookup baseline: "tissue-mean", "intensity-map"
+    training: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    format: int = MODEL_FORMAT
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.in_channels > 1
+
+    def norm(self) -> Normalization:
+        return Normalization(**self.normalization)
+
+
+def package_versions() -> dict:
+    import numpy
+
+    return {"mrsynth": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def save_model(folder: str | Path, model: nn.Module, info: ModelInfo) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` (each atomically)."""
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_file(folder / WEIGHTS, lambda temporary: save_file(state, str(temporary)))
+    info.versions = package_versions()
+    write_text(folder / DESCRIPTION, json.dumps(asdict(info), indent=2) + "\n")
+    return folder
+
+
+def _network(info: ModelInfo, state: dict) -> nn.Module:
+    if info.kind == FCN.kind:
+        model = FCN(info.n_layers, info.in_channels, info.width)
+        model.load_state_dict(state)
+        return model
+    return LOOKUPS[info.kind](**state)
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Load a model folder in eval mode (weights read as tensors only; no code unpickled)."""
+    folder = Path(folder)
+    try:
+        info = ModelInfo(**json.loads((folder / DESCRIPTION).read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise InputError(f"not a mrsynth model folder ({error})", folder) from error
+    if info.format != MODEL_FORMAT:
+        raise InputError(f"model format {info.format} is not supported (expected {MODEL_FORMAT})", folder)
+    if info.label_table != labels.TABLE_VERSION and info.uses_masks:
+        raise InputError(
+            f"model was trained with label table version {info.label_table}, this mrsynth has "
+            f"{labels.TABLE_VERSION}: its tissue masks would differ", folder)
+    if info.kind != FCN.kind and info.kind not in LOOKUPS:
+        raise InputError(f"unknown model kind {info.kind!r}", folder / DESCRIPTION)
+    try:
+        model = _network(info, load_file(str(folder / WEIGHTS)))
+    except (OSError, RuntimeError, TypeError, SafetensorError) as error:
+        raise InputError(f"cannot load the weights ({error})", folder / WEIGHTS) from error
+    return model.to(device).eval(), info
