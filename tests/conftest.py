@@ -44,6 +44,34 @@ def cache(tmp_path_factory):
     return root.parent / "cache"
 
 
+#: A tiny training configuration for fixture subjects: seconds on a CPU.
+TINY = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=5", "optim.batch_size=16",
+        "optim.lr=0.003", "optim.lr_step_epochs=4", "val_recalibration_batches=4", "bn_recalibration_batches=20",
+        "data.max_patches_per_epoch=256", "data.max_eval_patches=128"]
+
+
+def tiny_config(cache, *extra):
+    """TINY on a fixture cache: train 001, validate 002, test 003."""
+    from mrsynth.config import load_config
+
+    return load_config(None, [f"data.cache={cache}", "data.train=001", "data.val=002", "data.test=003"]
+                       + TINY + list(extra))
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A 6-epoch TINY run on its own prepared fixture cache: (run folder, summary, cache)."""
+    from mrsynth.cache import prepare_all
+    from mrsynth.subjects import discover
+    from mrsynth.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    write_dataset(root / "data", 3, "hcp", shape=(40, 48, 36))
+    prepare_all(discover(root / "data"), root / "cache", progress=False)
+    summary = train(tiny_config(root / "cache", "optim.epochs=6"), root / "run", progress=False)
+    return root / "run", summary, root / "cache"
+
+
 def require_shared(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
@@ -51,4 +79,4 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
-__all__ = ["make_subject", "write_subject", "write_dataset", "require_shared", "nib", "np"]
+__all__ = ["TINY", "make_subject", "write_subject", "write_dataset", "require_shared", "tiny_config", "nib", "np"]

@@ -132,3 +132,30 @@ def test_subject_without_t2_cannot_be_a_training_subject(tmp_path):
         PatchDataset([subject], Normalization(), PatchGrid(16, 8))
     inputs = PatchDataset([subject], Normalization(), PatchGrid(16, 8), with_target=False)[0]
     assert inputs.shape == (9, 16, 16)
+
+
+def _covered(dataset: PatchDataset, part: int = 0) -> np.ndarray:
+    subject = dataset.parts[part].subject
+    hits = np.zeros(subject.stored_shape, int)
+    size = dataset.grid.size
+    for item in range(len(dataset)):
+        position, s, r, c = dataset.locate(item)
+        if position != part:
+            continue
+        r0, c0 = max(r, 0), max(c, 0)
+        hits[s, r0:r + size, c0:c + size] += 1
+    return hits
+
+
+def test_tiles_and_patches_both_cover_every_brain_slice(cache):
+    subject = list_prepared(cache)[0]
+    brain = labels.in_brain(np.asarray(subject.array("tissue")))
+    for grid in (PatchGrid(16, 8), PatchGrid.tiles(16)):
+        hits = _covered(PatchDataset([subject], Normalization(), grid))
+        slices_with_brain = brain.any(axis=(1, 2))
+        assert (hits[slices_with_brain] > 0).any(axis=(1, 2)).all()
+        if grid.cover:
+            assert (hits > 0).all()  # tiles cover every pixel of every slice
+            assert hits.mean() < 1.3  # ... about once
+    # tile training uses far fewer, larger, non-overlapping items than the paper's grid
+    assert PatchGrid.tiles(16).count(subject.stored_shape) < PatchGrid(16, 8).count(subject.stored_shape)

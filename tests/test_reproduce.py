@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from mrsynth.reproduce import SCALES, fmt, pct, reproduce
+from mrsynth.report import fmt, pct
+from mrsynth.reproduce import SCALES, _run_configs, assign_subjects, reproduce
 
 
 def _numbers(value, found: set) -> set:
@@ -30,6 +31,7 @@ def grid(tmp_path_factory):
     return out, reproduce(out, scale="tiny", progress=False)
 
 
+@pytest.mark.slow
 def test_report_structure(grid):
     out, results = grid
     for name in ("report.md", "report.html", "results.json", "figures/figure3_learning_curves.png",
@@ -49,6 +51,7 @@ def test_report_structure(grid):
     assert "torch" in saved["versions"]
 
 
+@pytest.mark.slow
 def test_every_number_in_the_report_comes_from_results_json(grid):
     out, _ = grid
     raw = (out / "results.json").read_text()
@@ -60,6 +63,7 @@ def test_every_number_in_the_report_comes_from_results_json(grid):
     assert not unexplained, unexplained
 
 
+@pytest.mark.slow
 def test_verdicts_follow_the_numbers(grid):
     _, results = grid
     for c in results["comparisons"]:
@@ -69,6 +73,7 @@ def test_verdicts_follow_the_numbers(grid):
             assert outcome["beats_both"] == (outcome["network"] < min(outcome["tissue-mean"], outcome["intensity-map"]))
 
 
+@pytest.mark.slow
 def test_second_run_reuses_finished_runs(grid):
     out, first = grid
     again = reproduce(out, scale="tiny", progress=False)
@@ -76,13 +81,24 @@ def test_second_run_reuses_finished_runs(grid):
     assert again["tables_detail"] == first["tables_detail"]
 
 
-def test_scales_document_paper_settings():
-    paper = SCALES["paper"]
-    assert (paper.patch_size, paper.stride, paper.epochs_one, paper.epochs_many, paper.batch_one, paper.batch_many) == \
-        (128, 24, 20, 8, 32, 128)
-    assert paper.patches_per_epoch == 0 and paper.norm == "paper" and paper.many_subjects == 50
+def test_paper_scale_trains_each_table_as_the_paper_did():
+    """The run configurations built for --scale paper carry the paper's protocol (sections 3 and 4.2)."""
+    ids = [f"{i:06d}" for i in range(60)]
+    subjects = assign_subjects(ids, SCALES["paper"])
+    configs = _run_configs("cache", SCALES["paper"], subjects, seed=0)
+    assert len(configs) == 10 and len(subjects["many"]) == 50 and len(subjects["test"]) == 5
+    for name, config in configs.items():
+        many = name.startswith("table3")
+        assert (config.optim.batch_size, config.optim.epochs) == ((128, 8) if many else (32, 20)), name
+        assert (config.data.patch_size, config.data.stride, config.data.norm) == (128, 24, "paper"), name
+        assert config.data.max_patches_per_epoch == 0 and config.data.max_eval_patches == 0, name
+        assert config.model.layers in (3, 9) and config.data.channels in (1, 9)
+    assert configs["table1-L9-masks"].data.split == "within"
+    assert configs["table3-L9-none"].data.train == subjects["many"]
+    assert not set(subjects["many"]) & set(subjects["test"])
 
 
+@pytest.mark.slow
 def test_data_option_takes_any_layout(tmp_path, run_cli):
     from mrsynth.fixtures import write_dataset
 

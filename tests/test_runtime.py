@@ -12,7 +12,7 @@ import json, resource
 from mrsynth.runtime import tune_allocator
 applied = tune_allocator()
 import torch
-from mrsynth.models import FCN
+from mrsynth.networks import FCN
 model = FCN(4, 9, 32).eval()
 x = torch.randn(2, 9, 260, 311)  # activations of 21 MB per layer
 def faults(n):

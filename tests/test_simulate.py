@@ -11,9 +11,9 @@ import pytest
 
 from mrsynth import labels
 from mrsynth.cache import list_prepared, prepare_all
-from mrsynth.simulate import HCP_FILES, contrast_ratios, simulate_dataset, simulate_subject
+from mrsynth.simulate import contrast_ratios, simulate_dataset, simulate_subject
 from mrsynth.simulate.anatomy import Anatomy, default_anatomy
-from mrsynth.subjects import discover, load_subject
+from mrsynth.subjects import HCP_NAMES, discover, load_subject
 
 #: Median intensity ratios of the HCP MNI152 T1w/T2w templates with Avgwmparc (issue #3);
 #: test_reference_ratios_match_the_hcp_templates re-measures them where the data exists.
@@ -29,8 +29,8 @@ PLAUSIBLE_CM3 = {
 
 
 def _read(folder: Path):
-    return [np.asarray(nib.load(str(folder / "T1w" / f"{HCP_FILES[k]}.nii.gz")).dataobj)
-            for k in ("t1", "t2", "codes", "mask")]
+    return [np.asarray(nib.load(str(folder / "T1w" / f"{HCP_NAMES[k]}.nii.gz")).dataobj)
+            for k in ("t1", "t2", "seg", "mask")]
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +58,22 @@ def _check_classes(folder: Path):
         assert low <= volumes[name] <= high, (name, volumes[name])
 
 
+@pytest.mark.slow
 def test_default_subjects_have_every_class_with_plausible_volumes(default_subjects):
     for folder in default_subjects:
         _check_classes(folder)
 
 
+@pytest.mark.slow
 def test_default_subjects_look_like_hcp(default_subjects):
     for folder in default_subjects:
         _check_realism(folder)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_files_and_seeds_differ(default_subjects, tmp_path):
     again = simulate_dataset(tmp_path, 1, seed=0, progress=False)[0]
-    for name in HCP_FILES.values():
+    for name in HCP_NAMES.values():
         assert filecmp.cmp(again / "T1w" / f"{name}.nii.gz", default_subjects[0] / "T1w" / f"{name}.nii.gz",
                            shallow=False), name
     first, second = _read(default_subjects[0]), _read(default_subjects[1])
@@ -79,6 +82,7 @@ def test_same_seed_gives_identical_files_and_seeds_differ(default_subjects, tmp_
     assert (default_subjects[0] / "simulation.json").read_text() != (default_subjects[1] / "simulation.json").read_text()
 
 
+@pytest.mark.slow
 def test_simulated_subjects_pass_prepare_validation(default_subjects, tmp_path):
     subjects = discover(default_subjects[0].parent)
     assert [s.id for s in subjects] == ["sim001", "sim002"]
@@ -105,12 +109,13 @@ def test_voxel_size_07_gives_the_requested_grid(tmp_path):
     subject = simulate_subject(_small_anatomy(), seed=5, voxel_size=0.7)
     assert subject.t1.shape == (114, 114, 114)  # 80 mm / 0.7 mm
     folder = write_hcp_subject(subject, tmp_path, "s07")
-    for name in HCP_FILES.values():
+    for name in HCP_NAMES.values():
         image = nib.load(str(folder / "T1w" / f"{name}.nii.gz"))
         np.testing.assert_allclose(image.header.get_zooms()[:3], (0.7, 0.7, 0.7), rtol=1e-6)
         np.testing.assert_allclose(np.abs(np.diag(image.affine)[:3]), 0.7, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_label_maps_give_realistic_subjects(tmp_path):
     from conftest import require_shared
 

@@ -1,4 +1,4 @@
-"""The paper's network: architecture, initialisation, BatchNorm settings, model files."""
+"""Networks (mrsynth.networks): the paper's FCN architecture and initialisation, BatchNorm recalibration and folding."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from mrsynth.models import FCN, ModelInfo, load_model, recalibrate_batchnorm, save_model
-from mrsynth.normalization import Normalization
+from mrsynth.networks import FCN, fold_batchnorm, inference_model, recalibrate_batchnorm
 
 
 def expected_parameters(n_layers: int, in_channels: int, width: int = 32) -> int:
@@ -50,35 +49,6 @@ def test_fewer_than_two_layers_is_refused():
         FCN(1, 9)
 
 
-def _info(model: FCN) -> ModelInfo:
-    return ModelInfo(model.n_layers, model.in_channels, model.width, {"method": "robust"}, 64, 32, "axial")
-
-
-def test_save_load_round_trip_gives_identical_outputs(tmp_path):
-    torch.manual_seed(0)
-    model = FCN(4, 9)
-    recalibrate_batchnorm(model, [torch.randn(4, 9, 16, 16) for _ in range(3)])
-    model.eval()
-    save_model(tmp_path / "m", model, _info(model))
-    loaded, info = load_model(tmp_path / "m")
-    x = torch.randn(3, 9, 20, 20)
-    assert torch.equal(model(x), loaded(x))
-    assert info.norm() == Normalization("robust")
-    assert set(p.name for p in (tmp_path / "m").iterdir()) == {"model.safetensors", "model.json"}
-    assert not loaded.training
-
-
-def test_load_refuses_broken_model_folders(tmp_path, run_cli):
-    from mrsynth.errors import InputError
-
-    with pytest.raises(InputError, match="not a mrsynth model folder"):
-        load_model(tmp_path)
-    save_model(tmp_path / "m", FCN(3, 9), _info(FCN(3, 9)))
-    (tmp_path / "m" / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(InputError, match="cannot load the weights"):
-        load_model(tmp_path / "m")
-
-
 def test_recalibration_gives_the_batch_statistics():
     torch.manual_seed(1)
     model = FCN(3, 1)
@@ -93,8 +63,6 @@ def test_recalibration_gives_the_batch_statistics():
 
 
 def test_folded_batchnorm_inference_equals_the_eval_model():
-    from mrsynth.models import fold_batchnorm, inference_model
-
     torch.manual_seed(3)
     model = FCN(9, 9)
     recalibrate_batchnorm(model, [torch.randn(4, 9, 24, 24) * 2 + 1 for _ in range(3)])

@@ -1,0 +1,139 @@
+"""Training (mrsynth.train, mrsynth.runs): loss, run folder, eval-mode quality, resume, tiles, memory layouts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, tiny_config
+from safetensors.torch import load_file
+
+from mrsynth import runs
+from mrsynth.config import load_config
+from mrsynth.errors import InputError
+from mrsynth.metrics import mean_loss
+from mrsynth.modelfile import load_model
+from mrsynth.runs import build_data
+from mrsynth.train import train
+
+BASE = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=4", "optim.batch_size=16",
+        "optim.lr=0.003", "val_recalibration_batches=2", "bn_recalibration_batches=4",
+        "data.max_patches_per_epoch=128", "data.max_eval_patches=64", "optim.epochs=2"]
+
+
+def test_training_lowers_the_loss_tenfold(trained):
+    run, summary, _ = trained
+    steps = [float(r["loss"]) for r in runs.read_steps(run)]
+    first = np.mean(steps[:3])
+    last_epoch = np.mean(steps[-16:])
+    assert first / last_epoch >= 10, (first, last_epoch)
+    assert summary["test_loss"] < 0.2 * first
+
+
+def test_run_folder_contents(trained):
+    run, summary, _ = trained
+    for name in (runs.CONFIG, runs.SPLIT, runs.NORMALIZATION, runs.HISTORY, runs.STEPS, runs.LEARNING_CURVE,
+                 runs.CHECKPOINT, runs.SUMMARY, "model/model.json", "model/model.safetensors"):
+        assert (run / name).exists(), name
+    rows = runs.read_history(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
+    assert all(r["val_loss"] for r in rows)
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[3] == pytest.approx(lrs[0]) and lrs[4] == pytest.approx(lrs[0] / 2)  # halved every 4 epochs
+    info = json.loads((run / "model" / "model.json").read_text())
+    assert info["n_layers"] == 5 and info["in_channels"] == 9 and info["kind"] == "fcn"
+    assert info["normalization"]["method"] == "robust" and "torch" in info["versions"]
+    assert info["training"]["subjects"]["train"] == ["001"]
+    assert runs.is_finished(run) and runs.read_summary(run) == summary
+    assert not list(run.glob(".*tmp*"))
+
+
+def test_eval_mode_after_recalibration_is_as_good_as_batch_statistics(trained):
+    run, _, _ = trained
+    model, _ = load_model(run / "model")
+    data = runs.load_run_data(run)
+    eval_loss = mean_loss(model, data.test, 16, "cpu")
+    model.train()  # batch statistics, as during training
+    with torch.no_grad():
+        total = count = 0
+        for i in range(0, len(data.test), 16):
+            inputs, target = data.test[list(range(i, min(i + 16, len(data.test))))]
+            out = model(inputs)
+            total += torch.sum((out - target) ** 2).item()
+            count += out.numel()
+    assert eval_loss <= 1.5 * total / count
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path):
+    straight = train(tiny_config(cache, "optim.epochs=3"), tmp_path / "straight", progress=False)
+    stopped = train(tiny_config(cache, "optim.epochs=3"), tmp_path / "resumed", progress=False, stop_after_epoch=2)
+    assert stopped == {"stopped_after_epoch": 2}
+    with pytest.raises(InputError, match="already holds a run"):
+        train(tiny_config(cache, "optim.epochs=3"), tmp_path / "resumed", progress=False)
+    resumed = train(runs.resume_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True, progress=False)
+    a = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert straight["test_loss"] == resumed["test_loss"]
+    assert len(runs.read_history(tmp_path / "resumed")) == 3
+    assert [r["train_loss"] for r in runs.read_history(tmp_path / "resumed")] == \
+        [r["train_loss"] for r in runs.read_history(tmp_path / "straight")]
+
+
+def test_resume_config_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(InputError, match="not a run folder"):
+        runs.resume_config(tmp_path)
+
+
+def test_cli_train_and_errors(cache, tmp_path, run_cli):
+    code, out, err = run_cli("train", "--cache", cache, "--out", tmp_path / "r", "--train", "001", "--test", "003",
+                             "--epochs", "1", "--quiet", *sum((["--set", s] for s in TINY), []))
+    assert code == 0, err
+    assert json.loads(out[: out.rindex("}") + 1])["epochs"] == 1
+    code, _, err = run_cli("train", "--cache", cache, "--out", tmp_path / "r2", "--train", "nobody", "--quiet")
+    assert code == 2 and "nobody" in err
+    code, _, err = run_cli("train", "--resume", tmp_path / "nothing", "--quiet")
+    assert code == 2
+
+
+def test_tile_training_learns_and_refuses_within_subject_splits(cache, tmp_path):
+    config = load_config(None, [f"data.cache={cache}", "data.train=001", "data.test=003", "data.sampling=tiles",
+                                "data.tile_size=24"] + BASE + ["optim.epochs=4"])
+    summary = train(config, tmp_path / "tiles", progress=False)
+    steps = [float(r["loss"]) for r in runs.read_steps(tmp_path / "tiles")]
+    # tiles of 24 px cover each 40 x 48 slice with 2 x 2 tiles: far fewer items than the 16/8 patch grid
+    assert summary["train_patches"] == 36 * 4
+    assert summary["test_loss"] < 0.5 * np.mean(steps[:2]), (summary["test_loss"], steps[:2])
+    within = load_config(None, [f"data.cache={cache}", "data.split=within", "data.sampling=tiles"] + BASE)
+    with pytest.raises(InputError, match="tile sampling needs an across-subject split"):
+        build_data(within)
+
+
+def test_channels_last_training_matches_the_plain_path(cache, tmp_path):
+    common = [f"data.cache={cache}", "data.train=001", "data.test=003"] + BASE
+    fast = train(load_config(None, common + ["channels_last=true"]), tmp_path / "fast", progress=False)
+    plain = train(load_config(None, common + ["channels_last=false"]), tmp_path / "plain", progress=False)
+    # float rounding differs between memory layouts and compounds over the steps of a run
+    assert fast["test_loss"] == pytest.approx(plain["test_loss"], rel=0.05)
+
+
+def test_one_training_step_is_the_same_in_both_memory_layouts():
+    import torch.nn.functional as F
+
+    from mrsynth.networks import FCN
+
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        model = FCN(9, 9).to(memory_format=layout)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-9)
+        x = torch.randn(8, 9, 32, 32, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=layout)
+        y = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        results.append((loss.item(), model(x).detach()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1].contiguous(), rtol=1e-4, atol=1e-4)
