@@ -15,7 +15,7 @@ LAYERS = [
     {"patches"},
     {"metrics", "runs", "predict"},
     {"evaluate", "baselines", "train"},
-    {"reproduce", "demo"},
+    {"reproduce", "demo", "crossval"},
     {"cli", "__main__"},
 ]
 

@@ -32,3 +32,52 @@ def test_hcp_mni152_templates_prepare_as_one_hcp_subject(tmp_path, run_cli):
     counts = subject["voxels_per_class"]
     assert all(counts[name] > 0 for name in labels.CLASSES)
     assert counts["grey_matter"] > counts["white_matter"] > counts["subcortical"] > counts["csf"]
+
+
+def _prepared_hcp_template(tmp_path):
+    from conftest import require_shared
+
+    from mrsynth.cache import list_prepared, prepare_all
+    from mrsynth.subjects import discover
+
+    source = require_shared("hcp-mni152")
+    folder = tmp_path / "hcp" / "mni152" / "T1w"
+    folder.mkdir(parents=True)
+    for name, original in FILES.items():
+        (folder / name).symlink_to(source / original)
+    prepare_all(discover(tmp_path / "hcp"), tmp_path / "cache", progress=False)
+    return list_prepared(tmp_path / "cache")[0]
+
+
+def test_intensity_map_is_the_binned_brain_mean_that_a_few_lines_of_numpy_give(tmp_path):
+    """On the real HCP T1w/T2w pair, the baseline equals a plain lookup table written in numpy."""
+    import numpy as np
+    import torch
+
+    from mrsynth.baselines import fit_intensity_map
+    from mrsynth.metrics import psnr_p99
+    from mrsynth.normalization import Normalization
+    from mrsynth.patches import PatchDataset, PatchGrid
+
+    subject = _prepared_hcp_template(tmp_path)
+    norm = Normalization.fit("robust", [subject.stats])
+    tiles = PatchDataset([subject], norm, PatchGrid.tiles(64), channels=9)  # every voxel about once
+    fitted = fit_intensity_map(tiles, max_patches=0)
+
+    volumes = subject.native()
+    brain = volumes.brain
+    t1 = volumes.t1 / subject.stats["t1"]["brain_median"]
+    t2 = volumes.t2 / subject.stats["t2"]["brain_median"]
+    # the reference: mean T2w in 64 quantile bins of the brain's T1w, linear between bin centres
+    x, y = t1[brain].astype(np.float64), t2[brain].astype(np.float64)
+    edges = np.quantile(x, np.linspace(0, 1, 65))
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 63)
+    centres = np.bincount(which, x, 64) / np.bincount(which, minlength=64)
+    means = np.bincount(which, y, 64) / np.bincount(which, minlength=64)
+    reference = np.interp(x, centres, means)
+    with torch.no_grad():
+        ours = fitted(torch.from_numpy(t1[brain].astype(np.float32)).reshape(1, 1, 1, -1)).numpy().ravel()
+    assert np.median(np.abs(ours - reference)) < 0.01  # normalized units: brain median 1
+    prediction_ours, prediction_numpy = np.zeros_like(t2), np.zeros_like(t2)
+    prediction_ours[brain], prediction_numpy[brain] = ours, reference
+    assert abs(psnr_p99(prediction_ours, t2, brain) - psnr_p99(prediction_numpy, t2, brain)) < 0.1

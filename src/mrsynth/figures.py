@@ -122,3 +122,24 @@ def patch_grid_figure(rows: list[list[tuple[str, np.ndarray]]], path: str | Path
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def per_subject_figure(values: dict[str, dict[str, float]], path: str | Path, ylabel: str, title: str = "") -> Path:
+    """One column per subject, one marker per method (``values[subject][method]``), lines joining a method."""
+    subjects = list(values)
+    methods = list(next(iter(values.values())))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(subjects) + 2), 3.6))
+    for i, method in enumerate(methods):
+        ys = [values[s].get(method) for s in subjects]
+        ax.plot(range(len(subjects)), ys, "o-", lw=0.8, ms=6, label=method, color=plt.cm.tab10(i))
+    ax.set_xticks(range(len(subjects)), subjects, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -12,6 +12,10 @@ Whole volumes (:func:`evaluate_volume`):
   ``data_range`` = max - min of the reference inside the brain), ``ssim_3d`` and
   ``ssim_2d`` (MONAI's SSIM map, Gaussian window sigma 1.5 truncated to 7 voxels, averaged
   over brain voxels; 2D per slice along the slicing axis, then over slices with brain);
+* ``psnr_p99``: the scale-free score, whatever ``scale``: prediction and reference each
+  divided by their own 99th percentile inside the brain mask, PSNR over brain voxels with
+  data range 1 (MONAI).  No test information reaches the prediction, and unlike ``psnr``
+  the peak does not depend on the reference's brightest voxel;
 * ``mse_<class>``: MSE inside each of the eight tissue classes (with a segmentation).
 
 Intensity scale (``scale``): ``brain-median`` (default) divides prediction and reference
@@ -47,6 +51,16 @@ def _rescale(volume: np.ndarray, brain: np.ndarray, scale: str) -> np.ndarray:
     if not median > 0:
         raise ValueError(f"median inside the brain mask is {median}: use scale 'raw'")
     return (volume / median).astype(np.float32)
+
+
+def psnr_p99(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> float | None:
+    """PSNR (data range 1) over brain voxels of each volume divided by its own brain 99th percentile."""
+    inside = [np.asarray(v[brain], np.float32) for v in (pred, ref)]
+    peaks = [float(np.percentile(v, 99)) for v in inside]
+    if min(peaks) <= 0:
+        return None
+    scaled = [torch.from_numpy(v / peak)[None] for v, peak in zip(inside, peaks)]
+    return float(PSNRMetric(max_val=1.0)(*scaled).item())
 
 
 def _bounding_box(mask: np.ndarray, margin: int):
@@ -104,6 +118,7 @@ def evaluate_volume(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, seg: np
         "mae": float(np.mean(np.abs(inside))),
         "rmse": math.sqrt(mse),
         "psnr": float(psnr.item()),
+        "psnr_p99": psnr_p99(pred, ref, brain),
         "ssim_3d": masked_ssim(pred, ref, brain, data_range, 3),
         "ssim_2d": masked_ssim(*(np.moveaxis(v, slice_axis, 0) for v in (pred, ref, brain)), data_range, 2),
         "brain_voxels": int(brain.sum()),

@@ -28,7 +28,8 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def format_table(results: dict[str, dict], keys=("mse_fov", "mse", "mae", "psnr", "ssim_3d", "ssim_2d")) -> str:
+def format_table(results: dict[str, dict],
+                 keys=("mse_fov", "mse", "mae", "psnr", "psnr_p99", "ssim_3d", "ssim_2d")) -> str:
     """A Markdown table: one row per method (or subject), columns ``keys``; values or mean +- SD."""
     def cell(value):
         if isinstance(value, dict):

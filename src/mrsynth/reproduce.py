@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ from .predict import predict_prepared
 from .report import fmt, pct, render_html, render_markdown
 from .runs import load_run_data
 from .subjects import discover
-from .train import train
+from .train import train_or_reuse
 
 #: The paper's loss values (section 5.2, Tables 1-3), keyed by (layers, input).
 PAPER = {
@@ -132,20 +131,6 @@ def config_hash(config: TrainConfig) -> str:
     return hashlib.sha256(to_toml(config).encode()).hexdigest()[:10]
 
 
-def run_or_reuse(name: str, config: TrainConfig, runs_dir: Path, progress: bool) -> tuple[Path, str]:
-    """Train a run unless a finished one with the same config exists; resume an unfinished one."""
-    folder = runs_dir / f"{name}-{config_hash(config)}"
-    if runs.is_finished(folder):
-        return folder, "reused"
-    if (folder / runs.CHECKPOINT).exists():
-        train(config, folder, resume=True, progress=progress)
-        return folder, "resumed"
-    if folder.exists():  # started but no epoch finished: start again
-        shutil.rmtree(folder)
-    train(config, folder, progress=progress)
-    return folder, "trained"
-
-
 def _experiment(name: str) -> tuple[str, int, str]:
     table, tag = name.split("-", 1)
     layers, kind = tag.split("-")
@@ -180,7 +165,7 @@ def _score_run(folder: Path, config: TrainConfig, references: dict, scale: Scale
         if data.split.kind == "across":
             volumes = {subject_id: score(predict_prepared(model, info, subject), reference)
                        for subject_id, (subject, reference) in references.items()}
-            entry["volume"] = {k: float(np.mean([v[k] for v in volumes.values()])) for k in ("mse", "psnr", "ssim_3d")}
+            entry["volume"] = {k: float(np.mean([v[k] for v in volumes.values()])) for k in ("mse", "psnr", "psnr_p99", "ssim_3d")}
             entry["volume_subjects"] = list(volumes)
         scores[key] = entry
     return scores
@@ -255,12 +240,12 @@ def _comparisons(tables: dict) -> list[dict]:
 
 def _table_blocks(table: str, title: str, results: dict) -> list:
     rows = [["model", "paper loss", "our test patch MSE", "our brain-pixel MSE", "our volume PSNR (brain)",
-             "our volume SSIM (brain)"]]
+             "our volume PSNR, p99 scale (brain)", "our volume SSIM (brain)"]]
     for key, scores in results["tables_detail"][table].items():
         paper = PAPER[table].get(tuple(scores["paper_key"])) if scores.get("paper_key") else None
         volume = scores.get("volume") or {}
         rows.append([key, fmt(paper), fmt(scores["patch"]["mse"]), fmt(scores["patch"]["mse_brain"]),
-                     fmt(volume.get("psnr")), fmt(volume.get("ssim_3d"))])
+                     fmt(volume.get("psnr")), fmt(volume.get("psnr_p99")), fmt(volume.get("ssim_3d"))])
     return [("h2", title), ("table", rows)]
 
 
@@ -340,7 +325,7 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
     folders, run_info = {}, {}
     for name, config in configs.items():
         began = time.perf_counter()
-        folders[name], status = run_or_reuse(name, config, out / "runs", progress)
+        folders[name], status = train_or_reuse(config, out / "runs" / f"{name}-{config_hash(config)}", progress)
         run_info[name] = {"folder": str(folders[name].relative_to(out)), "status": status,
                           "config_hash": config_hash(config), "config": asdict(config),
                           "seconds": time.perf_counter() - began,

@@ -8,6 +8,7 @@ path of an uninterrupted one (on the CPU).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -257,3 +258,22 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     summary = trainer.export(data)
     ranks.barrier()
     return summary
+
+
+def train_or_reuse(config: TrainConfig, run_dir: str | Path, progress: bool = True) -> tuple[Path, str]:
+    """Train a run unless ``run_dir`` holds a finished one; resume an unfinished one from its checkpoint.
+
+    Returns the folder and what happened: ``reused``, ``resumed`` or ``trained``.  The caller
+    names the folder after the configuration (a hash) when a changed configuration must not
+    reuse an old run.
+    """
+    run_dir = Path(run_dir)
+    if runs.is_finished(run_dir):
+        return run_dir, "reused"
+    if (run_dir / runs.CHECKPOINT).exists():
+        train(config, run_dir, resume=True, progress=progress)
+        return run_dir, "resumed"
+    if run_dir.exists():  # started but no epoch finished: start again
+        shutil.rmtree(run_dir)
+    train(config, run_dir, progress=progress)
+    return run_dir, "trained"
