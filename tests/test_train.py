@@ -137,3 +137,51 @@ def test_one_training_step_is_the_same_in_both_memory_layouts():
         results.append((loss.item(), model(x).detach()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     torch.testing.assert_close(results[0][1], results[1][1].contiguous(), rtol=1e-4, atol=1e-4)
+
+
+def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_path):
+    from mrsynth.cache import list_prepared
+    from mrsynth.modelfile import load_model
+    from mrsynth.predict import predict_prepared
+
+    config = load_config(None, [f"data.cache={cache}", "data.train=001", "data.test=003", "model.kind=unet",
+                                "model.features=8,8,8,16,16,8", "data.context=1", "optim.loss=l1+ssim",
+                                "augment.gamma=0.3", "augment.bias=0.2", "augment.noise=0.02", "augment.flips=true",
+                                "data.sampling=tiles", "data.tile_size=32"] + BASE + ["optim.epochs=3"])
+    summary = train(config, tmp_path / "unet", progress=False)
+    steps = [float(r["loss"]) for r in runs.read_steps(tmp_path / "unet")]
+    assert np.mean(steps[-3:]) < 0.7 * np.mean(steps[:3]), steps
+    model, info = load_model(tmp_path / "unet" / "model")
+    assert (info.kind, info.context, info.in_channels, info.features) == ("unet", 1, 11, [8, 8, 8, 16, 16, 8])
+    assert info.uses_masks and summary["test_loss"] > 0
+    subject = list_prepared(cache)[2]
+    volume = predict_prepared(model, info, subject)
+    assert volume.shape == tuple(subject.meta["shape"]) and np.isfinite(volume).all()
+
+
+def test_2p5d_prediction_sees_the_same_input_as_training(cache):
+    """A patch's prediction equals the whole-slice prediction at the same place (neighbour slices included)."""
+    from mrsynth.cache import list_prepared
+    from mrsynth.modelfile import ModelInfo
+    from mrsynth.networks import FCN, recalibrate_batchnorm
+    from mrsynth.normalization import Normalization
+    from mrsynth.patches import PatchDataset, PatchGrid
+    from mrsynth.predict import predict_slices
+
+    subject = list_prepared(cache)[0]
+    norm = Normalization.fit("robust", [subject.stats])
+    dataset = PatchDataset([subject], norm, PatchGrid(16, 8), channels=9, context=2)
+    assert dataset.input_channels == 13
+    torch.manual_seed(0)
+    model = FCN(3, 13)
+    recalibrate_batchnorm(model, [dataset[list(range(8))][0]])
+    model.eval()
+    info = ModelInfo(3, 13, 32, {"method": "robust", "t2_reference_scale": 1.0}, 16, 8, "axial", context=2)
+    whole = predict_slices(model, info, subject.array("t1"), subject.array("tissue"),
+                           norm.transform("t1", subject.stats), optimized=False)
+    for item in (0, 1, len(dataset) // 2, len(dataset) - 1):  # first and last slices: neighbours outside
+        _, s, r, c = dataset.locate(item)
+        with torch.no_grad():
+            patch = model(dataset[item][0][None])[0, 0].numpy()
+        # interior of the patch (3 layers: 3-pixel margin) where the patch and the slice see the same pixels
+        np.testing.assert_allclose(patch[3:-3, 3:-3], whole[s, r + 3:r + 13, c + 3:c + 13], rtol=1e-4, atol=1e-4)

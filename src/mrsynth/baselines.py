@@ -82,7 +82,7 @@ def fit_for_run(run_dir: str | Path, max_patches: int = 2000) -> dict[str, Path]
     """Fit both baselines on a run's training patches, with its normalization; save as model folders."""
     run_dir = Path(run_dir)
     config = runs.resume_config(run_dir)
-    config.data.channels = MASK_CHANNELS
+    config.data.channels, config.data.context = MASK_CHANNELS, 0  # 2D, with the masks
     data = runs.load_run_data(run_dir, config)
     written = {}
     for kind in KINDS:

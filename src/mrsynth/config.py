@@ -47,12 +47,16 @@ class DataConfig:
     max_eval_patches: int = _field(0, "0: score every validation / test patch; else a fixed seeded subset")
     sampling: str = _field("patches", "`patches`: the paper's overlapping grid; `tiles`: each slice covered about once")
     tile_size: int = _field(128, "tile side in pixels, with `sampling = \"tiles\"`")
+    context: int = _field(0, "2.5D input: neighbouring slices on each side given as extra T1w channels (0: 2D)")
 
 
 @dataclass
 class ModelConfig:
-    layers: int = _field(9, "convolution layers (the paper: 3 or 9)")
-    width: int = _field(32, "filters per hidden layer (the paper: 32)")
+    kind: str = _field("fcn", "`fcn` (the paper's network) or `unet` (a small 2D U-Net, MONAI's BasicUNet)")
+    layers: int = _field(9, "fcn: convolution layers (the paper: 3 or 9)")
+    width: int = _field(32, "fcn: filters per hidden layer (the paper: 32)")
+    features: list[int] = _field(factory=lambda: [16, 16, 32, 64, 128, 16],
+                                 doc="unet: feature counts of BasicUNet's 5 levels and its last layer")
 
 
 @dataclass
@@ -65,6 +69,17 @@ class OptimConfig:
     beta1: float = _field(0.9, "Adam beta1 (paper)")
     beta2: float = _field(0.999, "Adam beta2 (paper)")
     eps: float = _field(1e-9, "Adam epsilon (paper)")
+    loss: str = _field("mse", "`mse` (the paper), `l1`, or `l1+ssim` (L1 plus 0.5 x (1 - SSIM))")
+
+
+@dataclass
+class AugmentConfig:
+    """Random changes of the training input's T1w contrast and pose, so a model learns more than one scanner's T1w."""
+
+    gamma: float = _field(0.0, "T1w^g with log g uniform in +-log(1 + gamma) per patch (0: off)")
+    bias: float = _field(0.0, "SD of a smooth multiplicative log bias field on the T1w per patch (0: off)")
+    noise: float = _field(0.0, "SD of Gaussian noise added to the T1w, in brain-median units (0: off)")
+    flips: bool = _field(False, "random left-right and up-down flips of input and target")
 
 
 @dataclass
@@ -72,6 +87,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = _field(0, "initial weights and the patch order of every epoch")
     device: str = _field("auto", "`auto` (CUDA, then MPS, then CPU), `cpu`, `cuda`, `cuda:1`, `mps`")
     workers: int = _field(0, "DataLoader worker processes")

@@ -22,7 +22,7 @@ from torch import nn
 from . import __version__, labels
 from .atomic import write_file, write_text
 from .errors import InputError
-from .networks import FCN, LOOKUPS
+from .networks import FCN, LOOKUPS, TRAINABLE, build_network
 from .normalization import Normalization
 
 MODEL_FORMAT = 1
@@ -41,14 +41,21 @@ class ModelInfo:
     stride: int
     axis: str
     label_table: int = labels.TABLE_VERSION
-    kind: str = FCN.kind  # or a lookup baseline: "tissue-mean", "intensity-map"
+    kind: str = FCN.kind  # "unet", or a lookup baseline: "tissue-mean", "intensity-map"
+    features: list = field(default_factory=list)  # unet: BasicUNet feature counts
+    context: int = 0  # 2.5D: neighbouring slices on each side given as extra T1w channels
     training: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     format: int = MODEL_FORMAT
 
     @property
+    def t1_channels(self) -> int:
+        """T1w channels: the slice itself and ``context`` neighbours on each side."""
+        return 1 + 2 * self.context
+
+    @property
     def uses_masks(self) -> bool:
-        return self.in_channels > 1
+        return self.in_channels > self.t1_channels
 
     def norm(self) -> Normalization:
         return Normalization(**self.normalization)
@@ -72,8 +79,8 @@ def save_model(folder: str | Path, model: nn.Module, info: ModelInfo) -> Path:
 
 
 def _network(info: ModelInfo, state: dict) -> nn.Module:
-    if info.kind == FCN.kind:
-        model = FCN(info.n_layers, info.in_channels, info.width)
+    if info.kind in TRAINABLE:
+        model = build_network(info.kind, info.in_channels, info.n_layers, info.width, info.features)
         model.load_state_dict(state)
         return model
     return LOOKUPS[info.kind](**state)
@@ -92,10 +99,10 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
         raise InputError(
             f"model was trained with label table version {info.label_table}, this mrsynth has "
             f"{labels.TABLE_VERSION}: its tissue masks would differ", folder)
-    if info.kind != FCN.kind and info.kind not in LOOKUPS:
+    if info.kind not in TRAINABLE and info.kind not in LOOKUPS:
         raise InputError(f"unknown model kind {info.kind!r}", folder / DESCRIPTION)
     try:
         model = _network(info, load_file(str(folder / WEIGHTS)))
-    except (OSError, RuntimeError, TypeError, SafetensorError) as error:
+    except (OSError, RuntimeError, TypeError, ValueError, SafetensorError) as error:
         raise InputError(f"cannot load the weights ({error})", folder / WEIGHTS) from error
     return model.to(device).eval(), info

@@ -81,7 +81,10 @@ class PatchDataset(Dataset):
     """``(input, target)`` patches of prepared subjects, read from the memory maps.
 
     ``input`` is ``(1, P, P)`` (T1w) or ``(9, P, P)`` (T1w + eight tissue masks
-    coded -1/+1, paper section 3); ``target`` is ``(1, P, P)`` T2w.  Both are
+    coded -1/+1, paper section 3); ``target`` is ``(1, P, P)`` T2w.  With ``context = c``
+    (2.5D) the T1w of the ``c`` neighbouring slices on each side follow the slice's own
+    (order ``s, s-c, ..., s-1, s+1, ..., s+c``; slices outside the volume read as background),
+    before the masks.  Both are
     normalized with ``normalization``.  A patch is addressed by a global index
     (subjects in the given order, then slice, row, column); ``indices`` restricts
     the dataset to some of them (a split).  Only the arrays of one patch are read
@@ -91,10 +94,12 @@ class PatchDataset(Dataset):
 
     def __init__(self, subjects: Sequence[PreparedSubject], normalization: Normalization,
                  grid: PatchGrid = PatchGrid(), channels: int = 9,
-                 indices: np.ndarray | None = None, with_target: bool = True):
+                 indices: np.ndarray | None = None, with_target: bool = True, context: int = 0):
         if channels not in (1, 1 + len(labels.CLASSES)):
             raise ValueError(f"input channels must be 1 or {1 + len(labels.CLASSES)}, got {channels}")
-        self.grid, self.channels, self.with_target = grid, channels, with_target
+        if context < 0:
+            raise ValueError(f"slice context must be >= 0, got {context}")
+        self.grid, self.channels, self.with_target, self.context = grid, channels, with_target, context
         self.parts = []
         for subject in subjects:
             if with_target and not subject.has_t2:
@@ -141,14 +146,21 @@ class PatchDataset(Dataset):
             raise IndexError(item)
         return tuple(int(v[0]) for v in self.locate_many([item % len(self)]))
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of a network input: T1w slices (1 + 2 context), then the masks if any."""
+        return self.channels + 2 * self.context
+
     def _windows(self, name: str, part: int, slices, rows, cols, fill) -> np.ndarray:
         """``(B, P, P)`` windows of one subject's array, gathered in one vectorized read."""
         volume = self.parts[part].subject.array(name)
-        size, (height, width) = self.grid.size, volume.shape[1:]
+        size, (depth, height, width) = self.grid.size, volume.shape
         r = rows[:, None] + np.arange(size)
         c = cols[:, None] + np.arange(size)
-        out = volume[slices[:, None, None], np.clip(r, 0, height - 1)[:, :, None], np.clip(c, 0, width - 1)[:, None, :]]
+        out = volume[np.clip(slices, 0, depth - 1)[:, None, None], np.clip(r, 0, height - 1)[:, :, None],
+                     np.clip(c, 0, width - 1)[:, None, :]]
         inside = ((r >= 0) & (r < height))[:, :, None] & ((c >= 0) & (c < width))[:, None, :]
+        inside = inside & ((slices >= 0) & (slices < depth))[:, None, None]
         return out if inside.all() else np.where(inside, out, fill)
 
     def brain_windows(self, items: Sequence[int]) -> np.ndarray:
@@ -166,16 +178,20 @@ class PatchDataset(Dataset):
         with vectorized reads and arithmetic (no Python loop over patches)."""
         part, slices, rows, cols = self.locate_many(items)
         size, count = self.grid.size, len(part)
-        inputs = np.empty((count, self.channels, size, size), np.float32)
+        inputs = np.empty((count, self.input_channels, size, size), np.float32)
+        t1_channels = 1 + 2 * self.context
+        slice_offsets = [0] + [d for d in range(-self.context, self.context + 1) if d]
         targets = np.empty((count, 1, size, size), np.float32) if self.with_target else None
         for p in np.unique(part):
             where = np.flatnonzero(part == p)
             at = (p, slices[where], rows[where], cols[where])
             scale, shift = self.parts[p].t1_transform
-            inputs[where, 0] = self._windows("t1", *at, 0.0) * scale + shift
+            for channel, offset in enumerate(slice_offsets):
+                window = self._windows("t1", p, slices[where] + offset, rows[where], cols[where], 0.0)
+                inputs[where, channel] = window * scale + shift
             if self.channels > 1:
                 bits = self._windows("tissue", *at, BACKGROUND_BITS)
-                inputs[where, 1:] = np.moveaxis(labels.expand_bits(bits), 0, 1)
+                inputs[where, t1_channels:] = np.moveaxis(labels.expand_bits(bits), 0, 1)
             if targets is not None:
                 scale, shift = self.parts[p].t2_transform
                 targets[where, 0] = self._windows("t2", *at, 0.0) * scale + shift

@@ -42,12 +42,22 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     starts = range(0, t1.shape[0], batch_size)
     for start in bar(starts, allowed=progress, desc="predict", unit="batch", leave=False):
         stop = min(start + batch_size, t1.shape[0])
-        channels = [np.asarray(t1[start:stop], np.float32)[:, np.newaxis] * scale + shift]
+        channels = [_slices(t1, start + offset, stop + offset)[:, np.newaxis] * scale + shift
+                    for offset in [0] + [d for d in range(-info.context, info.context + 1) if d]]
         if info.uses_masks:
             channels.append(np.moveaxis(labels.expand_bits(np.asarray(bits[start:stop])), 0, 1))
         inputs = torch.from_numpy(np.concatenate(channels, axis=1)).to(device)
         prediction = model(inputs.contiguous(memory_format=layout))[:, 0].float().cpu().numpy()
         out[start:stop] = prediction * out_scale + out_shift
+    return out
+
+
+def _slices(volume: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Slices ``start:stop`` of a slice-major volume as float32; slices outside it read as 0 (background)."""
+    out = np.zeros((stop - start,) + volume.shape[1:], np.float32)
+    low, high = max(start, 0), min(stop, volume.shape[0])
+    if low < high:
+        out[low - start:high - start] = volume[low:high]
     return out
 
 

@@ -107,7 +107,8 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
         if indices is not None and not len(indices):
             return None
         part_grid = PatchGrid.tiles(data.tile_size) if part == "train" and data.sampling == "tiles" else grid
-        return PatchDataset(_pick(subjects, ids, data.cache), norm, part_grid, data.channels, indices)
+        return PatchDataset(_pick(subjects, ids, data.cache), norm, part_grid, data.channels, indices,
+                            context=data.context)
 
     return RunData(split, norm, grid, dataset("train"), dataset("val"), dataset("test"))
 

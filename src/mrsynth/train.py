@@ -20,13 +20,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import runs
 from .atomic import write_file, write_text
+from .augment import augment_batch, is_active
 from .config import TrainConfig, to_toml
 from .distributed import Distributed, init_distributed
 from .errors import InputError
 from .logs import bar, log
 from .metrics import mean_loss, patch_losses
 from .modelfile import ModelInfo, save_model
-from .networks import FCN, recalibrate_batchnorm
+from .networks import build_network, recalibrate_batchnorm
 from .patches import batch_loader
 from .runs import RunData, build_data
 from .runtime import pick_device, tune_allocator
@@ -37,6 +38,27 @@ def epoch_order(n: int, seed: int, epoch: int, limit: int = 0) -> list[int]:
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=generator)
     return (order[:limit] if limit else order).tolist()
+
+
+LOSSES = ("mse", "l1", "l1+ssim")
+
+
+def loss_function(name: str, data_range: float = 4.0):
+    """The training loss: ``mse`` (the paper), ``l1``, or ``l1+ssim`` (L1 + 0.5 (1 - SSIM), MONAI's SSIM).
+
+    ``data_range`` is SSIM's dynamic range in normalized units (robust normalization: brain
+    median 1, CSF in T2w up to about 3-4).
+    """
+    if name == "mse":
+        return F.mse_loss
+    if name == "l1":
+        return F.l1_loss
+    if name == "l1+ssim":
+        from monai.losses import SSIMLoss
+
+        ssim = SSIMLoss(spatial_dims=2, data_range=data_range, win_size=7)
+        return lambda prediction, target: F.l1_loss(prediction, target) + 0.5 * ssim(prediction, target)
+    raise InputError(f"optim.loss must be one of {', '.join(LOSSES)}, got {name!r}")
 
 
 def _inputs_only(loader):
@@ -59,7 +81,15 @@ class Trainer:
         else:
             self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
-        self.model = FCN(config.model.layers, config.data.channels, config.model.width).to(self.device)
+        self.in_channels = config.data.channels + 2 * config.data.context
+        try:
+            self.model = build_network(config.model.kind, self.in_channels, config.model.layers, config.model.width,
+                                       config.model.features).to(self.device)
+        except ValueError as error:
+            raise InputError(f"model: {error}") from error
+        self.loss = loss_function(config.optim.loss)
+        if is_active(config.augment) and config.data.norm != "robust":
+            raise InputError("augmentation assumes the robust normalization (data.norm = \"robust\")")
         optim = config.optim
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=optim.lr,
                                           betas=(optim.beta1, optim.beta2), eps=optim.eps)
@@ -146,10 +176,12 @@ class Trainer:
         batches = bar(loader, allowed=self.progress, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch",
                       leave=False)
         for inputs, target in batches:
+            if is_active(config.augment):
+                inputs, target = augment_batch(inputs, target, config.augment, 1 + 2 * config.data.context)
             inputs = inputs.to(self.device).contiguous(memory_format=self.memory_format)
             target = target.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.mse_loss(self._forward(inputs), target)
+            loss = self.loss(self._forward(inputs), target)
             loss.backward()
             self.optimizer.step()
             value = ranks.mean(loss.item())
@@ -201,9 +233,11 @@ class Trainer:
                 summary[f"{part}_loss"] = losses["mse"]
                 summary[f"{part}_loss_brain"] = losses["mse_brain"]
                 summary[f"{part}_patches"] = losses["patches"]
+        model = self.config.model
         info = ModelInfo(
-            n_layers=self.config.model.layers, in_channels=self.config.data.channels,
-            width=self.config.model.width, normalization=asdict(data.normalization),
+            n_layers=model.layers, in_channels=self.in_channels, width=model.width, kind=model.kind,
+            features=list(model.features) if model.kind == "unet" else [], context=self.config.data.context,
+            normalization=asdict(data.normalization),
             patch_size=data.grid.size, stride=data.grid.stride, axis=data.axis,
             training={k: summary[k] for k in ("epochs", "train_patches", "subjects", "train_loss")},
         )

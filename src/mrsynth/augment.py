@@ -1,0 +1,52 @@
+"""Training-time augmentation of a batch: T1w contrast (gamma, bias field, noise) and pose (flips).
+
+A model trained on one site's T1w learns that site's contrast; at another site (another
+sequence, coil, scaling) the same tissue has another T1w intensity and the prediction's
+contrast goes wrong.  Random per-patch changes of the T1w contrast make the network rely on
+relative intensities and anatomy instead.  Only the T1w channels change (the tissue masks and
+the target T2w keep their values); flips move input and target together.
+
+Vectorized over the batch with torch's global random generator, which the trainer's
+checkpoints save: a resumed run draws the same augmentations as an uninterrupted one.
+Meant for the ``robust`` normalization (brain median 1, background 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .config import AugmentConfig
+
+BIAS_GRID = 4  # control points per side of the smooth bias field
+
+
+def is_active(config: AugmentConfig) -> bool:
+    return bool(config.gamma or config.bias or config.noise or config.flips)
+
+
+def augment_batch(inputs: torch.Tensor, target: torch.Tensor, config: AugmentConfig,
+                  t1_channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Randomly changed copies of ``inputs`` ``(B, C, H, W)`` and ``target`` ``(B, 1, H, W)``."""
+    inputs, target = inputs.clone(), target.clone()
+    batch, _, height, width = inputs.shape
+    t1 = inputs[:, :t1_channels]
+    if config.gamma:
+        limit = math.log1p(config.gamma)
+        exponent = torch.exp(torch.empty(batch, 1, 1, 1).uniform_(-limit, limit)).to(t1.device)
+        t1 = t1.clamp(min=0) ** exponent
+    if config.bias:
+        grid = torch.randn(batch, 1, BIAS_GRID, BIAS_GRID).to(t1.device)
+        smooth = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=True)
+        t1 = t1 * torch.exp(config.bias * smooth)
+    if config.noise:
+        t1 = t1 + config.noise * torch.randn(t1.shape).to(t1.device)
+    inputs[:, :t1_channels] = t1
+    if config.flips:
+        for dim in (2, 3):
+            flip = (torch.rand(batch) < 0.5).to(inputs.device)
+            inputs[flip] = inputs[flip].flip(dim)
+            target[flip] = target[flip].flip(dim)
+    return inputs, target

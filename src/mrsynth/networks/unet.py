@@ -1,0 +1,30 @@
+"""A small 2D U-Net (MONAI's ``BasicUNet``) for CPU-sized training: more context than the paper's FCN.
+
+The paper's FCN sees 19 x 19 pixels; a T2w value also depends on where a voxel lies (deep
+white matter, cortex, ventricle), which four poolings of a U-Net see.  BatchNorm instead of
+MONAI's default instance norm: instance statistics of a 64-pixel training tile differ from
+those of a whole slice at prediction; BatchNorm's running statistics do not (recalibrated
+before export like the FCN's, :mod:`.batchnorm`).
+"""
+
+from __future__ import annotations
+
+from monai.networks.nets import BasicUNet
+from torch import nn
+
+DEFAULT_FEATURES = (16, 16, 32, 64, 128, 16)
+
+
+class UNet(nn.Module):
+    kind = "unet"
+
+    def __init__(self, in_channels: int, features=DEFAULT_FEATURES):
+        super().__init__()
+        self.in_channels, self.features = in_channels, tuple(int(f) for f in features)
+        if len(self.features) != 6:
+            raise ValueError(f"a BasicUNet takes 6 feature counts, got {len(self.features)}")
+        self.net = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, features=self.features,
+                             norm=("batch", {"momentum": 0.1}))
+
+    def forward(self, x):
+        return self.net(x)

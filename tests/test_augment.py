@@ -1,0 +1,45 @@
+"""Training-time augmentation (mrsynth.augment): what changes, what must not."""
+
+from __future__ import annotations
+
+import torch
+
+from mrsynth.augment import augment_batch, is_active
+from mrsynth.config import AugmentConfig
+
+
+def _batch():
+    torch.manual_seed(0)
+    inputs = torch.rand(6, 11, 16, 20) + 0.5
+    inputs[:, 3:] = torch.where(torch.rand(6, 8, 16, 20) > 0.5, 1.0, -1.0)  # 3 T1w channels (2.5D), 8 masks
+    return inputs, torch.rand(6, 1, 16, 20)
+
+
+def test_contrast_changes_touch_only_the_t1w_channels_and_keep_background_and_the_median_fixed_by_gamma():
+    inputs, target = _batch()
+    out, out_target = augment_batch(inputs, target, AugmentConfig(gamma=0.5, bias=0.3, noise=0.05), t1_channels=3)
+    assert torch.equal(out[:, 3:], inputs[:, 3:]) and torch.equal(out_target, target)
+    assert not torch.allclose(out[:, :3], inputs[:, :3])
+    values = torch.tensor([[0.0, 1.0, 2.0]]).reshape(1, 1, 1, 3).repeat(4, 1, 1, 1)
+    gamma_only, _ = augment_batch(values, torch.zeros(4, 1, 1, 3), AugmentConfig(gamma=0.5))
+    assert torch.equal(gamma_only[..., :2], values[..., :2])  # 0 and 1 are fixed points of x ** g
+    assert ((gamma_only[..., 2] > 2 / 1.5 ** 1.01) & (gamma_only[..., 2] < 2 ** 1.5 * 1.01)).all()
+
+
+def test_flips_move_input_and_target_together():
+    inputs, target = _batch()
+    inputs[:, 0] = target[:, 0]  # the T1w channel equals the target before flipping
+    out, out_target = augment_batch(inputs, target, AugmentConfig(flips=True), t1_channels=3)
+    assert torch.equal(out[:, 0], out_target[:, 0])
+    assert not torch.equal(out_target, target)  # 6 samples x 2 axes: some flipped
+
+
+def test_same_seed_same_augmentation_and_off_by_default():
+    inputs, target = _batch()
+    config = AugmentConfig(gamma=0.4, bias=0.2, noise=0.02, flips=True)
+    torch.manual_seed(5)
+    a = augment_batch(inputs, target, config, 3)
+    torch.manual_seed(5)
+    b = augment_batch(inputs, target, config, 3)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not is_active(AugmentConfig()) and is_active(config)
