@@ -148,3 +148,32 @@ def test_simulate_cli_errors(tmp_path, run_cli):
     nib.save(nib.Nifti1Image(np.full((8, 8, 8), 2.5, np.float32), np.eye(4)), str(bad))
     code, _, err = run_cli("simulate", tmp_path / "o", "--subjects", "1", "--labels", bad, "--quiet")
     assert code == 2 and "non-integer" in err and str(bad) in err
+
+
+def test_texture_sensitivities_match_the_closed_forms():
+    from mrsynth.simulate import tissues as T
+    from mrsynth.simulate.signal import MPRAGE, SpinEcho
+    from mrsynth.simulate.subject import _sensitivities
+
+    silent = [T.TISSUES[name] for name in T.NAMES if T.TISSUES[name].pd == 0]  # background, air: no signal
+    assert silent and np.all(_sensitivities(SpinEcho(), silent) == 0)
+    tissues = [T.TISSUES[name] for name in T.NAMES if T.TISSUES[name].pd > 0]
+    echo = SpinEcho(te=140.0)
+    d_t1, d_t2, d_pd = _sensitivities(echo, tissues)
+    np.testing.assert_allclose(d_pd, 1.0, atol=1e-5)  # signal proportional to PD
+    np.testing.assert_allclose(d_t2, [140.0 / t.t2 for t in tissues], rtol=1e-4)  # exp(-TE/T2)
+    expected_t1 = [-(echo.tr / t.t1) * np.exp(-echo.tr / t.t1) / (1 - np.exp(-echo.tr / t.t1)) for t in tissues]
+    np.testing.assert_allclose(d_t1, expected_t1, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_sensitivities(MPRAGE(), tissues)[2], 1.0, atol=1e-5)
+
+
+def test_each_subject_has_its_own_protocol_within_the_ranges():
+    from mrsynth.simulate import Variation
+    from mrsynth.simulate.subject import _protocol
+
+    variation = Variation()
+    drawn = [_protocol(np.random.default_rng([seed, 1]), variation) for seed in range(20)]
+    tis = [t1w.ti for t1w, _ in drawn]
+    tes = [t2w.te for _, t2w in drawn]
+    assert len(set(tis)) == 20 and min(tis) >= variation.ti_range_ms[0] and max(tis) <= variation.ti_range_ms[1]
+    assert min(tes) >= variation.te_range_ms[0] and max(tes) <= variation.te_range_ms[1]

@@ -10,8 +10,8 @@
 
 from .anatomy import Anatomy, default_anatomy, label_map_anatomy
 from .dataset import simulate_dataset, write_figure, write_hcp_subject
-from .realism import contrast_ratios
+from .realism import contrast_ratios, within_tissue_statistics
 from .subject import SimulatedSubject, Variation, simulate_subject
 
-__all__ = ["Anatomy", "SimulatedSubject", "Variation", "contrast_ratios", "default_anatomy", "label_map_anatomy",
+__all__ = ["Anatomy", "SimulatedSubject", "Variation", "contrast_ratios", "within_tissue_statistics", "default_anatomy", "label_map_anatomy",
            "simulate_dataset", "simulate_subject", "write_figure", "write_hcp_subject"]

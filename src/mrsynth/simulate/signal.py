@@ -76,8 +76,8 @@ class SpinEcho:
         return pd * (1.0 - np.exp(-self.tr / t1)) * np.exp(-self.te / t2)
 
 
-def protocol_dict() -> dict:
-    return {"t1w": asdict(MPRAGE()), "t2w": asdict(SpinEcho())}
+def protocol_dict(t1w: MPRAGE = MPRAGE(), t2w: SpinEcho = SpinEcho()) -> dict:
+    return {"t1w": asdict(t1w), "t2w": asdict(t2w)}
 
 
 def _upsampling_basis(length: int, control_points: int) -> np.ndarray:

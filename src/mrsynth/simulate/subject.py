@@ -34,6 +34,16 @@ class Variation:
     snr_range: tuple[float, float] = (25.0, 45.0)  # brain-median signal / noise SD
     gain_range: tuple[float, float] = (0.7, 1.4)  # global intensity scale
     partial_volume_sigma_vox: float = 0.6  # smoothing of label boundaries (label maps)
+    # acquisition: each subject's protocol drawn around HCP's (MPRAGE TI 1000 ms, flip 8 degrees);
+    # the ranges stop where CSF would be less dark in T1w or less bright in T2w than in the HCP templates,
+    # or T1w WM/GM contrast 20 % stronger (TI outside ~925-1000 ms, TE below ~125 ms: tests/test_simulate.py)
+    ti_range_ms: tuple[float, float] = (925.0, 1000.0)  # MPRAGE inversion time
+    flip_range_deg: tuple[float, float] = (7.0, 9.0)  # MPRAGE readout flip angle
+    te_range_ms: tuple[float, float] = (130.0, 160.0)  # T2w equivalent echo time
+    # within-tissue texture: smooth random relative variation of T1, T2 and PD inside every tissue
+    texture_sd: float = 0.04
+    texture_spacing_mm: float = 12.0  # control-point spacing of the texture fields
+    texture_shared: float = 0.5  # correlation between the T2 and the T1 texture field
 
 
 @dataclass
@@ -46,11 +56,46 @@ class SimulatedSubject:
     parameters: dict
 
 
-def _signal_images(anatomy: Anatomy, values: dict[str, T.Tissue], variation: Variation):
-    """Noise-free T1w and T2w on the anatomy grid, with partial volume."""
+def _protocol(rng: np.random.Generator, variation: Variation) -> tuple[MPRAGE, SpinEcho]:
+    """This subject's T1w and T2w protocols."""
+    return (MPRAGE(ti=float(rng.uniform(*variation.ti_range_ms)), flip_deg=float(rng.uniform(*variation.flip_range_deg))),
+            SpinEcho(te=float(rng.uniform(*variation.te_range_ms))))
+
+
+def _sensitivities(sequence, tissues: list[T.Tissue], step: float = 1e-3) -> np.ndarray:
+    """``(3, n_tissues)``: d ln(signal) / d ln(T1, T2, PD) per tissue, by central differences."""
+    out = []
+    for field in ("t1", "t2", "pd"):
+        scaled = [[T.Tissue(**{**vars(t), field: getattr(t, field) * np.exp(sign * step)}) for t in tissues]
+                  for sign in (1, -1)]
+        up, down = (np.log(np.maximum(sequence.signal(ts), 1e-12)) for ts in scaled)
+        out.append((up - down) / (2 * step))
+    return np.asarray(out, np.float32)
+
+
+def _texture(rng: np.random.Generator, anatomy: Anatomy, variation: Variation) -> np.ndarray | None:
+    """``(3, *grid)`` smooth relative variations of T1, T2 and PD (T2's partly shared with T1's)."""
+    if not variation.texture_sd:
+        return None
+    extent = max(anatomy.codes.shape) * abs(anatomy.affine[0, 0])
+    points = max(3, int(round(extent / variation.texture_spacing_mm)))
+    t1, own, pd = (smooth_random_field(rng, anatomy.codes.shape, points) for _ in range(3))
+    shared = variation.texture_shared
+    t2 = shared * t1 + np.sqrt(1 - shared ** 2) * own
+    return variation.texture_sd * np.stack([t1, t2, pd])
+
+
+def _signal_images(anatomy: Anatomy, values: dict[str, T.Tissue], variation: Variation,
+                   protocol: tuple = (MPRAGE(), SpinEcho()), texture: np.ndarray | None = None):
+    """Noise-free T1w and T2w on the anatomy grid, with partial volume and within-tissue texture.
+
+    The texture changes T1, T2 and PD voxel by voxel; its effect on each contrast is applied to
+    first order, through each tissue's signal sensitivities (a per-voxel Bloch simulation of
+    the MPRAGE would take minutes per subject).
+    """
     tissue_list = [values[name] for name in T.NAMES]
     images = []
-    for sequence in (MPRAGE(), SpinEcho()):
+    for sequence in protocol:
         per_tissue = sequence.signal(tissue_list).astype(np.float32)
         image = per_tissue[anatomy.tissue]
         if anatomy.fractions is not None:
@@ -61,6 +106,9 @@ def _signal_images(anatomy: Anatomy, values: dict[str, T.Tissue], variation: Var
             image = np.where(brain, mixed, image)
         else:
             image = ndimage.gaussian_filter(image, variation.partial_volume_sigma_vox)
+        if texture is not None:
+            gains = _sensitivities(sequence, tissue_list)[:, anatomy.tissue]
+            image = image * np.exp(np.einsum("k...,k...->...", gains, texture))
         images.append(image.astype(np.float32))
     return images
 
@@ -108,7 +156,11 @@ def simulate_subject(anatomy: Anatomy, seed: int, voxel_size: float = 1.0,
     """One synthetic subject from ``anatomy`` and ``seed`` (deterministic)."""
     rng = np.random.default_rng(seed)
     values = T.jittered(rng, variation.relaxation_sd)
-    t1_clean, t2_clean = _signal_images(anatomy, values, variation)
+    acquisition = np.random.default_rng([seed, 1])  # a second stream: the draws above and below stay as they were
+    protocol = _protocol(acquisition, variation)
+    texture = _texture(acquisition, anatomy, variation)
+    t1_clean, t2_clean = _signal_images(anatomy, values, variation, protocol, texture)
+    del texture
 
     extent = np.array(anatomy.codes.shape) * np.abs(np.diag(anatomy.affine)[:3])
     out_shape = tuple(int(n) for n in np.floor(extent / voxel_size))
@@ -131,7 +183,7 @@ def simulate_subject(anatomy: Anatomy, seed: int, voxel_size: float = 1.0,
         "seed": seed,
         "anatomy": anatomy.name,
         "voxel_size_mm": voxel_size,
-        "protocol": protocol_dict(),
+        "protocol": protocol_dict(*protocol),
         "tissues": {name: asdict(t) for name, t in values.items()},
         "geometry": geometry,
         "noise_and_gain": noise,
