@@ -18,6 +18,18 @@ from . import labels  # noqa: E402
 CLASS_COLOURS = ["#8c8c8c", "#f2f2f2", "#4292c6", "#fd8d3c", "#e31a1c", "#41ab5d", "#252525"]
 
 
+def _save(fig, path: str | Path, dpi: int, rect=None) -> Path:
+    """Lay out, write the PNG and free the figure."""
+    if rect:
+        fig.tight_layout(rect=rect)
+    else:
+        fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def tissue_class_image(seg: np.ndarray) -> np.ndarray:
     """Index 0..6 of the exclusive tissue class (GM, WM, CSF, subcortical, vessel, cerebellum, unknown)."""
     bits, _ = labels.tissue_bits(seg, np.zeros(seg.shape, bool))
@@ -44,11 +56,7 @@ def simulated_subjects_figure(subjects: Sequence[tuple[str, np.ndarray, np.ndarr
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CLASS_COLOURS]
     fig.legend(handles, [n.replace("_", " ") for n in labels.CLASSES[1:]], loc="lower center",
                ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 80, rect=(0, 0.04, 1, 1))
 
 
 def learning_curve_figure(history: list[dict], steps: list[dict], path: str | Path) -> Path:
@@ -68,11 +76,7 @@ def learning_curve_figure(history: list[dict], steps: list[dict], path: str | Pa
     ax.set_ylabel("MSE (normalized units)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 90)
 
 
 def prediction_figure(t1: np.ndarray, t2: np.ndarray, predictions: dict[str, np.ndarray], mask: np.ndarray,
@@ -95,11 +99,7 @@ def prediction_figure(t1: np.ndarray, t2: np.ndarray, predictions: dict[str, np.
     fig.colorbar(shown, ax=axes[-1], fraction=0.046)
     for ax in axes:
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 80)
 
 
 def patch_grid_figure(rows: list[list[tuple[str, np.ndarray]]], path: str | Path, title: str = "") -> Path:
@@ -117,11 +117,7 @@ def patch_grid_figure(rows: list[list[tuple[str, np.ndarray]]], path: str | Path
                 axes[r, c].set_title(label, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 80)
 
 
 def per_subject_figure(values: dict[str, dict[str, float]], path: str | Path, ylabel: str, title: str = "") -> Path:
@@ -138,8 +134,4 @@ def per_subject_figure(values: dict[str, dict[str, float]], path: str | Path, yl
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 90)
