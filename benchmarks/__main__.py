@@ -14,7 +14,8 @@ import json
 
 from .common import HERE, RESULTS, machine, save
 
-BENCHMARKS = ["simulate", "training_step", "keras_comparison", "prediction", "epoch_loader", "tile_training", "hcp_within_subject", "hcp_within_subject_paper_norm", "reproduce_small"]
+BENCHMARKS = ["simulate", "training_step", "keras_comparison", "prediction", "epoch_loader", "tile_training",
+              "hcp_within_subject", "hcp_within_subject_paper_norm", "reproduce_small", "real_quality", "simulate_realism"]
 
 
 def write_results_md() -> None:

@@ -11,8 +11,11 @@ A network that does not beat them has learned nothing a lookup table can't do.
   dark-T1w CSF (bright in T2w) in the lowest bins: dark rims along the cortex, 9-13 dB on
   real subjects where a plain table gets 17-19 dB.
 
-Both are fitted on (a seeded random subset of) the run's training patches, so a
-within-subject split never lets them see test pixels, and saved as model files
+Both are fitted on the run's training subjects, every voxel weighted once: on tiles that
+cover each training slice once (an across-subject split; the paper's overlapping patch grid
+would weight voxels unevenly, by up to 1 dB on real data), or on the training patches of a
+within-subject split (so they never see test pixels); a seeded random subset of at most
+``max_patches`` of them.  They are saved as model files
 (``RUN/baselines/<kind>/``) that predict and score exactly like the network.
 """
 
@@ -27,9 +30,10 @@ import torch
 from . import labels, runs
 from .modelfile import ModelInfo, save_model
 from .networks.lookup import N_GROUPS, IntensityMap, TissueMean, tissue_group
-from .patches import PatchDataset, batch_loader
+from .patches import PatchDataset, PatchGrid, batch_loader
 
 KINDS = (TissueMean.kind, IntensityMap.kind)
+FIT_TILE = 128  # tile side for fitting on across-subject splits
 MASK_CHANNELS = 1 + len(labels.CLASSES)  # the baselines read the tissue masks
 
 
@@ -84,12 +88,17 @@ def fit_for_run(run_dir: str | Path, max_patches: int = 2000) -> dict[str, Path]
     config = runs.resume_config(run_dir)
     config.data.channels, config.data.context = MASK_CHANNELS, 0  # 2D, with the masks
     data = runs.load_run_data(run_dir, config)
+    voxels = data.train
+    if data.split.kind == "across":
+        voxels = PatchDataset([part.subject for part in data.train.parts], data.normalization,
+                              PatchGrid.tiles(FIT_TILE), MASK_CHANNELS)
     written = {}
     for kind in KINDS:
-        model = FITTERS[kind](data.train, max_patches, config.seed)
+        model = FITTERS[kind](voxels, max_patches, config.seed)
         info = ModelInfo(n_layers=0, in_channels=INPUT_CHANNELS[kind], width=0,
                          normalization=asdict(data.normalization), patch_size=data.grid.size,
                          stride=data.grid.stride, axis=data.axis, kind=kind,
-                         training={"subjects": data.split.train, "patches": min(len(data.train), max_patches)})
+                         training={"subjects": data.split.train, "patches": min(len(voxels), max_patches),
+                                   "patch_size": voxels.grid.size})
         written[kind] = save_model(run_dir / runs.BASELINES / kind, model, info)
     return written

@@ -1,4 +1,4 @@
-"""The simulator's realism check: tissue contrast ratios, comparable with the HCP templates'."""
+"""The simulator's realism checks: tissue contrast ratios and within-tissue statistics, to compare with real templates."""
 
 from __future__ import annotations
 
