@@ -45,11 +45,13 @@ def test_crossval_cli_scores_every_held_out_subject_and_resumes_fold_by_fold(tmp
         assert all(np.isfinite(s["psnr_p99"]) for s in scores.values())
     network = [s["network"]["psnr_p99"] for s in results["per_subject"].values()]
     assert results["summary"]["network"]["psnr_p99"]["mean"] == pytest.approx(np.mean(network))
-    for baseline, paired in results["paired"].items():
-        expected = [s["network"]["psnr_p99"] - s[baseline]["psnr_p99"] for s in results["per_subject"].values()]
-        assert paired["mean"] == pytest.approx(np.mean(expected))
-        assert paired["ci95"][0] <= paired["mean"] <= paired["ci95"][1]
-        assert f"network - {baseline}: {paired['mean']:+.2f} dB" in stdout
+    for baseline, by_metric in results["paired"].items():
+        assert set(by_metric) == {"psnr_p99", "psnr"}
+        for metric, paired in by_metric.items():
+            expected = [s["network"][metric] - s[baseline][metric] for s in results["per_subject"].values()]
+            assert paired["mean"] == pytest.approx(np.mean(expected))
+            assert paired["ci95"][0] <= paired["mean"] <= paired["ci95"][1]
+            assert f"network - {baseline}, {metric}: {paired['mean']:+.2f} dB" in stdout
     assert [f["train"] for f in results["folds"]] == [["002", "003"], ["001", "003"], ["001", "002"]]
     for name in ("report.md", "report.html", "figures/per_subject_psnr_p99.png", "figures/002.png"):
         assert (out / name).exists(), name

@@ -227,9 +227,10 @@ def _crossval(args) -> int:
     for method, scores in summary.items():
         print(f"{method}: {HEADLINE} {scores[HEADLINE]['mean']:.2f} ± {scores[HEADLINE]['sd']:.2f} dB "
               f"over {scores[HEADLINE]['n']} held-out subject(s)")
-    for baseline, paired in results["paired"].items():
-        print(f"{NETWORK} - {baseline}: {paired['mean']:+.2f} dB (95 % CI {paired['ci95'][0]:+.2f} to "
-              f"{paired['ci95'][1]:+.2f}), better in {paired['network_better_in']} of {paired['subjects']}")
+    for baseline, by_metric in results["paired"].items():
+        for metric, paired in by_metric.items():
+            print(f"{NETWORK} - {baseline}, {metric}: {paired['mean']:+.2f} dB (95 % CI {paired['ci95'][0]:+.2f} to "
+                  f"{paired['ci95'][1]:+.2f}), better in {paired['network_better_in']} of {paired['subjects']}")
     log.info("report: %s and report.html; numbers: results.json (%.0f s)", Path(args.out) / "report.md",
              results["seconds"])
     return 0
