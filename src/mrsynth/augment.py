@@ -8,7 +8,7 @@ the target T2w keep their values); flips move input and target together.
 
 Vectorized over the batch with torch's global random generator, which the trainer's
 checkpoints save: a resumed run draws the same augmentations as an uninterrupted one.
-Meant for the ``robust`` normalization (brain median 1, background 0).
+Meant for the scaling normalizations (``robust``, ``percentile``: background 0, brain positive).
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ class DataConfig:
     patch_size: int = _field(128, "patch side in pixels (the paper: 128)")
     stride: int = _field(24, "patch grid stride in pixels (the paper: 24)")
     channels: int = _field(9, "1 (T1w) or 9 (T1w + eight tissue masks)")
-    norm: str = _field("robust", "`robust` (each volume by its brain median) or `paper` (training-set mean subtracted)")
+    norm: str = _field("robust", "`robust` (each volume by its brain median), `percentile` (by its brain 99th "
+                                 "percentile) or `paper` (training-set mean subtracted)")
     max_patches_per_epoch: int = _field(0, "0: every training patch each epoch; else a fresh random subset")
     max_eval_patches: int = _field(0, "0: score every validation / test patch; else a fixed seeded subset")
     sampling: str = _field("patches", "`patches`: the paper's overlapping grid; `tiles`: each slice covered about once")

@@ -1,6 +1,6 @@
 """Intensity normalization, fitted on training subjects and applied identically at prediction.
 
-Two methods:
+Three methods:
 
 ``paper``
     The paper (section 3): "the average overall intensity value was calculated
@@ -15,6 +15,11 @@ Two methods:
     subject's global gain.  Predictions are mapped back to intensities by the mean
     T2w brain median of the training subjects (a T2w for a new subject does not
     exist at prediction time).
+``percentile``
+    The same with each volume's 99th percentile inside the brain mask instead of its median:
+    brain tissue between 0 and about 1.  Where the median sits on one tissue (white matter in
+    one T1w, grey matter in another), the 99th percentile is set by the brightest tissue of
+    the contrast instead.
 
 Every transform is ``x * scale + shift``, with per-subject factors computed from
 the intensity statistics stored in the prepared cache (:mod:`mrsynth.cache`).
@@ -29,7 +34,9 @@ from typing import Mapping
 
 from .atomic import write_text
 
-METHODS = ("robust", "paper")
+METHODS = ("robust", "paper", "percentile")
+#: The per-volume statistic each scaling method divides by.
+REFERENCE_STATISTIC = {"robust": "brain_median", "percentile": "brain_p99"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class Normalization:
     method: str = "robust"
     t1_offset: float = 0.0  # paper: training-set mean T1w intensity
     t2_offset: float = 0.0  # paper: training-set mean T2w intensity
-    t2_reference_scale: float = 1.0  # robust: mean training T2w brain median
+    t2_reference_scale: float = 1.0  # robust / percentile: mean training T2w brain median / 99th percentile
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -52,16 +59,16 @@ class Normalization:
             raise ValueError("every training subject needs a T2w image")
         if method == "paper":
             return cls(method, _weighted_mean(stats, "t1"), _weighted_mean(stats, "t2"))
-        if method == "robust":
-            medians = [s["t2"]["brain_median"] for s in stats]
-            return cls(method, t2_reference_scale=sum(medians) / len(medians))
+        if method in REFERENCE_STATISTIC:
+            references = [s["t2"][REFERENCE_STATISTIC[method]] for s in stats]
+            return cls(method, t2_reference_scale=sum(references) / len(references))
         raise ValueError(f"unknown normalization {method!r}; choose one of {METHODS}")
 
     def transform(self, contrast: str, stats: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
         """``(scale, shift)`` with ``normalized = raw * scale + shift`` for one subject's contrast."""
         if self.method == "paper":
             return 1.0, -(self.t1_offset if contrast == "t1" else self.t2_offset)
-        return 1.0 / _positive_median(stats, contrast), 0.0
+        return 1.0 / _positive_reference(stats, contrast, REFERENCE_STATISTIC[self.method]), 0.0
 
     def to_intensity(self) -> tuple[float, float]:
         """``(scale, shift)`` mapping a normalized T2w prediction back to intensity units."""
@@ -82,11 +89,11 @@ def _weighted_mean(stats, contrast: str) -> float:
     return total / sum(s[contrast]["voxels"] for s in stats)
 
 
-def _positive_median(stats, contrast: str) -> float:
-    median = stats[contrast]["brain_median"]
-    if not median > 0:
+def _positive_reference(stats, contrast: str, statistic: str) -> float:
+    value = stats[contrast][statistic]
+    if not value > 0:
         raise ValueError(
-            f"{contrast} median inside the brain mask is {median}; robust normalization "
+            f"{contrast} {statistic.replace('_', ' ')} inside the brain mask is {value}; this normalization "
             "needs positive intensities (use --norm paper for signed data)"
         )
-    return median
+    return value

@@ -68,8 +68,8 @@ def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, s
     norm = info.norm()
     if info.uses_masks and (seg is None or mask is None):
         raise InputError(f"{source}: this model uses tissue masks: give a segmentation (--seg) and a brain mask (--mask)")
-    if norm.method == "robust" and mask is None:
-        raise InputError(f"{source}: this model uses robust normalization, which needs a brain mask (--mask)")
+    if norm.method != "paper" and mask is None:
+        raise InputError(f"{source}: this model uses {norm.method} normalization, which needs a brain mask (--mask)")
     axis = resolve_axis(info.axis, affine)
     stats = {"t1": intensity_stats(t1, mask if mask is not None else np.ones(t1.shape, bool))}
     try:

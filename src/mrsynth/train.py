@@ -88,8 +88,9 @@ class Trainer:
         except ValueError as error:
             raise InputError(f"model: {error}") from error
         self.loss = loss_function(config.optim.loss)
-        if is_active(config.augment) and config.data.norm != "robust":
-            raise InputError("augmentation assumes the robust normalization (data.norm = \"robust\")")
+        if is_active(config.augment) and config.data.norm == "paper":
+            raise InputError("augmentation needs a scaling normalization (data.norm = \"robust\" or \"percentile\"), "
+                             "not the paper's mean subtraction")
         optim = config.optim
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=optim.lr,
                                           betas=(optim.beta1, optim.beta2), eps=optim.eps)
