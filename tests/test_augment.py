@@ -43,3 +43,21 @@ def test_same_seed_same_augmentation_and_off_by_default():
     b = augment_batch(inputs, target, config, 3)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not is_active(AugmentConfig()) and is_active(config)
+
+
+def test_erosion_only_shrinks_the_stripped_region_and_needs_stripping(cache, tmp_path):
+    import pytest
+
+    from mrsynth.config import load_config
+    from mrsynth.errors import InputError
+    from mrsynth.train import train
+
+    t1 = torch.zeros(40, 1, 24, 24)
+    t1[:, :, 6:18, 6:18] = 1.0
+    out, _ = augment_batch(t1, torch.zeros(40, 1, 24, 24), AugmentConfig(erode=2))
+    inside = (out != 0).sum(dim=(1, 2, 3))
+    assert torch.all((out != 0) <= (t1 != 0))  # never grows
+    assert set(inside.tolist()) <= {144, 100, 64} and len(set(inside.tolist())) > 1  # 12x12 shrunk by 0, 1 or 2
+    config = load_config(None, [f"data.cache={cache}", "data.train=001", "augment.erode=2"])
+    with pytest.raises(InputError, match="needs data.strip"):
+        train(config, tmp_path / "r", progress=False)

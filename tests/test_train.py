@@ -159,8 +159,9 @@ def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_
     assert volume.shape == tuple(subject.meta["shape"]) and np.isfinite(volume).all()
 
 
-def test_2p5d_prediction_sees_the_same_input_as_training(cache):
-    """A patch's prediction equals the whole-slice prediction at the same place (neighbour slices included)."""
+@pytest.mark.parametrize("strip", [False, True])
+def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
+    """A patch's prediction equals the whole-slice prediction at the same place (neighbours and stripping included)."""
     from mrsynth.cache import list_prepared
     from mrsynth.modelfile import ModelInfo
     from mrsynth.networks import FCN, recalibrate_batchnorm
@@ -170,15 +171,22 @@ def test_2p5d_prediction_sees_the_same_input_as_training(cache):
 
     subject = list_prepared(cache)[0]
     norm = Normalization.fit("robust", [subject.stats])
-    dataset = PatchDataset([subject], norm, PatchGrid(16, 8), channels=9, context=2)
+    dataset = PatchDataset([subject], norm, PatchGrid(16, 8), channels=9, context=2, strip=strip)
     assert dataset.input_channels == 13
     torch.manual_seed(0)
     model = FCN(3, 13)
     recalibrate_batchnorm(model, [dataset[list(range(8))][0]])
     model.eval()
-    info = ModelInfo(3, 13, 32, {"method": "robust", "t2_reference_scale": 1.0}, 16, 8, "axial", context=2)
-    whole = predict_slices(model, info, subject.array("t1"), subject.array("tissue"),
-                           norm.transform("t1", subject.stats), optimized=False)
+    info = ModelInfo(3, 13, 32, {"method": "robust", "t2_reference_scale": 1.0}, 16, 8, "axial", context=2,
+                     strip=strip)
+    tissue = np.asarray(subject.array("tissue"))
+    whole = predict_slices(model, info, subject.array("t1"), tissue, norm.transform("t1", subject.stats),
+                           optimized=False, brain=(tissue & 1) == 1)
+    if strip:  # the T1w channels are zero outside the brain
+        inputs = dataset[list(range(len(dataset)))][0]
+        outside = inputs[:, 5:6] < 0  # the brain-mask channel (after the 5 T1w channels), coded -1 outside
+        assert outside.any() and torch.all(inputs[:, 0:1][outside] == 0)
+        assert (inputs[:, 0:1][~outside] != 0).float().mean() > 0.9
     for item in (0, 1, len(dataset) // 2, len(dataset) - 1):  # first and last slices: neighbours outside
         _, s, r, c = dataset.locate(item)
         with torch.no_grad():

@@ -24,7 +24,20 @@ BIAS_GRID = 4  # control points per side of the smooth bias field
 
 
 def is_active(config: AugmentConfig) -> bool:
-    return bool(config.gamma or config.bias or config.noise or config.flips)
+    return bool(config.gamma or config.bias or config.noise or config.flips or config.erode)
+
+
+def _erode_edges(t1: torch.Tensor, most: int) -> torch.Tensor:
+    """Zero a band of 0..``most`` pixels (drawn per patch) along the edge of a stripped T1w's nonzero region."""
+    inside = (t1 != 0).float()
+    widths = torch.randint(0, most + 1, (len(t1),))
+    keep = torch.ones_like(inside)
+    for width in range(1, most + 1):
+        chosen = (widths == width).to(t1.device)
+        if chosen.any():
+            eroded = -F.max_pool2d(-inside[chosen], 2 * width + 1, stride=1, padding=width)
+            keep[chosen] = eroded
+    return t1 * keep
 
 
 def augment_batch(inputs: torch.Tensor, target: torch.Tensor, config: AugmentConfig,
@@ -33,6 +46,8 @@ def augment_batch(inputs: torch.Tensor, target: torch.Tensor, config: AugmentCon
     inputs, target = inputs.clone(), target.clone()
     batch, _, height, width = inputs.shape
     t1 = inputs[:, :t1_channels]
+    if config.erode:
+        t1 = _erode_edges(t1, config.erode)
     if config.gamma:
         limit = math.log1p(config.gamma)
         exponent = torch.exp(torch.empty(batch, 1, 1, 1).uniform_(-limit, limit)).to(t1.device)

@@ -49,6 +49,8 @@ class DataConfig:
     sampling: str = _field("patches", "`patches`: the paper's overlapping grid; `tiles`: each slice covered about once")
     tile_size: int = _field(128, "tile side in pixels, with `sampling = \"tiles\"`")
     context: int = _field(0, "2.5D input: neighbouring slices on each side given as extra T1w channels (0: 2D)")
+    strip: bool = _field(False, "T1w set to 0 outside the brain mask, in training and prediction alike "
+                                "(whole-head and skull-stripped inputs then look the same to the network)")
 
 
 @dataclass
@@ -81,6 +83,8 @@ class AugmentConfig:
     bias: float = _field(0.0, "SD of a smooth multiplicative log bias field on the T1w per patch (0: off)")
     noise: float = _field(0.0, "SD of Gaussian noise added to the T1w, in brain-median units (0: off)")
     flips: bool = _field(False, "random left-right and up-down flips of input and target")
+    erode: int = _field(0, "with data.strip: shrink the stripped T1w's edge by 0 to this many pixels per patch "
+                           "(a user's brain mask edge differs from the training masks')")
 
 
 @dataclass

@@ -84,7 +84,8 @@ class PatchDataset(Dataset):
     coded -1/+1, paper section 3); ``target`` is ``(1, P, P)`` T2w.  With ``context = c``
     (2.5D) the T1w of the ``c`` neighbouring slices on each side follow the slice's own
     (order ``s, s-c, ..., s-1, s+1, ..., s+c``; slices outside the volume read as background),
-    before the masks.  Both are
+    before the masks.  With ``strip`` the T1w is zero outside the brain mask (skull-stripped
+    by the subject's own mask), as :mod:`mrsynth.predict` strips it at prediction.  Both are
     normalized with ``normalization``.  A patch is addressed by a global index
     (subjects in the given order, then slice, row, column); ``indices`` restricts
     the dataset to some of them (a split).  Only the arrays of one patch are read
@@ -94,12 +95,14 @@ class PatchDataset(Dataset):
 
     def __init__(self, subjects: Sequence[PreparedSubject], normalization: Normalization,
                  grid: PatchGrid = PatchGrid(), channels: int = 9,
-                 indices: np.ndarray | None = None, with_target: bool = True, context: int = 0):
+                 indices: np.ndarray | None = None, with_target: bool = True, context: int = 0,
+                 strip: bool = False):
         if channels not in (1, 1 + len(labels.CLASSES)):
             raise ValueError(f"input channels must be 1 or {1 + len(labels.CLASSES)}, got {channels}")
         if context < 0:
             raise ValueError(f"slice context must be >= 0, got {context}")
         self.grid, self.channels, self.with_target, self.context = grid, channels, with_target, context
+        self.strip = strip
         self.parts = []
         for subject in subjects:
             if with_target and not subject.has_t2:
@@ -187,7 +190,10 @@ class PatchDataset(Dataset):
             at = (p, slices[where], rows[where], cols[where])
             scale, shift = self.parts[p].t1_transform
             for channel, offset in enumerate(slice_offsets):
-                window = self._windows("t1", p, slices[where] + offset, rows[where], cols[where], 0.0)
+                place = (p, slices[where] + offset, rows[where], cols[where])
+                window = self._windows("t1", *place, 0.0)
+                if self.strip:
+                    window = np.where(labels.in_brain(self._windows("tissue", *place, BACKGROUND_BITS)), window, 0)
                 inputs[where, channel] = window * scale + shift
             if self.channels > 1:
                 bits = self._windows("tissue", *at, BACKGROUND_BITS)

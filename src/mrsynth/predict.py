@@ -26,14 +26,19 @@ from .subjects import Subject, discover, load_subject
 @torch.inference_mode()
 def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits: np.ndarray | None,
                    t1_transform: tuple[float, float], batch_size: int = 8, device="cpu",
-                   progress: bool = False, optimized: bool = True) -> np.ndarray:
+                   progress: bool = False, optimized: bool = True, brain: np.ndarray | None = None) -> np.ndarray:
     """Predict a slice-major volume ``(S, H, W)``; returns T2w in intensity units.
+
+    ``bits`` (tissue bit field) is needed by models with tissue masks, ``brain`` (bool) by
+    models that strip the T1w (``info.strip``); both slice-major like ``t1``.
 
     ``optimized`` (default): BatchNorm folded into the convolutions and channels-last
     layout (same numbers within float tolerance); ``False`` runs the eval-mode network
     as is, for comparison.
     """
     tune_allocator()
+    if info.strip and brain is None:
+        raise ValueError("this model strips the T1w outside the brain mask: give the brain mask")
     scale, shift = t1_transform
     out_scale, out_shift = info.norm().to_intensity()
     model = inference_model(model, device) if optimized else model.to(device).eval()
@@ -42,8 +47,12 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     starts = range(0, t1.shape[0], batch_size)
     for start in bar(starts, allowed=progress, desc="predict", unit="batch", leave=False):
         stop = min(start + batch_size, t1.shape[0])
-        channels = [_slices(t1, start + offset, stop + offset)[:, np.newaxis] * scale + shift
-                    for offset in [0] + [d for d in range(-info.context, info.context + 1) if d]]
+        channels = []
+        for offset in [0] + [d for d in range(-info.context, info.context + 1) if d]:
+            slices = _slices(t1, start + offset, stop + offset)
+            if info.strip:
+                slices *= _slices(brain, start + offset, stop + offset)
+            channels.append(slices[:, np.newaxis] * scale + shift)
         if info.uses_masks:
             channels.append(np.moveaxis(labels.expand_bits(np.asarray(bits[start:stop])), 0, 1))
         inputs = torch.from_numpy(np.concatenate(channels, axis=1)).to(device)
@@ -68,6 +77,8 @@ def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, s
     norm = info.norm()
     if info.uses_masks and (seg is None or mask is None):
         raise InputError(f"{source}: this model uses tissue masks: give a segmentation (--seg) and a brain mask (--mask)")
+    if info.strip and mask is None:
+        raise InputError(f"{source}: this model strips the T1w outside the brain mask: give the mask (--mask)")
     if norm.method != "paper" and mask is None:
         raise InputError(f"{source}: this model uses {norm.method} normalization, which needs a brain mask (--mask)")
     axis = resolve_axis(info.axis, affine)
@@ -78,7 +89,8 @@ def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, s
         raise InputError(f"{source}: {error}") from error
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
-    out = predict_slices(model, info, front(t1), front(bits), transform, batch_size, device, progress)
+    out = predict_slices(model, info, front(t1), front(bits), transform, batch_size, device, progress,
+                         brain=front(mask))
     return np.moveaxis(out, 0, axis)
 
 
@@ -89,8 +101,10 @@ def predict_prepared(model, info: ModelInfo, subject: PreparedSubject, batch_siz
         raise InputError(f"prepared with slicing axis {subject.axis_request!r}, "
                          f"the model uses {info.axis!r}", subject.folder)
     transform = info.norm().transform("t1", subject.stats)
-    bits = subject.array("tissue") if info.uses_masks else None
-    out = predict_slices(model, info, subject.array("t1"), bits, transform, batch_size, device, progress)
+    tissue = subject.array("tissue")
+    brain = labels.in_brain(np.asarray(tissue)) if info.strip else None
+    out = predict_slices(model, info, subject.array("t1"), tissue if info.uses_masks else None, transform,
+                         batch_size, device, progress, brain=brain)
     return subject.to_native(out)
 
 

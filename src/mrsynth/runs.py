@@ -108,7 +108,7 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
             return None
         part_grid = PatchGrid.tiles(data.tile_size) if part == "train" and data.sampling == "tiles" else grid
         return PatchDataset(_pick(subjects, ids, data.cache), norm, part_grid, data.channels, indices,
-                            context=data.context)
+                            context=data.context, strip=data.strip)
 
     return RunData(split, norm, grid, dataset("train"), dataset("val"), dataset("test"))
 

@@ -88,6 +88,8 @@ class Trainer:
         except ValueError as error:
             raise InputError(f"model: {error}") from error
         self.loss = loss_function(config.optim.loss)
+        if config.augment.erode and not config.data.strip:
+            raise InputError("augment.erode shrinks the edge of a stripped T1w: it needs data.strip = true")
         if is_active(config.augment) and config.data.norm == "paper":
             raise InputError("augmentation needs a scaling normalization (data.norm = \"robust\" or \"percentile\"), "
                              "not the paper's mean subtraction")
@@ -238,6 +240,7 @@ class Trainer:
         info = ModelInfo(
             n_layers=model.layers, in_channels=self.in_channels, width=model.width, kind=model.kind,
             features=list(model.features) if model.kind == "unet" else [], context=self.config.data.context,
+            strip=self.config.data.strip,
             normalization=asdict(data.normalization),
             patch_size=data.grid.size, stride=data.grid.stride, axis=data.axis,
             training={k: summary[k] for k in ("epochs", "train_patches", "subjects", "train_loss")},
