@@ -93,10 +93,12 @@ def test_demo_writes_its_table_from_its_numbers(tmp_path, run_cli):
     assert code == 0, err
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     text = (tmp_path / "demo" / "results.md").read_text()
-    assert set(results["scores"]) == {"9-layer FCN + masks", "tissue-mean", "intensity-map"}
+    assert set(results["scores"]) == {"9-layer FCN + masks (paper)", "--preset quality, T1w only", "tissue-mean",
+                                      "intensity-map"}
     for name, scores in results["scores"].items():
         assert f"| {name} | {scores['mse_fov']:.4g} | {scores['mse']:.4g} |" in text
-    for name in ("prediction.png", "simulated_subjects.png", "run/model/model.json", "run/learning_curve.png"):
+    for name in ("prediction.png", "simulated_subjects.png", "run/model/model.json", "run/learning_curve.png",
+                 "run-quality/model/model.json"):
         assert (tmp_path / "demo" / name).exists(), name
     code, _, err = run_cli("demo", "--out", tmp_path / "demo", "--quiet")
     assert code == 2 and "exists already" in err

@@ -122,6 +122,10 @@ PRESETS = {
     "fast": Preset("tile training with small steps: reaches the paper protocol's test MSE several times sooner "
                    "on a CPU (benchmarks/RESULTS.md, tile_training); needs an across-subject split",
                    ("data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8")),
+    "quality": Preset("the recommended settings, chosen from measurements across sites and on simulated "
+                      "cross-validation (docs/training.md, benchmarks/RESULTS.md: real_quality, sim_crossval): a "
+                      "small U-Net trained like `fast`; needs an across-subject split",
+                      ("model.kind=unet", "data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8")),
 }
 
 
