@@ -68,6 +68,7 @@ def test_verdicts_follow_the_numbers(grid):
     _, results = grid
     for c in results["comparisons"]:
         assert c["same_direction"] == ((c["paper_reduction"] > 0) == (c["ours_reduction"] > 0))
+        assert c["size_ratio"] == pytest.approx(c["ours_reduction"] / c["paper_reduction"])
     for table in results["beats_baselines"].values():
         for outcome in table.values():
             assert outcome["beats_both"] == (outcome["network"] < min(outcome["tissue-mean"], outcome["intensity-map"]))

@@ -220,8 +220,7 @@ def _comparisons(tables: dict) -> list[dict]:
         ours_before, ours_after = tables[table][before], tables[table][after]
         paper = reduction(paper_before, paper_after)
         ours = reduction(ours_before, ours_after)
-        rows.append({"effect": effect, "table": table, "paper_reduction": paper, "ours_reduction": ours,
-                     "same_direction": bool(np.sign(paper) == np.sign(ours))})
+        rows.append(_comparison(effect, table, paper, ours))
 
     for table in ("table1", "table2"):
         for layers in (3, 9):
@@ -232,10 +231,15 @@ def _comparisons(tables: dict) -> list[dict]:
     for kind in INPUTS:
         paper = reduction(PAPER["table2"][(9, kind)], PAPER["table3"][(9, kind)])
         ours = reduction(tables["table2"][(9, kind, "network")], tables["table3"][(9, kind, "network")])
-        rows.append({"effect": f"many vs 1 training subjects, 9 layers, {kind}", "table": "table2->table3",
-                     "paper_reduction": paper, "ours_reduction": ours,
-                     "same_direction": bool(np.sign(paper) == np.sign(ours))})
+        rows.append(_comparison(f"many vs 1 training subjects, 9 layers, {kind}", "table2->table3", paper, ours))
     return rows
+
+
+def _comparison(effect: str, table: str, paper: float, ours: float) -> dict:
+    """One effect: both loss reductions, whether they agree in sign, and ours as a fraction of the paper's size."""
+    return {"effect": effect, "table": table, "paper_reduction": paper, "ours_reduction": ours,
+            "same_direction": bool(np.sign(paper) == np.sign(ours)),
+            "size_ratio": ours / paper if paper else None}
 
 
 def _table_blocks(table: str, title: str, results: dict) -> list:
@@ -263,10 +267,11 @@ def build_report(results: dict, figures: dict[str, Path]) -> list:
     blocks += _table_blocks("table2", "Table 2: across-subject, 1 training subject, 5 test subjects", results)
     blocks += _table_blocks("table3", f"Table 3: across-subject, {len(results['subjects']['many'])} training "
                                       "subjects, the same 5 test subjects", results)
-    rows = [["effect", "table", "paper: loss reduction", "ours: loss reduction", "same direction"]]
+    rows = [["effect", "table", "paper: loss reduction", "ours: loss reduction", "ours / paper (effect size)",
+             "same direction"]]
     for c in results["comparisons"]:
         rows.append([c["effect"], c["table"], pct(c["paper_reduction"]), pct(c["ours_reduction"]),
-                     "yes" if c["same_direction"] else "no"])
+                     fmt(c.get("size_ratio")), "yes" if c["same_direction"] else "no"])
     agree = sum(c["same_direction"] for c in results["comparisons"])
     blocks += [("h2", "The paper's findings, checked"), ("table", rows),
                ("p", f"{agree} of {len(results['comparisons'])} effects go in the paper's direction in this run.")]
