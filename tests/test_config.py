@@ -49,3 +49,9 @@ def test_reference_names_and_explains_every_field_and_preset():
             assert row.rstrip(" |").split("|")[-1].strip(), f"{name} has no explanation"
     for preset in PRESETS:
         assert f"| `{preset}` |" in reference, preset
+
+
+def test_quality_preset_is_a_t1w_only_unet_and_flags_still_win():
+    config = load_config(None, [], presets=["quality"])
+    assert (config.model.kind, config.data.channels, config.data.sampling) == ("unet", 1, "tiles")
+    assert load_config(None, ["data.channels=9"], presets=["quality"]).data.channels == 9

@@ -124,8 +124,10 @@ PRESETS = {
                    ("data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8")),
     "quality": Preset("the recommended settings, chosen from measurements across sites and on simulated "
                       "cross-validation (docs/training.md, benchmarks/RESULTS.md: real_quality, sim_crossval): a "
-                      "small U-Net trained like `fast`; needs an across-subject split",
-                      ("model.kind=unet", "data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8")),
+                      "small U-Net trained like `fast`, from the T1w alone (add `--channels 9` for the tissue "
+                      "masks); needs an across-subject split",
+                      ("model.kind=unet", "data.channels=1", "data.sampling=tiles", "data.tile_size=64",
+                       "optim.batch_size=8")),
 }
 
 
