@@ -30,11 +30,11 @@ import torch
 from . import labels, runs
 from .modelfile import ModelInfo, save_model
 from .networks.lookup import N_GROUPS, IntensityMap, TissueMean, tissue_group
-from .patches import PatchDataset, PatchGrid, batch_loader
+from .patches import CHANNELS, PatchDataset, PatchGrid, batch_loader
 
 KINDS = (TissueMean.kind, IntensityMap.kind)
 FIT_TILE = 128  # tile side for fitting on across-subject splits
-MASK_CHANNELS = 1 + len(labels.CLASSES)  # the baselines read the tissue masks
+MASK_CHANNELS = CHANNELS[-1]  # the baselines read the tissue masks
 
 
 def fit_tissue_mean(dataset: PatchDataset, max_patches: int = 2000, seed: int = 0) -> TissueMean:

@@ -19,8 +19,6 @@ from . import __version__, labels, logs
 from .errors import InputError
 from .logs import log
 
-MODEL_CHANNELS = (1, 1 + len(labels.CLASSES))
-
 
 def _prepare(args) -> int:
     from .cache import prepare_all
@@ -248,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .fixtures import LAYOUTS as FIXTURE_LAYOUTS
     from .metrics import SCALES as SCORE_SCALES
     from .normalization import METHODS
+    from .patches import CHANNELS
     from .reproduce import SCALES as REPRODUCE_SCALES
     from .runs import SPLIT_KINDS
     from .subjects import LAYOUTS
@@ -315,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", help="comma-separated training subject ids")
     p.add_argument("--val", help="comma-separated validation subject ids")
     p.add_argument("--test", help="comma-separated test subject ids")
-    p.add_argument("--channels", type=int, choices=MODEL_CHANNELS, help="1: T1w only; 9: T1w + 8 tissue masks")
+    p.add_argument("--channels", type=int, choices=CHANNELS, help="1: T1w only; 9: T1w + 8 tissue masks")
     p.add_argument("--norm", choices=METHODS)
     p.add_argument("--patch-size", type=int)
     p.add_argument("--stride", type=int)

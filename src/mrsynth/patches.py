@@ -31,6 +31,18 @@ from .config import PAPER_FRACTIONS
 from .normalization import Normalization
 
 BACKGROUND_BITS = np.uint8(1 << labels.BIT["unknown"])
+#: Input choices: the T1w alone, or the T1w with the eight tissue masks.
+CHANNELS = (1, 1 + len(labels.CLASSES))
+
+
+def slice_offsets(context: int) -> list[int]:
+    """Slice offsets of the T1w channels of a 2.5D input, in channel order: ``0, -c, ..., -1, 1, ..., c``."""
+    return [0] + [d for d in range(-context, context + 1) if d]
+
+
+def input_channels(channels: int, context: int) -> int:
+    """Network input channels: the T1w of ``1 + 2 context`` slices, then the masks if ``channels`` has them."""
+    return channels + 2 * context
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,8 @@ class PatchDataset(Dataset):
                  grid: PatchGrid = PatchGrid(), channels: int = 9,
                  indices: np.ndarray | None = None, with_target: bool = True, context: int = 0,
                  strip: bool = False):
-        if channels not in (1, 1 + len(labels.CLASSES)):
-            raise ValueError(f"input channels must be 1 or {1 + len(labels.CLASSES)}, got {channels}")
+        if channels not in CHANNELS:
+            raise ValueError(f"input channels must be one of {CHANNELS}, got {channels}")
         if context < 0:
             raise ValueError(f"slice context must be >= 0, got {context}")
         self.grid, self.channels, self.with_target, self.context = grid, channels, with_target, context
@@ -152,7 +164,7 @@ class PatchDataset(Dataset):
     @property
     def input_channels(self) -> int:
         """Channels of a network input: T1w slices (1 + 2 context), then the masks if any."""
-        return self.channels + 2 * self.context
+        return input_channels(self.channels, self.context)
 
     def _windows(self, name: str, part: int, slices, rows, cols, fill) -> np.ndarray:
         """``(B, P, P)`` windows of one subject's array, gathered in one vectorized read."""
@@ -182,22 +194,22 @@ class PatchDataset(Dataset):
         part, slices, rows, cols = self.locate_many(items)
         size, count = self.grid.size, len(part)
         inputs = np.empty((count, self.input_channels, size, size), np.float32)
-        t1_channels = 1 + 2 * self.context
-        slice_offsets = [0] + [d for d in range(-self.context, self.context + 1) if d]
+        offsets = slice_offsets(self.context)
         targets = np.empty((count, 1, size, size), np.float32) if self.with_target else None
         for p in np.unique(part):
             where = np.flatnonzero(part == p)
             at = (p, slices[where], rows[where], cols[where])
             scale, shift = self.parts[p].t1_transform
-            for channel, offset in enumerate(slice_offsets):
+            bits = self._windows("tissue", *at, BACKGROUND_BITS) if self.strip or self.channels > 1 else None
+            for channel, offset in enumerate(offsets):
                 place = (p, slices[where] + offset, rows[where], cols[where])
                 window = self._windows("t1", *place, 0.0)
                 if self.strip:
-                    window = np.where(labels.in_brain(self._windows("tissue", *place, BACKGROUND_BITS)), window, 0)
+                    slice_bits = bits if offset == 0 else self._windows("tissue", *place, BACKGROUND_BITS)
+                    window = np.where(labels.in_brain(slice_bits), window, 0)
                 inputs[where, channel] = window * scale + shift
             if self.channels > 1:
-                bits = self._windows("tissue", *at, BACKGROUND_BITS)
-                inputs[where, t1_channels:] = np.moveaxis(labels.expand_bits(bits), 0, 1)
+                inputs[where, len(offsets):] = np.moveaxis(labels.expand_bits(bits), 0, 1)
             if targets is not None:
                 scale, shift = self.parts[p].t2_transform
                 targets[where, 0] = self._windows("t2", *at, 0.0) * scale + shift

@@ -19,6 +19,7 @@ from .errors import InputError
 from .logs import bar, log
 from .modelfile import ModelInfo
 from .networks import inference_model
+from .patches import slice_offsets
 from .runtime import tune_allocator
 from .subjects import Subject, discover, load_subject
 
@@ -48,7 +49,7 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     for start in bar(starts, allowed=progress, desc="predict", unit="batch", leave=False):
         stop = min(start + batch_size, t1.shape[0])
         channels = []
-        for offset in [0] + [d for d in range(-info.context, info.context + 1) if d]:
+        for offset in slice_offsets(info.context):
             slices = _slices(t1, start + offset, stop + offset)
             if info.strip:
                 slices *= _slices(brain, start + offset, stop + offset)

@@ -176,9 +176,9 @@ def truncate_history(run_dir: Path, last_epoch: int) -> None:
     """Drop history rows after ``last_epoch`` (a resumed run rewrites them)."""
     for name in (HISTORY, STEPS):
         path = run_dir / name
-        rows = _read_csv(path)
         with path.open(newline="") as handle:
-            header = csv.DictReader(handle).fieldnames
+            reader = csv.DictReader(handle)
+            header, rows = reader.fieldnames, list(reader)
         with path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, header)
             writer.writeheader()

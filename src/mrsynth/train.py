@@ -28,7 +28,7 @@ from .logs import bar, log
 from .metrics import mean_loss, patch_losses
 from .modelfile import ModelInfo, save_model
 from .networks import build_network, recalibrate_batchnorm
-from .patches import batch_loader
+from .patches import batch_loader, input_channels, slice_offsets
 from .runs import RunData, build_data
 from .runtime import pick_device, tune_allocator
 
@@ -81,7 +81,7 @@ class Trainer:
         else:
             self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
-        self.in_channels = config.data.channels + 2 * config.data.context
+        self.in_channels = input_channels(config.data.channels, config.data.context)
         try:
             self.model = build_network(config.model.kind, self.in_channels, config.model.layers, config.model.width,
                                        config.model.features).to(self.device)
@@ -180,7 +180,7 @@ class Trainer:
                       leave=False)
         for inputs, target in batches:
             if is_active(config.augment):
-                inputs, target = augment_batch(inputs, target, config.augment, 1 + 2 * config.data.context)
+                inputs, target = augment_batch(inputs, target, config.augment, len(slice_offsets(config.data.context)))
             inputs = inputs.to(self.device).contiguous(memory_format=self.memory_format)
             target = target.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
