@@ -34,9 +34,26 @@ def test_flips_move_input_and_target_together():
     assert not torch.equal(out_target, target)  # 6 samples x 2 axes: some flipped
 
 
+def test_rotation_and_zoom_move_input_and_target_together_and_keep_a_centred_disc():
+    inputs, target = _batch()
+    inputs[:, 0] = target[:, 0]  # the T1w channel equals the target before the pose change
+    out, out_target = augment_batch(inputs, target, AugmentConfig(rotate=20, scale=0.1), t1_channels=3)
+    assert out.shape == inputs.shape and out_target.shape == target.shape
+    assert torch.allclose(out[:, 0], out_target[:, 0])  # input and target share one transform
+    assert not torch.allclose(out_target, target)
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(20.0), indexing="ij")
+    disc = (((yy - 7.5) ** 2 + (xx - 9.5) ** 2) <= 16).float().expand(6, 1, 16, 20).clone()  # radius 4, centred
+    _, rotated = augment_batch(inputs, disc, AugmentConfig(rotate=30), 3)
+    assert torch.allclose(rotated, disc, atol=0.5)  # a centred disc moves only at its pixelated edge
+    assert torch.allclose(rotated.sum(dim=(1, 2, 3)), disc.sum(dim=(1, 2, 3)), rtol=0.05)  # area kept
+    _, zoomed = augment_batch(inputs, disc, AugmentConfig(scale=0.3), 3)
+    areas = zoomed.sum(dim=(1, 2, 3))
+    assert areas.max() - areas.min() > 5  # zoom changes its area
+
+
 def test_same_seed_same_augmentation_and_off_by_default():
     inputs, target = _batch()
-    config = AugmentConfig(gamma=0.4, bias=0.2, noise=0.02, flips=True)
+    config = AugmentConfig(gamma=0.4, bias=0.2, noise=0.02, flips=True, rotate=10, scale=0.05)
     torch.manual_seed(5)
     a = augment_batch(inputs, target, config, 3)
     torch.manual_seed(5)

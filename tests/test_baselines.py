@@ -25,10 +25,10 @@ def test_baselines_fit_what_a_lookup_table_can(trained, tmp_path, run_cli):
     # tissue-mean: the fixture's grey matter has one T2w value, so its group mean is that value
     prepared = list_prepared(cache)[0]
     norm = Normalization.load(run / runs.NORMALIZATION)
-    scale, shift = norm.transform("t2", prepared.stats)
+    to_normalized = norm.transform("t2", prepared.stats)
     bits = np.asarray(prepared.array("tissue"))
     grey_in_brain = labels.has_class(bits, "grey_matter") & labels.in_brain(bits)
-    expected = float(np.mean(np.asarray(prepared.array("t2"))[grey_in_brain])) * scale + shift
+    expected = float(to_normalized(np.mean(np.asarray(prepared.array("t2"))[grey_in_brain])))
     group = 2 * (labels.BIT["grey_matter"] - 1) + 1
     assert tissue.table[group].item() == pytest.approx(expected, rel=0.05)
     data = runs.load_run_data(run)

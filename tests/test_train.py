@@ -147,6 +147,7 @@ def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_
     config = load_config(None, [f"data.cache={cache}", "data.train=001", "data.test=003", "model.kind=unet",
                                 "model.features=8,8,8,16,16,8", "data.context=1", "optim.loss=l1+ssim",
                                 "augment.gamma=0.3", "augment.bias=0.2", "augment.noise=0.02", "augment.flips=true",
+                                "augment.rotate=10", "augment.scale=0.05",
                                 "data.sampling=tiles", "data.tile_size=32"] + BASE + ["optim.epochs=3"])
     summary = train(config, tmp_path / "unet", progress=False)
     steps = [float(r["loss"]) for r in runs.read_steps(tmp_path / "unet")]

@@ -1,10 +1,10 @@
-"""Training-time augmentation of a batch: T1w contrast (gamma, bias field, noise) and pose (flips).
+"""Training-time augmentation of a batch: T1w contrast (gamma, bias field, noise) and pose (flips, rotation, zoom).
 
 A model trained on one site's T1w learns that site's contrast; at another site (another
 sequence, coil, scaling) the same tissue has another T1w intensity and the prediction's
 contrast goes wrong.  Random per-patch changes of the T1w contrast make the network rely on
 relative intensities and anatomy instead.  Only the T1w channels change (the tissue masks and
-the target T2w keep their values); flips move input and target together.
+the target T2w keep their values); pose changes move input and target together.
 
 Vectorized over the batch with torch's global random generator, which the trainer's
 checkpoints save: a resumed run draws the same augmentations as an uninterrupted one.
@@ -24,7 +24,8 @@ BIAS_GRID = 4  # control points per side of the smooth bias field
 
 
 def is_active(config: AugmentConfig) -> bool:
-    return bool(config.gamma or config.bias or config.noise or config.flips or config.erode)
+    return bool(config.gamma or config.bias or config.noise or config.flips or config.erode
+                or config.rotate or config.scale)
 
 
 def _erode_edges(t1: torch.Tensor, most: int) -> torch.Tensor:
@@ -40,11 +41,32 @@ def _erode_edges(t1: torch.Tensor, most: int) -> torch.Tensor:
     return t1 * keep
 
 
+def _rotate_and_zoom(inputs: torch.Tensor, target: torch.Tensor, degrees: float,
+                     zoom: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random in-plane rotation and zoom (per patch, about its centre) of input and target.
+
+    Bilinear resampling; what comes in from outside the patch is background (0).
+    """
+    batch = len(inputs)
+    angle = torch.empty(batch).uniform_(-degrees, degrees) * (math.pi / 180)
+    factor = 1 + torch.empty(batch).uniform_(-zoom, zoom)
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    aspect = inputs.shape[2] / inputs.shape[3]  # height / width: a rotation of pixels, not of [-1, 1] coordinates
+    theta = torch.stack([torch.stack([cos, -sin * aspect, torch.zeros(batch)], 1),
+                         torch.stack([sin / aspect, cos, torch.zeros(batch)], 1)], 1).to(inputs)
+    both = torch.cat([inputs, target], 1)
+    grid = F.affine_grid(theta, list(both.shape), align_corners=False)
+    moved = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return moved[:, :inputs.shape[1]], moved[:, inputs.shape[1]:]
+
+
 def augment_batch(inputs: torch.Tensor, target: torch.Tensor, config: AugmentConfig,
                   t1_channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Randomly changed copies of ``inputs`` ``(B, C, H, W)`` and ``target`` ``(B, 1, H, W)``."""
     inputs, target = inputs.clone(), target.clone()
     batch, _, height, width = inputs.shape
+    if config.rotate or config.scale:
+        inputs, target = _rotate_and_zoom(inputs, target, config.rotate, config.scale)
     t1 = inputs[:, :t1_channels]
     if config.erode:
         t1 = _erode_edges(t1, config.erode)

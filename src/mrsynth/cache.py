@@ -201,6 +201,7 @@ def intensity_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
         "brain_mean": float(inside.mean(dtype=np.float64)),
         "brain_median": float(np.median(inside)),
         "brain_p01": float(np.percentile(inside, 1)),
+        "brain_deciles": [float(v) for v in np.percentile(inside, range(10, 100, 10))],
         "brain_p99": float(np.percentile(inside, 99)),
         "min": float(volume.min()),
         "max": float(volume.max()),

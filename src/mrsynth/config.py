@@ -43,7 +43,8 @@ class DataConfig:
     stride: int = _field(24, "patch grid stride in pixels (the paper: 24)")
     channels: int = _field(9, "1 (T1w) or 9 (T1w + eight tissue masks)")
     norm: str = _field("robust", "`robust` (each volume by its brain median), `percentile` (by its brain 99th "
-                                 "percentile) or `paper` (training-set mean subtracted)")
+                                 "percentile), `histogram` (T1w histogram standardized to the training "
+                                 "landmarks, T2w as `percentile`) or `paper` (training-set mean subtracted)")
     max_patches_per_epoch: int = _field(0, "0: every training patch each epoch; else a fresh random subset")
     max_eval_patches: int = _field(0, "0: score every validation / test patch; else a fixed seeded subset")
     sampling: str = _field("patches", "`patches`: the paper's overlapping grid; `tiles`: each slice covered about once")
@@ -83,6 +84,8 @@ class AugmentConfig:
     bias: float = _field(0.0, "SD of a smooth multiplicative log bias field on the T1w per patch (0: off)")
     noise: float = _field(0.0, "SD of Gaussian noise added to the T1w, in brain-median units (0: off)")
     flips: bool = _field(False, "random left-right and up-down flips of input and target")
+    rotate: float = _field(0.0, "in-plane rotation of input and target, uniform in +-this many degrees (0: off)")
+    scale: float = _field(0.0, "in-plane zoom of input and target, uniform in 1 +- this fraction (0: off)")
     erode: int = _field(0, "with data.strip: shrink the stripped T1w's edge by 0 to this many pixels per patch "
                            "(a user's brain mask edge differs from the training masks')")
 

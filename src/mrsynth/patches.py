@@ -28,7 +28,7 @@ from . import labels
 from .atomic import write_text
 from .cache import PreparedSubject
 from .config import PAPER_FRACTIONS
-from .normalization import Normalization
+from .normalization import Normalization, Transform
 
 BACKGROUND_BITS = np.uint8(1 << labels.BIT["unknown"])
 #: Input choices: the T1w alone, or the T1w with the eight tissue masks.
@@ -85,8 +85,8 @@ class _SubjectPatches:
     rows: np.ndarray
     cols: np.ndarray
     count: int
-    t1_transform: tuple[float, float]
-    t2_transform: tuple[float, float] | None
+    t1_transform: Transform
+    t2_transform: Transform | None
 
 
 class PatchDataset(Dataset):
@@ -199,7 +199,6 @@ class PatchDataset(Dataset):
         for p in np.unique(part):
             where = np.flatnonzero(part == p)
             at = (p, slices[where], rows[where], cols[where])
-            scale, shift = self.parts[p].t1_transform
             bits = self._windows("tissue", *at, BACKGROUND_BITS) if self.strip or self.channels > 1 else None
             for channel, offset in enumerate(offsets):
                 place = (p, slices[where] + offset, rows[where], cols[where])
@@ -207,12 +206,11 @@ class PatchDataset(Dataset):
                 if self.strip:
                     slice_bits = bits if offset == 0 else self._windows("tissue", *place, BACKGROUND_BITS)
                     window = np.where(labels.in_brain(slice_bits), window, 0)
-                inputs[where, channel] = window * scale + shift
+                inputs[where, channel] = self.parts[p].t1_transform(window)
             if self.channels > 1:
                 inputs[where, len(offsets):] = np.moveaxis(labels.expand_bits(bits), 0, 1)
             if targets is not None:
-                scale, shift = self.parts[p].t2_transform
-                targets[where, 0] = self._windows("t2", *at, 0.0) * scale + shift
+                targets[where, 0] = self.parts[p].t2_transform(self._windows("t2", *at, 0.0))
         inputs = torch.from_numpy(inputs)
         return inputs if targets is None else (inputs, torch.from_numpy(targets))
 

@@ -19,6 +19,7 @@ from .errors import InputError
 from .logs import bar, log
 from .modelfile import ModelInfo
 from .networks import inference_model
+from .normalization import Transform
 from .patches import slice_offsets
 from .runtime import tune_allocator
 from .subjects import Subject, discover, load_subject
@@ -26,7 +27,7 @@ from .subjects import Subject, discover, load_subject
 
 @torch.inference_mode()
 def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits: np.ndarray | None,
-                   t1_transform: tuple[float, float], batch_size: int = 8, device="cpu",
+                   t1_transform: Transform, batch_size: int = 8, device="cpu",
                    progress: bool = False, optimized: bool = True, brain: np.ndarray | None = None) -> np.ndarray:
     """Predict a slice-major volume ``(S, H, W)``; returns T2w in intensity units.
 
@@ -40,7 +41,6 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     tune_allocator()
     if info.strip and brain is None:
         raise ValueError("this model strips the T1w outside the brain mask: give the brain mask")
-    scale, shift = t1_transform
     out_scale, out_shift = info.norm().to_intensity()
     model = inference_model(model, device) if optimized else model.to(device).eval()
     layout = torch.channels_last if optimized else torch.contiguous_format
@@ -53,7 +53,7 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
             slices = _slices(t1, start + offset, stop + offset)
             if info.strip:
                 slices *= _slices(brain, start + offset, stop + offset)
-            channels.append(slices[:, np.newaxis] * scale + shift)
+            channels.append(t1_transform(slices)[:, np.newaxis])
         if info.uses_masks:
             channels.append(np.moveaxis(labels.expand_bits(np.asarray(bits[start:stop])), 0, 1))
         inputs = torch.from_numpy(np.concatenate(channels, axis=1)).to(device)
