@@ -82,6 +82,37 @@ def test_second_run_reuses_finished_runs(grid):
     assert again["tables_detail"] == first["tables_detail"]
 
 
+@pytest.mark.slow
+def test_compare_puts_an_earlier_runs_effect_sizes_beside_this_runs(grid, tmp_path):
+    out, first = grid
+    earlier = json.loads((out / "results.json").read_text())
+    for c in earlier["comparisons"]:  # an older results.json: other reductions, no size_ratio yet
+        c["ours_reduction"] = -0.5 * c["paper_reduction"]
+        del c["size_ratio"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps(earlier))
+    again = reproduce(out, scale="tiny", progress=False, compare=tmp_path / "old", compare_label="old simulator")
+    assert {r["status"] for r in again["runs"].values()} == {"reused"}
+    compared = {c["effect"] + c["table"]: c for c in again["compared_with"]["comparisons"]}
+    assert all(c["size_ratio"] == pytest.approx(-0.5) and not c["same_direction"] for c in compared.values())
+    text = (out / "report.md").read_text()
+    assert "old simulator: ours / paper" in text and f"0 of {len(first['comparisons'])} effects" in text
+    for c in again["comparisons"]:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {c['effect']} | {c['table']} |"))
+        assert row.rstrip(" |").endswith(f"{pct(-0.5 * c['paper_reduction'])} | {fmt(-0.5)} | no"), row
+
+
+def test_compare_with_something_that_is_not_a_reproduction_is_refused_before_any_work(tmp_path, run_cli):
+    from mrsynth.errors import InputError
+
+    with pytest.raises(InputError, match="no reproduction results"):
+        reproduce(tmp_path / "out", scale="tiny", progress=False, compare=tmp_path / "nothing")
+    (tmp_path / "bad.json").write_text("{}")
+    code, _, err = run_cli("reproduce", "--scale", "tiny", "--out", tmp_path / "out", "--compare", tmp_path / "bad.json")
+    assert code == 2 and "bad.json" in err and "not the results of a reproduction" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_paper_scale_trains_each_table_as_the_paper_did():
     """The run configurations built for --scale paper carry the paper's protocol (sections 3 and 4.2)."""
     ids = [f"{i:06d}" for i in range(60)]

@@ -208,7 +208,8 @@ def _baselines(args) -> int:
 def _reproduce(args) -> int:
     from .reproduce import reproduce
 
-    results = reproduce(args.out, args.data, args.scale, args.seed)
+    results = reproduce(args.out, args.data, args.scale, args.seed, compare=args.compare,
+                        compare_label=args.compare_label)
     agree = sum(c["same_direction"] for c in results["comparisons"])
     print(f"{len(results['runs'])} runs ({sum(r['status'] == 'reused' for r in results['runs'].values())} reused); "
           f"{agree}/{len(results['comparisons'])} of the paper's effects in the same direction; "
@@ -354,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small: 2-core CPU in <= 45 min (default); paper: the paper's settings; tiny: tests")
     p.add_argument("--out", default="reproduction")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", metavar="EARLIER",
+                   help="an earlier reproduction's folder (another simulator, other data): its effect sizes beside "
+                        "this run's in the report")
+    p.add_argument("--compare-label", default="earlier run", help="what to call it in the report")
 
     p = command("crossval", _crossval, "cross-validate over subjects: network vs both baselines on held-out volumes")
     p.add_argument("data", help="any supported layout, or a prepared cache")

@@ -242,6 +242,33 @@ def _comparison(effect: str, table: str, paper: float, ours: float) -> dict:
             "size_ratio": ours / paper if paper else None}
 
 
+def load_compared(path: str | Path, label: str) -> dict:
+    """The effects of an earlier reproduction (its folder or ``results.json``), to report beside this one's.
+
+    For example a run made with an earlier simulator, or on other data: each effect's size
+    relative to the paper's, before and after, shows what the change did to fidelity.
+    """
+    path = Path(path)
+    path = path / "results.json" if path.is_dir() else path
+    try:
+        earlier = json.loads(path.read_text())
+        comparisons = {(c["effect"], c["table"]): _comparison(c["effect"], c["table"], c["paper_reduction"],
+                                                              c["ours_reduction"])
+                       for c in earlier["comparisons"]}
+    except FileNotFoundError:
+        raise InputError("no reproduction results here (expected the folder of an earlier `mrsynth reproduce` "
+                         "or its results.json)", path) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"not the results of a reproduction ({type(error).__name__}: {error})", path) from None
+    return {"label": label, "source": str(path), "data": earlier.get("data"), "mrsynth": earlier.get("mrsynth"),
+            "scale": (earlier.get("scale") or {}).get("name"), "comparisons": list(comparisons.values())}
+
+
+def _median_ratio(comparisons: list[dict]) -> float | None:
+    ratios = [c["size_ratio"] for c in comparisons if c.get("size_ratio") is not None]
+    return float(np.median(ratios)) if ratios else None
+
+
 def _table_blocks(table: str, title: str, results: dict) -> list:
     rows = [["model", "paper loss", "our test patch MSE", "our brain-pixel MSE", "our volume PSNR (brain)",
              "our volume PSNR, p99 scale (brain)", "our volume SSIM (brain)"]]
@@ -267,14 +294,33 @@ def build_report(results: dict, figures: dict[str, Path]) -> list:
     blocks += _table_blocks("table2", "Table 2: across-subject, 1 training subject, 5 test subjects", results)
     blocks += _table_blocks("table3", f"Table 3: across-subject, {len(results['subjects']['many'])} training "
                                       "subjects, the same 5 test subjects", results)
-    rows = [["effect", "table", "paper: loss reduction", "ours: loss reduction", "ours / paper (effect size)",
-             "same direction"]]
+    compared = results.get("compared_with")
+    earlier = {(c["effect"], c["table"]): c for c in compared["comparisons"]} if compared else {}
+    header = ["effect", "table", "paper: loss reduction", "ours: loss reduction", "ours / paper (effect size)",
+              "same direction"]
+    if compared:
+        header += [f"{compared['label']}: loss reduction", f"{compared['label']}: ours / paper",
+                   f"{compared['label']}: same direction"]
+    rows = [header]
     for c in results["comparisons"]:
-        rows.append([c["effect"], c["table"], pct(c["paper_reduction"]), pct(c["ours_reduction"]),
-                     fmt(c.get("size_ratio")), "yes" if c["same_direction"] else "no"])
+        row = [c["effect"], c["table"], pct(c["paper_reduction"]), pct(c["ours_reduction"]),
+               fmt(c.get("size_ratio")), "yes" if c["same_direction"] else "no"]
+        if compared:
+            e = earlier.get((c["effect"], c["table"]))
+            row += ["-", "-", "-"] if e is None else [pct(e["ours_reduction"]), fmt(e["size_ratio"]),
+                                                      "yes" if e["same_direction"] else "no"]
+        rows.append(row)
     agree = sum(c["same_direction"] for c in results["comparisons"])
     blocks += [("h2", "The paper's findings, checked"), ("table", rows),
                ("p", f"{agree} of {len(results['comparisons'])} effects go in the paper's direction in this run.")]
+    if compared:
+        matched = [earlier[k] for k in ((c["effect"], c["table"]) for c in results["comparisons"]) if k in earlier]
+        blocks.append(("p", f"{compared['label']}: {compared['source']} (data: {compared['data']}; scale "
+                            f"{compared['scale']}; mrsynth {compared['mrsynth']}); "
+                            f"{sum(e['same_direction'] for e in matched)} of {len(matched)} effects in the paper's "
+                            f"direction there. Median effect size relative to the paper's: "
+                            f"{fmt(_median_ratio(results['comparisons']))} here, {fmt(_median_ratio(matched))} "
+                            "there."))
     for c in results["comparisons"]:
         verb = "reduces" if c["ours_reduction"] > 0 else "increases"
         blocks.append(("p", f"{c['effect']} ({c['table']}): our loss changes by {pct(-c['ours_reduction'])} "
@@ -316,10 +362,14 @@ def _prepare_data(out: Path, data: Path | None, scale: Scale, seed: int, progres
 
 
 def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "small", seed: int = 0,
-              progress: bool = True) -> dict:
-    """Run (or reuse) the experiment grid and write report.md, report.html and results.json."""
+              progress: bool = True, compare: str | Path | None = None, compare_label: str = "earlier run") -> dict:
+    """Run (or reuse) the experiment grid and write report.md, report.html and results.json.
+
+    ``compare``: an earlier reproduction's folder; its effects go beside this run's in the report.
+    """
     if scale not in SCALES:
         raise InputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    compared = load_compared(compare, compare_label) if compare else None
     started = time.perf_counter()
     out, setting = Path(out), SCALES[scale]
     out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +408,7 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
         "paper": {table: {f"{layers} layers, {kind}": value for (layers, kind), value in values.items()}
                   for table, values in PAPER.items()},
         "runs": run_info, "tables_detail": detail, "comparisons": _comparisons(tables),
-        "beats_baselines": beats, "versions": package_versions(), "mrsynth": __version__,
+        "beats_baselines": beats, "compared_with": compared, "versions": package_versions(), "mrsynth": __version__,
         "seconds": time.perf_counter() - started,
     }
     blocks = build_report(results, figures)
