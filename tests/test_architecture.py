@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mrsynth"
 LAYERS = [
     {"__init__", "errors", "logs", "atomic", "labels", "runtime", "config", "normalization", "report", "distributed",
      "augment"},
-    {"subjects", "figures", "networks", "modelfile"},
+    {"subjects", "figures", "networks", "modelfile", "masks"},
     {"cache", "fixtures", "simulate"},
     {"patches"},
     {"metrics", "runs", "predict"},

@@ -16,11 +16,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .errors import InputError
+
 
 def _temporary_name(path: Path, kind: str) -> Path:
     """A hidden name beside ``path`` that keeps its suffixes (nibabel picks gzip from ``.gz``)."""
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{kind}{suffix}")
+
+
+def check_writable(path: str | Path) -> Path:
+    """Refuse, before any long computation, an output file that could not be written.
+
+    Its folder must exist or be creatable and be writable, and the path must not be a folder.
+    Raises :class:`~mrsynth.errors.InputError` naming the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder; give an output file name", path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot create the output here: {folder} is not a folder", path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write here: the folder {folder} is not writable", path)
+    return path
 
 
 def write_file(path: str | Path, write: Callable[[Path], object]) -> Path:

@@ -30,6 +30,7 @@ from . import labels
 from .atomic import building_folder
 from .errors import InputError
 from .logs import bar, log
+from .masks import check_source, compute_masks
 from .subjects import Subject, SubjectVolumes, load_subject
 
 FORMAT_VERSION = 1
@@ -173,7 +174,7 @@ def source_record(subject: Subject) -> dict:
     return record
 
 
-def is_up_to_date(folder: Path, subject: Subject, axis: str | int) -> bool:
+def is_up_to_date(folder: Path, subject: Subject, axis: str | int, masks: str = "files") -> bool:
     """Whether ``folder`` holds a complete, current preparation of ``subject``."""
     try:
         meta = json.loads((folder / META_NAME).read_text())
@@ -181,6 +182,7 @@ def is_up_to_date(folder: Path, subject: Subject, axis: str | int) -> bool:
             meta.get("format") != FORMAT_VERSION
             or meta.get("label_table") != labels.TABLE_VERSION
             or meta.get("axis_request") != str(axis)
+            or masks_source(meta) != masks
             or meta.get("sources") != source_record(subject)
         ):
             return False
@@ -191,6 +193,11 @@ def is_up_to_date(folder: Path, subject: Subject, axis: str | int) -> bool:
         return True
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def masks_source(meta: dict) -> str:
+    """``files`` or ``auto``: where a prepared subject's brain and tissue masks came from."""
+    return "auto" if (meta.get("masks") or {}).get("method", "files") != "files" else "files"
 
 
 def intensity_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
@@ -208,7 +215,7 @@ def intensity_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
     }
 
 
-def _metadata(vols: SubjectVolumes, axis_request: str | int, axis: int, bits, unknown) -> dict:
+def _metadata(vols: SubjectVolumes, axis_request: str | int, axis: int, bits, unknown, masks: dict) -> dict:
     stored_shape = (vols.t1.shape[axis],) + tuple(n for i, n in enumerate(vols.t1.shape) if i != axis)
     stats = {"t1": intensity_stats(vols.t1, vols.mask)}
     if vols.t2 is not None:
@@ -228,6 +235,7 @@ def _metadata(vols: SubjectVolumes, axis_request: str | int, axis: int, bits, un
         "stats": stats,
         "class_voxels": labels.class_voxel_counts(bits),
         "unknown_codes": unknown,
+        "masks": masks,
     }
 
 
@@ -236,18 +244,26 @@ def _write_array(folder: Path, name: str, volume: np.ndarray, axis: int) -> None
 
 
 def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "axial",
-                    force: bool = False) -> PrepareResult:
+                    force: bool = False, masks: str = "files") -> PrepareResult:
     """Validate ``subject`` and write it to ``cache_dir/<id>`` atomically.
 
+    ``masks="auto"``: the brain mask and segmentation are computed from the T1w
+    (:mod:`mrsynth.masks`), whatever files the subject has; the subject records how.
     Never raises for bad input: the problem is returned in the result, and nothing
     is written for that subject.
     """
     cache_dir = Path(cache_dir)
     final = cache_dir / subject.id
-    if not force and is_up_to_date(final, subject, axis):
+    if not force and is_up_to_date(final, subject, axis, masks):
         return PrepareResult(subject.id, "up-to-date")
     try:
-        vols = load_subject(subject)
+        record = {"method": "files"}
+        if masks == "auto":
+            vols = load_subject(subject, need_labels=False)
+            automatic = compute_masks(vols.t1, vols.affine, source=subject.t1)
+            vols.seg, vols.mask, record = automatic.seg, automatic.brain, automatic.provenance
+        else:
+            vols = load_subject(subject)
         stored_axis = resolve_axis(axis, vols.affine)
         bits, unknown = labels.tissue_bits(vols.seg, vols.mask)
     except InputError as error:
@@ -257,7 +273,7 @@ def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "
         _write_array(temporary, "tissue", bits, stored_axis)
         if vols.t2 is not None:
             _write_array(temporary, "t2", vols.t2, stored_axis)
-        meta = _metadata(vols, axis, stored_axis, bits, unknown)
+        meta = _metadata(vols, axis, stored_axis, bits, unknown, record)
         (temporary / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     return PrepareResult(subject.id, "prepared", unknown_codes=unknown)
 
@@ -276,12 +292,16 @@ class PrepareReport:
 
 def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int = "axial",
                 jobs: int = 1, strict: bool = False, force: bool = False,
-                progress: bool = True) -> PrepareReport:
+                progress: bool = True, masks: str = "files") -> PrepareReport:
     """Prepare every subject (``jobs`` in parallel); bad subjects are reported, not fatal.
+
+    ``masks``: ``files`` (the subjects' own segmentation and brain mask) or ``auto``
+    (computed from each T1w, :mod:`mrsynth.masks`).
 
     With ``strict``, the first bad subject raises :class:`InputError` (subjects
     already prepared stay; nothing partial is left).
     """
+    check_source(masks)
     results = []
     progress_bar = bar(total=len(subjects), allowed=progress, desc="prepare", unit="subject")
 
@@ -303,10 +323,10 @@ def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int 
     try:
         if jobs <= 1:
             for subject in subjects:
-                collect(prepare_subject(subject, cache_dir, axis, force))
+                collect(prepare_subject(subject, cache_dir, axis, force, masks))
         else:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = [pool.submit(prepare_subject, s, cache_dir, axis, force) for s in subjects]
+                futures = [pool.submit(prepare_subject, s, cache_dir, axis, force, masks) for s in subjects]
                 try:
                     for future in as_completed(futures):
                         collect(future.result())

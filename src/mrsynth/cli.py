@@ -28,7 +28,7 @@ def _prepare(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = prepare_all(subjects, args.out, axis=args.axis, jobs=args.jobs,
-                             strict=args.strict, force=args.force)
+                             strict=args.strict, force=args.force, masks=args.masks)
     for warning in caught:
         log.warning("warning: %s", warning.message)
     for status in ("prepared", "up-to-date"):
@@ -38,6 +38,17 @@ def _prepare(args) -> int:
         for result in report.failed:
             log.error("  %s: %s", result.id, result.message)
     return 2 if report.failed and len(report.failed) == len(report.results) else 0
+
+
+def _masks(args) -> int:
+    from .masks import write_masks
+
+    with warnings.catch_warnings(record=True):  # the T2w-looking warning is logged by the masks module
+        warnings.simplefilter("always")
+        paths = write_masks(Path(args.t1), Path(args.out), figure=not args.no_figure)
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
 
 
 def _inspect(args) -> int:
@@ -152,7 +163,7 @@ def _predict(args) -> int:
     if args.data:
         if not args.out_dir:
             raise InputError("--data needs --out-dir")
-        written = predict_many(model, info, Path(args.data), Path(args.out_dir), **options)
+        written = predict_many(model, info, Path(args.data), Path(args.out_dir), masks=args.masks, **options)
         print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
         return 0
     if not args.out:
@@ -161,7 +172,7 @@ def _predict(args) -> int:
         predict_prepared_file(model, info, PreparedSubject.open(args.subject), Path(args.out), **options)
     elif args.t1:
         predict_files(model, info, Path(args.t1), Path(args.out), args.seg and Path(args.seg),
-                      args.mask and Path(args.mask), **options)
+                      args.mask and Path(args.mask), masks=args.masks, **options)
     else:
         raise InputError("give --t1 (with --seg/--mask), --subject or --data")
     print(f"wrote {args.out}")
@@ -221,7 +232,8 @@ def _reproduce(args) -> int:
 def _crossval(args) -> int:
     from .crossval import HEADLINE, NETWORK, crossval
 
-    results = crossval(args.data, args.out, args.folds, args.config, args.preset or [], args.set or [], args.seed)
+    results = crossval(args.data, args.out, args.folds, args.config, args.preset or [], args.set or [], args.seed,
+                       masks=args.masks)
     summary = results["summary"]
     for method, scores in summary.items():
         print(f"{method}: {HEADLINE} {scores[HEADLINE]['mean']:.2f} ± {scores[HEADLINE]['sd']:.2f} dB "
@@ -245,6 +257,7 @@ def _demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .config import PRESETS
     from .fixtures import LAYOUTS as FIXTURE_LAYOUTS
+    from .masks import SOURCES as MASK_SOURCES
     from .metrics import SCALES as SCORE_SCALES
     from .normalization import METHODS
     from .patches import CHANNELS
@@ -278,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="subjects prepared in parallel")
     p.add_argument("--strict", action="store_true", help="stop at the first bad subject")
     p.add_argument("--force", action="store_true", help="rebuild subjects even if up to date")
+    p.add_argument("--masks", default="files", choices=MASK_SOURCES,
+                   help="files: each subject's segmentation and brain mask (default); auto: computed from the "
+                        "T1w by atlas registration (needs the `masks` extra)")
+
+    p = command("masks", _masks, "brain mask and tissue labels from a bare T1w (atlas registration, no FreeSurfer)")
+    p.add_argument("t1", help="T1w NIfTI: whole head or skull-stripped, any orientation and voxel size")
+    p.add_argument("--out", required=True, help="output folder: brainmask, wmparc, tissue_classes, masks.json, QC figure")
+    p.add_argument("--no-figure", action="store_true", help="skip the QC figure")
 
     p = command("inspect", _inspect, "summarise a prepared cache")
     p.add_argument("cache")
@@ -337,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="output folder (with --data): <id>.nii.gz per subject")
     p.add_argument("--batch-size", type=int, default=8, help="slices per batch")
     p.add_argument("--device", default="auto")
+    p.add_argument("--masks", default="files", choices=MASK_SOURCES,
+                   help="files: --seg/--mask (or each subject's own); auto: computed from the T1w by atlas "
+                        "registration (needs the `masks` extra)")
 
     p = command("evaluate", _evaluate, "score predictions against acquired T2w")
     p.add_argument("--pred", required=True, help="predicted NIfTI, or a folder of <id>.nii.gz")
@@ -368,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override any config field")
     p.add_argument("--out", default="crossval", help="output folder (re-running resumes it)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--masks", default="files", choices=MASK_SOURCES,
+                   help="files: each subject's own segmentation and brain mask (default); auto: computed from "
+                        "each T1w by atlas registration (needs the `masks` extra)")
 
     p = command("demo", _demo, "run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output")

@@ -31,6 +31,7 @@ from . import __version__, runs
 from .atomic import write_text
 from .baselines import KINDS as BASELINE_KINDS, fit_for_run
 from .cache import is_prepared_cache, list_prepared, prepare_all
+from .masks import check_source
 from .config import load_config
 from .errors import InputError
 from .evaluate import Reference, score
@@ -71,12 +72,15 @@ def bootstrap_ci(differences: list[float], seed: int = 0, samples: int = BOOTSTR
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def _subjects(data: Path, out: Path, progress: bool) -> tuple[Path, list]:
+def _subjects(data: Path, out: Path, progress: bool, masks: str = "files") -> tuple[Path, list]:
     if is_prepared_cache(data):
+        if masks == "auto":
+            raise InputError("--masks auto applies to data folders; a prepared cache has its masks already "
+                             "(prepare it with --masks auto)", data)
         cache = data
     else:
-        cache = out / "cache"
-        report = prepare_all(discover(data), cache, progress=progress)
+        cache = out / ("cache" if masks == "files" else "cache-auto-masks")
+        report = prepare_all(discover(data), cache, progress=progress, masks=masks)
         if report.failed:
             log.warning("left out (bad input): %s", "; ".join(f"{r.id}: {r.message}" for r in report.failed))
     subjects = [s for s in list_prepared(cache) if s.has_t2]
@@ -101,12 +105,17 @@ def _score_fold(run_dir: Path, held_out: list, figures: Path) -> dict:
 
 
 def crossval(data: str | Path, out: str | Path, folds: str | int = "loo", config: str | Path | None = None,
-             presets: list[str] = (), overrides: list[str] = (), seed: int = 0, progress: bool = True) -> dict:
-    """Run (or resume) every fold and write report.md, report.html and results.json."""
+             presets: list[str] = (), overrides: list[str] = (), seed: int = 0, progress: bool = True,
+             masks: str = "files") -> dict:
+    """Run (or resume) every fold and write report.md, report.html and results.json.
+
+    ``masks="auto"``: every subject's brain and tissue masks computed from its T1w
+    (:mod:`mrsynth.masks`), for training, prediction and the scored brain region alike.
+    """
     started = time.perf_counter()
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    cache, subjects = _subjects(Path(data), out, progress)
+    cache, subjects = _subjects(Path(data), out, progress, check_source(masks))
     by_id = {s.id: s for s in subjects}
     fold_info, per_subject = [], {}
     for k, held_out in enumerate(make_folds(sorted(by_id), folds, seed), start=1):

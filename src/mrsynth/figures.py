@@ -135,3 +135,32 @@ def per_subject_figure(values: dict[str, dict[str, float]], path: str | Path, yl
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path, 90)
+
+
+def masks_figure(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, zooms, path: str | Path,
+                 title: str = "") -> Path:
+    """Quality control of masks: the T1w on three planes through the brain's centre, the tissue classes
+    overlaid and the brain mask's outline (red)."""
+    classes = np.where(brain, tissue_class_image(seg), -1)
+    centre = [int(round(np.mean(axis))) for axis in np.nonzero(brain)]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    limit = np.percentile(t1[brain], 99) if brain.any() else t1.max()
+    colours = ListedColormap(CLASS_COLOURS)
+    for axis, ax in enumerate(axes):
+        cut = [slice(None)] * 3
+        cut[axis] = centre[axis]
+        plane = tuple(cut)
+        others = [z for i, z in enumerate(zooms) if i != axis]
+        ax.imshow(t1[plane].T, cmap="gray", origin="lower", vmin=0, vmax=limit, aspect=others[1] / others[0])
+        overlay = np.ma.masked_less(classes[plane].T, 0)
+        ax.imshow(overlay, cmap=colours, vmin=0, vmax=len(CLASS_COLOURS) - 1, alpha=0.35, origin="lower",
+                  aspect=others[1] / others[0], interpolation="nearest")
+        ax.contour(brain[plane].T.astype(float), [0.5], colors="red", linewidths=0.8)
+        ax.set_title(f"voxel axis {axis}, index {centre[axis]}", fontsize=9)
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CLASS_COLOURS]
+    fig.legend(handles, [name.replace("_", " ") for name in labels.CLASSES[1:]], loc="lower center", ncol=7,
+               fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path, 80, rect=(0, 0.06, 1, 0.95))

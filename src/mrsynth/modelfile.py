@@ -45,6 +45,7 @@ class ModelInfo:
     features: list = field(default_factory=list)  # unet: BasicUNet feature counts
     context: int = 0  # 2.5D: neighbouring slices on each side given as extra T1w channels
     strip: bool = False  # T1w set to 0 outside the brain mask before prediction
+    masks: str = "files"  # where the training subjects' masks came from: "files" or "auto" (mrsynth.masks)
     training: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     format: int = MODEL_FORMAT

@@ -13,10 +13,11 @@ import nibabel as nib
 import numpy as np
 import torch
 from . import labels
-from .atomic import write_file
-from .cache import PreparedSubject, intensity_stats, is_prepared_cache, list_prepared, resolve_axis
+from .atomic import check_writable, write_file
+from .cache import PreparedSubject, intensity_stats, is_prepared_cache, list_prepared, masks_source, resolve_axis
 from .errors import InputError
 from .logs import bar, log
+from .masks import check_source, compute_masks
 from .modelfile import ModelInfo
 from .networks import inference_model
 from .normalization import Transform
@@ -118,11 +119,35 @@ def write_like(volume: np.ndarray, reference: nib.Nifti1Image | None, affine: np
     return write_file(path, lambda temporary: nib.save(image, str(temporary)))
 
 
+def needs_masks(info: ModelInfo) -> bool:
+    """Whether a model needs a brain mask (and maybe tissue masks) at prediction."""
+    return info.uses_masks or info.strip or info.norm().method != "paper"
+
+
+def warn_if_masks_differ(info: ModelInfo, used: str, source) -> None:
+    """Say so when prediction masks come from elsewhere than the training masks (never silently mixed)."""
+    if needs_masks(info) and used != info.masks:
+        log.warning("%s: masks from %s, but the model was trained on masks from %s: automatic and FreeSurfer "
+                    "masks differ systematically, expect some loss of accuracy", source, used, info.masks)
+
+
 def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None = None, mask: Path | None = None,
-                  **kwargs) -> Path:
-    """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine."""
+                  masks: str = "files", **kwargs) -> Path:
+    """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine.
+
+    ``masks="auto"``: the brain mask and segmentation are computed from the T1w
+    (:mod:`mrsynth.masks`; ``seg`` and ``mask`` must then be absent).
+    """
+    check_source(masks)
+    if masks == "auto" and (seg or mask):
+        raise InputError("give either --masks auto or --seg/--mask files, not both", t1)
+    check_writable(out)
     subject = Subject(id="input", t1=Path(t1), seg=seg and Path(seg), mask=mask and Path(mask))
     volumes = load_subject(subject, need_labels=False)
+    if masks == "auto" and needs_masks(info):
+        automatic = compute_masks(volumes.t1, volumes.affine, source=t1)
+        volumes.seg, volumes.mask = automatic.seg, automatic.brain
+    warn_if_masks_differ(info, masks, t1)
     volume = predict_arrays(model, info, volumes.t1, volumes.affine, volumes.seg, volumes.mask,
                             source=str(t1), **kwargs)
     return write_like(volume, nib.load(str(t1)), volumes.affine, out)
@@ -130,23 +155,31 @@ def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None 
 
 def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out: Path, **kwargs) -> Path:
     """Predict a prepared subject into a NIfTI with its source T1w's header (when still there) and affine."""
+    warn_if_masks_differ(info, masks_source(subject.meta), subject.folder)
     volume = predict_prepared(model, info, subject, **kwargs)
     source = Path(subject.meta["sources"]["t1"]["path"])
     reference = nib.load(str(source)) if source.exists() else None
     return write_like(volume, reference, subject.affine, out)
 
 
-def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, **kwargs) -> list[Path]:
-    """Predict every subject of a prepared cache or a data folder (any layout) into ``out_dir/<id>.nii.gz``."""
+def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str = "files", **kwargs) -> list[Path]:
+    """Predict every subject of a prepared cache or a data folder (any layout) into ``out_dir/<id>.nii.gz``.
+
+    ``masks="auto"`` (data folders only): masks computed from each T1w, the subjects' own ignored.
+    """
     root = Path(root)
     written = []
     if is_prepared_cache(root):
+        if masks == "auto":
+            raise InputError("--masks auto applies to data folders; a prepared cache has its masks already "
+                             "(prepare it with --masks auto)", root)
         for subject in list_prepared(root):
             written.append(predict_prepared_file(model, info, subject, out_dir / f"{subject.id}.nii.gz", **kwargs))
             log.info("predict %s: %s", subject.id, written[-1])
         return written
     for subject in discover(root):
-        written.append(predict_files(model, info, subject.t1, out_dir / f"{subject.id}.nii.gz",
-                                     subject.seg, subject.mask, **kwargs))
+        own = (None, None) if masks == "auto" else (subject.seg, subject.mask)
+        written.append(predict_files(model, info, subject.t1, out_dir / f"{subject.id}.nii.gz", *own,
+                                     masks=masks, **kwargs))
         log.info("predict %s: %s", subject.id, written[-1])
     return written

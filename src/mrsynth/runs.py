@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import PreparedSubject, list_prepared
+from .cache import PreparedSubject, list_prepared, masks_source
 from .config import TrainConfig, load_config
 from .errors import InputError
 from .modelfile import DESCRIPTION
@@ -61,6 +61,22 @@ class RunData:
         """The slicing axis the training subjects were prepared with (what a model records)."""
         return self.train.parts[0].subject.axis_request
 
+    @property
+    def masks(self) -> str:
+        """Where the training subjects' masks came from (``files`` or ``auto``; one for all, checked)."""
+        return masks_source(self.train.parts[0].subject.meta)
+
+
+def check_masks_agree(subjects: list[PreparedSubject]) -> None:
+    """Refuse a run whose subjects mix masks from files with automatic masks (they differ systematically)."""
+    by_source: dict[str, list[str]] = {}
+    for subject in subjects:
+        by_source.setdefault(masks_source(subject.meta), []).append(subject.id)
+    if len(by_source) > 1:
+        raise InputError("the run's subjects mix masks from files (" + ", ".join(by_source["files"]) + ") with "
+                         "automatic masks (" + ", ".join(by_source["auto"]) + "): prepare them all the same way "
+                         "(prepare --masks files|auto)")
+
 
 def _pick(subjects: dict[str, PreparedSubject], ids: list[str], cache) -> list[PreparedSubject]:
     missing = [i for i in ids if i not in subjects]
@@ -92,6 +108,7 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
     grid = PatchGrid(data.patch_size, data.stride)
     split = split or make_split(config, subjects, grid)
     train_subjects = _pick(subjects, split.train, data.cache)
+    check_masks_agree(_pick(subjects, sorted(set(split.train) | set(split.val) | set(split.test)), data.cache))
     norm = Normalization.fit(data.norm, [s.stats for s in train_subjects])
 
     if data.sampling not in SAMPLINGS:

@@ -240,7 +240,7 @@ class Trainer:
         info = ModelInfo(
             n_layers=model.layers, in_channels=self.in_channels, width=model.width, kind=model.kind,
             features=list(model.features) if model.kind == "unet" else [], context=self.config.data.context,
-            strip=self.config.data.strip,
+            strip=self.config.data.strip, masks=data.masks,
             normalization=asdict(data.normalization),
             patch_size=data.grid.size, stride=data.grid.stride, axis=data.axis,
             training={k: summary[k] for k in ("epochs", "train_patches", "subjects", "train_loss")},

@@ -1,0 +1,176 @@
+"""Automatic masks from a bare T1w (mrsynth.masks): registration on a real head, plumbing, refusals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.processing import resample_from_to
+
+from mrsynth import labels, masks
+from mrsynth.cache import list_prepared, masks_source, prepare_all
+from mrsynth.errors import InputError
+from mrsynth.subjects import discover
+
+from conftest import tiny_config, write_dataset
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1)
+
+
+def _head_in_another_pose(tmp_path):
+    """The shipped 2 mm head template on a 2.5 mm grid in L-I-A voxel order, rotated 8 degrees, shifted;
+    and its 1 mm brain mask resampled onto that grid (the expected result)."""
+    head = nib.load(str(masks.atlas_file("MNI152_T1_2mm.nii.gz")))
+    angle = np.deg2rad(8)
+    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    lia = np.array([[-1, 0, 0], [0, 0, 1], [0, -1, 0]]) * 2.5
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ lia
+    shape = (80, 80, 96)
+    affine[:3, 3] = np.array([5.0, -10.0, 12.0]) - affine[:3, :3] @ (np.array(shape) / 2)
+    target = nib.Nifti1Image(np.zeros(shape, np.float32), affine)
+    t1 = resample_from_to(head, target, order=1).get_fdata().astype(np.float32)
+    mask = resample_from_to(nib.load(str(masks.atlas_file("MNI152_T1_1mm_brain_mask.nii.gz"))), target,
+                            order=1).get_fdata() > 0.5
+    path = tmp_path / "head.nii.gz"
+    nib.save(nib.Nifti1Image(t1, affine), str(path))
+    return path, t1, affine, mask
+
+
+def test_ants_image_has_the_nifti_geometry(tmp_path):
+    ants = pytest.importorskip("ants")
+    c, s = np.cos(0.3), np.sin(0.3)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[0, 0, 1], [-c, -s, 0], [s, -c, 0]]) @ np.diag([0.9, 1.1, 1.2])  # oblique, P-I-R
+    affine[:3, 3] = [-40, 60, 30]
+    volume = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, affine), str(tmp_path / "v.nii.gz"))
+    read, ours = ants.image_read(str(tmp_path / "v.nii.gz")), masks.to_ants(volume, affine)
+    np.testing.assert_allclose(ours.origin, read.origin, atol=1e-4)
+    np.testing.assert_allclose(ours.spacing, read.spacing, atol=1e-4)
+    np.testing.assert_allclose(ours.direction, read.direction, atol=1e-4)
+    np.testing.assert_array_equal(ours.numpy(), read.numpy())
+
+
+@pytest.mark.slow
+def test_masks_of_a_rotated_reoriented_coarser_head_land_on_its_grid(tmp_path, run_cli):
+    pytest.importorskip("ants")
+    path, t1, affine, expected = _head_in_another_pose(tmp_path)
+    code, out, _ = run_cli("masks", path, "--out", tmp_path / "masks")
+    assert code == 0, out
+    brain = nib.load(str(tmp_path / "masks" / "brainmask.nii.gz"))
+    assert brain.shape == t1.shape and np.allclose(brain.affine, affine)
+    assert _dice(np.asarray(brain.dataobj) > 0, expected) > 0.9
+    seg = np.asarray(nib.load(str(tmp_path / "masks" / "wmparc.nii.gz")).dataobj)
+    classes = np.asarray(nib.load(str(tmp_path / "masks" / "tissue_classes.nii.gz")).dataobj)
+    counts = labels.class_voxel_counts(labels.tissue_bits(seg, np.asarray(brain.dataobj) > 0)[0])
+    for name in ("grey_matter", "white_matter", "csf", "subcortical", "cerebellum"):
+        assert counts[name] > 100, (name, counts)
+    assert set(np.unique(classes)) <= set(range(len(labels.CLASSES))) and (classes[seg == 0] <= 7).all()
+    # white matter brighter than grey matter in the T1w, as the labels claim
+    bits = labels.tissue_bits(seg, np.asarray(brain.dataobj) > 0)[0]
+    assert np.median(t1[labels.has_class(bits, "white_matter")]) > np.median(t1[labels.has_class(bits, "grey_matter")])
+    record = json.loads((tmp_path / "masks" / "masks.json").read_text())
+    assert record["masks"]["method"] == masks.METHOD and record["masks"]["input"] == "whole-head"
+    assert record["warnings"] == [] and (tmp_path / "masks" / "masks_qc.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_t2w_looking_input_gets_a_warning(tmp_path, caplog):
+    pytest.importorskip("ants")
+    path, t1, affine, _ = _head_in_another_pose(tmp_path)
+    inverted = np.where(t1 > 0.05 * t1.max(), t1.max() * 1.1 - t1, 0).astype(np.float32)  # WM dark, CSF bright
+    with caplog.at_level(logging.WARNING, logger="mrsynth"), pytest.warns(UserWarning, match="T2w rather than a T1w"):
+        result = masks.compute_masks(inverted, affine, source="inverted.nii.gz")
+    assert result.warnings and "inverted.nii.gz" in result.warnings[0]
+
+
+@pytest.mark.parametrize("case", ["2d", "4d", "constant", "empty", "nan", "tiny"])
+def test_inputs_no_registration_can_use_are_refused_with_exit_2_and_nothing_written(tmp_path, run_cli, case):
+    volume = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+    if case == "2d":
+        volume = volume[:, :, :1]
+    elif case == "4d":
+        volume = np.stack([volume, volume], axis=-1)
+    elif case == "constant":
+        volume[:] = 3.0
+    elif case == "nan":
+        volume[3, 3, 3] = np.nan
+    elif case == "empty":
+        volume[:] = 0.0
+    elif case == "tiny":
+        volume = volume[:4]
+    path = tmp_path / f"{case}.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(path))
+    code, _, err = run_cli("masks", path, "--out", tmp_path / "out")
+    assert code == 2 and str(path) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_extra_is_named(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ants", None)  # import ants -> ImportError
+    volume = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+    with pytest.raises(InputError, match=r"mrsynth\[masks\]"):
+        masks.compute_masks(volume, np.eye(4))
+
+
+@pytest.fixture
+def fake_registration(monkeypatch):
+    """compute_masks replaced by the fixture's own masks read back from its files (no registration)."""
+    calls = []
+
+    def fake(t1, affine, source="T1w"):
+        folder = __import__("pathlib").Path(source).parent
+        seg = np.asarray(nib.load(str(folder / "wmparc.nii.gz")).dataobj).astype(np.int32)
+        brain = np.asarray(nib.load(str(folder / "brainmask_fs.nii.gz")).dataobj) > 0
+        calls.append(source)
+        return masks.AutoMasks(brain, seg, masks.provenance() | {"input": "test"})
+
+    import mrsynth.cache
+    import mrsynth.predict
+
+    monkeypatch.setattr(mrsynth.cache, "compute_masks", fake)
+    monkeypatch.setattr(mrsynth.predict, "compute_masks", fake)
+    return calls
+
+
+def test_prepare_auto_records_where_masks_came_from_and_a_run_refuses_to_mix(tmp_path, fake_registration, run_cli):
+    from mrsynth.train import train
+
+    root = write_dataset(tmp_path / "data", 3, "hcp", shape=(40, 48, 36))
+    prepare_all(discover(root), tmp_path / "cache", progress=False)
+    assert {masks_source(s.meta) for s in list_prepared(tmp_path / "cache")} == {"files"}
+    code, out, _ = run_cli("prepare", root, "--out", tmp_path / "cache", "--masks", "auto")
+    assert code == 0 and "prepared: 3" in out and len(fake_registration) == 3  # the masks setting is part of up-to-date
+    subjects = list_prepared(tmp_path / "cache")
+    assert all(s.meta["masks"]["method"] == masks.METHOD for s in subjects)
+    code, out, _ = run_cli("prepare", root, "--out", tmp_path / "cache", "--masks", "auto")
+    assert "up-to-date: 3" in out and len(fake_registration) == 3
+    # one subject back to file masks: a run over all three refuses to mix
+    prepare_all([s for s in discover(root) if s.id == "002"], tmp_path / "cache", progress=False)
+    with pytest.raises(InputError, match=r"mix masks from files \(002\) with automatic masks \(001, 003\)"):
+        train(tiny_config(tmp_path / "cache", "optim.epochs=1"), tmp_path / "run", progress=False)
+
+
+def test_predict_auto_masks_from_a_bare_t1w_and_says_when_they_differ_from_training(
+        tmp_path, trained, fake_registration, run_cli):
+    run, _, _ = trained
+    root = write_dataset(tmp_path / "data", 1, "hcp", shape=(40, 48, 36))
+    t1 = next(iter(discover(root))).t1
+    code, _, err = run_cli("predict", "--model", run / "model", "--t1", t1, "--masks", "auto",
+                           "--out", tmp_path / "pred.nii.gz")
+    assert code == 0 and fake_registration == [t1]
+    assert "masks from auto, but the model was trained on masks from files" in err
+    with_files = tmp_path / "files.nii.gz"
+    run_cli("predict", "--model", run / "model", "--t1", t1, "--seg", t1.parent / "wmparc.nii.gz",
+            "--mask", t1.parent / "brainmask_fs.nii.gz", "--out", with_files)
+    np.testing.assert_allclose(nib.load(str(tmp_path / "pred.nii.gz")).get_fdata(), nib.load(str(with_files)).get_fdata())
+    code, _, err = run_cli("predict", "--model", run / "model", "--t1", t1, "--masks", "auto", "--mask",
+                           t1.parent / "brainmask_fs.nii.gz", "--out", tmp_path / "both.nii.gz")
+    assert code == 2 and "not both" in err and not (tmp_path / "both.nii.gz").exists()
