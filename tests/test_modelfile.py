@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -34,6 +36,10 @@ def test_load_refuses_broken_model_folders(tmp_path, run_cli):
         load_model(tmp_path)
     save_model(tmp_path / "m", FCN(3, 9), _info(FCN(3, 9)))
     (tmp_path / "m" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="SHA-256 differs"):
+        load_model(tmp_path / "m")
+    description = json.loads((tmp_path / "m" / "model.json").read_text())
+    (tmp_path / "m" / "model.json").write_text(json.dumps(description | {"weights_sha256": ""}))
     with pytest.raises(InputError, match="cannot load the weights"):
         load_model(tmp_path / "m")
 

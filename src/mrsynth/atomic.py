@@ -25,6 +25,12 @@ def _temporary_name(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{kind}{suffix}")
 
 
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 def check_writable(path: str | Path) -> Path:
     """Refuse, before any long computation, an output file that could not be written.
 
@@ -51,6 +57,7 @@ def write_file(path: str | Path, write: Callable[[Path], object]) -> Path:
     temporary = _temporary_name(path, "tmp")
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())  # as open() would; some writers create 0600 files
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     loudness.add_argument("-v", "--verbose", action="store_true", help="also debug messages")
     messages.add_argument("--progress", action="store_true",
                           help="progress bars even when standard error is not a terminal")
+    messages.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
 
     parser = argparse.ArgumentParser(prog="mrsynth", description="Predict T2w MRI from T1w MRI.")
     parser.add_argument("--version", action="version", version=f"mrsynth {__version__}")
@@ -411,6 +412,21 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         log.error("mrsynth: error: %s", error)
         return 2
+    except KeyboardInterrupt:
+        log.error("mrsynth: interrupted")
+        return 130
+    except OSError as error:  # a full disk, a read-only folder, a file that vanished: the user's to fix
+        if args.debug:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        log.error("mrsynth: error: %s%s", where, error.strerror or error)
+        return 2
+    except Exception as error:  # an internal error: one line and a hint, never a bare traceback by default
+        if args.debug:
+            raise
+        log.error("mrsynth: internal error: %s: %s (run again with --debug for the traceback, and please "
+                  "report it)", type(error).__name__, error)
+        return 1
 
 
 if __name__ == "__main__":

@@ -74,6 +74,11 @@ def masked_ssim(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray, data_range
     """Mean of MONAI's SSIM map over brain voxels (3D volume, or a stack of 2D slices on axis 0)."""
     half = SSIM_WINDOW // 2
     to_tensor = lambda v: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+    # a margin of half a window on every side, so a mask at the volume's edge or thinner than the
+    # window (a few slices) still has a full window around each of its voxels
+    pad = [(0, 0)] * (3 - spatial_dims) + [(half, half)] * spatial_dims
+    pred, ref = np.pad(pred, pad, mode="edge"), np.pad(ref, pad, mode="edge")
+    brain = np.pad(brain, pad, constant_values=False)
     if spatial_dims == 3:
         box = _bounding_box(brain, half)
         pred, ref, brain = pred[box], ref[box], brain[box]

@@ -9,6 +9,7 @@ FCN and the lookup baselines), so loading a model never imports training code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,7 @@ class ModelInfo:
     features: list = field(default_factory=list)  # unet: BasicUNet feature counts
     context: int = 0  # 2.5D: neighbouring slices on each side given as extra T1w channels
     strip: bool = False  # T1w set to 0 outside the brain mask before prediction
+    weights_sha256: str = ""  # of model.safetensors, checked at load (empty: written before mrsynth checked it)
     masks: str = "files"  # where the training subjects' masks came from: "files" or "auto" (mrsynth.masks)
     training: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -75,9 +77,18 @@ def save_model(folder: str | Path, model: nn.Module, info: ModelInfo) -> Path:
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_file(folder / WEIGHTS, lambda temporary: save_file(state, str(temporary)))
+    info.weights_sha256 = file_sha256(folder / WEIGHTS)
     info.versions = package_versions()
     write_text(folder / DESCRIPTION, json.dumps(asdict(info), indent=2) + "\n")
     return folder
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _network(info: ModelInfo, state: dict) -> nn.Module:
@@ -103,8 +114,17 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
             f"{labels.TABLE_VERSION}: its tissue masks would differ", folder)
     if info.kind not in TRAINABLE and info.kind not in LOOKUPS:
         raise InputError(f"unknown model kind {info.kind!r}", folder / DESCRIPTION)
+    weights = folder / WEIGHTS
     try:
-        model = _network(info, load_file(str(folder / WEIGHTS)))
+        if info.weights_sha256 and file_sha256(weights) != info.weights_sha256:
+            raise InputError(f"the weights' SHA-256 differs from the one in {DESCRIPTION}: the file is corrupted "
+                             "or was replaced", weights)
+        state = load_file(str(weights))
+        bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        if bad:
+            raise InputError(f"weights hold NaN or Inf values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})",
+                             weights)
+        model = _network(info, state)
     except (OSError, RuntimeError, TypeError, ValueError, SafetensorError) as error:
-        raise InputError(f"cannot load the weights ({error})", folder / WEIGHTS) from error
+        raise InputError(f"cannot load the weights ({error})", weights) from error
     return model.to(device).eval(), info

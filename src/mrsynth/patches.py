@@ -28,6 +28,7 @@ from . import labels
 from .atomic import write_text
 from .cache import PreparedSubject
 from .config import PAPER_FRACTIONS
+from .errors import InputError
 from .normalization import Normalization, Transform
 
 BACKGROUND_BITS = np.uint8(1 << labels.BIT["unknown"])
@@ -121,11 +122,13 @@ class PatchDataset(Dataset):
                 raise ValueError(f"subject {subject.id} has no T2w image to train or test on")
             height, width = subject.stored_shape[1:]
             rows, cols = grid.starts(height), grid.starts(width)
+            try:
+                transforms = (normalization.transform("t1", subject.stats),
+                              normalization.transform("t2", subject.stats) if with_target else None)
+            except (ValueError, KeyError) as error:
+                raise InputError(f"subject {subject.id}: {error}", subject.folder) from None
             self.parts.append(_SubjectPatches(
-                subject, rows, cols, subject.stored_shape[0] * len(rows) * len(cols),
-                normalization.transform("t1", subject.stats),
-                normalization.transform("t2", subject.stats) if with_target else None,
-            ))
+                subject, rows, cols, subject.stored_shape[0] * len(rows) * len(cols), *transforms))
         self.offsets = np.cumsum([0] + [p.count for p in self.parts])
         self.total = int(self.offsets[-1])
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)

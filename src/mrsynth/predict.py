@@ -155,6 +155,7 @@ def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None 
 
 def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out: Path, **kwargs) -> Path:
     """Predict a prepared subject into a NIfTI with its source T1w's header (when still there) and affine."""
+    check_writable(out)
     warn_if_masks_differ(info, masks_source(subject.meta), subject.folder)
     volume = predict_prepared(model, info, subject, **kwargs)
     source = Path(subject.meta["sources"]["t1"]["path"])
@@ -168,6 +169,7 @@ def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str =
     ``masks="auto"`` (data folders only): masks computed from each T1w, the subjects' own ignored.
     """
     root = Path(root)
+    check_writable(Path(out_dir) / "prediction.nii.gz")
     written = []
     if is_prepared_cache(root):
         if masks == "auto":

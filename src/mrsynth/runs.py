@@ -109,7 +109,11 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
     split = split or make_split(config, subjects, grid)
     train_subjects = _pick(subjects, split.train, data.cache)
     check_masks_agree(_pick(subjects, sorted(set(split.train) | set(split.val) | set(split.test)), data.cache))
-    norm = Normalization.fit(data.norm, [s.stats for s in train_subjects])
+    try:
+        norm = Normalization.fit(data.norm, [s.stats for s in train_subjects])
+    except (ValueError, KeyError) as error:
+        raise InputError(f"cannot fit {data.norm} normalization on subjects {', '.join(split.train)}: {error}",
+                         data.cache) from None
 
     if data.sampling not in SAMPLINGS:
         raise InputError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {data.sampling!r}")

@@ -276,12 +276,18 @@ def _finite_float32(data: np.ndarray, path: Path) -> np.ndarray:
 
 def _integer_codes(data: np.ndarray, path: Path) -> np.ndarray:
     if np.issubdtype(data.dtype, np.integer):
+        low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        if low < np.iinfo(np.int32).min or high > np.iinfo(np.int32).max:
+            raise InputError(f"segmentation codes from {low} to {high} do not fit 32 bits: not FreeSurfer codes", path)
         return data.astype(np.int32, copy=False)
     if not np.isfinite(data).all():
         raise InputError("segmentation contains NaN or Inf values", path)
     codes = np.rint(data)
     if np.abs(data - codes).max(initial=0) > 1e-3:
         raise InputError("segmentation has non-integer values (is it a label map?)", path)
+    if np.abs(codes).max(initial=0) > np.iinfo(np.int32).max:
+        raise InputError(f"segmentation codes up to {np.abs(codes).max():.0f} do not fit 32 bits: not FreeSurfer codes",
+                         path)
     return codes.astype(np.int32)
 
 
@@ -300,6 +306,7 @@ def load_subject(subject: Subject, need_t2: bool = False, need_labels: bool = Tr
                 subject.origin,
             )
     t1_raw, reference = read_volume(subject.t1)
+    check_affine(reference.affine, subject.t1)
     t1 = _finite_float32(t1_raw, subject.t1)
     grid = (t1.shape, reference.affine)
 
@@ -320,6 +327,17 @@ def load_subject(subject: Subject, need_t2: bool = False, need_labels: bool = Tr
     t2 = _finite_float32(on_grid(subject.t2), subject.t2) if subject.t2 else None
     zooms = tuple(float(z) for z in reference.header.get_zooms()[:3])
     return SubjectVolumes(subject, t1, seg, mask, t2, reference.affine.copy(), zooms)
+
+
+def check_affine(affine: np.ndarray, path: Path) -> None:
+    """Refuse an affine that gives no voxel size or orientation (NaN, Inf, zero voxel size)."""
+    matrix = np.asarray(affine, float)[:3, :3]
+    if not np.isfinite(affine).all():
+        raise InputError("the affine (voxel-to-world matrix) holds NaN or Inf values", path)
+    sizes = np.linalg.norm(matrix, axis=0)
+    if sizes.min() < 1e-6 or abs(np.linalg.det(matrix)) < 1e-9 * sizes.prod():
+        raise InputError(f"the affine is singular (voxel sizes {', '.join(f'{v:.4g}' for v in sizes)} mm): "
+                         "no orientation or voxel size", path)
 
 
 def check_same_grid(shape, affine, grid, path: Path, reference: Path) -> None:
