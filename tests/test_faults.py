@@ -84,7 +84,8 @@ def test_defect_03_a_t1w_with_non_positive_brain_median_fails_train_cleanly(tmp_
 def test_defect_04_predict_refuses_an_unwritable_output_before_computing(trained, tmp_path, run_cli):
     run, _, cache = trained
     subject = list_prepared(cache)[0].folder
-    code, _, err = run_cli("predict", "--model", run / "model", "--subject", subject, "--out", tmp_path)
+    (tmp_path / "p.nii.gz").mkdir()
+    code, _, err = run_cli("predict", "--model", run / "model", "--subject", subject, "--out", tmp_path / "p.nii.gz")
     assert code == 2 and "is a folder" in err
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
@@ -140,3 +141,87 @@ def test_defect_09_evaluate_scores_a_mask_thinner_than_the_ssim_window():
     mask[10:20, 10:20, 1:3] = True  # 2 voxels thick, in a 4-voxel volume
     scores = evaluate_volume(ref * 1.01, ref, mask)
     assert 0.9 < scores["ssim_3d"] <= 1 and 0.9 < scores["ssim_2d"] <= 1
+
+
+def test_defect_07_leftovers_of_killed_writers_are_removed_by_the_next_run_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from mrsynth.atomic import _temporary_name, remove_leftovers
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    names = [tmp_path / "001", tmp_path / "x.nii.gz", tmp_path / "checkpoint.pt"]
+    leftovers = [p.with_name(_temporary_name(p, kind).name.replace(f".{os.getpid()}-", f".{dead_pid}-"))
+                 for p, kind in zip(names, ("tmp", "tmp", "old"))]
+    leftovers[0].mkdir()
+    (leftovers[0] / "t1.npy").write_bytes(b"partial")
+    for path in leftovers[1:]:
+        path.write_bytes(b"partial")
+    live = _temporary_name(tmp_path / "y.nii.gz", "tmp")  # this process is alive: its file is work in progress
+    live.write_bytes(b"writing")
+    (tmp_path / "keep.nii.gz").write_bytes(b"a real output")
+    assert sorted(remove_leftovers(tmp_path)) == sorted(leftovers)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "keep.nii.gz"])
+
+
+def test_defect_07_prepare_removes_a_killed_preparations_folder(tmp_path):
+    from mrsynth.atomic import _temporary_name
+
+    root = write_dataset(tmp_path / "data", 1, "hcp", shape=(20, 24, 18))
+    (tmp_path / "cache").mkdir()
+    orphan = tmp_path / "cache" / _temporary_name(tmp_path / "cache" / "001", "tmp").name.replace(
+        f".{os.getpid()}-", ".999999999-")
+    orphan.mkdir()
+    prepare_all(discover(root), tmp_path / "cache", progress=False)
+    assert not orphan.exists() and [s.id for s in list_prepared(tmp_path / "cache")] == ["001"]
+
+
+def test_defect_08_a_truncated_array_is_caught_when_the_cache_is_opened(tmp_path, run_cli):
+    root = write_dataset(tmp_path / "data", 1, "hcp", shape=(20, 24, 18))
+    prepare_all(discover(root), tmp_path / "cache", progress=False)
+    array = tmp_path / "cache" / "001" / "t1.npy"
+    array.write_bytes(array.read_bytes()[:1000])
+    code, _, err = run_cli("inspect", tmp_path / "cache")
+    assert code == 2 and "t1.npy" in err and "prepare the subject again" in err
+    assert prepare_all(discover(root), tmp_path / "cache", progress=False).by_status("prepared")  # rebuilt
+
+
+@pytest.mark.parametrize("damage", ["model.json", "checkpoint", "split.json", "subject.json"])
+def test_defect_10_malformed_run_and_cache_files_are_clean_errors(trained, tmp_path, run_cli, damage):
+    import shutil
+
+    run, _, cache = trained
+    copy, cache_copy = tmp_path / "run", tmp_path / "cache"
+    shutil.copytree(run, copy)
+    shutil.copytree(cache, cache_copy)
+    if damage == "model.json":
+        (copy / "model" / "model.json").write_text('{"n_layers": "nine"}')
+        command = ["predict", "--model", copy / "model", "--subject", cache_copy / "001", "--out", tmp_path / "p.nii.gz"]
+    elif damage == "subject.json":
+        (cache_copy / "001" / "subject.json").write_text('{"id": "001"}')
+        command = ["inspect", cache_copy]
+    else:
+        target = copy / ("checkpoint.pt" if damage == "checkpoint" else "split.json")
+        target.write_bytes(b"\x80\x04garbage" if damage == "checkpoint" else b'{"kind": 3}')
+        config = (copy / "config.toml").read_text().replace(str(cache), str(cache_copy))
+        (copy / "config.toml").write_text(config)
+        command = ["train", "--resume", copy, "--set", "optim.epochs=8"]
+    code, _, err = run_cli(*command)
+    assert code == 2 and "Traceback" not in err, err
+    assert {"model.json": "model", "checkpoint": "checkpoint", "split.json": "split",
+            "subject.json": "subject.json"}[damage] in err
+
+
+def test_defect_12_messages_name_the_right_thing(tmp_path, trained, run_cli):
+    from mrsynth.metrics import evaluate_volume
+
+    (tmp_path / "empty.csv").write_text("")
+    code, _, err = run_cli("prepare", tmp_path / "empty.csv", "--out", tmp_path / "cache")
+    assert code == 2 and "manifest is empty" in err
+    ref = np.zeros((10, 10, 10), np.float32)
+    with pytest.raises(ValueError, match="reference's median"):
+        evaluate_volume(np.ones_like(ref), ref, np.ones(ref.shape, bool))
+    run, _, cache = trained
+    code, _, err = run_cli("predict", "--model", run / "model", "--subject", cache / "001", "--out", tmp_path / "x.txt")
+    assert code == 2 and "NIfTI" in err and not (tmp_path / "x.txt").exists()

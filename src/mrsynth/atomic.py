@@ -10,6 +10,7 @@ file at the target path.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -19,10 +20,42 @@ from typing import Callable, Iterator
 from .errors import InputError
 
 
+#: ``.<name>.<pid>-<random>.<tmp|old><suffix>``: what this module leaves only if its process dies.
+_LEFTOVER = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.(tmp|old)(\.[A-Za-z0-9.]+)?$")
+
+
 def _temporary_name(path: Path, kind: str) -> Path:
-    """A hidden name beside ``path`` that keeps its suffixes (nibabel picks gzip from ``.gz``)."""
+    """A hidden name beside ``path`` that keeps its suffixes (nibabel picks gzip from ``.gz``) and names
+    the writing process, so that a later run can tell a dead writer's leftovers from a live one's work."""
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{kind}{suffix}")
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Remove the temporary files and folders that killed writers left in ``folder`` (not live ones')."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match and not _alive(int(match.group(1))):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def _umask() -> int:

@@ -27,7 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from . import labels
-from .atomic import building_folder
+from .atomic import building_folder, remove_leftovers
 from .errors import InputError
 from .logs import bar, log
 from .masks import check_source, compute_masks
@@ -64,12 +64,22 @@ class PreparedSubject:
 
     @classmethod
     def open(cls, folder: str | Path) -> "PreparedSubject":
+        """Open a prepared subject, checking its record and that every array is whole."""
         folder = Path(folder)
         try:
             meta = json.loads((folder / META_NAME).read_text())
-        except (OSError, ValueError) as error:
-            raise InputError(f"not a prepared subject ({error})", folder) from error
-        return cls(folder, meta)
+            shape = tuple(int(n) for n in meta["stored_shape"])
+            names = ["t1", "tissue"] + (["t2"] if "t2" in meta["stats"] else [])
+            str(meta["id"]), int(meta["axis"]), meta["affine"], meta["stats"]["t1"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"not a prepared subject, or its {META_NAME} is damaged ({type(error).__name__}: "
+                             f"{error}); prepare it again", folder) from None
+        subject = cls(folder, meta)
+        for name in names:
+            found = subject.array(name).shape
+            if found != shape:
+                raise InputError(f"{name}.npy has shape {found}, its record says {shape}: prepare it again", folder)
+        return subject
 
     @property
     def id(self) -> str:
@@ -89,7 +99,11 @@ class PreparedSubject:
 
     def array(self, name: str) -> np.ndarray:
         """``t1``, ``t2`` or ``tissue`` as a read-only memory map (slice-major)."""
-        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        path = self.folder / f"{name}.npy"
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as error:  # missing, truncated, not an array
+            raise InputError(f"unreadable prepared array ({error}): prepare the subject again", path) from None
 
     @property
     def axis_request(self) -> str:
@@ -278,6 +292,19 @@ def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "
     return PrepareResult(subject.id, "prepared", unknown_codes=unknown)
 
 
+def _die_with_parent() -> None:
+    """In a worker process: be terminated when the parent dies (Linux), not live on as an orphan."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 @dataclass
 class PrepareReport:
     results: list[PrepareResult]
@@ -302,6 +329,7 @@ def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int 
     already prepared stay; nothing partial is left).
     """
     check_source(masks)
+    remove_leftovers(cache_dir)  # of preparations that were killed
     results = []
     progress_bar = bar(total=len(subjects), allowed=progress, desc="prepare", unit="subject")
 
@@ -325,7 +353,7 @@ def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int 
             for subject in subjects:
                 collect(prepare_subject(subject, cache_dir, axis, force, masks))
         else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, initializer=_die_with_parent) as pool:
                 futures = [pool.submit(prepare_subject, s, cache_dir, axis, force, masks) for s in subjects]
                 try:
                     for future in as_completed(futures):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -179,6 +180,17 @@ def _predict(args) -> int:
     return 0
 
 
+def _finite_or_null(value):
+    """JSON has no NaN or Inf: a score that is not a number is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 def _evaluate(args) -> int:
     from .atomic import write_text
     from .evaluate import Reference, evaluate_file, evaluate_folder, references
@@ -204,7 +216,7 @@ def _evaluate(args) -> int:
           "psnr_p99: each volume by its own brain 99th percentile, data range 1")
     print(table)
     if args.json:
-        write_text(args.json, json.dumps(result, indent=2) + "\n")
+        write_text(args.json, json.dumps(_finite_or_null(result), indent=2, allow_nan=False) + "\n")
     return 0
 
 

@@ -261,7 +261,7 @@ def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True) -
 
     import nibabel as nib
 
-    from .atomic import write_file, write_text
+    from .atomic import remove_leftovers, write_file, write_text
     from .figures import masks_figure
     from .subjects import Subject, load_subject
 
@@ -274,6 +274,7 @@ def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True) -
     seconds = time.perf_counter() - started
     header = nib.load(str(t1_path)).header
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir)
     paths = {key: out_dir / name for key, name in OUTPUTS.items()}
 
     def save(key: str, volume: np.ndarray, dtype) -> None:

@@ -42,14 +42,14 @@ SSIM_WINDOW = 7
 SSIM_SIGMA = 1.5
 
 
-def _rescale(volume: np.ndarray, brain: np.ndarray, scale: str) -> np.ndarray:
+def _rescale(volume: np.ndarray, brain: np.ndarray, scale: str, what: str = "volume") -> np.ndarray:
     if scale == "raw":
         return volume.astype(np.float32, copy=False)
     if scale != "brain-median":
         raise ValueError(f"unknown scale {scale!r}; choose from {SCALES}")
     median = float(np.median(volume[brain]))
     if not median > 0:
-        raise ValueError(f"median inside the brain mask is {median}: use scale 'raw'")
+        raise ValueError(f"the {what}'s median inside the brain mask is {median}: use scale 'raw'")
     return (volume / median).astype(np.float32)
 
 
@@ -109,7 +109,7 @@ def evaluate_volume(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, seg: np
     brain = np.asarray(mask) > 0
     if not brain.any():
         raise ValueError("the brain mask is empty")
-    pred, ref = _rescale(pred, brain, scale), _rescale(ref, brain, scale)
+    pred, ref = _rescale(pred, brain, scale, "prediction"), _rescale(ref, brain, scale, "reference")
     error = pred - ref
     inside = error[brain].astype(np.float64)
     data_range = float(ref[brain].max() - ref[brain].min())

@@ -257,10 +257,17 @@ class Split:
 
     @classmethod
     def load(cls, path: str | Path) -> "Split":
-        data = json.loads(Path(path).read_text())
-        if data.get("fractions") is not None:
-            data["fractions"] = tuple(data["fractions"])
-        return cls(**data)
+        try:
+            data = json.loads(Path(path).read_text())
+            if data.get("fractions") is not None:
+                data["fractions"] = tuple(data["fractions"])
+            split = cls(**data)
+            if split.kind not in ("within", "across") or not all(
+                    isinstance(getattr(split, part), list) for part in ("train", "val", "test")):
+                raise ValueError("kind must be within or across, and train/val/test lists of subject ids")
+        except (OSError, ValueError, TypeError, AttributeError) as error:
+            raise InputError(f"not a readable split ({type(error).__name__}: {error})", path) from None
+        return split
 
     def part_indices(self, part: str) -> np.ndarray | None:
         """Patch indices of ``part`` for a within-subject split; ``None`` means all patches."""

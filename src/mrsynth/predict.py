@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from . import labels
-from .atomic import check_writable, write_file
+from .atomic import check_writable, remove_leftovers, write_file
 from .cache import PreparedSubject, intensity_stats, is_prepared_cache, list_prepared, masks_source, resolve_axis
 from .errors import InputError
 from .logs import bar, log
@@ -111,12 +111,21 @@ def predict_prepared(model, info: ModelInfo, subject: PreparedSubject, batch_siz
 
 
 def write_like(volume: np.ndarray, reference: nib.Nifti1Image | None, affine: np.ndarray, path: str | Path) -> Path:
-    """Write float32 ``volume`` with the reference image's header and affine, atomically."""
+    """Write float32 ``volume`` with the reference image's header and affine, atomically
+    (and remove what killed predictions left beside it)."""
+    remove_leftovers(Path(path).parent)
     header = reference.header.copy() if reference is not None else None
     image = nib.Nifti1Image(volume.astype(np.float32), affine, header=header)
     image.set_data_dtype(np.float32)
     image.header.set_slope_inter(1.0, 0.0)
     return write_file(path, lambda temporary: nib.save(image, str(temporary)))
+
+
+def check_output(path: Path) -> Path:
+    """An output NIfTI path that can be written and says its format (.nii or .nii.gz); checked before computing."""
+    if not Path(path).name.endswith((".nii", ".nii.gz")):
+        raise InputError("the output must be a NIfTI file named .nii.gz (compressed) or .nii", path)
+    return check_writable(path)
 
 
 def needs_masks(info: ModelInfo) -> bool:
@@ -141,7 +150,7 @@ def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None 
     check_source(masks)
     if masks == "auto" and (seg or mask):
         raise InputError("give either --masks auto or --seg/--mask files, not both", t1)
-    check_writable(out)
+    check_output(out)
     subject = Subject(id="input", t1=Path(t1), seg=seg and Path(seg), mask=mask and Path(mask))
     volumes = load_subject(subject, need_labels=False)
     if masks == "auto" and needs_masks(info):
@@ -155,7 +164,7 @@ def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None 
 
 def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out: Path, **kwargs) -> Path:
     """Predict a prepared subject into a NIfTI with its source T1w's header (when still there) and affine."""
-    check_writable(out)
+    check_output(out)
     warn_if_masks_differ(info, masks_source(subject.meta), subject.folder)
     volume = predict_prepared(model, info, subject, **kwargs)
     source = Path(subject.meta["sources"]["t1"]["path"])

@@ -216,10 +216,14 @@ def _discover_csv(manifest: Path) -> list[Subject]:
         raise InputError("is not a CSV file", manifest)
     try:
         with manifest.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-            header = rows[0].keys() if rows else []
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InputError(f"cannot read the manifest: {error}", manifest) from error
+    if not header:
+        raise InputError("the manifest is empty: expected the header subject,t1,t2,seg,mask and one row per "
+                         "subject", manifest)
     missing = [c for c in ("subject", "t1", "t2", "seg", "mask") if c not in header]
     if missing:
         raise InputError(

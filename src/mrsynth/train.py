@@ -8,6 +8,7 @@ path of an uninterrupted one (on the CPU).
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import time
 from dataclasses import asdict
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import runs
-from .atomic import write_file, write_text
+from .atomic import remove_leftovers, write_file, write_text
 from .augment import augment_batch, is_active
 from .config import TrainConfig, to_toml
 from .distributed import Distributed, init_distributed
@@ -154,13 +155,14 @@ class Trainer:
         path = self.run_dir / runs.CHECKPOINT
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except (OSError, RuntimeError, EOFError) as error:
-            raise InputError(f"cannot read the checkpoint ({error})", path) from error
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = int(state["epoch"])
-        torch.set_rng_state(state["torch_rng"])
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.epoch = int(state["epoch"])
+            torch.set_rng_state(state["torch_rng"])
+        except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, IndexError,
+                pickle.UnpicklingError) as error:
+            raise InputError(f"cannot resume from this checkpoint ({type(error).__name__}: {error})", path) from None
         self.distributed.barrier()  # every rank has read the files before rank 0 rewrites them
         if self.distributed.main:
             runs.truncate_history(self.run_dir, self.epoch)
