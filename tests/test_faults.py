@@ -225,3 +225,31 @@ def test_defect_12_messages_name_the_right_thing(tmp_path, trained, run_cli):
     run, _, cache = trained
     code, _, err = run_cli("predict", "--model", run / "model", "--subject", cache / "001", "--out", tmp_path / "x.txt")
     assert code == 2 and "NIfTI" in err and not (tmp_path / "x.txt").exists()
+
+
+def test_defect_11_concurrent_folder_replacements_always_leave_one_whole_folder(tmp_path):
+    import threading
+
+    from mrsynth.atomic import building_folder
+
+    final = tmp_path / "subject"
+    errors = []
+
+    def writer(tag: int) -> None:
+        try:
+            for i in range(40):
+                with building_folder(final) as folder:
+                    for name in ("a", "b", "c"):
+                        (folder / name).write_text(f"{tag}-{i}")
+        except Exception as error:  # noqa: BLE001 - any failure is the defect
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    contents = {(final / name).read_text() for name in ("a", "b", "c")}
+    assert len(contents) == 1  # one writer's whole folder, never a mix
+    assert [p.name for p in tmp_path.iterdir()] == ["subject"]  # no leftovers

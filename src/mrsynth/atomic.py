@@ -9,6 +9,7 @@ file at the target path.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -102,13 +103,29 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_file(path, lambda temporary: temporary.write_text(text))
 
 
-def replace_folder(new: Path, final: Path) -> None:
-    """Swap the folder ``new`` into place as ``final``; an old ``final`` is removed only afterwards."""
-    old = _temporary_name(final, "old")
-    if final.exists():
-        os.rename(final, old)
-    os.rename(new, final)
-    shutil.rmtree(old, ignore_errors=True)
+def replace_folder(new: Path, final: Path, attempts: int = 50) -> None:
+    """Swap the folder ``new`` into place as ``final``; an old ``final`` is removed only afterwards.
+
+    Safe against another process replacing ``final`` at the same moment (two ``prepare`` runs
+    into one cache): whoever renames last wins, and ``final`` is always one whole folder.
+    """
+    for _ in range(attempts):
+        old = _temporary_name(final, "old")
+        try:
+            os.rename(final, old)
+        except FileNotFoundError:  # no old folder, or another writer moved it away first
+            old = None
+        try:
+            os.rename(new, final)
+        except OSError as error:  # another writer's folder arrived in between: move it aside, try again
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(errno.EBUSY, f"could not replace {final}: other writers kept replacing it", str(final))
 
 
 @contextmanager
