@@ -43,14 +43,23 @@ def test_bids_sessions_and_segmentation_next_to_t1(tmp_path):
     load_subject(subject)  # valid without T2w
 
 
-def test_bids_ambiguous_segmentation_is_an_error(tmp_path):
+def test_bids_ambiguous_segmentation_is_an_error_for_that_subject_only(tmp_path):
+    """Defect 12 of issue 14: one ambiguous subject used to refuse the whole dataset."""
+    from mrsynth.cache import list_prepared, prepare_all
+
     fixture = make_subject()
-    anat = tmp_path / "sub-01" / "anat"
-    save_nifti(fixture.t1, fixture.affine, anat / "sub-01_T1w.nii.gz")
-    save_nifti(fixture.seg, fixture.affine, anat / "sub-01_desc-a_dseg.nii.gz")
-    save_nifti(fixture.seg, fixture.affine, anat / "sub-01_desc-b_dseg.nii.gz")
+    for label in ("01", "02"):
+        anat = tmp_path / f"sub-{label}" / "anat"
+        save_nifti(fixture.t1, fixture.affine, anat / f"sub-{label}_T1w.nii.gz")
+        save_nifti(fixture.seg, fixture.affine, anat / f"sub-{label}_desc-a_dseg.nii.gz")
+        save_nifti(fixture.mask, fixture.affine, anat / f"sub-{label}_desc-brain_mask.nii.gz")
+    save_nifti(fixture.seg, fixture.affine, tmp_path / "sub-01" / "anat" / "sub-01_desc-b_dseg.nii.gz")
+    ambiguous, fine = discover(tmp_path)
     with pytest.raises(InputError, match="ambiguous segmentation"):
-        discover(tmp_path)
+        load_subject(ambiguous)
+    report = prepare_all([ambiguous, fine], tmp_path / "cache", progress=False)
+    assert [r.id for r in report.failed] == ["sub-01"] and "ambiguous segmentation" in report.failed[0].message
+    assert [s.id for s in list_prepared(tmp_path / "cache")] == ["sub-02"]
 
 
 def test_csv_t2_may_be_empty_and_paths_are_relative(tmp_path):

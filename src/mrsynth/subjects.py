@@ -65,6 +65,7 @@ class Subject:
     mask: Path | None
     t2: Path | None = None
     origin: Path | None = None  # the folder or manifest the subject was found in
+    problem: str | None = None  # found, but unusable (e.g. ambiguous files): reported when it is loaded
 
     def sources(self) -> dict[str, Path]:
         """The files that exist in this subject, by role."""
@@ -202,11 +203,15 @@ def _discover_bids(root: Path) -> list[Subject]:
         candidates = [
             p for folder in folders for p in _nifti_files(folder) if p.name.startswith(base + "_")
         ]
-        t2 = _find_nifti(anat, f"{prefix}_T2w") or _pick(
-            [p for p in candidates if p.parent == anat], [r"_T2w$"], "T2w image", anat
-        )
-        seg = _pick(candidates, [r"wmparc", r"aseg", r"_dseg$"], "segmentation", anat)
-        mask = _pick(candidates, [r"desc-brain_mask$", r"_mask$"], "brain mask", anat)
+        try:
+            t2 = _find_nifti(anat, f"{prefix}_T2w") or _pick(
+                [p for p in candidates if p.parent == anat], [r"_T2w$"], "T2w image", anat
+            )
+            seg = _pick(candidates, [r"wmparc", r"aseg", r"_dseg$"], "segmentation", anat)
+            mask = _pick(candidates, [r"desc-brain_mask$", r"_mask$"], "brain mask", anat)
+        except InputError as error:  # this subject alone is unusable; the others are not
+            subjects.append(Subject(id=prefix, t1=t1, seg=None, mask=None, origin=anat, problem=str(error)))
+            continue
         subjects.append(Subject(id=prefix, t1=t1, t2=t2, seg=seg, mask=mask, origin=anat))
     return subjects
 
@@ -301,6 +306,8 @@ def load_subject(subject: Subject, need_t2: bool = False, need_labels: bool = Tr
     ``need_labels=False`` (prediction with a model that needs neither tissue masks nor a
     brain mask) lets the segmentation and brain mask be absent; present ones are checked.
     """
+    if subject.problem:
+        raise InputError(f"subject {subject.id}: {subject.problem}")
     required = ("t1",) + (("seg", "mask") if need_labels else ()) + (("t2",) if need_t2 else ())
     for role in required:
         if getattr(subject, role) is None:
