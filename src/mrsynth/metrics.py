@@ -109,10 +109,15 @@ def evaluate_volume(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, seg: np
     brain = np.asarray(mask) > 0
     if not brain.any():
         raise ValueError("the brain mask is empty")
+    for what, volume in (("prediction", pred), ("reference", ref)):
+        if not np.isfinite(volume[brain]).all():
+            raise ValueError(f"the {what} holds NaN or Inf values inside the brain mask")
     pred, ref = _rescale(pred, brain, scale, "prediction"), _rescale(ref, brain, scale, "reference")
-    error = pred - ref
-    inside = error[brain].astype(np.float64)
+    error = pred.astype(np.float64) - ref
+    inside = error[brain]
     data_range = float(ref[brain].max() - ref[brain].min())
+    if not data_range > 0:
+        raise ValueError("the reference is constant inside the brain mask: PSNR and SSIM need some contrast")
     mse = float(np.mean(inside**2))
     psnr = PSNRMetric(max_val=data_range)(torch.from_numpy(pred[brain])[None], torch.from_numpy(ref[brain])[None])
     scores = {

@@ -78,17 +78,17 @@ def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, s
     """Predict a T2w volume (native axis order) from in-memory T1w, segmentation and mask."""
     norm = info.norm()
     if info.uses_masks and (seg is None or mask is None):
-        raise InputError(f"{source}: this model uses tissue masks: give a segmentation (--seg) and a brain mask (--mask)")
+        raise InputError("this model uses tissue masks: give a segmentation (--seg) and a brain mask (--mask)", source)
     if info.strip and mask is None:
-        raise InputError(f"{source}: this model strips the T1w outside the brain mask: give the mask (--mask)")
+        raise InputError("this model strips the T1w outside the brain mask: give the mask (--mask)", source)
     if norm.method != "paper" and mask is None:
-        raise InputError(f"{source}: this model uses {norm.method} normalization, which needs a brain mask (--mask)")
+        raise InputError(f"this model uses {norm.method} normalization, which needs a brain mask (--mask)", source)
     axis = resolve_axis(info.axis, affine)
     stats = {"t1": intensity_stats(t1, mask if mask is not None else np.ones(t1.shape, bool))}
     try:
         transform = norm.transform("t1", stats)
     except ValueError as error:
-        raise InputError(f"{source}: {error}") from error
+        raise InputError(str(error), source) from error
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
     out = predict_slices(model, info, front(t1), front(bits), transform, batch_size, device, progress,

@@ -1,0 +1,155 @@
+"""Property-based fuzzing: generated NIfTI inputs through prepare, predict and evaluate.
+
+Anything but a clean refusal (InputError naming a file) or a correct result (finite output on the
+input's grid) fails. A short tier runs in the quick loop; the long tier (>= 1,000 examples) is `slow`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mrsynth.cache import PreparedSubject, prepare_subject
+from mrsynth.errors import InputError
+from mrsynth.metrics import evaluate_volume
+from mrsynth.predict import predict_files
+from mrsynth.subjects import Subject
+
+SHAPES = st.sampled_from([(12, 14, 10), (12, 14, 10, 1), (12, 14), (12, 14, 10, 2), (1, 14, 10), (12, 1, 1)])
+DTYPES = st.sampled_from([np.float32, np.float64, np.int16, np.uint8, np.int64, np.complex64])  # nibabel writes no float16
+AFFINES = st.sampled_from(["identity", "oblique", "singular", "nan", "huge", "flipped"])
+VALUES = st.sampled_from(["normal", "nan", "inf", "constant", "zero", "negative", "huge"])
+SLOPES = st.sampled_from([None, 0.0, 2.0, float("nan")])
+
+
+def _affine(kind: str) -> np.ndarray:
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    if kind == "oblique":
+        c, s = np.cos(0.4), np.sin(0.4)
+        affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) * 1.2
+    elif kind == "singular":
+        affine[:, 2] = 0
+    elif kind == "nan":
+        affine[0, 3] = np.nan
+    elif kind == "huge":
+        affine[:3, :3] *= 1e12
+    elif kind == "flipped":
+        affine[0, 0] = -1.5
+    return affine
+
+
+def _values(kind: str, shape, rng) -> np.ndarray:
+    data = rng.uniform(50, 150, shape)
+    if kind == "nan":
+        data.flat[0] = np.nan
+    elif kind == "inf":
+        data.flat[-1] = np.inf
+    elif kind == "constant":
+        data[:] = 7
+    elif kind == "zero":
+        data[:] = 0
+    elif kind == "negative":
+        data -= 1000
+    elif kind == "huge":
+        data *= 1e30
+    return data
+
+
+def _save(data: np.ndarray, dtype, affine_kind: str, slope, path: Path) -> Path:
+    """Write ``data`` as ``dtype`` with the given affine, even one nibabel would refuse to build from."""
+    with np.errstate(all="ignore"):
+        cast = data.astype(dtype)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(dtype)
+    header.set_data_shape(cast.shape)
+    affine = _affine(affine_kind)
+    try:
+        header.set_sform(affine, code=1)
+    except Exception:  # noqa: BLE001 - nibabel refuses some affines: store the default sform
+        pass
+    if slope is not None:
+        header["scl_slope"], header["scl_inter"] = slope, 0
+    nib.save(nib.Nifti1Image(cast, None, header), str(path))
+    return path
+
+
+def _subject_files(folder: Path, shape, dtype, affine_kind, values, slope, seed: int) -> Subject:
+    rng = np.random.default_rng(seed)
+    t1 = _save(_values(values, shape, rng), dtype, affine_kind, slope, folder / "t1.nii.gz")
+    clean = _values("normal", shape, rng)
+    seg = _save(np.where(clean > 100, 2, 3).astype(np.int32), np.int32, affine_kind, None, folder / "seg.nii.gz")
+    mask = _save((clean > 60).astype(np.uint8), np.uint8, affine_kind, None, folder / "mask.nii.gz")
+    t2 = _save(clean, np.float32, affine_kind, None, folder / "t2.nii.gz")
+    return Subject(id="fz", t1=t1, seg=seg, mask=mask, t2=t2)
+
+
+def _prepare_is_clean(subject: Subject, cache: Path) -> None:
+    result = prepare_subject(subject, cache)
+    if result.status == "failed":
+        assert any(str(p) in result.message for p in subject.sources().values()) or "subject fz" in result.message, \
+            result.message
+        assert not (cache / "fz").exists()
+        return
+    prepared = PreparedSubject.open(cache / "fz")
+    assert np.isfinite(np.asarray(prepared.array("t1"))).all()
+
+
+def _predict_is_clean(model_and_info, subject: Subject, out: Path) -> None:
+    model, info = model_and_info
+    try:
+        predict_files(model, info, subject.t1, out, subject.seg, subject.mask)
+    except InputError as error:
+        assert error.path is not None, str(error)
+        assert not out.exists()
+        return
+    image = nib.load(str(out))
+    source = nib.load(str(subject.t1))
+    assert image.shape == source.shape[:3] and np.isfinite(image.get_fdata()).all()
+
+
+def _evaluate_is_clean(seed: int, values: str) -> None:
+    rng = np.random.default_rng(seed)
+    ref = _values(values, (10, 11, 9), rng).astype(np.float32)
+    mask = rng.random(ref.shape) > 0.5
+    try:
+        scores = evaluate_volume(ref * 1.1, ref, mask)
+    except ValueError as error:  # the message says which volume (or mask) is unusable
+        assert any(word in str(error) for word in ("reference", "prediction", "mask")), str(error)
+        return
+    assert np.isfinite(scores["mse"]) or values in ("huge", "inf", "nan")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(trained):
+    from mrsynth.modelfile import load_model
+
+    run, _, _ = trained
+    return load_model(run / "model")
+
+
+def _run(shape, dtype, affine_kind, values, slope, seed, model) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        subject = _subject_files(tmp, shape, dtype, affine_kind, values, slope, seed)
+        _prepare_is_clean(subject, tmp / "cache")
+        _predict_is_clean(model, subject, tmp / "out" / "p.nii.gz")
+    _evaluate_is_clean(seed, values)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=SHAPES, dtype=DTYPES, affine_kind=AFFINES, values=VALUES, slope=SLOPES, seed=st.integers(0, 2**16))
+def test_fuzz_short(tiny_model, shape, dtype, affine_kind, values, slope, seed):
+    _run(shape, dtype, affine_kind, values, slope, seed, tiny_model)
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=SHAPES, dtype=DTYPES, affine_kind=AFFINES, values=VALUES, slope=SLOPES, seed=st.integers(0, 2**32 - 1))
+def test_fuzz_long(tiny_model, shape, dtype, affine_kind, values, slope, seed):
+    _run(shape, dtype, affine_kind, values, slope, seed, tiny_model)
