@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # pyproject.toml is already satisfied and pip does not fetch a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-long bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ demo: $(VENV)/.installed
 	$(BIN)/mrsynth demo --out demo-output
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not long"
+
+test-long: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m long
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks

@@ -1,7 +1,8 @@
 """Property-based fuzzing: generated NIfTI inputs through prepare, predict and evaluate.
 
 Anything but a clean refusal (InputError naming a file) or a correct result (finite output on the
-input's grid) fails. A short tier runs in the quick loop; the long tier (>= 1,000 examples) is `slow`.
+input's grid) fails. A short tier runs in the quick loop; the long tier (>= 1,000 examples) is `slow` and `long`:
+`make test-long`, not `make test`.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def test_fuzz_short(tiny_model, shape, dtype, affine_kind, values, slope, seed):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(shape=SHAPES, dtype=DTYPES, affine_kind=AFFINES, values=VALUES, slope=SLOPES, seed=st.integers(0, 2**32 - 1))
 def test_fuzz_long(tiny_model, shape, dtype, affine_kind, values, slope, seed):

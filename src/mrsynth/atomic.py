@@ -93,6 +93,8 @@ def write_file(path: str | Path, write: Callable[[Path], object]) -> Path:
         write(temporary)
         os.chmod(temporary, 0o666 & ~_umask())  # as open() would; some writers create 0600 files
         os.replace(temporary, path)
+    except OSError as error:  # name the file the user asked for, not the hidden temporary one
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     finally:
         temporary.unlink(missing_ok=True)
     return path

@@ -282,13 +282,17 @@ def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "
         bits, unknown = labels.tissue_bits(vols.seg, vols.mask)
     except InputError as error:
         return PrepareResult(subject.id, "failed", str(error))
-    with building_folder(final) as temporary:
-        _write_array(temporary, "t1", vols.t1, stored_axis)
-        _write_array(temporary, "tissue", bits, stored_axis)
-        if vols.t2 is not None:
-            _write_array(temporary, "t2", vols.t2, stored_axis)
-        meta = _metadata(vols, axis, stored_axis, bits, unknown, record)
-        (temporary / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+    try:
+        with building_folder(final) as temporary:
+            _write_array(temporary, "t1", vols.t1, stored_axis)
+            _write_array(temporary, "tissue", bits, stored_axis)
+            if vols.t2 is not None:
+                _write_array(temporary, "t2", vols.t2, stored_axis)
+            meta = _metadata(vols, axis, stored_axis, bits, unknown, record)
+            (temporary / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+    except OSError as error:  # a full disk, a read-only cache: nothing of this subject is left
+        return PrepareResult(subject.id, "failed", f"{final}: cannot write the prepared subject "
+                                                   f"({error.strerror or error})")
     return PrepareResult(subject.id, "prepared", unknown_codes=unknown)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from . import __version__, labels
@@ -76,7 +76,8 @@ def save_model(folder: str | Path, model: nn.Module, info: ModelInfo) -> Path:
     """Write ``model.safetensors`` and ``model.json`` (each atomically)."""
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_file(folder / WEIGHTS, lambda temporary: save_file(state, str(temporary)))
+    data = save(state)  # serialized first: a failed write is then a plain OSError
+    write_file(folder / WEIGHTS, lambda temporary: temporary.write_bytes(data))
     info.weights_sha256 = file_sha256(folder / WEIGHTS)
     info.versions = package_versions()
     write_text(folder / DESCRIPTION, json.dumps(asdict(info), indent=2) + "\n")

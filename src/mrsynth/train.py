@@ -7,6 +7,7 @@ path of an uninterrupted one (on the CPU).
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import shutil
@@ -149,7 +150,9 @@ class Trainer:
             "epoch": self.epoch,
             "torch_rng": torch.get_rng_state(),
         }
-        write_file(self.run_dir / runs.CHECKPOINT, lambda temporary: torch.save(state, temporary))
+        buffer = io.BytesIO()  # serialized first: a failed write is then a plain OSError, not torch's own
+        torch.save(state, buffer)
+        write_file(self.run_dir / runs.CHECKPOINT, lambda temporary: temporary.write_bytes(buffer.getvalue()))
 
     def load_checkpoint(self) -> None:
         path = self.run_dir / runs.CHECKPOINT
