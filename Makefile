@@ -26,7 +26,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not long"
 
 test-long: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -m long
+	MRSYNTH_RELIABILITY_REPORT=docs/reliability.md $(BIN)/python -m pytest -q -m "long or not slow" tests/test_fuzz.py tests/test_kill.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks

@@ -80,3 +80,23 @@ def require_shared(*parts: str) -> Path:
 
 
 __all__ = ["TINY", "make_subject", "write_subject", "write_dataset", "require_shared", "tiny_config", "nib", "np"]
+
+
+# --------------------------------------------------------------------------- reliability report
+#: Outcomes counted by the fuzz and fault suites: (suite, what) -> count.
+OUTCOMES: dict[tuple[str, str], int] = {}
+
+
+def record(suite: str, what: str) -> None:
+    OUTCOMES[(suite, what)] = OUTCOMES.get((suite, what), 0) + 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With MRSYNTH_RELIABILITY_REPORT=PATH (make test-long), write docs/reliability.md from the counts."""
+    import os
+
+    target = os.environ.get("MRSYNTH_RELIABILITY_REPORT")
+    if target and OUTCOMES:
+        from reliability_report import render
+
+        Path(target).write_text(render(OUTCOMES, session.testsfailed, session.testscollected))

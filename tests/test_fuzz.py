@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import record
+
 from mrsynth.cache import PreparedSubject, prepare_subject
 from mrsynth.errors import InputError
 from mrsynth.metrics import evaluate_volume
@@ -92,6 +94,7 @@ def _subject_files(folder: Path, shape, dtype, affine_kind, values, slope, seed:
 
 def _prepare_is_clean(subject: Subject, cache: Path) -> None:
     result = prepare_subject(subject, cache)
+    record("fuzz: prepare", "refused with a message naming the file" if result.status == "failed" else "prepared")
     if result.status == "failed":
         assert any(str(p) in result.message for p in subject.sources().values()) or "subject fz" in result.message, \
             result.message
@@ -108,7 +111,9 @@ def _predict_is_clean(model_and_info, subject: Subject, out: Path) -> None:
     except InputError as error:
         assert error.path is not None, str(error)
         assert not out.exists()
+        record("fuzz: predict", "refused with a message naming the file")
         return
+    record("fuzz: predict", "predicted (finite, on the input's grid)")
     image = nib.load(str(out))
     source = nib.load(str(subject.t1))
     assert image.shape == source.shape[:3] and np.isfinite(image.get_fdata()).all()
@@ -122,7 +127,9 @@ def _evaluate_is_clean(seed: int, values: str) -> None:
         scores = evaluate_volume(ref * 1.1, ref, mask)
     except ValueError as error:  # the message says which volume (or mask) is unusable
         assert any(word in str(error) for word in ("reference", "prediction", "mask")), str(error)
+        record("fuzz: evaluate", "refused, naming the volume")
         return
+    record("fuzz: evaluate", "scored")
     assert np.isfinite(scores["mse"]) or values in ("huge", "inf", "nan")
 
 
@@ -135,6 +142,7 @@ def tiny_model(trained):
 
 
 def _run(shape, dtype, affine_kind, values, slope, seed, model) -> None:
+    record("fuzz", "generated inputs")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subject = _subject_files(tmp, shape, dtype, affine_kind, values, slope, seed)

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, write_dataset
+from conftest import TINY, record, write_dataset
 from safetensors.torch import load_file
 
 from mrsynth.cache import PreparedSubject
@@ -73,8 +73,10 @@ def _prepare_points(tmp_path: Path, delays: list[float]) -> None:
         assert time.time() < deadline, f"prepare workers outlived their killed parent (delay {delay})"
         for folder in cache.glob("[!.]*") if cache.exists() else []:
             PreparedSubject.open(folder)  # complete, or it would not be there
+        record("kill -9: prepare --jobs 2", "kills (every subject folder whole or absent, workers gone)")
     _ok(MRSYNTH + ["prepare", str(root), "--out", str(cache)])
     assert _hidden(cache) == [] and len(list(cache.glob("[!.]*"))) == 4
+    record("kill -9: prepare --jobs 2", "reruns that completed with no leftovers")
 
 
 def _train_points(tmp_path: Path, delays: list[float]) -> None:
@@ -88,11 +90,13 @@ def _train_points(tmp_path: Path, delays: list[float]) -> None:
         run = tmp_path / f"run{n}"
         _killed(MRSYNTH + base + ["--out", str(run)] + settings, delay)
         if (run / "model" / "model.json").exists():
-            pass  # finished before the kill
+            record("kill -9: train", "finished before the kill")
         elif (run / "checkpoint.pt").exists():
             _ok(MRSYNTH + ["train", "--resume", str(run)])
+            record("kill -9: train", "resumed from a checkpoint, weights bit-identical")
         else:  # killed before the first checkpoint: nothing to resume, start again in the same folder
             _ok(MRSYNTH + base + ["--out", str(run)] + settings)
+            record("kill -9: train", "killed before the first checkpoint, restarted, weights bit-identical")
         weights = load_file(str(run / "model" / "model.safetensors"))
         assert all(torch.equal(weights[k], expected[k]) for k in expected), f"not exact after a kill at {delay} s"
         assert _hidden(run) == []
@@ -107,6 +111,7 @@ def _predict_points(tmp_path: Path, delays: list[float], trained) -> None:
         _killed(command, delay)
         if out.exists():
             assert np.isfinite(nib.load(str(out)).get_fdata()).all()  # complete
+        record("kill -9: predict", "output whole" if out.exists() else "output absent")
     _ok(command)
     assert _hidden(out.parent) == [] and nib.load(str(out)).shape == (40, 48, 36)
 
@@ -168,6 +173,7 @@ def test_a_full_disk_is_a_clean_error_for_prepare_train_and_predict(tmp_path, tr
         named = {"prepare": tmp_path / "cache", "train": tmp_path / "run", "predict": output}[name]
         assert str(named) in result.stderr, (name, result.stderr)  # the message names where it could not write
         assert not output.exists(), name
+        record("full disk (RLIMIT_FSIZE)", f"{name}: one-line error naming the place, exit 2, nothing partial")
     assert [p for p in tmp_path.rglob(".*") if ".tmp" in p.name or ".old" in p.name] == []
 
 
@@ -193,3 +199,4 @@ def test_two_concurrent_prepares_into_one_cache_end_consistent(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["001", "002", "003", "004"]
     for folder in (tmp_path / "cache").iterdir():
         PreparedSubject.open(folder)
+    record("concurrency", "two prepares into one cache, every subject whole")
