@@ -1,6 +1,6 @@
 """Automatic masks (`mrsynth masks`, `--masks auto`): Dice against reference labels, seconds per volume, effect on T2w prediction.
 
-(a) Simulated whole heads, one per SynthSeg label map (MAPS of them), 1 mm, each in a random pose (the
+(a) Simulated whole heads, one per SynthSeg label map (MAPS of them), VOXEL_MM mm, each in a random pose (the
 simulator's pose drawn with rotation SD 7.5 degrees per axis, shift SD 8 mm, scale SD 5 % per axis, plus its
 smooth deformation), with its own protocol, bias and noise: Dice per class of the paper's eight (the label map
 and the simulator's brain mask mapped by `mrsynth.labels`, against ours). `unknown` is everything outside the
@@ -28,7 +28,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 MAPS_DIR = SHARED / "synthseg-label-maps"
-MAPS, EPOCHS = 20, 4
+MAPS, EPOCHS, VOXEL_MM = 20, 4, 1.4
 POSE = {"rotation_deg": 7.5, "shift_mm": 8.0, "scale_sd": 0.05}
 
 
@@ -52,7 +52,10 @@ def _simulated_heads(root: Path) -> list[dict]:
 
     heads = []
     for i, path in enumerate(label_map_paths(MAPS_DIR)[:MAPS], start=1):
-        subject = simulate_subject(label_map_anatomy(path), seed=i, voxel_size=1.0, variation=replace(Variation(), **POSE))
+        began = time.perf_counter()
+        subject = simulate_subject(label_map_anatomy(path), seed=i, voxel_size=VOXEL_MM,
+                                   variation=replace(Variation(), **POSE))
+        print(f"{path.name}: simulated in {time.perf_counter() - began:.0f} s", flush=True)
         write_hcp_subject(subject, root, f"head{i:02d}")
         started = time.perf_counter()
         auto = compute_masks(subject.t1, subject.affine, source=path.name)
@@ -114,7 +117,7 @@ def run() -> dict:
 
     if not MAPS_DIR.exists() or not (SHARED / "icbm2009c").exists():
         raise SystemExit(f"skipped: {SHARED} lacks the label maps or the templates")
-    results = {"maps": MAPS, "pose": POSE, "epochs": EPOCHS, "method": provenance()}
+    results = {"maps": MAPS, "voxel_mm": VOXEL_MM, "pose": POSE, "epochs": EPOCHS, "method": provenance()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         heads = _simulated_heads(tmp / "heads")
@@ -152,7 +155,7 @@ def markdown(result: dict) -> str:
     from mrsynth.labels import CLASSES
 
     sims = result["simulated"]
-    lines = ["| simulated head | seconds | " + " | ".join(CLASSES) + " | mean of 8 |",
+    lines = [f"Simulated heads at {result['voxel_mm']} mm:", "", "| simulated head | seconds | " + " | ".join(CLASSES) + " | mean of 8 |",
              "|---|---|" + "---|" * (len(CLASSES) + 1)]
     for head in sims:
         d = head["dice"]
