@@ -28,7 +28,7 @@ SHAPES = st.sampled_from([(12, 14, 10), (12, 14, 10, 1), (12, 14), (12, 14, 10, 
 DTYPES = st.sampled_from([np.float32, np.float64, np.int16, np.uint8, np.int64, np.complex64])  # nibabel writes no float16
 AFFINES = st.sampled_from(["identity", "oblique", "singular", "nan", "huge", "flipped"])
 VALUES = st.sampled_from(["normal", "nan", "inf", "constant", "zero", "negative", "huge"])
-SLOPES = st.sampled_from([None, 0.0, 2.0, float("nan")])
+SLOPES = st.sampled_from([None, 0.0, 2.0, float("nan"), "intent", "units"])  # scl_slope, or another odd header field
 
 
 def _affine(kind: str) -> np.ndarray:
@@ -76,7 +76,11 @@ def _save(data: np.ndarray, dtype, affine_kind: str, slope, path: Path) -> Path:
         header.set_sform(affine, code=1)
     except Exception:  # noqa: BLE001 - nibabel refuses some affines: store the default sform
         pass
-    if slope is not None:
+    if slope == "intent":
+        header.set_intent("vector", ())  # a label or statistic intent on what should be a plain image
+    elif slope == "units":
+        header.set_xyzt_units("micron", "msec")
+    elif slope is not None:
         header["scl_slope"], header["scl_inter"] = slope, 0
     nib.save(nib.Nifti1Image(cast, None, header), str(path))
     return path
