@@ -253,3 +253,12 @@ def test_defect_11_concurrent_folder_replacements_always_leave_one_whole_folder(
     contents = {(final / name).read_text() for name in ("a", "b", "c")}
     assert len(contents) == 1  # one writer's whole folder, never a mix
     assert [p.name for p in tmp_path.iterdir()] == ["subject"]  # no leftovers
+
+
+def test_fuzz_finding_a_complex_image_is_refused_not_cast_to_its_real_part(tmp_path):
+    root = write_dataset(tmp_path / "data", 1, "hcp", shape=(20, 24, 18))
+    t1_path = next(iter(discover(root))).t1
+    t1 = nib.load(str(t1_path))
+    nib.save(nib.Nifti1Image(np.asarray(t1.dataobj).astype(np.complex64) * (1 + 1j), t1.affine), str(t1_path))
+    report = prepare_all(discover(root), tmp_path / "cache", progress=False)
+    assert report.failed and "complex-valued" in report.failed[0].message and str(t1_path) in report.failed[0].message

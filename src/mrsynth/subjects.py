@@ -277,6 +277,9 @@ def read_volume(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 
 def _finite_float32(data: np.ndarray, path: Path) -> np.ndarray:
+    if np.iscomplexobj(data):
+        raise InputError("complex-valued image: give a magnitude image (casting would drop the imaginary part)",
+                         path)
     volume = data.astype(np.float32, copy=False)
     if not np.isfinite(volume).all():
         raise InputError("contains NaN or Inf values", path)
