@@ -1,4 +1,4 @@
-"""Property-based fuzzing: generated NIfTI inputs through prepare, predict and evaluate.
+"""Property-based fuzzing: generated NIfTI inputs through prepare, predict, masks and evaluate.
 
 Anything but a clean refusal (InputError naming a file) or a correct result (finite output on the
 input's grid) fails. A short tier runs in the quick loop; the long tier (>= 1,000 examples) is `slow` and `long`:
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import record
 
+from mrsynth import masks
 from mrsynth.cache import PreparedSubject, prepare_subject
 from mrsynth.errors import InputError
 from mrsynth.metrics import evaluate_volume
@@ -145,6 +146,27 @@ def tiny_model(trained):
     return load_model(run / "model")
 
 
+def _threshold_masks(t1, affine, source="T1w"):
+    """Stands in for the registration (seconds per call): what is fuzzed is everything around it."""
+    brain = t1 > np.percentile(t1, 30)
+    return masks.AutoMasks(brain, np.where(brain, 2, 0).astype(np.int32), masks.provenance())
+
+
+def _masks_is_clean(subject: Subject, out: Path) -> None:
+    try:
+        written = masks.write_masks(subject.t1, out)
+    except InputError as error:
+        assert error.path is not None, str(error)
+        assert not out.exists() or not any(out.iterdir())
+        record("fuzz: masks (registration stubbed)", "refused with a message naming the file")
+        return
+    source = nib.load(str(subject.t1))
+    for key in ("brain", "seg", "classes"):
+        image = nib.load(str(written[key]))
+        assert image.shape == source.shape[:3] and np.allclose(image.affine, source.affine, equal_nan=True)
+    record("fuzz: masks (registration stubbed)", "masks written on the input's grid")
+
+
 def _run(shape, dtype, affine_kind, values, slope, seed, model) -> None:
     record("fuzz", "generated inputs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,6 +174,13 @@ def _run(shape, dtype, affine_kind, values, slope, seed, model) -> None:
         subject = _subject_files(tmp, shape, dtype, affine_kind, values, slope, seed)
         _prepare_is_clean(subject, tmp / "cache")
         _predict_is_clean(model, subject, tmp / "out" / "p.nii.gz")
+        original = masks.compute_masks
+        masks.compute_masks = lambda t1, affine, source="T1w": (masks.check_t1(t1, affine, source),
+                                                                 _threshold_masks(t1, affine))[1]
+        try:
+            _masks_is_clean(subject, tmp / "masks")
+        finally:
+            masks.compute_masks = original
     _evaluate_is_clean(seed, values)
 
 

@@ -7,6 +7,7 @@ points per command) runs in the quick loop; the long tier (20 per command) is `s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -177,16 +178,41 @@ def test_a_full_disk_is_a_clean_error_for_prepare_train_and_predict(tmp_path, tr
     assert [p for p in tmp_path.rglob(".*") if ".tmp" in p.name or ".old" in p.name] == []
 
 
-def test_a_read_only_output_folder_is_a_clean_error(tmp_path, trained):
-    if os.geteuid() == 0:
-        pytest.skip("running as root: permissions do not stop root from writing")
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """``folder`` made unwritable: by its mode for a user, by the immutable attribute for root (who ignores modes)."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        undo = lambda: folder.chmod(0o700)
+    else:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("running as root without chattr +i support: cannot make a folder read-only for root")
+        undo = lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        undo()
+
+
+def test_a_read_only_output_folder_is_a_clean_error_for_prepare_train_and_predict(tmp_path, trained):
+    root = write_dataset(tmp_path / "data", 1, "hcp", shape=(40, 48, 36))
     run, _, cache = trained
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    result = subprocess.run(MRSYNTH + ["predict", "--model", str(run / "model"), "--subject", str(cache / "001"),
-                                       "--out", str(locked / "p.nii.gz")], capture_output=True, text=True)
-    assert result.returncode == 2 and "not writable" in result.stderr
+    settings = sum((["--set", s] for s in TINY + ["optim.epochs=1"]), [])
+    with _read_only(tmp_path / "locked") as locked:
+        commands = {
+            "prepare": MRSYNTH + ["prepare", str(root), "--out", str(locked / "cache")],
+            "train": MRSYNTH + ["train", "--cache", str(cache), "--train", "001", "--test", "003",
+                                "--out", str(locked / "run")] + settings,
+            "predict": MRSYNTH + ["predict", "--model", str(run / "model"), "--subject", str(cache / "001"),
+                                  "--out", str(locked / "p.nii.gz")],
+        }
+        for name, command in commands.items():
+            result = subprocess.run(command, capture_output=True, text=True)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, (name, result.stderr[-1500:])
+            assert str(locked) in result.stderr, (name, result.stderr)
+            assert list(locked.iterdir()) == [], name
+            record("read-only output folder", f"{name}: one-line error naming the folder, exit 2, nothing written")
 
 
 def test_two_concurrent_prepares_into_one_cache_end_consistent(tmp_path):

@@ -144,14 +144,16 @@ def masks_figure(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, zooms, path
     classes = np.where(brain, tissue_class_image(seg), -1)
     centre = [int(round(np.mean(axis))) for axis in np.nonzero(brain)]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    limit = np.percentile(t1[brain], 99) if brain.any() else t1.max()
+    shown = t1[brain] if brain.any() else t1.ravel()
+    low, limit = np.percentile(shown, [1, 99])  # any sign and scale (a T1w may hold negative values)
+    limit = limit if limit > low else low + 1
     colours = ListedColormap(CLASS_COLOURS)
     for axis, ax in enumerate(axes):
         cut = [slice(None)] * 3
         cut[axis] = centre[axis]
         plane = tuple(cut)
         others = [z for i, z in enumerate(zooms) if i != axis]
-        ax.imshow(t1[plane].T, cmap="gray", origin="lower", vmin=0, vmax=limit, aspect=others[1] / others[0])
+        ax.imshow(t1[plane].T, cmap="gray", origin="lower", vmin=low, vmax=limit, aspect=others[1] / others[0])
         overlay = np.ma.masked_less(classes[plane].T, 0)
         ax.imshow(overlay, cmap=colours, vmin=0, vmax=len(CLASS_COLOURS) - 1, alpha=0.35, origin="lower",
                   aspect=others[1] / others[0], interpolation="nearest")
