@@ -148,6 +148,7 @@ def tiny_model(trained):
 
 def _threshold_masks(t1, affine, source="T1w"):
     """Stands in for the registration (seconds per call): what is fuzzed is everything around it."""
+    masks.check_t1(t1, affine, source)
     brain = t1 > np.percentile(t1, 30)
     return masks.AutoMasks(brain, np.where(brain, 2, 0).astype(np.int32), masks.provenance())
 
@@ -175,8 +176,7 @@ def _run(shape, dtype, affine_kind, values, slope, seed, model) -> None:
         _prepare_is_clean(subject, tmp / "cache")
         _predict_is_clean(model, subject, tmp / "out" / "p.nii.gz")
         original = masks.compute_masks
-        masks.compute_masks = lambda t1, affine, source="T1w": (masks.check_t1(t1, affine, source),
-                                                                 _threshold_masks(t1, affine))[1]
+        masks.compute_masks = _threshold_masks
         try:
             _masks_is_clean(subject, tmp / "masks")
         finally:

@@ -70,7 +70,7 @@ class PreparedSubject:
             meta = json.loads((folder / META_NAME).read_text())
             shape = tuple(int(n) for n in meta["stored_shape"])
             names = ["t1", "tissue"] + (["t2"] if "t2" in meta["stats"] else [])
-            str(meta["id"]), int(meta["axis"]), meta["affine"], meta["stats"]["t1"]
+            str(meta["id"]), int(meta["axis"]), meta["affine"], meta["stats"]["t1"]  # raise if missing or mistyped
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InputError(f"not a prepared subject, or its {META_NAME} is damaged ({type(error).__name__}: "
                              f"{error}); prepare it again", folder) from None
@@ -191,22 +191,16 @@ def source_record(subject: Subject) -> dict:
 def is_up_to_date(folder: Path, subject: Subject, axis: str | int, masks: str = "files") -> bool:
     """Whether ``folder`` holds a complete, current preparation of ``subject``."""
     try:
-        meta = json.loads((folder / META_NAME).read_text())
-        if (
-            meta.get("format") != FORMAT_VERSION
-            or meta.get("label_table") != labels.TABLE_VERSION
-            or meta.get("axis_request") != str(axis)
-            or masks_source(meta) != masks
-            or meta.get("sources") != source_record(subject)
-        ):
-            return False
-        shape = tuple(meta["stored_shape"])
-        for name in ["t1", "tissue"] + (["t2"] if "t2" in meta["stats"] else []):
-            if np.load(folder / f"{name}.npy", mmap_mode="r").shape != shape:
-                return False
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = PreparedSubject.open(folder).meta
+    except InputError:
         return False
+    return (
+        meta.get("format") == FORMAT_VERSION
+        and meta.get("label_table") == labels.TABLE_VERSION
+        and meta.get("axis_request") == str(axis)
+        and masks_source(meta) == masks
+        and meta.get("sources") == source_record(subject)
+    )
 
 
 def masks_source(meta: dict) -> str:

@@ -31,7 +31,7 @@ from . import __version__, runs
 from .atomic import write_text
 from .baselines import KINDS as BASELINE_KINDS, fit_for_run
 from .cache import is_prepared_cache, list_prepared, prepare_all
-from .masks import check_source
+from .masks import check_source, refuse_auto_on_cache
 from .config import load_config
 from .errors import InputError
 from .evaluate import Reference, score
@@ -75,8 +75,7 @@ def bootstrap_ci(differences: list[float], seed: int = 0, samples: int = BOOTSTR
 def _subjects(data: Path, out: Path, progress: bool, masks: str = "files") -> tuple[Path, list]:
     if is_prepared_cache(data):
         if masks == "auto":
-            raise InputError("--masks auto applies to data folders; a prepared cache has its masks already "
-                             "(prepare it with --masks auto)", data)
+            refuse_auto_on_cache(data)
         cache = data
     else:
         cache = out / ("cache" if masks == "files" else "cache-auto-masks")

@@ -33,7 +33,7 @@ def _save(fig, path: str | Path, dpi: int, rect=None) -> Path:
 def tissue_class_image(seg: np.ndarray) -> np.ndarray:
     """Index 0..6 of the exclusive tissue class (GM, WM, CSF, subcortical, vessel, cerebellum, unknown)."""
     bits, _ = labels.tissue_bits(seg, np.zeros(seg.shape, bool))
-    return np.argmax([(bits >> b) & 1 for b in range(1, len(labels.CLASSES))], axis=0)
+    return labels.exclusive_class(bits).astype(np.int64) - 1
 
 
 def simulated_subjects_figure(subjects: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],

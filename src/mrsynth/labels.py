@@ -221,6 +221,11 @@ def in_brain(bits: np.ndarray) -> np.ndarray:
     return has_class(bits, "brain")
 
 
+def exclusive_class(bits: np.ndarray) -> np.ndarray:
+    """Index ``i`` (1..7) in ``CLASSES`` of each voxel's one class besides ``brain``, as uint8."""
+    return (np.argmax([(bits >> b) & 1 for b in range(1, len(CLASSES))], axis=0) + 1).astype(np.uint8)
+
+
 def expand_bits(bits: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Expand a bit field ``(...)`` to ``(8, ...)`` channels coded -1/+1 (paper, section 3)."""
     shifts = np.arange(len(CLASSES), dtype=np.uint8).reshape((-1,) + (1,) * bits.ndim)

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import labels
 from .errors import InputError
+from .subjects import Subject, check_affine, load_subject
 
 log = logging.getLogger("mrsynth")
 
@@ -53,6 +54,12 @@ class AutoMasks:
 
 #: Where masks come from: the subject's files, or computed from its T1w (this module).
 SOURCES = ("files", "auto")
+
+
+def refuse_auto_on_cache(cache: str | Path) -> None:
+    """``--masks auto`` on a prepared cache: its masks were fixed when it was prepared."""
+    raise InputError("--masks auto applies to data folders; a prepared cache has its masks already "
+                     "(prepare it with --masks auto)", cache)
 
 
 def check_source(masks: str) -> str:
@@ -98,8 +105,7 @@ def check_t1(t1: np.ndarray, affine: np.ndarray, source: str | Path) -> None:
         raise InputError(f"expected a 3D T1w of at least 8 voxels per axis, got shape {tuple(t1.shape)}", source)
     if not np.isfinite(t1).all():
         raise InputError("contains NaN or Inf values", source)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise InputError("its affine is singular or not finite (no voxel size / orientation)", source)
+    check_affine(affine, source)
     if float(t1.max()) == float(t1.min()):
         raise InputError(f"is constant ({float(t1.min())}): nothing to register", source)
 
@@ -139,7 +145,7 @@ def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w"
     moving = head * ants.resample_image_to_target(brain_1mm, head, interp_type="linear") if stripped else head
     fixed = ants.resample_image(subject, (REGISTRATION_MM,) * 3, use_voxels=False, interp_type=0)
     log.info("%s: registering the %s template (%s input)", source, ATLAS, "skull-stripped" if stripped else "whole-head")
-    os.environ.setdefault("ANTS_RANDOM_SEED", "20261125")  # the same masks for the same input, run after run
+    os.environ.setdefault("ANTS_RANDOM_SEED", "20261125")  # fixes ANTs' sampling; ITK's threaded metric still varies
     registration = ants.registration(fixed=fixed, moving=moving, type_of_transform="SyNRA",
                                      aff_iterations=(200, 100, 50), aff_shrink_factors=(4, 2, 1),
                                      aff_smoothing_sigmas=(2, 1, 0), reg_iterations=(40, 20, 0), verbose=False)
@@ -243,9 +249,7 @@ OUTPUTS = {"brain": "brainmask.nii.gz", "seg": "wmparc.nii.gz", "classes": "tiss
 
 def class_volume(seg: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """The seven exclusive classes as one label volume: ``labels.CLASSES[i]`` is value ``i`` (0 outside the brain)."""
-    bits, _ = labels.tissue_bits(seg, brain)
-    exclusive = np.argmax([(bits >> b) & 1 for b in range(1, len(labels.CLASSES))], axis=0) + 1
-    return np.where(brain, exclusive, 0).astype(np.uint8)
+    return np.where(brain, labels.exclusive_class(labels.tissue_bits(seg, brain)[0]), 0).astype(np.uint8)
 
 
 def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True) -> dict[str, Path]:
@@ -263,7 +267,6 @@ def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True) -
 
     from .atomic import remove_leftovers, write_file, write_text
     from .figures import masks_figure
-    from .subjects import Subject, load_subject
 
     t1_path, out_dir = Path(t1_path), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -17,7 +17,7 @@ from .atomic import check_writable, remove_leftovers, write_file
 from .cache import PreparedSubject, intensity_stats, is_prepared_cache, list_prepared, masks_source, resolve_axis
 from .errors import InputError
 from .logs import bar, log
-from .masks import check_source, compute_masks
+from .masks import check_source, compute_masks, refuse_auto_on_cache
 from .modelfile import ModelInfo
 from .networks import inference_model
 from .normalization import Transform
@@ -182,8 +182,7 @@ def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str =
     written = []
     if is_prepared_cache(root):
         if masks == "auto":
-            raise InputError("--masks auto applies to data folders; a prepared cache has its masks already "
-                             "(prepare it with --masks auto)", root)
+            refuse_auto_on_cache(root)
         for subject in list_prepared(root):
             written.append(predict_prepared_file(model, info, subject, out_dir / f"{subject.id}.nii.gz", **kwargs))
             log.info("predict %s: %s", subject.id, written[-1])
