@@ -12,10 +12,10 @@ LAYERS = [
     {"__init__", "errors", "logs", "atomic", "labels", "runtime", "config", "normalization", "report", "distributed",
      "augment"},
     {"subjects", "figures", "networks", "modelfile", "masks"},
-    {"cache", "fixtures", "simulate"},
+    {"cache", "fixtures", "simulate", "derivatives"},
     {"patches"},
     {"metrics", "runs", "predict"},
-    {"evaluate", "baselines", "train"},
+    {"evaluate", "baselines", "train", "viewer"},
     {"reproduce", "demo", "crossval"},
     {"cli", "__main__"},
 ]

@@ -52,6 +52,16 @@ def _masks(args) -> int:
     return 0
 
 
+def _view(args) -> int:
+    from .viewer import load_page, write_page
+
+    optional = lambda value: value and Path(value)
+    page = load_page(Path(args.pred), optional(args.t1), optional(args.ref), optional(args.mask), optional(args.seg))
+    out = write_page(Path(args.out), page, args.title or f"mrsynth: {Path(args.pred).name}", args.max_voxels)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; open it in a browser, no network needed)")
+    return 0
+
+
 def _inspect(args) -> int:
     from .cache import list_prepared
     from .patches import PatchGrid
@@ -164,11 +174,15 @@ def _predict(args) -> int:
     if args.data:
         if not args.out_dir:
             raise InputError("--data needs --out-dir")
-        written = predict_many(model, info, Path(args.data), Path(args.out_dir), masks=args.masks, **options)
+        output = "bids" if args.bids else "flat" if args.flat else "auto"
+        written = predict_many(model, info, Path(args.data), Path(args.out_dir), masks=args.masks, output=output,
+                               model_folder=Path(args.model), **options)
         print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
         return 0
     if not args.out:
         raise InputError("give the output file with --out")
+    if args.bids or args.flat:
+        raise InputError("--bids and --flat choose the layout of --out-dir (with --data)")
     if args.subject:
         predict_prepared_file(model, info, PreparedSubject.open(args.subject), Path(args.out), **options)
     elif args.t1:
@@ -313,6 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: brainmask, wmparc, tissue_classes, masks.json, QC figure")
     p.add_argument("--no-figure", action="store_true", help="skip the QC figure")
 
+    p = command("view", _view, "an interactive viewer page (NiiVue): T1w, prediction, reference, error map")
+    p.add_argument("pred", help="predicted T2w NIfTI")
+    p.add_argument("--t1", help="the input T1w (same grid)")
+    p.add_argument("--ref", help="the acquired T2w (same grid): adds the error map")
+    p.add_argument("--mask", help="brain mask (same grid): crops the views, needed for the error map and table")
+    p.add_argument("--seg", help="FreeSurfer segmentation (same grid): per-tissue rows in the error table")
+    p.add_argument("--out", required=True, help="the page to write (.html, self-contained)")
+    p.add_argument("--title", help="page title")
+    p.add_argument("--max-voxels", type=int, default=4_000_000,
+                   help="per volume, after cropping; larger volumes are block-averaged (default 4,000,000)")
+
     p = command("inspect", _inspect, "summarise a prepared cache")
     p.add_argument("cache")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -368,7 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", help="a prepared subject folder (CACHE/<id>) instead of files")
     p.add_argument("--data", help="predict every subject of a data folder (any layout) or prepared cache")
     p.add_argument("--out", help="output NIfTI (with --t1 or --subject)")
-    p.add_argument("--out-dir", help="output folder (with --data): <id>.nii.gz per subject")
+    p.add_argument("--out-dir", help="output folder (with --data): BIDS derivatives for BIDS input, "
+                                     "else <id>.nii.gz per subject")
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument("--bids", action="store_true",
+                        help="write BIDS derivatives (sub-X/[ses-Y/]anat/..._desc-mrsynth_T2w.nii.gz + JSON sidecar) "
+                             "whatever the input layout")
+    layout.add_argument("--flat", action="store_true", help="write <id>.nii.gz per subject, even for BIDS input")
     p.add_argument("--batch-size", type=int, default=8, help="slices per batch")
     p.add_argument("--device", default="auto")
     p.add_argument("--masks", default="files", choices=MASK_SOURCES,

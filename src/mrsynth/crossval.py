@@ -12,7 +12,8 @@ Output folder::
 
     cache/                 the prepared subjects (when DATA is not already a prepared cache)
     folds/fold-<k>/        a run folder (mrsynth.runs) plus scores.json once the fold is scored
-    figures/               per-subject scores; mid slices of every held-out prediction
+    figures/               per-subject scores; mid slices of every held-out prediction (<id>.png)
+                           and an interactive viewer page of the network's (<id>.html)
     report.md, report.html, results.json
 
 Resumable fold by fold: a scored fold is reused, an unfinished run resumes from its checkpoint.
@@ -42,6 +43,7 @@ from .predict import predict_prepared
 from .report import fmt, render_html, render_markdown
 from .subjects import discover
 from .train import train_or_reuse
+from .viewer import prepared_page, write_page
 
 NETWORK = "network"
 METRICS = ("psnr_p99", "psnr", "mse", "ssim_3d")
@@ -100,6 +102,8 @@ def _score_fold(run_dir: Path, held_out: list, figures: Path) -> dict:
         volumes = subject.native()
         prediction_figure(volumes.t1, volumes.t2, predictions, volumes.brain, figures / f"{subject.id}.png",
                           subject.meta["axis"])
+        write_page(figures / f"{subject.id}.html", prepared_page(predictions[NETWORK], subject),
+                   f"mrsynth crossval: {subject.id} (held out) predicted by the network")
     return scores
 
 
@@ -206,4 +210,6 @@ def build_report(results: dict, figure: Path, out: Path) -> list:
     for i in subjects:
         if (out / "figures" / f"{i}.png").exists():
             blocks += [("h2", f"Held-out subject {i}: mid slice"), ("img", out / "figures" / f"{i}.png")]
+        if (out / "figures" / f"{i}.html").exists():
+            blocks += [("p", f"Interactive viewer (three planes, linked crosshairs, error map): figures/{i}.html")]
     return blocks

@@ -33,6 +33,7 @@ from .report import format_table
 from .simulate import simulate_dataset, write_figure
 from .subjects import discover
 from .train import train
+from .viewer import prepared_page, write_page
 
 DEMO_SETTINGS = [
     "data.train=sim001", "data.val=sim002", "data.test=sim003", "data.channels=9", "model.layers=9",
@@ -71,6 +72,8 @@ def run_demo(out: Path) -> dict:
         predictions[name] = predict_prepared(model, info, test)
         scores[name] = score(predictions[name], reference)
     prediction_figure(volumes.t1, volumes.t2, predictions, volumes.brain, out / "prediction.png", test.meta["axis"])
+    write_page(out / "view.html", prepared_page(predictions[QUALITY_MODEL], test),
+               f"mrsynth demo: sim003 predicted by {QUALITY_MODEL}")
     table = format_table(scores)
     tissue = format_table(scores, keys=["mse_grey_matter", "mse_white_matter", "mse_csf", "mse_subcortical",
                                         "mse_cerebellum", "mse_unknown"])
@@ -83,7 +86,7 @@ def run_demo(out: Path) -> dict:
     write_text(out / "results.json", json.dumps({"training": summary, "training_quality": quality, "scores": scores},
                                                 indent=2) + "\n")
     print("\n" + text)
-    log.info("outputs in %s: results.md, results.json, prediction.png, simulated_subjects.png, "
+    log.info("outputs in %s: results.md, results.json, prediction.png, view.html (interactive), simulated_subjects.png, "
              "run/ and run-quality/ (model, history, learning_curve.png); %.0f s in all", out,
              time.perf_counter() - started)
     return scores

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import derivatives
 from .cache import PreparedSubject, is_prepared_cache, list_prepared, resolve_axis
 from .errors import InputError
 from .metrics import evaluate_volume, summarize
@@ -72,15 +73,30 @@ def evaluate_file(pred: Path, ref: Reference, scale: str = "brain-median") -> di
         raise InputError(str(error), pred) from error
 
 
-def evaluate_folder(pred_dir: Path, refs: dict[str, Reference], scale: str = "brain-median") -> dict:
-    """Score every ``pred_dir/<id>.nii[.gz]`` whose id has a reference: per subject, mean and SD."""
-    pred_dir = Path(pred_dir)
-    per_subject = {}
+def _predictions(pred_dir: Path, refs: dict[str, Reference]):
+    """(subject id, prediction file) pairs: flat ``<id>.nii[.gz]`` files, then BIDS derivatives."""
     for path in sorted(pred_dir.glob("*.nii*")):
         subject_id = path.name.split(".nii")[0]
         if subject_id in refs:
-            per_subject[subject_id] = evaluate_file(path, refs[subject_id], scale)
+            yield subject_id, path
+    if (pred_dir / "dataset_description.json").exists():
+        for subject_id in sorted(refs):
+            path = pred_dir / derivatives.relative_path(subject_id)
+            if path.exists():
+                yield subject_id, path
+
+
+def evaluate_folder(pred_dir: Path, refs: dict[str, Reference], scale: str = "brain-median") -> dict:
+    """Score every prediction in ``pred_dir`` whose subject has a reference: per subject, mean and SD.
+
+    ``pred_dir`` is a flat folder of ``<id>.nii[.gz]`` or mrsynth's BIDS derivatives
+    (``sub-X/[ses-Y/]anat/<entities>_desc-mrsynth_T2w.nii.gz``).
+    """
+    pred_dir = Path(pred_dir)
+    per_subject = {}
+    for subject_id, path in _predictions(pred_dir, refs):
+        per_subject[subject_id] = evaluate_file(path, refs[subject_id], scale)
     if not per_subject:
-        raise InputError(f"no prediction named <subject>.nii.gz matches a reference subject "
+        raise InputError(f"no prediction named <subject>.nii.gz (or BIDS derivative) matches a reference subject "
                          f"({', '.join(sorted(refs)) or 'none with a T2w'})", pred_dir)
     return {"per_subject": per_subject, "summary": summarize(per_subject)}

@@ -7,7 +7,9 @@ with.  The output is float32 on the T1w's grid, with its affine and header.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -15,6 +17,7 @@ import torch
 from . import labels
 from .atomic import check_writable, remove_leftovers, write_file
 from .cache import PreparedSubject, intensity_stats, is_prepared_cache, list_prepared, masks_source, resolve_axis
+from .derivatives import ModelProvenance, Output, output_is_bids
 from .errors import InputError
 from .logs import bar, log
 from .masks import check_source, compute_masks, refuse_auto_on_cache
@@ -23,7 +26,7 @@ from .networks import inference_model
 from .normalization import Transform
 from .patches import slice_offsets
 from .runtime import tune_allocator
-from .subjects import Subject, discover, load_subject
+from .subjects import Subject, detect_layout, discover, load_subject
 
 
 @torch.inference_mode()
@@ -72,23 +75,36 @@ def _slices(volume: np.ndarray, start: int, stop: int) -> np.ndarray:
     return out
 
 
-def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, seg: np.ndarray | None = None,
-                   mask: np.ndarray | None = None, batch_size: int = 8, device="cpu",
-                   progress: bool = False, source: str = "input") -> np.ndarray:
-    """Predict a T2w volume (native axis order) from in-memory T1w, segmentation and mask."""
-    norm = info.norm()
+def check_inputs(info: ModelInfo, seg: np.ndarray | None, mask: np.ndarray | None, source) -> None:
+    """Refuse a prediction whose model needs a segmentation or brain mask that was not given."""
+    method = info.norm().method
     if info.uses_masks and (seg is None or mask is None):
         raise InputError("this model uses tissue masks: give a segmentation (--seg) and a brain mask (--mask)", source)
     if info.strip and mask is None:
         raise InputError("this model strips the T1w outside the brain mask: give the mask (--mask)", source)
-    if norm.method != "paper" and mask is None:
-        raise InputError(f"this model uses {norm.method} normalization, which needs a brain mask (--mask)", source)
-    axis = resolve_axis(info.axis, affine)
+    if method != "paper" and mask is None:
+        raise InputError(f"this model uses {method} normalization, which needs a brain mask (--mask)", source)
+
+
+def t1_transform(info: ModelInfo, t1: np.ndarray, mask: np.ndarray | None, source="input") -> Transform:
+    """The T1w intensity transform the model's normalization gives this subject (brain statistics from ``mask``)."""
     stats = {"t1": intensity_stats(t1, mask if mask is not None else np.ones(t1.shape, bool))}
     try:
-        transform = norm.transform("t1", stats)
+        return info.norm().transform("t1", stats)
     except ValueError as error:
         raise InputError(str(error), source) from error
+
+
+def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, seg: np.ndarray | None = None,
+                   mask: np.ndarray | None = None, batch_size: int = 8, device="cpu",
+                   progress: bool = False, source: str = "input", transform: Transform | None = None) -> np.ndarray:
+    """Predict a T2w volume (native axis order) from in-memory T1w, segmentation and mask.
+
+    ``transform``: the subject's T1w transform when already computed (:func:`t1_transform`).
+    """
+    check_inputs(info, seg, mask, source)
+    axis = resolve_axis(info.axis, affine)
+    transform = transform or t1_transform(info, t1, mask, source)
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
     out = predict_slices(model, info, front(t1), front(bits), transform, batch_size, device, progress,
@@ -97,12 +113,12 @@ def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, s
 
 
 def predict_prepared(model, info: ModelInfo, subject: PreparedSubject, batch_size: int = 8, device="cpu",
-                     progress: bool = False) -> np.ndarray:
+                     progress: bool = False, transform: Transform | None = None) -> np.ndarray:
     """Predict a prepared subject (same statistics as training); returns native axis order."""
     if subject.axis_request != info.axis:
         raise InputError(f"prepared with slicing axis {subject.axis_request!r}, "
                          f"the model uses {info.axis!r}", subject.folder)
-    transform = info.norm().transform("t1", subject.stats)
+    transform = transform or info.norm().transform("t1", subject.stats)
     tissue = subject.array("tissue")
     brain = labels.in_brain(np.asarray(tissue)) if info.strip else None
     out = predict_slices(model, info, subject.array("t1"), tissue if info.uses_masks else None, transform,
@@ -141,11 +157,14 @@ def warn_if_masks_differ(info: ModelInfo, used: str, source) -> None:
 
 
 def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None = None, mask: Path | None = None,
-                  masks: str = "files", **kwargs) -> Path:
+                  masks: str = "files", before_write: Callable[[Transform], object] | None = None,
+                  **kwargs) -> Path:
     """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine.
 
     ``masks="auto"``: the brain mask and segmentation are computed from the T1w
-    (:mod:`mrsynth.masks`; ``seg`` and ``mask`` must then be absent).
+    (:mod:`mrsynth.masks`; ``seg`` and ``mask`` must then be absent).  ``before_write``
+    is called with the subject's T1w transform once the volume is predicted, before it is
+    written (the BIDS sidecar goes first).
     """
     check_source(masks)
     if masks == "auto" and (seg or mask):
@@ -157,39 +176,64 @@ def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None 
         automatic = compute_masks(volumes.t1, volumes.affine, source=t1)
         volumes.seg, volumes.mask = automatic.seg, automatic.brain
     warn_if_masks_differ(info, masks, t1)
+    check_inputs(info, volumes.seg, volumes.mask, t1)
+    transform = t1_transform(info, volumes.t1, volumes.mask, t1)
     volume = predict_arrays(model, info, volumes.t1, volumes.affine, volumes.seg, volumes.mask,
-                            source=str(t1), **kwargs)
+                            source=str(t1), transform=transform, **kwargs)
+    if before_write is not None:
+        before_write(transform)
     return write_like(volume, nib.load(str(t1)), volumes.affine, out)
 
 
-def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out: Path, **kwargs) -> Path:
+def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out: Path,
+                          before_write: Callable[[Transform], object] | None = None, **kwargs) -> Path:
     """Predict a prepared subject into a NIfTI with its source T1w's header (when still there) and affine."""
     check_output(out)
     warn_if_masks_differ(info, masks_source(subject.meta), subject.folder)
-    volume = predict_prepared(model, info, subject, **kwargs)
+    transform = info.norm().transform("t1", subject.stats)
+    volume = predict_prepared(model, info, subject, transform=transform, **kwargs)
+    if before_write is not None:
+        before_write(transform)
     source = Path(subject.meta["sources"]["t1"]["path"])
     reference = nib.load(str(source)) if source.exists() else None
     return write_like(volume, reference, subject.affine, out)
 
 
-def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str = "files", **kwargs) -> list[Path]:
-    """Predict every subject of a prepared cache or a data folder (any layout) into ``out_dir/<id>.nii.gz``.
+def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str = "files", output: str = "auto",
+                 model_folder: Path | None = None, **kwargs) -> list[Path]:
+    """Predict every subject of a prepared cache or a data folder (any layout) into ``out_dir``.
 
+    ``output``: ``flat`` (``out_dir/<id>.nii.gz``), ``bids`` (a BIDS derivatives dataset with a
+    JSON sidecar per prediction, :mod:`mrsynth.derivatives`) or ``auto`` (BIDS for BIDS input).
     ``masks="auto"`` (data folders only): masks computed from each T1w, the subjects' own ignored.
     """
     root = Path(root)
-    check_writable(Path(out_dir) / "prediction.nii.gz")
-    written = []
+    provenance = ModelProvenance(Path(model_folder), info) if model_folder is not None else None
     if is_prepared_cache(root):
         if masks == "auto":
             refuse_auto_on_cache(root)
-        for subject in list_prepared(root):
-            written.append(predict_prepared_file(model, info, subject, out_dir / f"{subject.id}.nii.gz", **kwargs))
+        subjects = list_prepared(root)
+        target = Output(out_dir, output_is_bids(output, "cache"), None, provenance)
+        target.prepare([subject.id for subject in subjects])
+        written = []
+        for subject in subjects:
+            sources = {role: Path(source["path"]) for role, source in subject.meta["sources"].items()}
+            sidecar = partial(target.write_sidecar, subject.id, sources, masks_source(subject.meta))
+            written.append(predict_prepared_file(model, info, subject, target.image_path(subject.id),
+                                                 before_write=sidecar, **kwargs))
             log.info("predict %s: %s", subject.id, written[-1])
         return written
-    for subject in discover(root):
+    subjects = discover(root)
+    layout = detect_layout(root)
+    source_root = root.parent if layout == "csv" else root
+    target = Output(out_dir, output_is_bids(output, layout), source_root, provenance)
+    target.prepare([subject.id for subject in subjects])
+    written = []
+    for subject in subjects:
         own = (None, None) if masks == "auto" else (subject.seg, subject.mask)
-        written.append(predict_files(model, info, subject.t1, out_dir / f"{subject.id}.nii.gz", *own,
-                                     masks=masks, **kwargs))
+        sources = {"t1": subject.t1, "seg": own[0], "mask": own[1]}
+        sidecar = partial(target.write_sidecar, subject.id, sources, masks)
+        written.append(predict_files(model, info, subject.t1, target.image_path(subject.id), *own,
+                                     masks=masks, before_write=sidecar, **kwargs))
         log.info("predict %s: %s", subject.id, written[-1])
     return written

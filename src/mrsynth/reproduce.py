@@ -51,6 +51,7 @@ from .report import fmt, pct, render_html, render_markdown
 from .runs import load_run_data
 from .subjects import discover
 from .train import train_or_reuse
+from .viewer import prepared_page, write_page
 
 #: The paper's loss values (section 5.2, Tables 1-3), keyed by (layers, input).
 PAPER = {
@@ -337,6 +338,9 @@ def build_report(results: dict, figures: dict[str, Path]) -> list:
                          ("figure5", "Figure 5: the same patches, many training subjects")):
         if key in figures:
             blocks += [("h2", caption), ("img", figures[key])]
+    if results.get("viewer"):
+        blocks.append(("p", f"Interactive viewer of one test subject (three planes, linked crosshairs, error map): "
+                            f"{results['viewer']}"))
     return blocks
 
 
@@ -402,13 +406,14 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
     figures_dir = out / "figures"
     figures_dir.mkdir(exist_ok=True)
     figures = _figures(folders, configs, figures_dir)
+    view = _viewer_page(folders, run_info, references, figures_dir / "view.html")
     results = {
         "scale": asdict(setting), "data": description, "seed": seed, "subjects": subjects,
         "units": "normalized training units (" + setting.norm + " normalization)",
         "paper": {table: {f"{layers} layers, {kind}": value for (layers, kind), value in values.items()}
                   for table, values in PAPER.items()},
         "runs": run_info, "tables_detail": detail, "comparisons": _comparisons(tables),
-        "beats_baselines": beats, "compared_with": compared, "versions": package_versions(), "mrsynth": __version__,
+        "beats_baselines": beats, "viewer": view and str(view.relative_to(out)), "compared_with": compared, "versions": package_versions(), "mrsynth": __version__,
         "seconds": time.perf_counter() - started,
     }
     blocks = build_report(results, figures)
@@ -427,6 +432,19 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialize {type(value)}")
+
+
+def _viewer_page(folders: dict[str, Path], run_info: dict, references: dict, path: Path) -> Path | None:
+    """An interactive page of the first test subject predicted by the last across-subject network with masks."""
+    across = [name for name, info in run_info.items() if "volume" in info["scores"]["network"]
+              and info["config"]["data"]["channels"] > 1]
+    if not across or not references:
+        return None
+    name = across[-1]
+    subject, _ = next(iter(references.values()))
+    model, info = load_model(folders[name] / runs.MODEL)
+    return write_page(path, prepared_page(predict_prepared(model, info, subject), subject),
+                      f"mrsynth reproduce: {subject.id} predicted by {name}")
 
 
 def _figures(folders: dict[str, Path], configs: dict[str, TrainConfig], folder: Path) -> dict[str, Path]:
