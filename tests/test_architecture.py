@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mrsynth"
 
 #: Lower layers never import higher ones (a module may import its own layer, without circles).
 LAYERS = [
-    {"__init__", "errors", "logs", "atomic", "labels", "runtime", "config", "normalization", "report", "distributed",
+    {"__init__", "errors", "logs", "atomic", "nifti", "labels", "runtime", "config", "normalization", "report", "distributed",
      "augment"},
     {"subjects", "figures", "networks", "modelfile", "masks"},
     {"cache", "fixtures", "simulate", "derivatives"},

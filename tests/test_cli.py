@@ -98,7 +98,7 @@ def test_demo_writes_its_table_from_its_numbers(tmp_path, run_cli):
     for name, scores in results["scores"].items():
         assert f"| {name} | {scores['mse_fov']:.4g} | {scores['mse']:.4g} |" in text
     for name in ("prediction.png", "simulated_subjects.png", "run/model/model.json", "run/learning_curve.png",
-                 "run-quality/model/model.json"):
+                 "run-quality/model/model.json", "view.html"):
         assert (tmp_path / "demo" / name).exists(), name
     code, _, err = run_cli("demo", "--out", tmp_path / "demo", "--quiet")
     assert code == 2 and "exists already" in err

@@ -53,7 +53,8 @@ def test_crossval_cli_scores_every_held_out_subject_and_resumes_fold_by_fold(tmp
             assert paired["ci95"][0] <= paired["mean"] <= paired["ci95"][1]
             assert f"network - {baseline}, {metric}: {paired['mean']:+.2f} dB" in stdout
     assert [f["train"] for f in results["folds"]] == [["002", "003"], ["001", "003"], ["001", "002"]]
-    for name in ("report.md", "report.html", "figures/per_subject_psnr_p99.png", "figures/002.png"):
+    for name in ("report.md", "report.html", "figures/per_subject_psnr_p99.png", "figures/002.png",
+                 "figures/002.html"):
         assert (out / name).exists(), name
     assert "95 % bootstrap CI" in (out / "report.md").read_text()
 

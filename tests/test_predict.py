@@ -6,9 +6,14 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 
+from mrsynth import labels
 from mrsynth.cache import list_prepared
+from mrsynth.modelfile import ModelInfo
+from mrsynth.normalization import Transform
+from mrsynth.predict import predict_slices
 
 
 def _sources(cache, subject="003") -> dict:
@@ -61,3 +66,60 @@ def test_optimized_prediction_equals_the_plain_path(cache):
     args = (model, info, subject.array("t1"), subject.array("tissue"), transform)
     fast, plain = predict_slices(*args, optimized=True), predict_slices(*args, optimized=False)
     np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-4)
+
+
+def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Untrained weights with non-zero biases and BatchNorm statistics: a background response that is not flat."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2, generator=generator)
+            module.running_var.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.uniform_(-0.2, 0.2, generator=generator)
+        elif isinstance(module, torch.nn.Conv2d):
+            module.bias.data.uniform_(-0.1, 0.1, generator=generator)
+    return model.eval()
+
+
+def _head(shape=(30, 52, 44), seed=0):
+    """A slice-major volume: an off-centre ellipsoid of signal and tissue classes in a background of zeros."""
+    rng = np.random.default_rng(seed)
+    s, h, w = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    inside = ((s - 17) / 9) ** 2 + ((h - 20) / 11) ** 2 + ((w - 26) / 9) ** 2 < 1
+    t1 = np.where(inside, rng.uniform(200, 900, shape), 0).astype(np.float32)
+    seg = np.where(inside, rng.choice([2, 3, 4, 10], shape), 0).astype(np.int32)
+    bits, _ = labels.tissue_bits(seg, inside)
+    return t1, bits, inside
+
+
+@pytest.mark.parametrize("kind, context, strip, masks", [("fcn", 0, False, True), ("fcn", 1, True, False),
+                                                         ("unet", 0, False, True), ("intensity-map", 0, False, False)])
+def test_skipping_background_gives_the_full_computation(kind, context, strip, masks, monkeypatch):
+    from mrsynth import predict
+    from mrsynth.networks import IntensityMap, build_network
+
+    t1, bits, brain = _head()
+    in_channels = 1 + 2 * context + (8 if masks else 0)
+    if kind == "intensity-map":
+        model = IntensityMap(torch.linspace(-1, 3, 64), torch.linspace(2, -1, 64) ** 2).eval()
+    else:
+        model = _randomize(build_network(kind, in_channels, layers=5, width=8, features=(4, 4, 8, 8, 8, 4)), 1)
+    info = ModelInfo(5, in_channels, 8, {"method": "robust", "t2_reference_scale": 300.0}, 16, 8, "axial",
+                     kind=kind, context=context, strip=strip)
+    computed = []
+    original = predict.inference_model
+
+    def counting(network, device):
+        fast = original(network, device)
+        return lambda x: (computed.append(x.shape[0] * x.shape[2] * x.shape[3]), fast(x))[1]
+
+    monkeypatch.setattr(predict, "inference_model", counting)
+    transform = Transform(scale=1 / 500)
+    args = (model, info, t1, bits if masks else None, transform)
+    full = predict_slices(*args, batch_size=4, brain=brain, skip_background=False)
+    pixels_full = sum(computed)
+    computed.clear()
+    skipped = predict_slices(*args, batch_size=4, brain=brain)
+    np.testing.assert_allclose(skipped, full, rtol=0, atol=1e-5 * np.abs(full).max())
+    assert np.ptp(full[0]) > 0 or kind == "intensity-map"  # the background response is not flat: edges matter
+    assert sum(computed) < 0.8 * pixels_full  # and the skipping did skip

@@ -35,7 +35,7 @@ def grid(tmp_path_factory):
 def test_report_structure(grid):
     out, results = grid
     for name in ("report.md", "report.html", "results.json", "figures/figure3_learning_curves.png",
-                 "figures/figure4_one_subject.png", "figures/figure5_many_subjects.png"):
+                 "figures/figure4_one_subject.png", "figures/figure5_many_subjects.png", "figures/view.html"):
         assert (out / name).exists(), name
     assert len(results["runs"]) == 10  # 4 + 4 + 2
     assert results["subjects"]["test"] == sorted(results["subjects"]["test"]) and len(results["subjects"]["test"]) == 5

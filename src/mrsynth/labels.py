@@ -57,6 +57,8 @@ CLASSES: tuple[str, ...] = (
     "unknown",
 )
 BIT = {name: i for i, name in enumerate(CLASSES)}
+#: Segmentations whose codes span less than this are encoded through a table indexed by code.
+DENSE_CODE_RANGE = 1 << 20
 
 #: Explicit aseg codes -> (class, FreeSurferColorLUT name).
 ASEG_CLASSES: dict[int, tuple[str, str]] = {
@@ -202,13 +204,25 @@ def tissue_bits(seg: np.ndarray, brain_mask: np.ndarray) -> tuple[np.ndarray, li
     Returns the bit field (same shape as ``seg``) and the sorted list of codes the
     table does not know, which were classed ``unknown``.
     """
-    codes, inverse = np.unique(seg.astype(np.int64, copy=False), return_inverse=True)
-    code_bits = np.array(
-        [1 << BIT[class_of(int(c)) or "unknown"] for c in codes], dtype=np.uint8
-    )
-    bits = code_bits[inverse.reshape(seg.shape)]
+    seg = np.asarray(seg)
+    if not np.issubdtype(seg.dtype, np.integer) or seg.dtype == np.uint64:
+        seg = seg.astype(np.int64)  # codes stored as floats (e.g. Avgwmparc), as before
+    low, high = (int(seg.min()), int(seg.max())) if seg.size else (0, 0)
+    if high - low < DENSE_CODE_RANGE:  # FreeSurfer codes (0..14175): a table indexed by code, O(n)
+        offsets = seg - np.asarray(low, seg.dtype) if low else seg
+        codes = np.flatnonzero(np.bincount(offsets.ravel(), minlength=high - low + 1)) + low
+        table = np.zeros(high - low + 1, np.uint8)
+        table[codes - low] = _code_bits(codes)
+        bits = table[offsets]
+    else:  # sparse, far-apart codes: sort once
+        codes, inverse = np.unique(seg.astype(np.int64, copy=False), return_inverse=True)
+        bits = _code_bits(codes)[inverse.reshape(seg.shape)]
     bits |= np.asarray(brain_mask, dtype=bool).astype(np.uint8) << BIT["brain"]
     return bits, unknown_codes(codes)
+
+
+def _code_bits(codes: np.ndarray) -> np.ndarray:
+    return np.array([1 << BIT[class_of(int(c)) or "unknown"] for c in codes], dtype=np.uint8)
 
 
 def has_class(bits: np.ndarray, name: str) -> np.ndarray:

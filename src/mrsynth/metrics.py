@@ -31,8 +31,6 @@ import math
 
 import numpy as np
 import torch
-from monai.metrics import PSNRMetric
-from monai.metrics.regression import compute_ssim_and_cs
 
 from . import labels
 from .patches import PatchDataset
@@ -60,6 +58,8 @@ def psnr_p99(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> float | No
     if min(peaks) <= 0:
         return None
     scaled = [torch.from_numpy(v / peak)[None] for v, peak in zip(inside, peaks)]
+    from monai.metrics import PSNRMetric  # MONAI is imported where used: it takes ~1 s, which `mrsynth` pays otherwise
+
     return float(PSNRMetric(max_val=1.0)(*scaled).item())
 
 
@@ -87,6 +87,8 @@ def masked_ssim(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray, data_range
     else:
         x, y = to_tensor(pred)[:, None], to_tensor(ref)[:, None]
         inner = (slice(None),) + tuple(slice(half, n - half) for n in brain.shape[1:])
+    from monai.metrics.regression import compute_ssim_and_cs
+
     ssim_map, _ = compute_ssim_and_cs(x, y, spatial_dims, [SSIM_WINDOW] * spatial_dims,
                                       [SSIM_SIGMA] * spatial_dims, data_range=data_range)
     ssim_map = ssim_map[:, 0].numpy()
@@ -119,6 +121,8 @@ def evaluate_volume(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, seg: np
     if not data_range > 0:
         raise ValueError("the reference is constant inside the brain mask: PSNR and SSIM need some contrast")
     mse = float(np.mean(inside**2))
+    from monai.metrics import PSNRMetric
+
     psnr = PSNRMetric(max_val=data_range)(torch.from_numpy(pred[brain])[None], torch.from_numpy(ref[brain])[None])
     scores = {
         "scale": scale,

@@ -39,6 +39,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from . import nifti
 from .errors import InputError
 
 LAYOUTS = ("auto", "hcp", "bids", "csv")
@@ -265,7 +266,7 @@ def read_volume(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     if not path.exists():
         raise InputError("file not found", path)
     try:
-        image = nib.load(str(path))
+        image = nifti.load(path)
         data = np.asanyarray(image.dataobj)
     except Exception as error:  # nibabel raises many types for corrupt files
         raise InputError(f"unreadable or corrupt NIfTI file ({error})", path) from error

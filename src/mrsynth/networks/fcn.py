@@ -53,3 +53,8 @@ class FCN(nn.Module):
     @property
     def receptive_field(self) -> int:
         return 2 * self.n_layers + 1
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels on each side of an output pixel that can change it (one per 3x3 convolution)."""
+        return self.n_layers

@@ -30,6 +30,7 @@ def tissue_group(masks: torch.Tensor) -> torch.Tensor:
 
 class TissueMean(nn.Module):
     kind = "tissue-mean"
+    receptive_radius = 0  # voxel by voxel
 
     def __init__(self, table: torch.Tensor | None = None):
         super().__init__()
@@ -41,6 +42,7 @@ class TissueMean(nn.Module):
 
 class IntensityMap(nn.Module):
     kind = "intensity-map"
+    receptive_radius = 0  # voxel by voxel
 
     def __init__(self, knots_x: torch.Tensor | None = None, knots_y: torch.Tensor | None = None, bins: int = 64):
         super().__init__()

@@ -9,7 +9,6 @@ before export like the FCN's, :mod:`.batchnorm`).
 
 from __future__ import annotations
 
-from monai.networks.nets import BasicUNet
 from torch import nn
 
 DEFAULT_FEATURES = (16, 16, 32, 64, 128, 16)
@@ -23,6 +22,8 @@ class UNet(nn.Module):
         self.in_channels, self.features = in_channels, tuple(int(f) for f in features)
         if len(self.features) != 6:
             raise ValueError(f"a BasicUNet takes 6 feature counts, got {len(self.features)}")
+        from monai.networks.nets import BasicUNet  # here, not at the top: importing MONAI takes ~2 s
+
         self.net = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, features=self.features,
                              norm=("batch", {"momentum": 0.1}))
 
