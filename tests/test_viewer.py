@@ -59,7 +59,7 @@ def test_reduction_keeps_world_coordinates_and_values():
 def test_page_volumes_are_the_inputs_cropped_and_the_table_is_the_error(page_files):
     page = viewer.load_page(page_files["pred"], page_files["t1"], page_files["ref"], page_files["mask"],
                             page_files["seg"])
-    specs, shape, factor = viewer._specs(page, viewer.MAX_VOXELS)
+    specs, shape, factor = viewer._specs(page, viewer.error_map(page), viewer.MAX_VOXELS)
     assert [s["name"] for s in specs] == ["t1", "pred", "ref", "error"] and factor == 1
     box = viewer.crop_box(page)
     for spec, volume in zip(specs, (page.t1, page.pred, page.ref)):
@@ -71,7 +71,7 @@ def test_page_volumes_are_the_inputs_cropped_and_the_table_is_the_error(page_fil
 
     brain = page.mask
     error = page.pred / np.percentile(page.pred[brain], 99) - page.ref / np.percentile(page.ref[brain], 99)
-    rows = {row[0]: row for row in viewer.error_table(page)}
+    rows = {row[0]: row for row in viewer.error_table(page, viewer.error_map(page))}
     assert rows["brain"][1] == f"{brain.sum():,}"
     assert float(rows["brain"][3]) == pytest.approx(np.abs(error[brain]).mean(), abs=1e-3)
     assert {"grey matter", "white matter", "csf"} <= set(rows)

@@ -125,9 +125,8 @@ def error_map(page: ViewerInput) -> np.ndarray | None:
     return np.where(brain, error, 0.0).astype(np.float32)
 
 
-def error_table(page: ViewerInput) -> list[list[str]]:
-    """Per-tissue error rows (header first): voxels, mean error, MAE and RMSE in p99 units."""
-    error = error_map(page)
+def error_table(page: ViewerInput, error: np.ndarray | None) -> list[list[str]]:
+    """Per-tissue error rows (header first) of :func:`error_map`'s ``error``: voxels, mean, MAE, RMSE."""
     if error is None:
         return []
     brain = page.mask
@@ -146,25 +145,26 @@ def error_table(page: ViewerInput) -> list[list[str]]:
 
 
 def _window(volume: np.ndarray, symmetric: bool) -> tuple[list[float], list[float]]:
-    """(slider range, initial window) of one shown volume."""
-    finite = volume[np.isfinite(volume)]
+    """(slider range, initial window) of one shown volume; for the error map, of its magnitude."""
     if symmetric:
-        peak = float(np.max(np.abs(finite))) or 1.0
-        return [0.0, peak], [0.02 * peak, max(float(np.percentile(np.abs(finite[finite != 0]), 99))
-                                               if (finite != 0).any() else peak, 1e-6)]
-    low, high = float(finite.min()), float(finite.max())
+        magnitude = np.abs(volume[volume != 0])
+        if not magnitude.size:
+            return [0.0, 1.0], [0.02, 1.0]
+        peak = float(magnitude.max())  # coloured from the median error up: the larger half of the errors
+        return [0.0, peak], [float(np.median(magnitude)), float(np.percentile(magnitude, 99))]
+    low, high = float(volume.min()), float(volume.max())
     if high <= low:
         high = low + 1.0
-    return [low, high], [float(np.percentile(finite, 0.5)), max(float(np.percentile(finite, 99.5)), low + 1e-6)]
+    return [low, high], [float(np.percentile(volume, 0.5)), max(float(np.percentile(volume, 99.5)), low + 1e-6)]
 
 
-def _specs(page: ViewerInput, max_voxels: int) -> tuple[list[dict], tuple[int, ...], int]:
+def _specs(page: ViewerInput, error: np.ndarray | None, max_voxels: int) -> tuple[list[dict], tuple[int, ...], int]:
     box = crop_box(page)
     factor = shrink_factor(tuple(s.stop - s.start for s in box), max_voxels)
     affine = reduced_affine(page.affine, box, factor)
     shown = [("t1", "T1w (input)", page.t1, "gray"), ("pred", "T2w predicted", page.pred, "gray"),
              ("ref", "T2w reference", page.ref, "gray"), ("error", "error: predicted - reference (p99 units), over the reference",
-                                                          error_map(page), "warm")]
+                                                          error, "warm")]
     specs = []
     for name, label, volume, colormap in shown:
         if volume is None:
@@ -190,7 +190,8 @@ def _table_html(rows: list[list[str]], score: float | None) -> str:
 
 def build_page(page: ViewerInput, title: str = "mrsynth prediction", max_voxels: int = MAX_VOXELS) -> str:
     """The whole HTML page as text."""
-    specs, shape, factor = _specs(page, max_voxels)
+    error = error_map(page)
+    specs, shape, factor = _specs(page, error, max_voxels)
     score = psnr_p99(page.pred, page.ref, page.mask) if page.ref is not None and page.mask is not None else None
     zooms = np.sqrt((page.affine[:3, :3] ** 2).sum(axis=0)) * factor
     meta = (f"{len(specs)} volumes of {' x '.join(map(str, shape))} voxels at "
@@ -200,7 +201,7 @@ def build_page(page: ViewerInput, title: str = "mrsynth prediction", max_voxels:
     niivue = resources.files("mrsynth").joinpath("assets/niivue/niivue.umd.js").read_text()
     volumes = json.dumps(specs).replace("</", "<\\/")
     return (template.replace("__TITLE__", html.escape(title)).replace("__META__", html.escape(meta))
-            .replace("__TABLE__", _table_html(error_table(page), score)).replace("__VOLUMES__", volumes)
+            .replace("__TABLE__", _table_html(error_table(page, error), score)).replace("__VOLUMES__", volumes)
             .replace("__NIIVUE__", niivue.replace("</script", "<\\/script")))
 
 
