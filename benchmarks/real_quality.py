@@ -89,6 +89,9 @@ ROWS = {
     "U-Net + rotation/zoom, T1w only": ["data.channels=1", "augment.rotate=10", "augment.scale=0.1"] + UNET,
     "U-Net, histogram standardization + augmentation, T1w only":
         ["data.channels=1", "data.norm=histogram", "augment.rotate=10", "augment.scale=0.1"] + UNET + AUGMENT,
+    "paper FCN, T1w only, 3x the epochs": ["data.channels=1", f"optim.epochs={3 * EPOCHS}"],
+    "U-Net, T1w only, 3x the epochs": ["data.channels=1", f"optim.epochs={3 * EPOCHS}"] + UNET,
+    "U-Net, T1w only, seed 1, 3x the epochs": ["data.channels=1", "seed=1", f"optim.epochs={3 * EPOCHS}"] + UNET,
 }
 
 
@@ -133,6 +136,23 @@ def run(rows: dict[str, list[str]] = ROWS) -> dict:
                         scores[f"mrsynth {kind}"] = score(predict_prepared(model, info, subjects[target]), reference)
             results["directions"][f"{source} -> {target}"] = {"scores": scores, "train_seconds": seconds}
     return results
+
+
+def run_rows(labels: list[str], note: str) -> dict:
+    """Run only the named rows and merge them into the saved result, with a note saying so."""
+    import json
+
+    from .common import RESULTS
+
+    saved = json.loads((RESULTS / "real_quality.json").read_text())
+    fresh = run({label: ROWS[label] for label in labels})
+    for direction, entry in fresh["directions"].items():
+        for key in ("scores", "train_seconds"):
+            saved["directions"][direction][key].update(
+                {label: value for label, value in entry[key].items() if label in labels})
+    saved["rows"].update({label: ROWS[label] for label in labels})
+    saved["note"] = " ".join(filter(None, [saved.get("note"), note]))
+    return saved
 
 
 def markdown(result: dict) -> str:
