@@ -62,6 +62,7 @@ def _simulated_heads(root: Path) -> list[dict]:
         seconds = time.perf_counter() - started
         heads.append({"id": f"head{i:02d}", "map": path.name, "seconds": seconds, "shape": list(subject.t1.shape),
                       "dice": class_dice(subject.codes, subject.mask, auto.seg, auto.brain),
+                      "fit": auto.provenance["registration_fit"], "attempts": auto.provenance["registration_attempts"],
                       "auto": auto, "affine": subject.affine})
         print(f"{path.name}: {seconds:.0f} s, " + ", ".join(f"{k} {v:.3f}" for k, v in heads[-1]["dice"].items()),
               flush=True)
@@ -121,7 +122,8 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         heads = _simulated_heads(tmp / "heads")
-        results["simulated"] = [{k: h[k] for k in ("id", "map", "seconds", "shape", "dice")} for h in heads]
+        results["simulated"] = [{k: h[k] for k in ("id", "map", "seconds", "shape", "dice", "fit", "attempts")}
+                                for h in heads]
         # (b) the ICBM head
         icbm_t1 = nib.load(str(SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz"))
         icbm_mask = np.asarray(nib.load(str(SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz")).dataobj) > 0
@@ -131,7 +133,9 @@ def run() -> dict:
         world = resample_from_to(hcp_mask, icbm_t1, order=0).get_fdata() > 0.5
         results["icbm"] = {"seconds": time.perf_counter() - started, "shape": list(icbm_t1.shape),
                            "brain_dice": _dice(icbm_auto.brain, icbm_mask),
-                           "atlas_mask_by_world_coordinates_dice": _dice(world, icbm_mask)}
+                           "atlas_mask_by_world_coordinates_dice": _dice(world, icbm_mask),
+                           "fit": icbm_auto.provenance["registration_fit"],
+                           "attempts": icbm_auto.provenance["registration_attempts"]}
         print("icbm", results["icbm"], flush=True)
         # (d) simulated: train on heads 1-2 (reference masks), test heads 3-4
         prepare_all(discover(tmp / "heads"), tmp / "cache", progress=False)
@@ -155,20 +159,26 @@ def markdown(result: dict) -> str:
     from mrsynth.labels import CLASSES
 
     sims = result["simulated"]
-    lines = [f"Simulated heads at {result['voxel_mm']} mm:", "", "| simulated head | seconds | " + " | ".join(CLASSES) + " | mean of 8 |",
-             "|---|---|" + "---|" * (len(CLASSES) + 1)]
+    method = result["method"]
+    lines = [f"Method {method['method']} version {method['version']}. Simulated heads at {result['voxel_mm']} mm "
+             "(fit: correlation of the warped template with the T1w inside the warped brain; tries: registrations "
+             "run, another one whenever the fit was below the threshold):", "",
+             "| simulated head | seconds | fit | tries | " + " | ".join(CLASSES) + " | mean of 8 |",
+             "|---|---|---|---|" + "---|" * (len(CLASSES) + 1)]
     for head in sims:
         d = head["dice"]
-        lines.append(f"| {head['id']} ({head['map']}) | {head['seconds']:.0f} | " + " | ".join(
+        fit = f"{head['fit']:.2f} | {head['attempts']}" if "fit" in head else "- | 1"
+        lines.append(f"| {head['id']} ({head['map']}) | {head['seconds']:.0f} | {fit} | " + " | ".join(
             f"{d[c]:.3f}" for c in CLASSES) + f" | {np.mean(list(d.values())):.3f} |")
     means = {c: float(np.mean([h["dice"][c] for h in sims])) for c in CLASSES}
-    lines.append(f"| **mean of {len(sims)}** | {np.median([h['seconds'] for h in sims]):.0f} (median) | " + " | ".join(
+    lines.append(f"| **mean of {len(sims)}** | {np.median([h['seconds'] for h in sims]):.0f} (median) | | | " + " | ".join(
         f"**{means[c]:.3f}**" for c in CLASSES) + f" | **{np.mean(list(means.values())):.3f}** |")
     icbm = result["icbm"]
     lines += ["", f"ICBM 2009c head ({'x'.join(map(str, icbm['shape']))}, 1 mm): brain-mask Dice "
                   f"{icbm['brain_dice']:.3f} against its own mask, in {icbm['seconds']:.0f} s; the HCP atlas mask "
                   f"placed by world coordinates alone scores {icbm['atlas_mask_by_world_coordinates_dice']:.3f} "
-                  "(the two templates' mask definitions differ).", "",
+                  "(the two templates' mask definitions differ)"
+                  + (f"; fit {icbm['fit']:.2f} after {icbm['attempts']} registration(s)." if "fit" in icbm else "."), "",
               "| T2w prediction (brain MSE, brain-median units / psnr_p99) | " + " | ".join(
                   ["FCN + masks, reference masks", "FCN + masks, automatic masks", "FCN, T1w only"]) + " | auto / reference MSE |",
               "|---|---|---|---|---|"]

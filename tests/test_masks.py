@@ -175,3 +175,26 @@ def test_predict_auto_masks_from_a_bare_t1w_and_says_when_they_differ_from_train
     code, _, err = run_cli("predict", "--model", run / "model", "--t1", t1, "--masks", "auto", "--mask",
                            t1.parent / "brainmask_fs.nii.gz", "--out", tmp_path / "both.nii.gz")
     assert code == 2 and "not both" in err and not (tmp_path / "both.nii.gz").exists()
+
+
+def test_a_badly_fitting_registration_is_tried_again_and_the_best_kept():
+    from mrsynth.masks import best_registration, registration_fit
+
+    calls = []
+
+    def register(fits):
+        def run(seed):
+            calls.append(seed)
+            return fits[len(calls) - 1], {"seed": seed}
+        return run
+
+    fit, registration, attempts = best_registration(register([0.4, 0.8, 0.9]), 7, "t1", good_enough=0.65)
+    assert (fit, registration, attempts, calls) == (0.8, {"seed": 8}, 2, [7, 8])  # stops at the first good fit
+    calls.clear()
+    fit, registration, attempts = best_registration(register([0.3, 0.5, 0.2]), 0, "t1", good_enough=0.65)
+    assert (fit, registration, attempts, calls) == (0.5, {"seed": 1}, 3, [0, 1, 2])  # none good: the best of three
+    rng = np.random.default_rng(0)
+    fixed, brain = rng.normal(size=(8, 8, 8)), np.ones((8, 8, 8), bool)
+    assert registration_fit(2 * fixed + 1, fixed, brain) == pytest.approx(1.0)
+    assert abs(registration_fit(rng.normal(size=(8, 8, 8)), fixed, brain)) < 0.2
+    assert registration_fit(fixed, fixed, np.zeros((8, 8, 8), bool)) == 0.0
