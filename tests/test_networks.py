@@ -80,3 +80,32 @@ def test_folded_batchnorm_inference_equals_the_eval_model():
         torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
         fast = inference_model(model)
         torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_unet_without_normalization_has_no_batchnorm_and_any_tile_size_gives_the_same_pixels():
+    from mrsynth.networks import UNet
+
+    torch.manual_seed(0)
+    model = UNet(1, (4, 4, 8, 8, 8, 4), norm="none").eval()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():  # no batch statistics: a sample's output does not depend on the rest of its batch
+        torch.testing.assert_close(model(torch.cat([x, torch.rand(3, 1, 64, 64) * 5]))[:1], model(x))
+    with pytest.raises(ValueError, match="norm"):
+        UNet(1, norm="group")
+
+
+def test_lookup_residual_starts_from_the_table_and_reads_it_as_an_input():
+    from mrsynth.networks import IntensityMap, LookupResidual, build_network
+
+    table = IntensityMap(torch.tensor([0.0, 0.5, 1.0, 2.0]), torch.tensor([0.0, 3.0, 1.0, 0.5]))
+    model = build_network("fcn", 9, layers=3, width=4, lookup=table)
+    assert isinstance(model, LookupResidual) and model.kind == "fcn" and model.receptive_radius == 3
+    assert model.net.layers[0].in_channels == 10  # the input channels and the table's prediction
+    x = torch.rand(2, 9, 12, 12) * 2
+    with torch.no_grad():
+        model.net.layers[-1].weight.zero_()
+        model.net.layers[-1].bias.zero_()
+        torch.testing.assert_close(model.eval()(x), table(x[:, :1]))  # a residual of zero: the table itself
+        model.net.layers[-1].bias.fill_(0.25)
+        torch.testing.assert_close(model(x), table(x[:, :1]) + 0.25)

@@ -163,3 +163,22 @@ def test_tiles_and_patches_both_cover_every_brain_slice(cache):
             assert hits.mean() < 1.3  # ... about once
     # tile training uses far fewer, larger, non-overlapping items than the paper's grid
     assert PatchGrid.tiles(16).count(subject.stored_shape) < PatchGrid(16, 8).count(subject.stored_shape)
+
+
+def test_brain_fractions_match_the_windows_and_min_brain_keeps_only_brain_tiles(cache):
+    from mrsynth.config import load_config
+    from mrsynth.runs import build_data
+
+    subjects = list_prepared(cache)
+    for grid in (PatchGrid.tiles(16), PatchGrid(16, 8), PatchGrid.tiles(64)):  # 64: larger than a slice side
+        dataset = PatchDataset(subjects, Normalization(), grid, channels=1)
+        fractions = dataset.brain_fractions()
+        np.testing.assert_allclose(fractions, dataset.brain_windows(range(len(dataset))).mean(axis=(1, 2)))
+    everything = ["data.sampling=tiles", "data.tile_size=16", f"data.cache={cache}", "data.train=001,002",
+                  "data.test=003"]
+    full = build_data(load_config(None, everything)).train
+    kept = build_data(load_config(None, everything + ["data.min_brain=0.25"])).train
+    fractions = full.brain_fractions()
+    assert 0 < (fractions >= 0.25).sum() == len(kept) < len(full)
+    assert kept.brain_windows(range(len(kept))).mean(axis=(1, 2)).min() >= 0.25
+    assert torch.equal(kept[0][0], full[int(np.flatnonzero(fractions >= 0.25)[0])][0])

@@ -93,17 +93,21 @@ def _head(shape=(30, 52, 44), seed=0):
 
 
 @pytest.mark.parametrize("kind, context, strip, masks", [("fcn", 0, False, True), ("fcn", 1, True, False),
-                                                         ("unet", 0, False, True), ("intensity-map", 0, False, False)])
+                                                         ("unet", 0, False, True), ("intensity-map", 0, False, False),
+                                                         ("fcn+lookup", 0, False, False), ("unet+lookup", 1, False, False)])
 def test_skipping_background_gives_the_full_computation(kind, context, strip, masks, monkeypatch):
     from mrsynth import predict
     from mrsynth.networks import IntensityMap, build_network
 
     t1, bits, brain = _head()
     in_channels = 1 + 2 * context + (8 if masks else 0)
+    table = IntensityMap(torch.linspace(-1, 3, 64), torch.linspace(2, -1, 64) ** 2)
+    kind, _, lookup = kind.partition("+")
     if kind == "intensity-map":
-        model = IntensityMap(torch.linspace(-1, 3, 64), torch.linspace(2, -1, 64) ** 2).eval()
+        model = table.eval()
     else:
-        model = _randomize(build_network(kind, in_channels, layers=5, width=8, features=(4, 4, 8, 8, 8, 4)), 1)
+        model = _randomize(build_network(kind, in_channels, layers=5, width=8, features=(4, 4, 8, 8, 8, 4),
+                                         lookup=table if lookup else None), 1)
     info = ModelInfo(5, in_channels, 8, {"method": "robust", "t2_reference_scale": 300.0}, 16, 8, "axial",
                      kind=kind, context=context, strip=strip)
     computed = []

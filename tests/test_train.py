@@ -66,12 +66,14 @@ def test_eval_mode_after_recalibration_is_as_good_as_batch_statistics(trained):
     assert eval_loss <= 1.5 * total / count
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path):
-    straight = train(tiny_config(cache, "optim.epochs=3"), tmp_path / "straight", progress=False)
-    stopped = train(tiny_config(cache, "optim.epochs=3"), tmp_path / "resumed", progress=False, stop_after_epoch=2)
+@pytest.mark.parametrize("extra", [[], ["optim.ema=0.9"]])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path, extra):
+    straight = train(tiny_config(cache, "optim.epochs=3", *extra), tmp_path / "straight", progress=False)
+    stopped = train(tiny_config(cache, "optim.epochs=3", *extra), tmp_path / "resumed", progress=False,
+                    stop_after_epoch=2)
     assert stopped == {"stopped_after_epoch": 2}
     with pytest.raises(InputError, match="already holds a run"):
-        train(tiny_config(cache, "optim.epochs=3"), tmp_path / "resumed", progress=False)
+        train(tiny_config(cache, "optim.epochs=3", *extra), tmp_path / "resumed", progress=False)
     resumed = train(runs.resume_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True, progress=False)
     a = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
@@ -80,6 +82,14 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path):
     assert len(runs.read_history(tmp_path / "resumed")) == 3
     assert [r["train_loss"] for r in runs.read_history(tmp_path / "resumed")] == \
         [r["train_loss"] for r in runs.read_history(tmp_path / "straight")]
+    state = torch.load(tmp_path / "straight" / runs.CHECKPOINT, weights_only=True)
+    last = {k: v for k, v in state["model"].items() if k in a}
+    if extra:  # the export is the moving average of the weights, not the last weights
+        assert state["averaged"]["n_averaged"] > 1
+        assert all(torch.equal(a[k], state["averaged"][f"module.{k}"]) for k in a if "running" not in k and "num_batches" not in k)
+        assert not all(torch.equal(a[k], last[k]) for k in last if "running" not in k and "num_batches" not in k)
+    else:
+        assert state["averaged"] is None
 
 
 def test_resume_config_refuses_a_folder_that_is_not_a_run(tmp_path):
@@ -194,3 +204,40 @@ def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
             patch = model(dataset[item][0][None])[0, 0].numpy()
         # interior of the patch (3 layers: 3-pixel margin) where the patch and the slice see the same pixels
         np.testing.assert_allclose(patch[3:-3, 3:-3], whole[s, r + 3:r + 13, c + 3:c + 13], rtol=1e-4, atol=1e-4)
+
+
+def test_lookup_unet_corrects_the_training_brains_table_and_round_trips_through_its_model_file(cache, tmp_path):
+    from mrsynth.baselines import brain_voxels
+    from mrsynth.cache import list_prepared
+    from mrsynth.predict import predict_prepared
+
+    config = load_config(None, [f"data.cache={cache}", "data.train=001,002", "data.test=003", "model.kind=unet",
+                                "model.features=8,8,8,16,16,8", "model.norm=none", "model.lookup=true",
+                                "data.sampling=tiles", "data.tile_size=32", "data.min_brain=0.05"] + BASE)
+    train(config, tmp_path / "run", progress=False)
+    model, info = load_model(tmp_path / "run" / "model")
+    assert info.lookup and info.feature_norm == "none" and info.in_channels == 9
+    # the table: mean normalized T2w of each T1w quantile bin over both training brains (0 -> 0 added below them)
+    data = build_data(config)
+    x, y = brain_voxels([p.subject for p in data.train.parts], data.normalization)
+    assert len(x) == sum(int(labels_in_brain(s).sum()) for s in list_prepared(cache)[:2])
+    knots_x, knots_y = model.lookup.knots_x.numpy(), model.lookup.knots_y.numpy()
+    assert knots_x[0] == knots_y[0] == 0 and np.all(np.diff(knots_x) > 0)
+    edges = np.quantile(x, np.linspace(0, 1, 65))
+    first = x < edges[1]
+    assert knots_x[1] == pytest.approx(x[first].mean(), rel=1e-5) and knots_y[1] == pytest.approx(y[first].mean(), rel=1e-5)
+    subject = list_prepared(cache)[2]
+    volume = predict_prepared(model, info, subject)
+    assert volume.shape == tuple(subject.meta["shape"]) and np.isfinite(volume).all()
+    resumed = train(runs.resume_config(tmp_path / "run", ["optim.epochs=3"]), tmp_path / "run", resume=True,
+                    progress=False)
+    assert resumed["epochs"] == 3
+    with pytest.raises(InputError, match="scaling normalization"):
+        train(load_config(None, [f"data.cache={cache}", "data.train=001", "data.test=003", "model.lookup=true",
+                                 "data.norm=paper"] + BASE), tmp_path / "paper", progress=False)
+
+
+def labels_in_brain(subject):
+    from mrsynth import labels
+
+    return labels.in_brain(np.asarray(subject.array("tissue")))

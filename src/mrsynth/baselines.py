@@ -59,6 +59,33 @@ def fit_intensity_map(dataset: PatchDataset, max_patches: int = 2000, seed: int 
     return lookup_table(x, y, bins)
 
 
+def brain_voxels(subjects, normalization, max_voxels: int = 20_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized T1w and T2w of the training subjects' brain voxels, every voxel weighted alike.
+
+    Whole volumes from the cache, each subject thinned to an even share of ``max_voxels``
+    (every k-th brain voxel) so memory stays bounded with many subjects.
+    """
+    xs, ys = [], []
+    share = max(1, max_voxels // max(len(subjects), 1))
+    for subject in subjects:
+        brain = labels.in_brain(subject.array("tissue"))
+        step = max(1, int(np.ceil(brain.sum() / share)))
+        t1 = normalization.transform("t1", subject.stats)(subject.array("t1")[brain][::step])
+        t2 = normalization.transform("t2", subject.stats)(subject.array("t2")[brain][::step])
+        xs.append(t1.astype(np.float64))
+        ys.append(t2.astype(np.float64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_network_lookup(subjects, normalization, bins: int = 64) -> IntensityMap:
+    """The lookup table a :class:`~mrsynth.networks.LookupResidual` corrects: :func:`lookup_table` of the brain
+    voxels, with background (T1w 0) mapped to 0 where the darkest brain bin lies above it."""
+    table = lookup_table(*brain_voxels(subjects, normalization), bins)
+    if table.knots_x[0] > 0:
+        table = IntensityMap(torch.cat([torch.zeros(1), table.knots_x]), torch.cat([torch.zeros(1), table.knots_y]))
+    return table
+
+
 def lookup_table(x: np.ndarray, y: np.ndarray, bins: int = 64) -> IntensityMap:
     """Piecewise-linear map through (mean x, mean y) of each of ``bins`` quantile bins of ``x``."""
     edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))

@@ -49,6 +49,8 @@ class DataConfig:
     max_eval_patches: int = _field(0, "0: score every validation / test patch; else a fixed seeded subset")
     sampling: str = _field("patches", "`patches`: the paper's overlapping grid; `tiles`: each slice covered about once")
     tile_size: int = _field(128, "tile side in pixels, with `sampling = \"tiles\"`")
+    min_brain: float = _field(0.0, "training patches or tiles with a smaller fraction of brain pixels are left out "
+                                   "(0: all; a tile of background teaches nothing about the brain)")
     context: int = _field(0, "2.5D input: neighbouring slices on each side given as extra T1w channels (0: 2D)")
     strip: bool = _field(False, "T1w set to 0 outside the brain mask, in training and prediction alike "
                                 "(whole-head and skull-stripped inputs then look the same to the network)")
@@ -61,6 +63,10 @@ class ModelConfig:
     width: int = _field(32, "fcn: filters per hidden layer (the paper: 32)")
     features: list[int] = _field(factory=lambda: [16, 16, 32, 64, 128, 16],
                                  doc="unet: feature counts of BasicUNet's 5 levels and its last layer")
+    norm: str = _field("batch", "unet: feature normalization, `batch` (BatchNorm, recalibrated before export) or "
+                                "`none`")
+    lookup: bool = _field(False, "predict a correction to a T1w -> T2w lookup table fitted on the training brains "
+                                 "(the table is also an input channel)")
 
 
 @dataclass
@@ -74,6 +80,8 @@ class OptimConfig:
     beta2: float = _field(0.999, "Adam beta2 (paper)")
     eps: float = _field(1e-9, "Adam epsilon (paper)")
     loss: str = _field("mse", "`mse` (the paper), `l1`, or `l1+ssim` (L1 plus 0.5 x (1 - SSIM))")
+    ema: float = _field(0.0, "export an exponential moving average of the weights with this decay per step "
+                             "(e.g. 0.999; 0: the last weights)")
 
 
 @dataclass

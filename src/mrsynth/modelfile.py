@@ -23,7 +23,7 @@ from torch import nn
 from . import __version__, labels
 from .atomic import write_file, write_text
 from .errors import InputError
-from .networks import FCN, LOOKUPS, TRAINABLE, build_network
+from .networks import FCN, LOOKUPS, TRAINABLE, IntensityMap, build_network
 from .normalization import Normalization
 
 MODEL_FORMAT = 1
@@ -44,6 +44,8 @@ class ModelInfo:
     label_table: int = labels.TABLE_VERSION
     kind: str = FCN.kind  # "unet", or a lookup baseline: "tissue-mean", "intensity-map"
     features: list = field(default_factory=list)  # unet: BasicUNet feature counts
+    feature_norm: str = "batch"  # unet: normalization inside its blocks ("batch" or "none")
+    lookup: bool = False  # the network corrects a lookup table stored with its weights (networks.LookupResidual)
     context: int = 0  # 2.5D: neighbouring slices on each side given as extra T1w channels
     strip: bool = False  # T1w set to 0 outside the brain mask before prediction
     weights_sha256: str = ""  # of model.safetensors, checked at load (empty: written before mrsynth checked it)
@@ -94,7 +96,9 @@ def file_sha256(path: str | Path) -> str:
 
 def _network(info: ModelInfo, state: dict) -> nn.Module:
     if info.kind in TRAINABLE:
-        model = build_network(info.kind, info.in_channels, info.n_layers, info.width, info.features)
+        lookup = IntensityMap(state["lookup.knots_x"], state["lookup.knots_y"]) if info.lookup else None
+        model = build_network(info.kind, info.in_channels, info.n_layers, info.width, info.features,
+                              info.feature_norm, lookup)
         model.load_state_dict(state)
         return model
     return LOOKUPS[info.kind](**state)

@@ -15,6 +15,7 @@ evenly from 0 to ``L - P``, so every pixel of the slice is covered, almost all o
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -180,6 +181,32 @@ class PatchDataset(Dataset):
         inside = ((r >= 0) & (r < height))[:, :, None] & ((c >= 0) & (c < width))[:, None, :]
         inside = inside & ((slices >= 0) & (slices < depth))[:, None, None]
         return out if inside.all() else np.where(inside, out, fill)
+
+    def brain_fractions(self) -> np.ndarray:
+        """The fraction of brain pixels in every item's window, in item order (one pass over each subject's classes).
+
+        Summed-area tables per slice give every window's brain count at once; window parts
+        outside the slice count as background.
+        """
+        size = self.grid.size
+        fractions = np.empty(self.total)
+        for p, part in enumerate(self.parts):
+            brain = labels.in_brain(part.subject.array("tissue"))
+            table = np.zeros((brain.shape[0], brain.shape[1] + 1, brain.shape[2] + 1), np.int32)
+            np.cumsum(np.cumsum(brain, axis=1), axis=2, out=table[:, 1:, 1:])
+            r0, c0 = np.clip(part.rows, 0, brain.shape[1]), np.clip(part.cols, 0, brain.shape[2])
+            r1, c1 = np.clip(part.rows + size, 0, brain.shape[1]), np.clip(part.cols + size, 0, brain.shape[2])
+            counts = (table[:, r1][:, :, c1] - table[:, r0][:, :, c1] - table[:, r1][:, :, c0]
+                      + table[:, r0][:, :, c0])
+            fractions[self.offsets[p]:self.offsets[p + 1]] = counts.reshape(-1) / size**2
+        return fractions if self.indices is None else fractions[self.indices]
+
+    def restricted(self, items: np.ndarray) -> "PatchDataset":
+        """The same dataset reduced to some of its items (positions in this dataset, in the given order)."""
+        narrowed = copy.copy(self)
+        index = np.asarray(items, dtype=np.int64)
+        narrowed.indices = index if self.indices is None else self.indices[index]
+        return narrowed
 
     def brain_windows(self, items: Sequence[int]) -> np.ndarray:
         """The brain masks ``(B, P, P)`` (bool) of dataset items ``items``, whatever the input channels."""

@@ -23,6 +23,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .cache import PreparedSubject, list_prepared, masks_source
 from .config import TrainConfig, load_config
 from .errors import InputError
@@ -128,8 +130,15 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
         if indices is not None and not len(indices):
             return None
         part_grid = PatchGrid.tiles(data.tile_size) if part == "train" and data.sampling == "tiles" else grid
-        return PatchDataset(_pick(subjects, ids, data.cache), norm, part_grid, data.channels, indices,
-                            context=data.context, strip=data.strip)
+        built = PatchDataset(_pick(subjects, ids, data.cache), norm, part_grid, data.channels, indices,
+                             context=data.context, strip=data.strip)
+        if part == "train" and data.min_brain > 0:
+            kept = np.flatnonzero(built.brain_fractions() >= data.min_brain)
+            if not len(kept):
+                raise InputError(f"no training patch has a brain fraction of at least {data.min_brain} "
+                                 "(data.min_brain)", data.cache)
+            built = built.restricted(kept)
+        return built
 
     return RunData(split, norm, grid, dataset("train"), dataset("val"), dataset("test"))
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import runs
 from .atomic import remove_leftovers, write_file, write_text
@@ -29,7 +30,8 @@ from .errors import InputError
 from .logs import bar, log
 from .metrics import mean_loss, patch_losses
 from .modelfile import ModelInfo, save_model
-from .networks import build_network, recalibrate_batchnorm
+from .baselines import fit_network_lookup
+from .networks import IntensityMap, build_network, recalibrate_batchnorm
 from .patches import batch_loader, input_channels, slice_offsets
 from .runs import RunData, build_data
 from .runtime import pick_device, tune_allocator
@@ -70,7 +72,7 @@ def _inputs_only(loader):
 
 class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
-                 distributed: Distributed = Distributed()):
+                 distributed: Distributed = Distributed(), lookup: IntensityMap | None = None):
         self.config, self.run_dir, self.distributed = config, Path(run_dir), distributed
         tune_allocator()
         self.progress = progress and distributed.main
@@ -86,7 +88,7 @@ class Trainer:
         self.in_channels = input_channels(config.data.channels, config.data.context)
         try:
             self.model = build_network(config.model.kind, self.in_channels, config.model.layers, config.model.width,
-                                       config.model.features).to(self.device)
+                                       config.model.features, config.model.norm, lookup).to(self.device)
         except ValueError as error:
             raise InputError(f"model: {error}") from error
         self.loss = loss_function(config.optim.loss)
@@ -102,6 +104,9 @@ class Trainer:
         self.epoch = 0
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        #: an exponential moving average of the weights (optim.ema): what is validated and exported
+        self.averaged = None if not optim.ema else AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(optim.ema), use_buffers=True)
         self.step_model = self._compiled() if config.compile else self.model
         if distributed.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -145,6 +150,7 @@ class Trainer:
             return
         state = {
             "model": self.model.state_dict(),
+            "averaged": self.averaged.state_dict() if self.averaged is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
@@ -159,6 +165,8 @@ class Trainer:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
             self.model.load_state_dict(state["model"])
+            if self.averaged is not None:
+                self.averaged.load_state_dict(state["averaged"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.epoch = int(state["epoch"])
@@ -192,6 +200,8 @@ class Trainer:
             loss = self.loss(self._forward(inputs), target)
             loss.backward()
             self.optimizer.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.model)
             value = ranks.mean(loss.item())
             if not np.isfinite(value):
                 raise FloatingPointError(
@@ -206,7 +216,7 @@ class Trainer:
                "seconds": round(seconds, 2), "patches_per_s": round(seen / seconds, 2)}
         if data.val is not None and ranks.main:
             self.recalibrate(data, config.val_recalibration_batches)
-            row["val_loss"] = mean_loss(self.model, data.val, config.optim.batch_size, self.device,
+            row["val_loss"] = mean_loss(self.final_model, data.val, config.optim.batch_size, self.device,
                                         config.data.max_eval_patches, config.seed)
         self.epoch = epoch
         if ranks.main:
@@ -217,7 +227,12 @@ class Trainer:
     def recalibrate(self, data: RunData, batches: int) -> int:
         order = epoch_order(len(data.train), self.config.seed, 0)[: batches * self.config.optim.batch_size]
         loader = batch_loader(data.train, order, self.config.optim.batch_size)
-        return recalibrate_batchnorm(self.model, _inputs_only(loader), batches)
+        return recalibrate_batchnorm(self.final_model, _inputs_only(loader), batches)
+
+    @property
+    def final_model(self) -> torch.nn.Module:
+        """The network that is validated and exported: the trained weights, or their moving average."""
+        return self.model if self.averaged is None else self.averaged.module
 
     def export(self, data: RunData) -> dict:
         """Recalibrate BatchNorm, save the model, score validation and test sets in eval mode."""
@@ -237,7 +252,7 @@ class Trainer:
         for part in ("val", "test"):
             dataset = getattr(data, part)
             if dataset is not None:
-                losses = patch_losses(self.model, dataset, batch, self.device, limit, seed)
+                losses = patch_losses(self.final_model, dataset, batch, self.device, limit, seed)
                 summary[f"{part}_loss"] = losses["mse"]
                 summary[f"{part}_loss_brain"] = losses["mse_brain"]
                 summary[f"{part}_patches"] = losses["patches"]
@@ -245,16 +260,28 @@ class Trainer:
         info = ModelInfo(
             n_layers=model.layers, in_channels=self.in_channels, width=model.width, kind=model.kind,
             features=list(model.features) if model.kind == "unet" else [], context=self.config.data.context,
+            feature_norm=model.norm if model.kind == "unet" else "batch", lookup=model.lookup,
             strip=self.config.data.strip, masks=data.masks,
             normalization=asdict(data.normalization),
             patch_size=data.grid.size, stride=data.grid.stride, axis=data.axis,
             training={k: summary[k] for k in ("epochs", "train_patches", "subjects", "train_loss")},
         )
-        save_model(self.run_dir / runs.MODEL, self.model.cpu(), info)
-        self.model.to(self.device)
+        save_model(self.run_dir / runs.MODEL, self.final_model.cpu(), info)
+        self.final_model.to(self.device)
         write_text(self.run_dir / runs.SUMMARY, json.dumps(summary, indent=2) + "\n")
         runs.plot_learning_curve(self.run_dir)
         return summary
+
+
+def network_lookup(config: TrainConfig, data: RunData) -> IntensityMap | None:
+    """The lookup table a ``model.lookup`` network corrects, fitted on the run's training subjects (deterministic,
+    so a resumed run fits the same one before its checkpoint is loaded)."""
+    if not config.model.lookup:
+        return None
+    if config.data.norm == "paper":
+        raise InputError("model.lookup needs a scaling normalization (data.norm = \"robust\", \"percentile\" or "
+                         "\"histogram\"), not the paper's mean subtraction")
+    return fit_network_lookup([part.subject for part in data.train.parts], data.normalization)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -277,7 +304,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
             raise InputError("run folder already holds a run; use --resume or another folder", run_dir)
         data = build_data(config)
     ranks.barrier()  # every rank has checked the folder before rank 0 writes to it
-    trainer = Trainer(config, run_dir, progress, ranks)
+    trainer = Trainer(config, run_dir, progress, ranks, network_lookup(config, data))
     if resume:
         trainer.load_checkpoint()
     elif ranks.main:

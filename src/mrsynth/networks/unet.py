@@ -12,20 +12,24 @@ from __future__ import annotations
 from torch import nn
 
 DEFAULT_FEATURES = (16, 16, 32, 64, 128, 16)
+#: Feature normalization inside the U-Net's blocks, by ``model.norm``.
+NORMS = {"batch": ("batch", {"momentum": 0.1}), "none": None}
 
 
 class UNet(nn.Module):
     kind = "unet"
 
-    def __init__(self, in_channels: int, features=DEFAULT_FEATURES):
+    def __init__(self, in_channels: int, features=DEFAULT_FEATURES, norm: str = "batch"):
         super().__init__()
-        self.in_channels, self.features = in_channels, tuple(int(f) for f in features)
+        self.in_channels, self.features, self.norm = in_channels, tuple(int(f) for f in features), norm
         if len(self.features) != 6:
             raise ValueError(f"a BasicUNet takes 6 feature counts, got {len(self.features)}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown U-Net norm {norm!r}; choose from {', '.join(NORMS)}")
         from monai.networks.nets import BasicUNet  # here, not at the top: importing MONAI takes ~2 s
 
         self.net = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, features=self.features,
-                             norm=("batch", {"momentum": 0.1}))
+                             norm=NORMS[norm])
 
     def forward(self, x):
         return self.net(x)
