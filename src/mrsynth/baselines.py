@@ -11,12 +11,11 @@ A network that does not beat them has learned nothing a lookup table can't do.
   dark-T1w CSF (bright in T2w) in the lowest bins: dark rims along the cortex, 9-13 dB on
   real subjects where a plain table gets 17-19 dB.
 
-Both are fitted on the run's training subjects, every voxel weighted once: on tiles that
-cover each training slice once (an across-subject split; the paper's overlapping patch grid
-would weight voxels unevenly, by up to 1 dB on real data), or on the training patches of a
-within-subject split (so they never see test pixels); a seeded random subset of at most
-``max_patches`` of them.  They are saved as model files
-(``RUN/baselines/<kind>/``) that predict and score exactly like the network.
+Both are fitted on the run's training subjects, every voxel weighted once: on the whole
+volumes of an across-subject split (the intensity map is then the few lines of numpy it names,
+tested against them on real data), or on the training patches of a within-subject split (so they
+never see test pixels; a seeded random subset of at most ``max_patches`` of them).  They are
+saved as model files (``RUN/baselines/<kind>/``) that predict and score exactly like the network.
 """
 
 from __future__ import annotations
@@ -30,10 +29,9 @@ import torch
 from . import labels, runs
 from .modelfile import ModelInfo, save_model
 from .networks.lookup import N_GROUPS, IntensityMap, TissueMean, tissue_group
-from .patches import CHANNELS, PatchDataset, PatchGrid, batch_loader
+from .patches import CHANNELS, PatchDataset, batch_loader
 
 KINDS = (TissueMean.kind, IntensityMap.kind)
-FIT_TILE = 128  # tile side for fitting on across-subject splits
 MASK_CHANNELS = CHANNELS[-1]  # the baselines read the tissue masks
 
 
@@ -97,7 +95,26 @@ def lookup_table(x: np.ndarray, y: np.ndarray, bins: int = 64) -> IntensityMap:
     return IntensityMap(torch.tensor(centres, dtype=torch.float32), torch.tensor(means, dtype=torch.float32))
 
 
+def fit_tissue_mean_volumes(subjects, normalization) -> TissueMean:
+    """The mean normalized T2w of each tissue group over every voxel of the training subjects."""
+    sums, counts = np.zeros(N_GROUPS), np.zeros(N_GROUPS)
+    for subject in subjects:
+        bits = np.asarray(subject.array("tissue"))
+        group = (2 * (labels.exclusive_class(bits).astype(np.int64) - 1) + labels.in_brain(bits)).ravel()
+        t2 = normalization.transform("t2", subject.stats)(subject.array("t2")).ravel()
+        sums += np.bincount(group, weights=t2, minlength=N_GROUPS)
+        counts += np.bincount(group, minlength=N_GROUPS)
+    overall = sums.sum() / counts.sum()
+    return TissueMean(torch.tensor(np.where(counts > 0, sums / np.maximum(counts, 1), overall), dtype=torch.float32))
+
+
+def fit_intensity_map_volumes(subjects, normalization) -> IntensityMap:
+    """The plain lookup table over the training subjects' brain voxels."""
+    return lookup_table(*brain_voxels(subjects, normalization))
+
+
 FITTERS = {TissueMean.kind: fit_tissue_mean, IntensityMap.kind: fit_intensity_map}
+VOLUME_FITTERS = {TissueMean.kind: fit_tissue_mean_volumes, IntensityMap.kind: fit_intensity_map_volumes}
 #: Input channels each baseline reads at prediction time.
 INPUT_CHANNELS = {TissueMean.kind: MASK_CHANNELS, IntensityMap.kind: 1}
 
@@ -110,22 +127,26 @@ def _training_batches(dataset: PatchDataset, max_patches: int, seed: int):
 
 
 def fit_for_run(run_dir: str | Path, max_patches: int = 2000) -> dict[str, Path]:
-    """Fit both baselines on a run's training patches, with its normalization; save as model folders."""
+    """Fit both baselines on a run's training data, with its normalization; save as model folders.
+
+    Across subjects: on the training subjects' whole volumes; within one subject: on its training patches.
+    """
     run_dir = Path(run_dir)
     config = runs.resume_config(run_dir)
-    config.data.channels, config.data.context = MASK_CHANNELS, 0  # 2D, with the masks
+    config.data.channels, config.data.context, config.data.min_brain = MASK_CHANNELS, 0, 0.0  # 2D, with the masks
     data = runs.load_run_data(run_dir, config)
-    voxels = data.train
-    if data.split.kind == "across":
-        voxels = PatchDataset([part.subject for part in data.train.parts], data.normalization,
-                              PatchGrid.tiles(FIT_TILE), MASK_CHANNELS)
+    subjects = [part.subject for part in data.train.parts]
     written = {}
     for kind in KINDS:
-        model = FITTERS[kind](voxels, max_patches, config.seed)
+        if data.split.kind == "across":
+            model = VOLUME_FITTERS[kind](subjects, data.normalization)
+            fitted_on = {"voxels": "whole volumes"}
+        else:
+            model = FITTERS[kind](data.train, max_patches, config.seed)
+            fitted_on = {"patches": min(len(data.train), max_patches), "patch_size": data.train.grid.size}
         info = ModelInfo(n_layers=0, in_channels=INPUT_CHANNELS[kind], width=0,
                          normalization=asdict(data.normalization), patch_size=data.grid.size,
                          stride=data.grid.stride, axis=data.axis, kind=kind,
-                         training={"subjects": data.split.train, "patches": min(len(voxels), max_patches),
-                                   "patch_size": voxels.grid.size})
+                         training={"subjects": data.split.train, **fitted_on})
         written[kind] = save_model(run_dir / runs.BASELINES / kind, model, info)
     return written
