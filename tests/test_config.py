@@ -54,4 +54,6 @@ def test_reference_names_and_explains_every_field_and_preset():
 def test_quality_preset_is_a_t1w_only_unet_and_flags_still_win():
     config = load_config(None, [], presets=["quality"])
     assert (config.model.kind, config.data.channels, config.data.sampling) == ("unet", 1, "tiles")
+    assert (config.model.norm, config.model.lookup, config.optim.epochs) == ("none", True, 6)
+    assert config.augment.gamma > 0 and config.augment.flips and config.optim.clip > 0
     assert load_config(None, ["data.channels=9"], presets=["quality"]).data.channels == 9

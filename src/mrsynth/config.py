@@ -80,6 +80,8 @@ class OptimConfig:
     beta2: float = _field(0.999, "Adam beta2 (paper)")
     eps: float = _field(1e-9, "Adam epsilon (paper)")
     loss: str = _field("mse", "`mse` (the paper), `l1`, or `l1+ssim` (L1 plus 0.5 x (1 - SSIM))")
+    clip: float = _field(0.0, "clip each step's gradient to this norm (0: off): a rare step's huge gradient then "
+                              "cannot throw a network without normalization layers off course")
     ema: float = _field(0.0, "export an exponential moving average of the weights with this decay per step "
                              "(e.g. 0.999; 0: the last weights)")
 
@@ -133,12 +135,15 @@ PRESETS = {
     "fast": Preset("tile training with small steps: reaches the paper protocol's test MSE several times sooner "
                    "on a CPU (benchmarks/RESULTS.md, tile_training); needs an across-subject split",
                    ("data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8")),
-    "quality": Preset("the recommended settings, chosen from measurements across sites and on simulated "
-                      "cross-validation (docs/training.md, benchmarks/RESULTS.md: real_quality, sim_crossval): a "
-                      "small U-Net trained like `fast`, from the T1w alone (add `--channels 9` for the tissue "
-                      "masks); needs an across-subject split",
-                      ("model.kind=unet", "data.channels=1", "data.sampling=tiles", "data.tile_size=64",
-                       "optim.batch_size=8")),
+    "quality": Preset("the recommended settings, chosen from measurements on held-out subjects of the training "
+                      "site and of other sites (docs/training.md, benchmarks/RESULTS.md: site_transfer, real_quality, "
+                      "sim_crossval): a small U-Net without BatchNorm that corrects a lookup table, trained like "
+                      "`fast` for 6 epochs with T1w contrast augmentation and flips, from the T1w alone (add "
+                      "`--channels 9` for the tissue masks); needs an across-subject split",
+                      ("model.kind=unet", "model.norm=none", "model.lookup=true", "data.channels=1",
+                       "data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8", "optim.epochs=6",
+                       "optim.clip=1.0", "augment.gamma=0.2", "augment.bias=0.2", "augment.noise=0.03",
+                       "augment.flips=true")),
 }
 
 

@@ -199,6 +199,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss(self._forward(inputs), target)
             loss.backward()
+            if config.optim.clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.clip)
             self.optimizer.step()
             if self.averaged is not None:
                 self.averaged.update_parameters(self.model)
