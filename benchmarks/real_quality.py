@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mrsynth.config import PRESETS
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 EPOCHS = 4
@@ -74,7 +76,8 @@ def _p99_lut_as_is(train, test) -> float:
 
 AUGMENT = ["augment.gamma=0.4", "augment.bias=0.3", "augment.noise=0.03", "augment.flips=true"]
 UNET = ["model.kind=unet"]
-#: Candidate configurations (all on top of `--preset fast`: 64-pixel tiles, batch 8, EPOCHS epochs).
+#: Candidate configurations (all on top of `--preset fast`: 64-pixel tiles, batch 8, EPOCHS epochs unless a row
+#: sets its own).
 ROWS = {
     "paper FCN, T1w only": ["data.channels=1"],
     "paper FCN + 8 masks": ["data.channels=9"],
@@ -92,6 +95,9 @@ ROWS = {
     "paper FCN, T1w only, 3x the epochs": ["data.channels=1", f"optim.epochs={3 * EPOCHS}"],
     "U-Net, T1w only, 3x the epochs": ["data.channels=1", f"optim.epochs={3 * EPOCHS}"] + UNET,
     "U-Net, T1w only, seed 1, 3x the epochs": ["data.channels=1", "seed=1", f"optim.epochs={3 * EPOCHS}"] + UNET,
+    "U-Net without BatchNorm, T1w only": ["data.channels=1", "model.norm=none"] + UNET,
+    "--preset quality (6 epochs)": list(PRESETS["quality"].settings),
+    "--preset quality (6 epochs), seed 1": list(PRESETS["quality"].settings) + ["seed=1"],
 }
 
 

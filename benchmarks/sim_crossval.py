@@ -20,12 +20,18 @@ MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label
 SUBJECTS, FOLDS, EPOCHS, PATCHES, VOXEL_MM = 8, 4, 4, 1500, 1.4
 
 #: label -> (presets, overrides)
+#: The U-Net with BatchNorm and no augmentation: --preset quality until 2026-12-01.
+BATCHNORM_UNET = ["model.norm=batch", "model.lookup=false", "optim.clip=0", "augment.gamma=0", "augment.bias=0",
+                  "augment.noise=0", "augment.flips=false"]
 ROWS = {
     "paper FCN, T1w only (--preset fast)": (["fast"], ["data.channels=1"]),
     "paper FCN + 8 masks (--preset fast)": (["fast"], ["data.channels=9"]),
-    "--preset quality, T1w only": (["quality"], ["data.channels=1"]),
-    "--preset quality + 8 masks": (["quality"], ["data.channels=9"]),
-    "--preset quality, T1w only, 3x the epochs": (["quality"], ["data.channels=1", f"optim.epochs={3 * EPOCHS}"]),
+    "U-Net with BatchNorm, T1w only": (["quality"], ["data.channels=1"] + BATCHNORM_UNET),
+    "U-Net with BatchNorm + 8 masks": (["quality"], ["data.channels=9"] + BATCHNORM_UNET),
+    "U-Net with BatchNorm, T1w only, 3x the epochs": (["quality"], ["data.channels=1", f"optim.epochs={3 * EPOCHS}"]
+                                                      + BATCHNORM_UNET),
+    "--preset quality, T1w only (6 epochs)": (["quality"], ["data.channels=1", "optim.epochs=6"]),
+    "--preset quality + 8 masks (6 epochs)": (["quality"], ["data.channels=9", "optim.epochs=6"]),
 }
 
 
