@@ -183,16 +183,45 @@ def test_a_badly_fitting_registration_is_tried_again_and_the_best_kept():
     calls = []
 
     def register(fits):
-        def run(seed):
-            calls.append(seed)
+        def run(seed, kind):
+            calls.append((seed, kind))
             return fits[len(calls) - 1], {"seed": seed}
         return run
 
-    fit, registration, attempts = best_registration(register([0.4, 0.8, 0.9]), 7, "t1", good_enough=0.65)
-    assert (fit, registration, attempts, calls) == (0.8, {"seed": 8}, 2, [7, 8])  # stops at the first good fit
+    fit, registration, attempts, kind = best_registration(register([0.4, 0.8, 0.9]), 7, "t1", good_enough=0.65)
+    assert (fit, registration, attempts, kind) == (0.8, {"seed": 8}, 2, "whole-head")  # stops at the first good fit
+    assert calls == [(7, "whole-head"), (8, "whole-head")]
     calls.clear()
-    fit, registration, attempts = best_registration(register([0.3, 0.5, 0.2]), 0, "t1", good_enough=0.65)
-    assert (fit, registration, attempts, calls) == (0.5, {"seed": 1}, 3, [0, 1, 2])  # none good: the best of three
+    fit, registration, attempts, kind = best_registration(register([0.3, 0.5, 0.2]), 0, "t1", good_enough=0.65)
+    assert (fit, registration, attempts, kind) == (0.5, {"seed": 1}, 3, "whole-head")  # none good: the best of three
+    # the guessed input kind first, then the other one, then whichever fitted better
+    calls.clear()
+    fit, registration, attempts, kind = best_registration(register([0.1, 0.5, 0.6]), 0, "t1",
+                                                          ("skull-stripped", "whole-head"), good_enough=0.65)
+    assert calls == [(0, "skull-stripped"), (1, "whole-head"), (2, "whole-head")] and (fit, kind) == (0.6, "whole-head")
+    calls.clear()
+    best_registration(register([0.5, 0.1, 0.2]), 0, "t1", ("skull-stripped", "whole-head"), good_enough=0.65)
+    assert calls == [(0, "skull-stripped"), (1, "whole-head"), (2, "skull-stripped")]
+
+
+def test_a_tightly_cropped_head_is_not_taken_for_a_skull_stripped_brain():
+    from mrsynth.masks import looks_skull_stripped
+
+    affine = np.diag([1.4, 1.4, 1.4, 1.0])
+    rng = np.random.default_rng(0)
+    brain = np.zeros((100, 100, 100), bool)
+    brain[20:80, 15:85, 20:80] = True  # 250,000 voxels of 2.744 ul: 690 ml
+    stripped = np.where(brain, 1.0 + 0.1 * rng.random(brain.shape), 0.0)
+    assert looks_skull_stripped(stripped, affine)
+    cropped_head = stripped + 0.02 * rng.random(brain.shape)  # the same little signal, but a noisy background
+    assert not looks_skull_stripped(cropped_head, affine)
+    head = np.where(np.pad(np.ones((90, 90, 90), bool), 5), 1.0, 0.0)  # 2 litres at 1.4 mm, yet 3 at 1.6 mm
+    assert looks_skull_stripped(head, affine) and not looks_skull_stripped(head, np.diag([1.6, 1.6, 1.6, 1.0]))
+
+
+def test_registration_fit_is_the_correlation_inside_the_brain():
+    from mrsynth.masks import registration_fit
+
     rng = np.random.default_rng(0)
     fixed, brain = rng.normal(size=(8, 8, 8)), np.ones((8, 8, 8), bool)
     assert registration_fit(2 * fixed + 1, fixed, brain) == pytest.approx(1.0)

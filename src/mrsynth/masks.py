@@ -9,8 +9,9 @@ subject's T1w with ANTs (``antspyx``, the ``masks`` extra): a rigid, an affine, 
 which is enough to carry labels and fast on a CPU.  The brain mask (linear interpolation,
 threshold 0.5) and the labels (nearest label) are warped onto the subject's own grid, so any
 orientation and voxel size works and the results lie on the input's grid.  A skull-stripped
-input (less than ``STRIPPED_MAX_ML`` of signal) is registered to the template's brain instead
-of its head.  The labels are the HCP average subject's wmparc codes, mapped to the paper's
+input (less than ``STRIPPED_MAX_ML`` of signal, most of the rest exactly at the background value)
+is registered to the template's brain instead of its head; where that guess fits badly, the other
+one is tried (a tightly cropped head has little more signal than a brain).  The labels are the HCP average subject's wmparc codes, mapped to the paper's
 eight classes by :mod:`mrsynth.labels` like any FreeSurfer segmentation.
 
 Everything is local: no download at run time.
@@ -34,17 +35,22 @@ from .subjects import Subject, check_affine, load_subject
 log = logging.getLogger("mrsynth")
 
 METHOD = "ants-atlas"
-VERSION = 2  # 2: registrations that fit badly are tried again (REGISTRATION_ATTEMPTS)
+VERSION = 3  # 2: badly fitting registrations tried again; 3: also as the other input kind
 ATLAS = "hcp-mni152"
 REGISTRATION_MM = 2.0
-#: Less signal than this (ml) means a skull-stripped T1w (a head is 3-5 litres, a brain 1-1.8).
+#: Less signal than this (ml) can be a skull-stripped T1w (a head is 3-5 litres, a brain 1-1.8; a tightly cropped
+#: head can have 2.4).
 STRIPPED_MAX_ML = 2500.0
+#: ... if at least this fraction of the voxels without signal lie exactly at the background value (stripping sets them).
+STRIPPED_MIN_FLAT_BACKGROUND = 0.5
 #: A registration whose warped template correlates less than this with the T1w inside the warped brain is
 #: tried again with another sampling seed (fits seen: 0.77 for good registrations of simulated heads, 0.39-0.59 for
 #: the ones that misplaced the brain; benchmarks/RESULTS.md, masks), at most REGISTRATION_ATTEMPTS times in all.
 MIN_REGISTRATION_FIT = 0.65
 REGISTRATION_ATTEMPTS = 3
 DEFAULT_ANTS_SEED = 20261125
+#: The two kinds of input, registered to the template's head or to its brain.
+WHOLE_HEAD, STRIPPED = "whole-head", "skull-stripped"
 EXTRA_HINT = "automatic masks need the `masks` extra (antspyx): pip install 'mrsynth[masks]'"
 
 
@@ -139,22 +145,32 @@ def signal_volume_ml(t1: np.ndarray, affine: np.ndarray) -> float:
     return float((t1 > 0.05 * np.percentile(nonzero, 99)).sum() * voxel_ml)
 
 
+def looks_skull_stripped(t1: np.ndarray, affine: np.ndarray) -> bool:
+    """Little signal (< ``STRIPPED_MAX_ML``), and the voxels without it mostly exactly at the background value."""
+    if signal_volume_ml(t1, affine) >= STRIPPED_MAX_ML:
+        return False
+    nonzero = t1[t1 > 0]
+    quiet = t1 <= 0.05 * np.percentile(nonzero, 99) if nonzero.size else np.ones(t1.shape, bool)
+    return bool(quiet.any() and (t1[quiet] == t1.min()).mean() >= STRIPPED_MIN_FLAT_BACKGROUND)
+
+
 def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w") -> AutoMasks:
     """Brain mask and wmparc-style labels of one T1w (array + affine), on its grid."""
     check_t1(t1, affine, source)
     ants = _ants()
     subject = to_ants(t1, affine)
-    stripped = signal_volume_ml(t1, affine) < STRIPPED_MAX_ML
+    guess = STRIPPED if looks_skull_stripped(t1, affine) else WHOLE_HEAD
     head = ants.image_read(str(atlas_file("MNI152_T1_2mm.nii.gz")))
     brain_1mm = ants.image_read(str(atlas_file("MNI152_T1_1mm_brain_mask.nii.gz")))
     codes_1mm = _read_labels(ants)
-    moving = head * ants.resample_image_to_target(brain_1mm, head, interp_type="linear") if stripped else head
+    templates = {WHOLE_HEAD: head,
+                 STRIPPED: head * ants.resample_image_to_target(brain_1mm, head, interp_type="linear")}
     fixed = ants.resample_image(subject, (REGISTRATION_MM,) * 3, use_voxels=False, interp_type=0)
-    log.info("%s: registering the %s template (%s input)", source, ATLAS, "skull-stripped" if stripped else "whole-head")
+    log.info("%s: registering the %s template (%s input)", source, ATLAS, guess)
 
-    def register(seed: int) -> tuple[float, dict]:
+    def register(seed: int, kind: str) -> tuple[float, dict]:
         os.environ["ANTS_RANDOM_SEED"] = str(seed)  # fixes ANTs' sampling; ITK's threaded metric still varies
-        registration = ants.registration(fixed=fixed, moving=moving, type_of_transform="SyNRA",
+        registration = ants.registration(fixed=fixed, moving=templates[kind], type_of_transform="SyNRA",
                                          aff_iterations=(200, 100, 50), aff_shrink_factors=(4, 2, 1),
                                          aff_smoothing_sigmas=(2, 1, 0), reg_iterations=(40, 20, 0), verbose=False)
         warped_brain = ants.apply_transforms(fixed=fixed, moving=brain_1mm, transformlist=registration["fwdtransforms"],
@@ -163,7 +179,9 @@ def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w"
 
     user_seed = os.environ.get("ANTS_RANDOM_SEED")
     try:
-        fit, registration, attempts = best_registration(register, int(user_seed or DEFAULT_ANTS_SEED), source)
+        other = WHOLE_HEAD if guess == STRIPPED else STRIPPED
+        fit, registration, attempts, kind = best_registration(register, int(user_seed or DEFAULT_ANTS_SEED), source,
+                                                              (guess, other))
     finally:
         if user_seed is None:
             os.environ.pop("ANTS_RANDOM_SEED", None)
@@ -174,7 +192,7 @@ def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w"
                                   interpolator="linear").numpy() > 0.5
     seg = ants.apply_transforms(fixed=subject, moving=codes_1mm, transformlist=transforms,
                                 interpolator="genericLabel").numpy()
-    if stripped:
+    if kind == STRIPPED:
         brain &= t1 > 0
     seg = np.where(brain, np.rint(seg), 0).astype(np.int32)
     if not brain.any():
@@ -186,7 +204,7 @@ def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w"
         notes.append(f"{source}: the template fits this T1w poorly (correlation {fit:.2f} after {attempts} "
                      "registrations): check the masks in the QC figure before using them")
         log.warning(notes[-1])
-    record = {"input": "skull-stripped" if stripped else "whole-head", "registration_fit": round(fit, 3),
+    record = {"input": kind, "registration_fit": round(fit, 3),
               "registration_attempts": attempts}
     return AutoMasks(brain, seg, provenance() | record, notes)
 
@@ -201,21 +219,24 @@ def registration_fit(warped: np.ndarray, fixed: np.ndarray, brain: np.ndarray) -
     return float((a * b).sum() / norm) if norm > 0 else 0.0
 
 
-def best_registration(register, seed: int, source, attempts: int = REGISTRATION_ATTEMPTS,
-                      good_enough: float = MIN_REGISTRATION_FIT) -> tuple[float, dict, int]:
-    """Call ``register(seed)`` -> (fit, registration) until a fit reaches ``good_enough`` or ``attempts`` are
-    spent, each time with the next seed; returns the best (fit, registration) and how many were run."""
+def best_registration(register, seed: int, source, kinds=(WHOLE_HEAD,), attempts: int = REGISTRATION_ATTEMPTS,
+                      good_enough: float = MIN_REGISTRATION_FIT) -> tuple[float, dict, int, str]:
+    """Call ``register(seed, kind)`` -> (fit, registration) until a fit reaches ``good_enough`` or ``attempts`` are
+    spent, each time with the next seed: the first with ``kinds[0]`` (the input kind guessed), the second with
+    ``kinds[1]`` where given (the other guess), later ones with the kind that fitted best.  Returns the best
+    (fit, registration), how many were run and the kind of the best."""
     best = None
     for attempt in range(attempts):
-        fit, registration = register(seed + attempt)
+        kind = kinds[min(attempt, len(kinds) - 1)] if attempt < len(kinds) else best[2]
+        fit, registration = register(seed + attempt, kind)
         if best is None or fit > best[0]:
-            best = (fit, registration)
+            best = (fit, registration, kind)
         if fit >= good_enough:
-            return best[0], best[1], attempt + 1
+            break
         if attempt + 1 < attempts:
-            log.info("%s: registration fit %.2f < %.2f, trying again with another sampling seed", source, fit,
-                     good_enough)
-    return best[0], best[1], attempts
+            log.info("%s: registration fit %.2f < %.2f, trying again with another sampling seed%s", source, fit,
+                     good_enough, f" ({kinds[attempt + 1]} input)" if attempt + 1 < len(kinds) else "")
+    return best[0], best[1], attempt + 1, best[2]
 
 
 #: The classes that :func:`refine_cerebrum` re-decides from intensities, with the code each gets by default.
