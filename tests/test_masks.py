@@ -83,6 +83,23 @@ def test_masks_of_a_rotated_reoriented_coarser_head_land_on_its_grid(tmp_path, r
 
 
 @pytest.mark.slow
+def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_only_if_better(tmp_path, monkeypatch):
+    pytest.importorskip("ants")
+    _, t1, affine, expected = _head_in_another_pose(tmp_path)
+    monkeypatch.setattr(masks, "MIN_REGISTRATION_FIT", 1.01)  # the head fits well (0.65 stops the retries), yet
+    fits = []                                                      # below 1.01: the refinement runs
+    fit_of = masks.registration_fit
+    monkeypatch.setattr(masks, "registration_fit", lambda *a: fits.append(fit_of(*a)) or fits[-1])
+    result = masks.compute_masks(t1, affine, source="head")
+    first, refined = fits[0], fits[-1]
+    assert len(fits) == 3 and result.provenance["registration_attempts"] == 1
+    assert result.provenance["refined_on_brain"] == (refined > first)
+    assert result.provenance["registration_fit"] == round(max(first, refined), 3)
+    assert _dice(result.brain, expected) > 0.9 and result.brain.shape == t1.shape
+    assert any("fits this T1w poorly" in note for note in result.warnings)
+
+
+@pytest.mark.slow
 def test_a_t2w_looking_input_gets_a_warning(tmp_path, caplog):
     pytest.importorskip("ants")
     path, t1, affine, _ = _head_in_another_pose(tmp_path)

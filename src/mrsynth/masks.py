@@ -11,8 +11,11 @@ threshold 0.5) and the labels (nearest label) are warped onto the subject's own 
 orientation and voxel size works and the results lie on the input's grid.  A skull-stripped
 input (less than ``STRIPPED_MAX_ML`` of signal, most of the rest exactly at the background value)
 is registered to the template's brain instead of its head; where that guess fits badly, the other
-one is tried (a tightly cropped head has little more signal than a brain).  The labels are the HCP average subject's wmparc codes, mapped to the paper's
-eight classes by :mod:`mrsynth.labels` like any FreeSurfer segmentation.
+one is tried (a tightly cropped head has little more signal than a brain).  A whole-head
+registration that still fits badly is refined brain to brain (the metric restricted to a band
+around the warped brain), the refinement kept where it fits better.  The labels are the HCP
+average subject's wmparc codes, mapped to the paper's eight classes by :mod:`mrsynth.labels`
+like any FreeSurfer segmentation.
 
 Everything is local: no download at run time.
 """
@@ -35,7 +38,7 @@ from .subjects import Subject, check_affine, load_subject
 log = logging.getLogger("mrsynth")
 
 METHOD = "ants-atlas"
-VERSION = 3  # 2: badly fitting registrations tried again; 3: also as the other input kind
+VERSION = 4  # 2: badly fitting registrations tried again; 3: also as the other input kind; 4: refined brain to brain
 ATLAS = "hcp-mni152"
 REGISTRATION_MM = 2.0
 #: Less signal than this (ml) can be a skull-stripped T1w (a head is 3-5 litres, a brain 1-1.8; a tightly cropped
@@ -48,6 +51,8 @@ STRIPPED_MIN_FLAT_BACKGROUND = 0.5
 #: the ones that misplaced the brain; benchmarks/RESULTS.md, masks), at most REGISTRATION_ATTEMPTS times in all.
 MIN_REGISTRATION_FIT = 0.65
 REGISTRATION_ATTEMPTS = 3
+#: A whole-head registration that fits badly is refined brain to brain, within this distance of the warped brain.
+BRAIN_BAND_MM = 8.0
 DEFAULT_ANTS_SEED = 20261125
 #: The two kinds of input, registered to the template's head or to its brain.
 WHOLE_HEAD, STRIPPED = "whole-head", "skull-stripped"
@@ -168,14 +173,32 @@ def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w"
     fixed = ants.resample_image(subject, (REGISTRATION_MM,) * 3, use_voxels=False, interp_type=0)
     log.info("%s: registering the %s template (%s input)", source, ATLAS, guess)
 
+    def fit_of(registration: dict) -> tuple[float, np.ndarray]:
+        warped_brain = ants.apply_transforms(fixed=fixed, moving=brain_1mm, transformlist=registration["fwdtransforms"],
+                                             interpolator="linear").numpy() > 0.5
+        return registration_fit(registration["warpedmovout"].numpy(), fixed.numpy(), warped_brain), warped_brain
+
     def register(seed: int, kind: str) -> tuple[float, dict]:
         os.environ["ANTS_RANDOM_SEED"] = str(seed)  # fixes ANTs' sampling; ITK's threaded metric still varies
         registration = ants.registration(fixed=fixed, moving=templates[kind], type_of_transform="SyNRA",
                                          aff_iterations=(200, 100, 50), aff_shrink_factors=(4, 2, 1),
                                          aff_smoothing_sigmas=(2, 1, 0), reg_iterations=(40, 20, 0), verbose=False)
-        warped_brain = ants.apply_transforms(fixed=fixed, moving=brain_1mm, transformlist=registration["fwdtransforms"],
-                                             interpolator="linear").numpy() > 0.5
-        return registration_fit(registration["warpedmovout"].numpy(), fixed.numpy(), warped_brain), registration
+        return fit_of(registration)[0], registration
+
+    def refine_on_brain(registration: dict, fit: float) -> tuple[float, dict, bool]:
+        """A whole-head registration again, brain to brain (the fit inside a band around the warped brain): the
+        scalp and skull no longer pull the brain out of place.  Kept only where it fits better."""
+        from scipy import ndimage
+
+        _, warped_brain = fit_of(registration)
+        band = ndimage.binary_dilation(warped_brain, iterations=max(1, round(BRAIN_BAND_MM / REGISTRATION_MM)))
+        mask = fixed.new_image_like(band.astype(np.float32))
+        refined = ants.registration(fixed=fixed, moving=templates[STRIPPED], type_of_transform="SyN",
+                                    initial_transform=[registration["fwdtransforms"][-1]], mask=mask,
+                                    mask_all_stages=True, aff_iterations=(100, 50), aff_shrink_factors=(2, 1),
+                                    aff_smoothing_sigmas=(1, 0), reg_iterations=(40, 20, 0), verbose=False)
+        refined_fit = fit_of(refined)[0]
+        return (refined_fit, refined, True) if refined_fit > fit else (fit, registration, False)
 
     user_seed = os.environ.get("ANTS_RANDOM_SEED")
     try:
@@ -187,6 +210,9 @@ def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w"
             os.environ.pop("ANTS_RANDOM_SEED", None)
         else:
             os.environ["ANTS_RANDOM_SEED"] = user_seed
+    refined = False
+    if kind == WHOLE_HEAD and fit < MIN_REGISTRATION_FIT:
+        fit, registration, refined = refine_on_brain(registration, fit)
     transforms = registration["fwdtransforms"]
     brain = ants.apply_transforms(fixed=subject, moving=brain_1mm, transformlist=transforms,
                                   interpolator="linear").numpy() > 0.5
@@ -205,7 +231,7 @@ def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w"
                      "registrations): check the masks in the QC figure before using them")
         log.warning(notes[-1])
     record = {"input": kind, "registration_fit": round(fit, 3),
-              "registration_attempts": attempts}
+              "registration_attempts": attempts, "refined_on_brain": refined}
     return AutoMasks(brain, seg, provenance() | record, notes)
 
 
