@@ -6,8 +6,9 @@ the paper's skull-stripped input) and a whole-head T1w (`MNI152_T1_2mm`, 94 % no
 nearly everywhere as in `T1w_acpc_dc`), with `Avgwmparc` and the brain mask. Each path runs in its
 own process (its own peak RSS), `mrsynth.predict.predict_files` timed from the NIfTI files to the
 written `.nii.gz`; "compute" is `predict_slices` alone. The paper's 9-layer network with masks and
-the quality preset's U-Net from the T1w alone, untrained weights with random biases and BatchNorm
-statistics (speed does not depend on them; the background response is then not flat). Compared in
+the quality preset's network from the T1w alone (its U-Net and lookup table), untrained weights with
+random biases and BatchNorm statistics (speed does not depend on them; the background response is
+then not flat). Compared in
 one run: background skipping on and off (with the largest difference between their outputs),
 ISA-L gzip on and off, and the `mrsynth predict` command's wall time (interpreter start, imports and
 model loading included).
@@ -109,10 +110,17 @@ def _models(folder: Path) -> dict[str, Path]:
     from mrsynth.modelfile import ModelInfo, save_model
     from mrsynth.networks import build_network
 
+    from mrsynth.config import PRESETS
+    from mrsynth.networks import IntensityMap
+
+    quality = dict(item.split("=", 1) for item in PRESETS["quality"].settings)
+    unet_norm, unet_lookup = quality["model.norm"], quality["model.lookup"] == "true"
     torch.manual_seed(0)
     models = {}
     for kind, channels in (("fcn", 9), ("unet", 1)):
-        network = build_network(kind, channels, 9, 32)
+        norm, lookup = ("batch", None) if kind == "fcn" else (
+            unet_norm, IntensityMap(torch.linspace(0, 3, 64), torch.linspace(0, 2, 64)) if unet_lookup else None)
+        network = build_network(kind, channels, 9, 32, norm=norm, lookup=lookup)
         for module in network.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
@@ -120,9 +128,9 @@ def _models(folder: Path) -> dict[str, Path]:
                 module.bias.data.uniform_(-0.2, 0.2)
             elif isinstance(module, torch.nn.Conv2d):
                 module.bias.data.uniform_(-0.1, 0.1)
-        features = list(network.features) if kind == "unet" else []
+        features = list(getattr(network, "net", network).features) if kind == "unet" else []
         info = ModelInfo(9, channels, 32, {"method": "robust", "t2_reference_scale": 300.0}, 64, 32, "axial",
-                         kind=kind, features=features)
+                         kind=kind, features=features, feature_norm=norm, lookup=lookup is not None)
         models[kind] = save_model(folder / kind, network.eval(), info)
     return models
 

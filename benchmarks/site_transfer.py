@@ -37,6 +37,7 @@ ROWS = {
         "augment.noise=0", "augment.flips=false"]),
     "--preset quality without the lookup table": (["quality"], ["model.lookup=false"]),
     "--preset quality": (["quality"], []),
+    "--preset quality, 2.5D (one slice each side)": (["quality"], ["data.context=1"]),
 }
 
 
