@@ -107,14 +107,12 @@ def _models(folder: Path) -> dict[str, Path]:
     """The two networks, saved as model folders, untrained with random biases and BatchNorm statistics."""
     import torch
 
+    from mrsynth.config import load_config
     from mrsynth.modelfile import ModelInfo, save_model
-    from mrsynth.networks import build_network
+    from mrsynth.networks import IntensityMap, build_network
 
-    from mrsynth.config import PRESETS
-    from mrsynth.networks import IntensityMap
-
-    quality = dict(item.split("=", 1) for item in PRESETS["quality"].settings)
-    unet_norm, unet_lookup = quality["model.norm"], quality["model.lookup"] == "true"
+    quality = load_config(None, [], presets=["quality"]).model
+    unet_norm, unet_lookup = quality.norm, quality.lookup
     torch.manual_seed(0)
     models = {}
     for kind, channels in (("fcn", 9), ("unet", 1)):

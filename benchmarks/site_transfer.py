@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.sim_crossval import BATCHNORM_UNET
+
 MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label-maps"
 #: site -> (protocol and noise changes from the default variation, label-map indices)
 SITES = {
@@ -32,9 +34,7 @@ SITES = {
 #: label -> (presets, overrides).  The paper's FCN is compared in `real_quality` and `sim_crossval`: here its
 #: `--preset fast` epoch over two 1 mm subjects takes 6 minutes.
 ROWS = {
-    "U-Net with BatchNorm, no augmentation (the previous --preset quality, 6 epochs)": (["quality"], [
-        "model.norm=batch", "model.lookup=false", "optim.clip=0", "augment.gamma=0", "augment.bias=0",
-        "augment.noise=0", "augment.flips=false"]),
+    "U-Net with BatchNorm, no augmentation (the previous --preset quality, 6 epochs)": (["quality"], BATCHNORM_UNET),
     "--preset quality without the lookup table": (["quality"], ["model.lookup=false"]),
     "--preset quality": (["quality"], []),
     "--preset quality, 2.5D (one slice each side)": (["quality"], ["data.context=1"]),

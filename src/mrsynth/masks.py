@@ -141,21 +141,14 @@ def to_ants(volume: np.ndarray, affine: np.ndarray):
                            direction=direction)
 
 
-def signal_volume_ml(t1: np.ndarray, affine: np.ndarray) -> float:
-    """Volume (ml) of voxels above 5 % of the 99th percentile of the nonzero voxels."""
-    nonzero = t1[t1 > 0]
-    if not nonzero.size:
-        return 0.0
-    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
-    return float((t1 > 0.05 * np.percentile(nonzero, 99)).sum() * voxel_ml)
-
-
 def looks_skull_stripped(t1: np.ndarray, affine: np.ndarray) -> bool:
-    """Little signal (< ``STRIPPED_MAX_ML``), and the voxels without it mostly exactly at the background value."""
-    if signal_volume_ml(t1, affine) >= STRIPPED_MAX_ML:
-        return False
+    """Little signal (< ``STRIPPED_MAX_ML`` above 5 % of the nonzero voxels' 99th percentile), and the voxels
+    without it mostly exactly at the background value."""
     nonzero = t1[t1 > 0]
-    quiet = t1 <= 0.05 * np.percentile(nonzero, 99) if nonzero.size else np.ones(t1.shape, bool)
+    signal = t1 > 0.05 * np.percentile(nonzero, 99) if nonzero.size else np.zeros(t1.shape, bool)
+    if signal.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000 >= STRIPPED_MAX_ML:
+        return False
+    quiet = ~signal
     return bool(quiet.any() and (t1[quiet] == t1.min()).mean() >= STRIPPED_MIN_FLAT_BACKGROUND)
 
 
@@ -253,7 +246,7 @@ def best_registration(register, seed: int, source, kinds=(WHOLE_HEAD,), attempts
     (fit, registration), how many were run and the kind of the best."""
     best = None
     for attempt in range(attempts):
-        kind = kinds[min(attempt, len(kinds) - 1)] if attempt < len(kinds) else best[2]
+        kind = kinds[attempt] if attempt < len(kinds) else best[2]
         fit, registration = register(seed + attempt, kind)
         if best is None or fit > best[0]:
             best = (fit, registration, kind)
