@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mrsynth.networks import FCN, fold_batchnorm, inference_model, recalibrate_batchnorm
+from mrsynth.networks.windowed import WindowedStack, is_plain_stack
 
 
 def expected_parameters(n_layers: int, in_channels: int, width: int = 32) -> int:
@@ -109,3 +110,40 @@ def test_lookup_residual_starts_from_the_table_and_reads_it_as_an_input():
         torch.testing.assert_close(model.eval()(x), table(x[:, :1]))  # a residual of zero: the table itself
         model.net.layers[-1].bias.fill_(0.25)
         torch.testing.assert_close(model(x), table(x[:, :1]) + 0.25)
+
+
+@pytest.mark.parametrize("box", [(slice(20, 30), slice(30, 50)), (slice(0, 6), slice(55, 70))],
+                         ids=["inside", "at two image edges"])
+def test_a_windowed_stack_gives_the_whole_slices_output(box):
+    """Content in ``box``, the window grown by the stack's radius: exact, image edges and corners included."""
+    torch.manual_seed(0)
+    model = FCN(n_layers=5, in_channels=3, width=8)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.3, 0.3)
+            module.bias.data.uniform_(-0.3, 0.3)
+        elif isinstance(module, torch.nn.Conv2d):
+            module.bias.data.uniform_(-0.2, 0.2)
+    stack = inference_model(model.eval())
+    assert is_plain_stack(stack) and not is_plain_stack(model)
+    background = torch.zeros(1, 3, 40, 70)
+    background[:, 0], background[:, 2] = -0.5, 1.0  # the background is not zero: its response is not flat
+    inputs = background.repeat(2, 1, 1, 1)
+    inputs[:, :, box[0], box[1]] = torch.randn(2, 3, box[0].stop - box[0].start, box[1].stop - box[1].start)
+    windowed = WindowedStack(stack, background.contiguous(memory_format=torch.channels_last))
+    rows, cols = (slice(max(b.start - 5, 0), min(b.stop + 5, n)) for b, n in zip(box, (40, 70)))
+    with torch.inference_mode():
+        whole = stack(inputs.contiguous(memory_format=torch.channels_last))
+        output = windowed.background.repeat(2, 1, 1, 1)
+        output[:, :, rows, cols] = windowed(inputs[:, :, rows, cols].contiguous(memory_format=torch.channels_last),
+                                            rows, cols)
+    assert windowed.radius == 5
+    assert windowed.background.max() - windowed.background.min() > 0.1  # image edges change the background's output
+    torch.testing.assert_close(output, whole, rtol=0, atol=1e-5 * whole.abs().max().item())
+    with torch.inference_mode():  # a window one voxel short of the radius is not exact
+        short = windowed.background.repeat(2, 1, 1, 1)
+        inner = (slice(rows.start + (rows.start > 0), rows.stop - (rows.stop < 40)),
+                 slice(cols.start + (cols.start > 0), cols.stop - (cols.stop < 70)))
+        short[:, :, inner[0], inner[1]] = windowed(
+            inputs[:, :, inner[0], inner[1]].contiguous(memory_format=torch.channels_last), *inner)
+    assert (short - whole).abs().max() > 1e-3

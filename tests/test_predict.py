@@ -111,13 +111,18 @@ def test_skipping_background_gives_the_full_computation(kind, context, strip, ma
     info = ModelInfo(5, in_channels, 8, {"method": "robust", "t2_reference_scale": 300.0}, 16, 8, "axial",
                      kind=kind, context=context, strip=strip)
     computed = []
-    original = predict.inference_model
+    original = predict._InputSlices.batch
 
-    def counting(network, device):
-        fast = original(network, device)
-        return lambda x: (computed.append(x.shape[0] * x.shape[2] * x.shape[3]), fast(x))[1]
+    def counting(self, start, stop, window):
+        inputs = original(self, start, stop, window)
+        computed.append(inputs.shape[0] * inputs.shape[2] * inputs.shape[3])
+        return inputs
 
-    monkeypatch.setattr(predict, "inference_model", counting)
+    monkeypatch.setattr(predict._InputSlices, "batch", counting)
+    windowed = []
+    original_window = predict.WindowedStack.__call__
+    monkeypatch.setattr(predict.WindowedStack, "__call__",
+                        lambda self, *a: (windowed.append(1), original_window(self, *a))[1])
     transform = Transform(scale=1 / 500)
     args = (model, info, t1, bits if masks else None, transform)
     full = predict_slices(*args, batch_size=4, brain=brain, skip_background=False)
@@ -127,3 +132,21 @@ def test_skipping_background_gives_the_full_computation(kind, context, strip, ma
     np.testing.assert_allclose(skipped, full, rtol=0, atol=1e-5 * np.abs(full).max())
     assert np.ptp(full[0]) > 0 or kind == "intensity-map"  # the background response is not flat: edges matter
     assert sum(computed) < 0.8 * pixels_full  # and the skipping did skip
+    assert bool(windowed) == (kind == "fcn" and not lookup)  # a plain stack is computed on windows, padded exactly
+
+
+def test_batches_cover_the_slices_once_within_the_slice_and_pixel_limits():
+    from mrsynth.predict import _batches
+
+    widths = [0, 0, 10, 40, 40, 40, 20, 0, 10, 10, 10, 10]  # per slice: a 10-row crop this wide, 0 = background
+
+    def crop(start, stop):
+        width = max(widths[start:stop])
+        return (None, None) if width == 0 else ((slice(0, 10), slice(0, width)),) * 2
+
+    batches = list(_batches(len(widths), 3, 900, crop))
+    assert [b[:2] for b in batches] == [(0, 3), (3, 5), (5, 7), (7, 10), (10, 12)]
+    for start, stop, window, _ in batches:
+        pixels = 0 if window is None else 10 * (window[1].stop - window[1].start) * (stop - start)
+        assert pixels <= 900 or stop - start == 1
+    assert [b[:2] for b in _batches(len(widths), 4, None, crop)] == [(0, 4), (4, 8), (8, 12)]

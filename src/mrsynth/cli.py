@@ -400,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write BIDS derivatives (sub-X/[ses-Y/]anat/..._desc-mrsynth_T2w.nii.gz + JSON sidecar) "
                              "whatever the input layout")
     layout.add_argument("--flat", action="store_true", help="write <id>.nii.gz per subject, even for BIDS input")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per batch")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="at most this many slices per batch (on a CPU also at most 2^18 pixels: a batch stays in cache)")
     p.add_argument("--device", default="auto")
     p.add_argument("--masks", default="files", choices=MASK_SOURCES,
                    help="files: --seg/--mask (or each subject's own); auto: computed from the T1w by atlas "

@@ -23,6 +23,7 @@ from .logs import bar, log
 from .masks import check_source, compute_masks, refuse_auto_on_cache
 from .modelfile import ModelInfo
 from .networks import inference_model
+from .networks.windowed import WindowedStack, is_plain_stack
 from .normalization import Transform
 from .patches import slice_offsets
 from .runtime import tune_allocator
@@ -48,10 +49,13 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     batches whose slices (and 2.5D neighbours) are all background take the background
     slice's output, computed once; with a network of finite receptive radius ``R`` (the
     FCN, the lookup baselines) each batch is cropped in-plane to the bounding box of its
-    non-background voxels plus ``2R`` and only the box plus ``R`` is kept, the rest
-    taken from the background slice.  Exact: an output voxel depends only on the inputs
-    within ``R`` and on the image edges, which the crop keeps (tested against the full
-    computation).  A U-Net's pooling grid would move with a crop: it skips whole batches only.
+    non-background voxels plus ``R``, the rest taken from the background slice.  The paper's
+    FCN (a plain stack of 3x3 convolutions) is computed on that window with every layer
+    padded by the background slice's activation (:class:`~mrsynth.networks.windowed.WindowedStack`);
+    other networks of finite radius on the box plus ``2R``, of which the box plus ``R`` is kept.
+    Exact: an output voxel depends only on the inputs within ``R`` and on the image edges,
+    which the crop keeps (tested against the full computation).  A U-Net's pooling grid would
+    move with a crop: it skips whole batches only.
     """
     tune_allocator()
     if info.strip and brain is None:
@@ -60,33 +64,75 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     radius = getattr(model, "receptive_radius", None)
     model = inference_model(model, device) if optimized else model.to(device).eval()
     layout = torch.channels_last if optimized else torch.contiguous_format
+    windowed = skip_background and optimized and is_plain_stack(model)
 
-    def run(inputs: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(inputs).to(device).contiguous(memory_format=layout)
-        return model(tensor)[:, 0].float().cpu().numpy() * out_scale + out_shift
+    def tensor(inputs: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(inputs).to(device).contiguous(memory_format=layout)
+
+    def intensity(output: torch.Tensor) -> np.ndarray:
+        return output[:, 0].float().cpu().numpy() * out_scale + out_shift
 
     source = _InputSlices(info, t1, bits, brain, t1_transform)
     content = source.content() if skip_background else None
-    background = None
-    out = np.empty(t1.shape, np.float32)
     full = (slice(0, t1.shape[1]), slice(0, t1.shape[2]))
-    for start in bar(range(0, t1.shape[0], batch_size), allowed=progress, desc="predict", unit="batch", leave=False):
-        stop = min(start + batch_size, t1.shape[0])
+
+    def crop(start: int, stop: int):
         if content is None:
-            out[start:stop] = run(source.batch(start, stop, full))
-            continue
-        window, keep = _crop(content, start - info.context, stop + info.context, radius)
+            return full, full
+        return _crop(content, start - info.context, stop + info.context, radius, windowed)
+
+    background = stack = None
+    out = np.empty(t1.shape, np.float32)
+    budget = CPU_BATCH_PIXELS if torch.device(device).type == "cpu" else None
+    progress_bar = bar(total=t1.shape[0], allowed=progress, desc="predict", unit="slice", leave=False)
+    for start, stop, window, keep in _batches(t1.shape[0], batch_size, budget, crop):
+        progress_bar.update(stop - start)
         if window == full:  # no crop: the whole slices, as without skipping
-            out[start:stop] = run(source.batch(start, stop, full))
+            out[start:stop] = intensity(model(tensor(source.batch(start, stop, full))))
             continue
         if background is None:
-            background = run(source.background_slice())[0]
+            if windowed:
+                stack = WindowedStack(model, tensor(source.background_slice()))
+                background = intensity(stack.background)[0]
+            else:
+                background = intensity(model(tensor(source.background_slice())))[0]
         out[start:stop] = background
-        if window is not None:
-            prediction = run(source.batch(start, stop, window))
-            inner = tuple(slice(k.start - w.start, k.stop - w.start) for k, w in zip(keep, window))
-            out[start:stop, keep[0], keep[1]] = prediction[:, inner[0], inner[1]]
+        if window is None:
+            continue
+        inputs = tensor(source.batch(start, stop, window))
+        if windowed:
+            out[start:stop, window[0], window[1]] = intensity(stack(inputs, *window))
+            continue
+        prediction = intensity(model(inputs))
+        inner = tuple(slice(k.start - w.start, k.stop - w.start) for k, w in zip(keep, window))
+        out[start:stop, keep[0], keep[1]] = prediction[:, inner[0], inner[1]]
+    progress_bar.close()
     return out
+
+
+#: On a CPU, a batch holds at most this many pixels (or one slice): its activations then stay in
+#: the processor's cache; measured faster than 8 whole crops (benchmarks/RESULTS.md, prediction).
+CPU_BATCH_PIXELS = 2 ** 18
+
+
+def _batches(total: int, batch_size: int, pixel_budget: int | None, crop):
+    """Consecutive slices ``(start, stop, window, keep)``: at most ``batch_size`` slices, and at
+    most ``pixel_budget`` pixels of window (``crop(start, stop)``) unless a single slice has more."""
+    start = 0
+    while start < total:
+        stop = start + 1
+        window, keep = crop(start, stop)
+        while stop < min(start + batch_size, total):
+            grown = crop(start, stop + 1)
+            if pixel_budget is not None and (stop + 1 - start) * _pixels(grown[0]) > pixel_budget:
+                break
+            stop, (window, keep) = stop + 1, grown
+        yield start, stop, window, keep
+        start = stop
+
+
+def _pixels(window: tuple[slice, slice] | None) -> int:
+    return 0 if window is None else (window[0].stop - window[0].start) * (window[1].stop - window[1].start)
 
 
 CROP_STEP = 8  # crop windows are multiples of this many pixels (or the whole slice)
@@ -137,10 +183,14 @@ class _InputSlices:
         return rows, cols
 
 
-def _crop(content: tuple[np.ndarray, np.ndarray], low: int, high: int, radius: int | None):
+def _crop(content: tuple[np.ndarray, np.ndarray], low: int, high: int, radius: int | None,
+          background_padding: bool = False):
     """(window to compute, region to keep) for slices ``low:high``, or ``(None, None)`` if all background.
 
-    Without a finite ``radius`` the window is the whole slice.
+    Without a finite ``radius`` the window is the whole slice.  With ``background_padding``
+    (:class:`~mrsynth.networks.windowed.WindowedStack`) the window is the region to keep: the
+    content grown by ``radius``; otherwise it is grown by ``2 * radius`` and its outer ``radius``
+    computed with the wrong (zero) padding around it.
     """
     rows, cols = (c[max(low, 0):max(high, 0)].any(axis=0) for c in content)
     if not rows.any():
@@ -153,6 +203,9 @@ def _crop(content: tuple[np.ndarray, np.ndarray], low: int, high: int, radius: i
         found = np.flatnonzero(present)
         return slice(max(int(found[0]) - margin, 0), min(int(found[-1]) + 1 + margin, present.size))
 
+    if background_padding:
+        window = (_round_up(span(rows, radius), rows.size), _round_up(span(cols, radius), cols.size))
+        return window, window
     window = (_round_up(span(rows, 2 * radius), rows.size), _round_up(span(cols, 2 * radius), cols.size))
     return window, (span(rows, radius), span(cols, radius))
 
