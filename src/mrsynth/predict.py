@@ -22,8 +22,7 @@ from .errors import InputError
 from .logs import bar, log
 from .masks import check_source, compute_masks, refuse_auto_on_cache
 from .modelfile import ModelInfo
-from .networks import inference_model
-from .networks.windowed import WindowedStack, is_plain_stack
+from .networks import WindowedStack, inference_model, is_plain_stack
 from .normalization import Transform
 from .patches import slice_offsets
 from .runtime import tune_allocator

@@ -5,6 +5,7 @@
 * :mod:`.lookup`: lookup-table predictors (the baselines), same interface.
 * :mod:`.residual`: a trainable network that corrects a fitted lookup table.
 * :mod:`.batchnorm`: BatchNorm recalibration and folding for inference.
+* :mod:`.windowed`: a folded FCN computed exactly on a window of background slices.
 
 Every network is an ``nn.Module`` with a ``kind`` name, the key under which a model file
 (:mod:`mrsynth.modelfile`) records it.
@@ -15,6 +16,7 @@ from .fcn import FCN
 from .lookup import LOOKUPS, IntensityMap, TissueMean
 from .residual import LookupResidual
 from .unet import UNet
+from .windowed import WindowedStack, is_plain_stack
 
 #: The trainable networks, by the ``model.kind`` that selects them.
 TRAINABLE = (FCN.kind, UNet.kind)
@@ -37,4 +39,4 @@ def build_network(kind: str, in_channels: int, layers: int = 9, width: int = 32,
 
 
 __all__ = ["FCN", "UNet", "IntensityMap", "TissueMean", "LookupResidual", "LOOKUPS", "TRAINABLE", "build_network",
-           "fold_batchnorm", "inference_model", "recalibrate_batchnorm"]
+           "fold_batchnorm", "inference_model", "recalibrate_batchnorm", "WindowedStack", "is_plain_stack"]
