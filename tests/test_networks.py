@@ -126,6 +126,7 @@ def test_a_windowed_stack_gives_the_whole_slices_output(box):
             module.bias.data.uniform_(-0.2, 0.2)
     stack = inference_model(model.eval())
     assert is_plain_stack(stack) and not is_plain_stack(model)
+    assert not is_plain_stack(torch.nn.Sequential(*stack[:-1]))  # ends in a ReLU
     background = torch.zeros(1, 3, 40, 70)
     background[:, 0], background[:, 2] = -0.5, 1.0  # the background is not zero: its response is not flat
     inputs = background.repeat(2, 1, 1, 1)

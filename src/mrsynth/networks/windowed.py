@@ -19,8 +19,10 @@ from torch import nn
 
 
 def is_plain_stack(model: nn.Module) -> bool:
-    """Whether ``model`` is a sequence of 3x3, stride-1, zero-padding-1 convolutions and ReLUs."""
+    """Whether ``model`` is 3x3, stride-1, zero-padding-1 convolutions and ReLUs, first and last a convolution."""
     if not isinstance(model, nn.Sequential) or not len(model):
+        return False
+    if not (isinstance(model[0], nn.Conv2d) and isinstance(model[-1], nn.Conv2d)):
         return False
     for layer in model:
         if isinstance(layer, nn.ReLU):
@@ -42,8 +44,14 @@ class WindowedStack:
     def __init__(self, stack: nn.Sequential, background: torch.Tensor):
         if not is_plain_stack(stack):
             raise ValueError("WindowedStack needs a sequence of 3x3 convolutions (padding 1) and ReLUs")
-        self.stack = stack
-        self.radius = sum(isinstance(layer, nn.Conv2d) for layer in stack)
+        #: each convolution, and whether a ReLU follows it
+        self.convs: list[tuple[nn.Conv2d, bool]] = []
+        for layer in stack:
+            if isinstance(layer, nn.Conv2d):
+                self.convs.append((layer, False))
+            else:
+                self.convs[-1] = (self.convs[-1][0], True)
+        self.radius = len(self.convs)
         self.padding: list[torch.Tensor] = []
         activation = background
         for layer in stack:
@@ -54,21 +62,16 @@ class WindowedStack:
 
     def __call__(self, inputs: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
         """The stack's output on ``inputs`` (the slices' window ``rows`` x ``cols``), as on the whole slices."""
-        padded = self._padded(inputs.shape[0], inputs.shape[1], 0, rows, cols)
-        padded[:, :, 1:-1, 1:-1] = inputs
-        layers = list(self.stack)
-        convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
-        for number, index in enumerate(convs):
-            conv = layers[index]
+        activation = inputs
+        for layer, (conv, _) in enumerate(self.convs):
+            padded = self._padded(activation.shape[0], activation.shape[1], layer, rows, cols)
+            interior = padded[:, :, 1:-1, 1:-1]
+            if layer and self.convs[layer - 1][1]:  # the ReLU written straight into the padded input: one pass
+                torch.clamp(activation, min=0, out=interior)
+            else:
+                interior.copy_(activation)
             activation = F.conv2d(padded, conv.weight, conv.bias)
-            if number + 1 == len(convs):
-                return activation
-            padded = self._padded(activation.shape[0], activation.shape[1], number + 1, rows, cols)
-            relu = any(isinstance(layer, nn.ReLU) for layer in layers[index + 1:convs[number + 1]])
-            # the ReLU written straight into the next layer's padded input: one pass, not two
-            torch.clamp(activation, min=0, out=padded[:, :, 1:-1, 1:-1]) if relu else \
-                padded[:, :, 1:-1, 1:-1].copy_(activation)
-        raise AssertionError("unreachable: the stack ends with a convolution")
+        return activation
 
     def _padded(self, n: int, channels: int, layer: int, rows: slice, cols: slice) -> torch.Tensor:
         """An input buffer for convolution ``layer``: its one-voxel ring holds the background's activation."""
