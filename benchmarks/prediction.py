@@ -8,11 +8,10 @@ own process (its own peak RSS), `mrsynth.predict.predict_files` timed from the N
 written `.nii.gz`; "compute" is `predict_slices` alone. The paper's 9-layer network with masks and
 the quality preset's network from the T1w alone (its U-Net and lookup table), untrained weights with
 random biases and BatchNorm statistics (speed does not depend on them; the background response is
-then not flat). Compared in
-one run: background skipping on and off (with the largest difference between their outputs), the
-FCN's crops padded with the background slice's activation (`WindowedStack`) against crops grown by
-twice the receptive radius, ISA-L gzip on and off, and the `mrsynth predict` command's wall time (interpreter start, imports and
-model loading included).
+then not flat). Compared in one run: background skipping on and off (with the largest difference
+between their outputs), the FCN's crops padded with the background slice's activation
+(`WindowedStack`) against crops grown by twice the receptive radius, ISA-L gzip on and off, and the
+`mrsynth predict` command's wall time (interpreter start, imports and model loading included).
 """
 
 from __future__ import annotations

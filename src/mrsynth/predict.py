@@ -90,19 +90,14 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
             out[start:stop] = intensity(model(tensor(source.batch(start, stop, full))))
             continue
         if background is None:
-            if windowed:
-                stack = WindowedStack(model, tensor(source.background_slice()))
-                background = intensity(stack.background)[0]
-            else:
-                background = intensity(model(tensor(source.background_slice())))[0]
+            background_slice = tensor(source.background_slice())
+            stack = WindowedStack(model, background_slice) if windowed else None
+            background = intensity(stack.background if windowed else model(background_slice))[0]
         out[start:stop] = background
         if window is None:
             continue
         inputs = tensor(source.batch(start, stop, window))
-        if windowed:
-            out[start:stop, window[0], window[1]] = intensity(stack(inputs, *window))
-            continue
-        prediction = intensity(model(inputs))
+        prediction = intensity(stack(inputs, *window) if windowed else model(inputs))
         inner = tuple(slice(k.start - w.start, k.stop - w.start) for k, w in zip(keep, window))
         out[start:stop, keep[0], keep[1]] = prediction[:, inner[0], inner[1]]
     progress_bar.close()

@@ -46,18 +46,16 @@ class WindowedStack:
             raise ValueError("WindowedStack needs a sequence of 3x3 convolutions (padding 1) and ReLUs")
         #: each convolution, and whether a ReLU follows it
         self.convs: list[tuple[nn.Conv2d, bool]] = []
-        for layer in stack:
-            if isinstance(layer, nn.Conv2d):
-                self.convs.append((layer, False))
-            else:
-                self.convs[-1] = (self.convs[-1][0], True)
-        self.radius = len(self.convs)
         self.padding: list[torch.Tensor] = []
         activation = background
         for layer in stack:
             if isinstance(layer, nn.Conv2d):
+                self.convs.append((layer, False))
                 self.padding.append(F.pad(activation, (1, 1, 1, 1)))
+            else:
+                self.convs[-1] = (self.convs[-1][0], True)
             activation = layer(activation)
+        self.radius = len(self.convs)
         self.background = activation
 
     def __call__(self, inputs: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
