@@ -11,9 +11,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mrsynth"
 LAYERS = [
     {"__init__", "errors", "logs", "atomic", "nifti", "labels", "runtime", "config", "normalization", "report", "distributed",
      "augment"},
-    {"subjects", "figures", "networks", "modelfile", "masks"},
+    {"subjects", "figures", "networks", "modelfile", "masks", "segmenter"},
     {"cache", "fixtures", "simulate", "derivatives"},
-    {"patches"},
+    {"patches", "segmenter_training"},
     {"metrics", "runs", "predict"},
     {"evaluate", "baselines", "train", "viewer"},
     {"reproduce", "demo", "crossval"},

@@ -146,7 +146,7 @@ def tiny_model(trained):
     return load_model(run / "model")
 
 
-def _threshold_masks(t1, affine, source="T1w"):
+def _threshold_masks(t1, affine, source="T1w", method=None):
     """Stands in for the registration (seconds per call): what is fuzzed is everything around it."""
     masks.check_t1(t1, affine, source)
     brain = t1 > np.percentile(t1, 30)

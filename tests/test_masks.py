@@ -62,7 +62,7 @@ def test_ants_image_has_the_nifti_geometry(tmp_path):
 def test_masks_of_a_rotated_reoriented_coarser_head_land_on_its_grid(tmp_path, run_cli):
     pytest.importorskip("ants")
     path, t1, affine, expected = _head_in_another_pose(tmp_path)
-    code, out, _ = run_cli("masks", path, "--out", tmp_path / "masks")
+    code, out, _ = run_cli("masks", path, "--out", tmp_path / "masks", "--method", "ants-atlas")
     assert code == 0, out
     brain = nib.load(str(tmp_path / "masks" / "brainmask.nii.gz"))
     assert brain.shape == t1.shape and np.allclose(brain.affine, affine)
@@ -90,7 +90,7 @@ def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_on
     fits = []                                                      # below 1.01: the refinement runs
     fit_of = masks.registration_fit
     monkeypatch.setattr(masks, "registration_fit", lambda *a: fits.append(fit_of(*a)) or fits[-1])
-    result = masks.compute_masks(t1, affine, source="head")
+    result = masks.compute_masks(t1, affine, source="head", method="ants-atlas")
     first, refined = fits[0], fits[-1]
     assert len(fits) == 3 and result.provenance["registration_attempts"] == 1
     assert result.provenance["refined_on_brain"] == (refined > first)
@@ -100,12 +100,14 @@ def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_on
 
 
 @pytest.mark.slow
-def test_a_t2w_looking_input_gets_a_warning(tmp_path, caplog):
-    pytest.importorskip("ants")
+@pytest.mark.parametrize("method", masks.METHODS)
+def test_a_t2w_looking_input_gets_a_warning(tmp_path, caplog, method):
+    if method == masks.METHOD:
+        pytest.importorskip("ants")
     path, t1, affine, _ = _head_in_another_pose(tmp_path)
     inverted = np.where(t1 > 0.05 * t1.max(), t1.max() * 1.1 - t1, 0).astype(np.float32)  # WM dark, CSF bright
     with caplog.at_level(logging.WARNING, logger="mrsynth"), pytest.warns(UserWarning, match="T2w rather than a T1w"):
-        result = masks.compute_masks(inverted, affine, source="inverted.nii.gz")
+        result = masks.compute_masks(inverted, affine, source="inverted.nii.gz", method=method)
     assert result.warnings and "inverted.nii.gz" in result.warnings[0]
 
 
@@ -126,8 +128,9 @@ def test_inputs_no_registration_can_use_are_refused_with_exit_2_and_nothing_writ
         volume = volume[:4]
     path = tmp_path / f"{case}.nii.gz"
     nib.save(nib.Nifti1Image(volume, np.eye(4)), str(path))
-    code, _, err = run_cli("masks", path, "--out", tmp_path / "out")
-    assert code == 2 and str(path) in err, err
+    for method in masks.METHODS:
+        code, _, err = run_cli("masks", path, "--out", tmp_path / "out", "--method", method)
+        assert code == 2 and str(path) in err, (method, err)
     assert not (tmp_path / "out").exists()
 
 
@@ -135,7 +138,7 @@ def test_missing_extra_is_named(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ants", None)  # import ants -> ImportError
     volume = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
     with pytest.raises(InputError, match=r"mrsynth\[masks\]"):
-        masks.compute_masks(volume, np.eye(4))
+        masks.compute_masks(volume, np.eye(4), method="ants-atlas")
 
 
 @pytest.fixture
@@ -143,7 +146,7 @@ def fake_registration(monkeypatch):
     """compute_masks replaced by the fixture's own masks read back from its files (no registration)."""
     calls = []
 
-    def fake(t1, affine, source="T1w"):
+    def fake(t1, affine, source="T1w", method=None):
         folder = __import__("pathlib").Path(source).parent
         seg = np.asarray(nib.load(str(folder / "wmparc.nii.gz")).dataobj).astype(np.int32)
         brain = np.asarray(nib.load(str(folder / "brainmask_fs.nii.gz")).dataobj) > 0
@@ -172,7 +175,7 @@ def test_prepare_auto_records_where_masks_came_from_and_a_run_refuses_to_mix(tmp
     assert "up-to-date: 3" in out and len(fake_registration) == 3
     # one subject back to file masks: a run over all three refuses to mix
     prepare_all([s for s in discover(root) if s.id == "002"], tmp_path / "cache", progress=False)
-    with pytest.raises(InputError, match=r"mix masks from files \(002\) with automatic masks \(001, 003\)"):
+    with pytest.raises(InputError, match=r"mix masks from files \(002\) with masks automatic by ants-atlas \(001, 003\)"):
         train(tiny_config(tmp_path / "cache", "optim.epochs=1"), tmp_path / "run", progress=False)
 
 
@@ -184,7 +187,7 @@ def test_predict_auto_masks_from_a_bare_t1w_and_says_when_they_differ_from_train
     code, _, err = run_cli("predict", "--model", run / "model", "--t1", t1, "--masks", "auto",
                            "--out", tmp_path / "pred.nii.gz")
     assert code == 0 and fake_registration == [t1]
-    assert "masks from auto, but the model was trained on masks from files" in err
+    assert "masks from ants-atlas, but the model was trained on masks from files" in err
     with_files = tmp_path / "files.nii.gz"
     run_cli("predict", "--model", run / "model", "--t1", t1, "--seg", t1.parent / "wmparc.nii.gz",
             "--mask", t1.parent / "brainmask_fs.nii.gz", "--out", with_files)

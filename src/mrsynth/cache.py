@@ -198,14 +198,15 @@ def is_up_to_date(folder: Path, subject: Subject, axis: str | int, masks: str = 
         meta.get("format") == FORMAT_VERSION
         and meta.get("label_table") == labels.TABLE_VERSION
         and meta.get("axis_request") == str(axis)
-        and masks_source(meta) == masks
+        and masks_source(meta) == check_source(masks)
         and meta.get("sources") == source_record(subject)
     )
 
 
 def masks_source(meta: dict) -> str:
-    """``files`` or ``auto``: where a prepared subject's brain and tissue masks came from."""
-    return "auto" if (meta.get("masks") or {}).get("method", "files") != "files" else "files"
+    """Where a prepared subject's brain and tissue masks came from: ``files`` or the automatic method's name
+    (:data:`mrsynth.masks.METHODS`)."""
+    return (meta.get("masks") or {}).get("method", "files")
 
 
 def intensity_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
@@ -256,8 +257,8 @@ def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "
                     force: bool = False, masks: str = "files") -> PrepareResult:
     """Validate ``subject`` and write it to ``cache_dir/<id>`` atomically.
 
-    ``masks="auto"``: the brain mask and segmentation are computed from the T1w
-    (:mod:`mrsynth.masks`), whatever files the subject has; the subject records how.
+    ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): the brain mask and
+    segmentation are computed from the T1w, whatever files the subject has; the subject records how.
     Never raises for bad input: the problem is returned in the result, and nothing
     is written for that subject.
     """
@@ -267,9 +268,9 @@ def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "
         return PrepareResult(subject.id, "up-to-date")
     try:
         record = {"method": "files"}
-        if masks == "auto":
+        if check_source(masks) != "files":
             vols = load_subject(subject, need_labels=False)
-            automatic = compute_masks(vols.t1, vols.affine, source=subject.t1)
+            automatic = compute_masks(vols.t1, vols.affine, source=subject.t1, method=check_source(masks))
             vols.seg, vols.mask, record = automatic.seg, automatic.brain, automatic.provenance
         else:
             vols = load_subject(subject)
@@ -321,7 +322,7 @@ def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int 
                 progress: bool = True, masks: str = "files") -> PrepareReport:
     """Prepare every subject (``jobs`` in parallel); bad subjects are reported, not fatal.
 
-    ``masks``: ``files`` (the subjects' own segmentation and brain mask) or ``auto``
+    ``masks``: ``files`` (the subjects' own segmentation and brain mask), ``auto`` or a method name
     (computed from each T1w, :mod:`mrsynth.masks`).
 
     With ``strict``, the first bad subject raises :class:`InputError` (subjects

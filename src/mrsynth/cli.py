@@ -46,7 +46,7 @@ def _masks(args) -> int:
 
     with warnings.catch_warnings(record=True):  # the T2w-looking warning is logged by the masks module
         warnings.simplefilter("always")
-        paths = write_masks(Path(args.t1), Path(args.out), figure=not args.no_figure)
+        paths = write_masks(Path(args.t1), Path(args.out), figure=not args.no_figure, method=args.method)
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0
@@ -283,6 +283,8 @@ def _demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .config import PRESETS
     from .fixtures import LAYOUTS as FIXTURE_LAYOUTS
+    from .masks import DEFAULT_METHOD as MASKS_DEFAULT
+    from .masks import METHODS as MASK_METHODS
     from .masks import SOURCES as MASK_SOURCES
     from .metrics import SCALES as SCORE_SCALES
     from .normalization import METHODS
@@ -318,13 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="subjects prepared in parallel")
     p.add_argument("--strict", action="store_true", help="stop at the first bad subject")
     p.add_argument("--force", action="store_true", help="rebuild subjects even if up to date")
+    automatic = (f"auto: computed from the T1w by the default method ({MASKS_DEFAULT}); ants-atlas: by atlas "
+                 "registration (needs the `masks` extra); learned: by the shipped segmenter")
     p.add_argument("--masks", default="files", choices=MASK_SOURCES,
-                   help="files: each subject's segmentation and brain mask (default); auto: computed from the "
-                        "T1w by atlas registration (needs the `masks` extra)")
+                   help=f"files: each subject's segmentation and brain mask (default); {automatic}")
 
-    p = command("masks", _masks, "brain mask and tissue labels from a bare T1w (atlas registration, no FreeSurfer)")
+    p = command("masks", _masks, "brain mask and tissue labels from a bare T1w (no FreeSurfer)")
     p.add_argument("t1", help="T1w NIfTI: whole head or skull-stripped, any orientation and voxel size")
     p.add_argument("--out", required=True, help="output folder: brainmask, wmparc, tissue_classes, masks.json, QC figure")
+    p.add_argument("--method", default=MASKS_DEFAULT, choices=MASK_METHODS,
+                   help=f"ants-atlas: atlas registration (needs the `masks` extra); learned: the shipped "
+                        f"segmenter (default: {MASKS_DEFAULT})")
     p.add_argument("--no-figure", action="store_true", help="skip the QC figure")
 
     p = command("view", _view, "an interactive viewer page (NiiVue): T1w, prediction, reference, error map")
@@ -404,8 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this many slices per batch (on a CPU also at most 2^18 pixels: a batch stays in cache)")
     p.add_argument("--device", default="auto")
     p.add_argument("--masks", default="files", choices=MASK_SOURCES,
-                   help="files: --seg/--mask (or each subject's own); auto: computed from the T1w by atlas "
-                        "registration (needs the `masks` extra)")
+                   help=f"files: --seg/--mask (or each subject's own); {automatic}")
 
     p = command("evaluate", _evaluate, "score predictions against acquired T2w")
     p.add_argument("--pred", required=True, help="predicted NIfTI, or a folder of <id>.nii.gz")
@@ -438,8 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="crossval", help="output folder (re-running resumes it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--masks", default="files", choices=MASK_SOURCES,
-                   help="files: each subject's own segmentation and brain mask (default); auto: computed from "
-                        "each T1w by atlas registration (needs the `masks` extra)")
+                   help=f"files: each subject's own segmentation and brain mask (default); {automatic}")
 
     p = command("demo", _demo, "run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output")

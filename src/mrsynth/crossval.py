@@ -76,11 +76,11 @@ def bootstrap_ci(differences: list[float], seed: int = 0, samples: int = BOOTSTR
 
 def _subjects(data: Path, out: Path, progress: bool, masks: str = "files") -> tuple[Path, list]:
     if is_prepared_cache(data):
-        if masks == "auto":
+        if masks != "files":
             refuse_auto_on_cache(data)
         cache = data
     else:
-        cache = out / ("cache" if masks == "files" else "cache-auto-masks")
+        cache = out / ("cache" if masks == "files" else f"cache-{masks}-masks")
         report = prepare_all(discover(data), cache, progress=progress, masks=masks)
         if report.failed:
             log.warning("left out (bad input): %s", "; ".join(f"{r.id}: {r.message}" for r in report.failed))
@@ -112,8 +112,8 @@ def crossval(data: str | Path, out: str | Path, folds: str | int = "loo", config
              masks: str = "files") -> dict:
     """Run (or resume) every fold and write report.md, report.html and results.json.
 
-    ``masks="auto"``: every subject's brain and tissue masks computed from its T1w
-    (:mod:`mrsynth.masks`), for training, prediction and the scored brain region alike.
+    ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): every subject's brain and
+    tissue masks computed from its T1w, for training, prediction and the scored brain region alike.
     """
     started = time.perf_counter()
     out = Path(out)

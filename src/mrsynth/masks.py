@@ -1,9 +1,13 @@
-"""A brain mask and FreeSurfer-style tissue labels from a bare T1w, by atlas registration.
+"""A brain mask and FreeSurfer-style tissue labels from a bare T1w, by a learned segmenter or atlas registration.
 
-``mrsynth masks`` and ``--masks auto`` (prepare, predict, crossval) use it, so a model with
-tissue masks runs on a T1w that has no FreeSurfer segmentation and no brain mask.
+``mrsynth masks`` and ``--masks auto|learned|ants-atlas`` (prepare, predict, crossval) use it, so a
+model with tissue masks runs on a T1w that has no FreeSurfer segmentation and no brain mask.
 
-Method (``ants-atlas``): the HCP MNI152 template shipped in ``assets/hcp-mni152`` (a 2 mm
+Method ``learned``: the 2D U-Net of :mod:`mrsynth.segmenter`, shipped with its weights, labels every
+voxel with the paper's classes directly (one representative FreeSurfer code per class); no extra
+dependency, seconds per volume.
+
+Method ``ants-atlas``: the HCP MNI152 template shipped in ``assets/hcp-mni152`` (a 2 mm
 whole-head T1w, its 1 mm brain mask and the 1 mm ``Avgwmparc`` label map) is registered to the
 subject's T1w with ANTs (``antspyx``, the ``masks`` extra): a rigid, an affine, then SyN, all at 2 mm,
 which is enough to carry labels and fast on a CPU.  The brain mask (linear interpolation,
@@ -37,7 +41,11 @@ from .subjects import Subject, check_affine, load_subject
 
 log = logging.getLogger("mrsynth")
 
-METHOD = "ants-atlas"
+METHOD = "ants-atlas"  # the atlas method's name in records
+LEARNED = "learned"
+#: Methods of ``compute_masks``: atlas registration (ANTs, the ``masks`` extra) or the learned segmenter.
+METHODS = (METHOD, LEARNED)
+DEFAULT_METHOD = METHOD
 VERSION = 4  # 2: badly fitting registrations tried again; 3: also as the other input kind; 4: refined brain to brain
 ATLAS = "hcp-mni152"
 REGISTRATION_MM = 2.0
@@ -69,20 +77,28 @@ class AutoMasks:
     warnings: list[str] = field(default_factory=list)
 
 
-#: Where masks come from: the subject's files, or computed from its T1w (this module).
-SOURCES = ("files", "auto")
+#: Where masks come from: the subject's files, or computed from its T1w (this module) by the default method
+#: (``auto``) or a named one.
+SOURCES = ("files", "auto") + METHODS
 
 
 def refuse_auto_on_cache(cache: str | Path) -> None:
-    """``--masks auto`` on a prepared cache: its masks were fixed when it was prepared."""
-    raise InputError("--masks auto applies to data folders; a prepared cache has its masks already "
+    """Automatic masks asked for a prepared cache: its masks were fixed when it was prepared."""
+    raise InputError("automatic --masks apply to data folders; a prepared cache has its masks already "
                      "(prepare it with --masks auto)", cache)
 
 
 def check_source(masks: str) -> str:
+    """A valid masks source with ``auto`` resolved: ``files`` or one of ``METHODS``."""
     if masks not in SOURCES:
         raise InputError(f"--masks must be one of {', '.join(SOURCES)}, got {masks!r}")
-    return masks
+    return DEFAULT_METHOD if masks == "auto" else masks
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise InputError(f"the masks method must be one of {', '.join(METHODS)}, got {method!r}")
+    return method
 
 
 def describe(record: dict | None) -> str:
@@ -152,9 +168,42 @@ def looks_skull_stripped(t1: np.ndarray, affine: np.ndarray) -> bool:
     return bool(quiet.any() and (t1[quiet] == t1.min()).mean() >= STRIPPED_MIN_FLAT_BACKGROUND)
 
 
-def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w") -> AutoMasks:
-    """Brain mask and wmparc-style labels of one T1w (array + affine), on its grid."""
+def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w",
+                  method: str | None = None) -> AutoMasks:
+    """Brain mask and FreeSurfer-style labels of one T1w (array + affine), on its grid, by ``method`` (one of
+    ``METHODS``; ``None``: ``DEFAULT_METHOD``)."""
+    method = check_method(method or DEFAULT_METHOD)
     check_t1(t1, affine, source)
+    if method == LEARNED:
+        return _learned_masks(t1, affine, source)
+    return _atlas_masks(t1, affine, source)
+
+
+def _learned_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
+    """The learned segmenter (:mod:`mrsynth.segmenter`): no registration, no extra dependency."""
+    from . import segmenter
+
+    stripped = looks_skull_stripped(t1, affine)
+    log.info("%s: segmenting with the learned segmenter (%s input)", source, STRIPPED if stripped else WHOLE_HEAD)
+    model, description = segmenter.load_model()
+    result = segmenter.segment(t1, affine, model)
+    brain = result.brain & (t1 > 0) if stripped else result.brain
+    if not brain.any():
+        raise InputError("the segmented brain mask is empty: is this a T1w of a head?", source)
+    seg = np.where(brain, segmenter.class_codes(result.classes), 0).astype(np.int32)
+    record = {"method": LEARNED, "version": description["version"], "weights_sha256": description["weights_sha256"],
+              "input": STRIPPED if stripped else WHOLE_HEAD, "confidence": round(result.confidence, 3),
+              "inverted_confidence": round(result.inverted_confidence, 3)}
+    notes = []
+    if result.looks_inverted:
+        notes.append(_warn(f"{source}: the segmenter is surer of this image with its intensities inverted "
+                           f"(confidence {result.inverted_confidence:.2f} against {result.confidence:.2f}): is this "
+                           "a T2w rather than a T1w? The masks assume a T1w"))
+    return AutoMasks(brain, seg, record, notes or _contrast_warnings(t1, seg, brain, source))
+
+
+def _atlas_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
+    """Atlas registration with ANTs (the module docstring)."""
     ants = _ants()
     subject = to_ants(t1, affine)
     guess = STRIPPED if looks_skull_stripped(t1, affine) else WHOLE_HEAD
@@ -327,12 +376,15 @@ def _contrast_warnings(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, sourc
     white = t1[labels.has_class(bits, "white_matter") & brain]
     grey = t1[labels.has_class(bits, "grey_matter") & brain]
     if white.size and grey.size and np.median(white) < np.median(grey):
-        message = (f"{source}: white matter is darker than grey matter (medians {np.median(white):.4g} < "
-                   f"{np.median(grey):.4g}): is this a T2w rather than a T1w? The masks assume a T1w")
-        warnings.warn(message, stacklevel=2)
-        log.warning(message)
-        return [message]
+        return [_warn(f"{source}: white matter is darker than grey matter (medians {np.median(white):.4g} < "
+                      f"{np.median(grey):.4g}): is this a T2w rather than a T1w? The masks assume a T1w")]
     return []
+
+
+def _warn(message: str) -> str:
+    warnings.warn(message, stacklevel=3)
+    log.warning(message)
+    return message
 
 
 #: Files written by :func:`write_masks`.
@@ -345,8 +397,10 @@ def class_volume(seg: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return np.where(brain, labels.exclusive_class(labels.tissue_bits(seg, brain)[0]), 0).astype(np.uint8)
 
 
-def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True) -> dict[str, Path]:
-    """``mrsynth masks``: compute a T1w's masks and write them beside a record of how (on the T1w's grid).
+def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True,
+                method: str | None = None) -> dict[str, Path]:
+    """``mrsynth masks``: compute a T1w's masks (by ``method``, default ``DEFAULT_METHOD``) and write them beside
+    a record of how (on the T1w's grid).
 
     Writes ``brainmask.nii.gz`` (0/1), ``wmparc.nii.gz`` (FreeSurfer codes),
     ``tissue_classes.nii.gz`` (1 grey matter ... 7 unknown, as ``labels.CLASSES``; 0 outside the
@@ -366,7 +420,7 @@ def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True) -
         raise InputError("exists and is not a folder", out_dir)
     started = time.perf_counter()
     volumes = load_subject(Subject(id="input", t1=t1_path, seg=None, mask=None), need_labels=False)
-    result = compute_masks(volumes.t1, volumes.affine, source=t1_path)
+    result = compute_masks(volumes.t1, volumes.affine, source=t1_path, method=method)
     seconds = time.perf_counter() - started
     header = nib.load(str(t1_path)).header
     out_dir.mkdir(parents=True, exist_ok=True)

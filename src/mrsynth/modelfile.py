@@ -49,7 +49,7 @@ class ModelInfo:
     context: int = 0  # 2.5D: neighbouring slices on each side given as extra T1w channels
     strip: bool = False  # T1w set to 0 outside the brain mask before prediction
     weights_sha256: str = ""  # of model.safetensors, checked at load (empty: written before mrsynth checked it)
-    masks: str = "files"  # where the training subjects' masks came from: "files" or "auto" (mrsynth.masks)
+    masks: str = "files"  # where the training masks came from: "files" or a mrsynth.masks method ("auto": atlas)
     training: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     format: int = MODEL_FORMAT

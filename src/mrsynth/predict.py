@@ -20,6 +20,7 @@ from .cache import PreparedSubject, intensity_stats, is_prepared_cache, list_pre
 from .derivatives import ModelProvenance, Output, output_is_bids
 from .errors import InputError
 from .logs import bar, log
+from .masks import METHOD as ATLAS_METHOD
 from .masks import check_source, compute_masks, refuse_auto_on_cache
 from .modelfile import ModelInfo
 from .networks import WindowedStack, inference_model, is_plain_stack
@@ -303,10 +304,14 @@ def needs_masks(info: ModelInfo) -> bool:
 
 
 def warn_if_masks_differ(info: ModelInfo, used: str, source) -> None:
-    """Say so when prediction masks come from elsewhere than the training masks (never silently mixed)."""
-    if needs_masks(info) and used != info.masks:
-        log.warning("%s: masks from %s, but the model was trained on masks from %s: automatic and FreeSurfer "
-                    "masks differ systematically, expect some loss of accuracy", source, used, info.masks)
+    """Say so when prediction masks come from elsewhere than the training masks (never silently mixed).
+
+    ``used``: ``files`` or an automatic method; a model's ``auto`` (written before there were two methods)
+    is the atlas method."""
+    trained = ATLAS_METHOD if info.masks == "auto" else info.masks
+    if needs_masks(info) and used != trained:
+        log.warning("%s: masks from %s, but the model was trained on masks from %s: masks from different sources "
+                    "differ systematically, expect some loss of accuracy", source, used, trained)
 
 
 def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None = None, mask: Path | None = None,
@@ -314,19 +319,19 @@ def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None 
                   **kwargs) -> Path:
     """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine.
 
-    ``masks="auto"``: the brain mask and segmentation are computed from the T1w
-    (:mod:`mrsynth.masks`; ``seg`` and ``mask`` must then be absent).  ``before_write``
+    ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): the brain mask and
+    segmentation are computed from the T1w (``seg`` and ``mask`` must then be absent).  ``before_write``
     is called with the subject's T1w transform once the volume is predicted, before it is
     written (the BIDS sidecar goes first).
     """
-    check_source(masks)
-    if masks == "auto" and (seg or mask):
-        raise InputError("give either --masks auto or --seg/--mask files, not both", t1)
+    masks = check_source(masks)
+    if masks != "files" and (seg or mask):
+        raise InputError("give either automatic --masks or --seg/--mask files, not both", t1)
     check_output(out)
     subject = Subject(id="input", t1=Path(t1), seg=seg and Path(seg), mask=mask and Path(mask))
     volumes = load_subject(subject, need_labels=False)
-    if masks == "auto" and needs_masks(info):
-        automatic = compute_masks(volumes.t1, volumes.affine, source=t1)
+    if masks != "files" and needs_masks(info):
+        automatic = compute_masks(volumes.t1, volumes.affine, source=t1, method=masks)
         volumes.seg, volumes.mask = automatic.seg, automatic.brain
     warn_if_masks_differ(info, masks, t1)
     check_inputs(info, volumes.seg, volumes.mask, t1)
@@ -358,12 +363,13 @@ def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str =
 
     ``output``: ``flat`` (``out_dir/<id>.nii.gz``), ``bids`` (a BIDS derivatives dataset with a
     JSON sidecar per prediction, :mod:`mrsynth.derivatives`) or ``auto`` (BIDS for BIDS input).
-    ``masks="auto"`` (data folders only): masks computed from each T1w, the subjects' own ignored.
+    ``masks`` other than ``files`` (data folders only): masks computed from each T1w, the subjects' own ignored.
     """
     root = Path(root)
+    masks = check_source(masks)
     provenance = ModelProvenance(Path(model_folder), info) if model_folder is not None else None
     if is_prepared_cache(root):
-        if masks == "auto":
+        if masks != "files":
             refuse_auto_on_cache(root)
         subjects = list_prepared(root)
         target = Output(out_dir, output_is_bids(output, "cache"), None, provenance)
@@ -383,7 +389,7 @@ def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str =
     target.prepare([subject.id for subject in subjects])
     written = []
     for subject in subjects:
-        own = (None, None) if masks == "auto" else (subject.seg, subject.mask)
+        own = (None, None) if masks != "files" else (subject.seg, subject.mask)
         sources = {"t1": subject.t1, "seg": own[0], "mask": own[1]}
         sidecar = partial(target.write_sidecar, subject.id, sources, masks)
         written.append(predict_files(model, info, subject.t1, target.image_path(subject.id), *own,

@@ -28,6 +28,7 @@ import numpy as np
 from .cache import PreparedSubject, list_prepared, masks_source
 from .config import TrainConfig, load_config
 from .errors import InputError
+from .masks import METHODS
 from .modelfile import DESCRIPTION
 from .normalization import Normalization
 from .patches import PatchDataset, PatchGrid, Split, across_subject_split, within_subject_split
@@ -65,19 +66,21 @@ class RunData:
 
     @property
     def masks(self) -> str:
-        """Where the training subjects' masks came from (``files`` or ``auto``; one for all, checked)."""
+        """Where the training subjects' masks came from (``files`` or an automatic method; one for all, checked)."""
         return masks_source(self.train.parts[0].subject.meta)
 
 
 def check_masks_agree(subjects: list[PreparedSubject]) -> None:
-    """Refuse a run whose subjects mix masks from files with automatic masks (they differ systematically)."""
+    """Refuse a run whose subjects mix masks from files and automatic masks, or two automatic methods (they
+    differ systematically)."""
     by_source: dict[str, list[str]] = {}
     for subject in subjects:
         by_source.setdefault(masks_source(subject.meta), []).append(subject.id)
     if len(by_source) > 1:
-        raise InputError("the run's subjects mix masks from files (" + ", ".join(by_source["files"]) + ") with "
-                         "automatic masks (" + ", ".join(by_source["auto"]) + "): prepare them all the same way "
-                         "(prepare --masks files|auto)")
+        groups = [f"{'from files' if source == 'files' else 'automatic by ' + source} ({', '.join(ids)})"
+                  for source, ids in sorted(by_source.items(), key=lambda item: (item[0] != "files", item[0]))]
+        raise InputError("the run's subjects mix masks " + " with masks ".join(groups) + ": prepare them all the "
+                         "same way (prepare --masks files|auto|" + "|".join(METHODS) + ")")
 
 
 def _pick(subjects: dict[str, PreparedSubject], ids: list[str], cache) -> list[PreparedSubject]:

@@ -1,0 +1,152 @@
+"""The learned segmenter (mrsynth.segmenter) and its training recipe: grids, classes, the shipped weights."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mrsynth import labels, masks, segmenter, segmenter_training
+from mrsynth.cache import list_prepared, prepare_all
+from mrsynth.errors import InputError
+from mrsynth.subjects import discover
+
+from conftest import tiny_config, write_dataset
+from test_masks import _dice, _head_in_another_pose
+
+
+def test_the_work_grid_covers_an_oblique_input_and_resamples_a_ras_one_unchanged():
+    c, s = np.cos(0.4), np.sin(0.4)
+    oblique = np.eye(4)
+    oblique[:3, :3] = np.array([[0, 0, 1], [-c, -s, 0], [s, -c, 0]]) @ np.diag([0.9, 1.1, 2.0])
+    shape = (30, 20, 12)
+    grid = segmenter.work_grid(shape, oblique)
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1)
+    inside = np.linalg.inv(grid.affine) @ (oblique @ np.vstack([corners, np.ones(corners.shape[1])]))
+    assert (inside[:3] >= -1e-6).all() and (inside[:3] <= np.array(grid.shape)[:, None] - 1 + 1e-6).all()
+    ras = np.diag([segmenter.WORK_MM] * 3 + [1.0])
+    ras[:3, 3] = [-20, 5, 7]
+    volume = np.random.default_rng(0).random((9, 8, 7)).astype(np.float32)
+    resampled, grid = segmenter.to_work_grid(volume, ras)
+    assert grid.shape == volume.shape and np.allclose(grid.affine, ras)
+    np.testing.assert_allclose(resampled, volume, atol=1e-5)
+
+
+def test_normalization_is_scale_free_and_class_codes_give_back_the_classes():
+    volume = np.random.default_rng(1).gamma(2.0, 100.0, (20, 20, 20)).astype(np.float32)
+    np.testing.assert_allclose(segmenter.normalize(volume), segmenter.normalize(37.5 * volume), rtol=1e-5)
+    classes = np.random.default_rng(2).integers(0, len(segmenter.OUTPUTS), (10, 10, 10)).astype(np.uint8)
+    brain = classes > 0
+    assert (segmenter.class_target(segmenter.class_codes(classes), brain) == classes).all()
+
+
+def test_training_then_export_gives_a_model_that_loads_without_pickle_and_predicts_the_same(tmp_path):
+    rng = np.random.default_rng(0)
+    target = np.zeros((40, 36, 10), np.uint8)
+    target[8:32, 8:28] = 2  # white matter inside grey matter
+    target[12:28, 12:24] = 3
+    t1 = segmenter.normalize(np.where(target == 3, 1.0, np.where(target == 2, 0.6, 0.05)) + 0.02 * rng.random(target.shape))
+    config = segmenter_training.TrainingConfig(maps=(1,), steps=3, batch=2, crop=32, features=(4, 4, 8, 8, 16, 4))
+    model = segmenter_training.train([(t1, target)], config, log=lambda message: None)
+    segmenter_training.export(model, config, tmp_path, seconds=1.0)
+    description = json.loads((tmp_path / segmenter.DESCRIPTION).read_text())
+    assert description["features"] == [4, 4, 8, 8, 16, 4] and description["training"]["maps"] == [1]
+    loaded, record = segmenter.load_model(tmp_path)
+    assert len(record["weights_sha256"]) == 64
+    original = segmenter.probabilities(model, t1)
+    again = segmenter.probabilities(loaded, t1)
+    assert original.shape == (len(segmenter.OUTPUTS),) + t1.shape
+    np.testing.assert_allclose(again, original, atol=2e-2)  # the weights are stored as float16
+    np.testing.assert_allclose(original.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_augmentation_moves_image_and_labels_together():
+    generator = torch.Generator().manual_seed(0)
+    config = segmenter_training.TrainingConfig(maps=(1,), strip_probability=0.0)
+    targets = torch.zeros(8, 16, 16, dtype=torch.long)
+    targets[:, 2:6, 3:12] = 2
+    images = (targets > 0).float()[:, None].repeat(1, 1 + 2 * segmenter.CONTEXT, 1, 1) + 0.5
+    out, moved = segmenter_training.augment(images.clone(), targets.clone(), config, generator)
+    assert not torch.equal(moved, targets)  # some crops were flipped
+    for b in range(8):  # after flips, the labelled region is still the brighter one
+        assert out[b, 0][moved[b] > 0].mean() > out[b, 0][moved[b] == 0].mean()
+
+
+def test_the_shipped_segmenter_finds_the_brain_of_a_rotated_reoriented_coarser_head(tmp_path, run_cli):
+    """No ANTs needed: the learned method ships with the package."""
+    path, t1, affine, expected = _head_in_another_pose(tmp_path)
+    code, out, _ = run_cli("masks", path, "--out", tmp_path / "masks", "--method", "learned", "--no-figure")
+    assert code == 0, out
+    image = nib.load(str(tmp_path / "masks" / "brainmask.nii.gz"))
+    brain = np.asarray(image.dataobj) > 0
+    assert brain.shape == t1.shape and np.allclose(image.affine, affine)
+    assert _dice(brain, expected) > 0.9
+    seg = np.asarray(nib.load(str(tmp_path / "masks" / "wmparc.nii.gz")).dataobj)
+    bits = labels.tissue_bits(seg, brain)[0]
+    counts = labels.class_voxel_counts(bits)
+    for name in ("grey_matter", "white_matter", "csf", "subcortical", "cerebellum"):
+        assert counts[name] > 100, (name, counts)
+    assert np.median(t1[labels.has_class(bits, "white_matter")]) > np.median(t1[labels.has_class(bits, "grey_matter")])
+    record = json.loads((tmp_path / "masks" / "masks.json").read_text())
+    assert record["masks"]["method"] == masks.LEARNED and record["masks"]["input"] == "whole-head"
+
+
+def test_a_run_refuses_to_mix_two_automatic_methods(tmp_path, monkeypatch):
+    from mrsynth.train import train
+
+    def fake(t1, affine, source="T1w", method=None):
+        folder = __import__("pathlib").Path(source).parent
+        seg = np.asarray(nib.load(str(folder / "wmparc.nii.gz")).dataobj).astype(np.int32)
+        brain = np.asarray(nib.load(str(folder / "brainmask_fs.nii.gz")).dataobj) > 0
+        return masks.AutoMasks(brain, seg, {"method": method, "version": 1})
+
+    import mrsynth.cache
+
+    monkeypatch.setattr(mrsynth.cache, "compute_masks", fake)
+    root = write_dataset(tmp_path / "data", 3, "hcp", shape=(40, 48, 36))
+    prepare_all(discover(root), tmp_path / "cache", progress=False, masks="learned")
+    assert prepare_all(discover(root), tmp_path / "cache", progress=False, masks="learned").results[0].status == \
+        "up-to-date"
+    prepare_all([s for s in discover(root) if s.id == "002"], tmp_path / "cache", progress=False, masks="ants-atlas")
+    assert {s.meta["masks"]["method"] for s in list_prepared(tmp_path / "cache")} == {"learned", "ants-atlas"}
+    with pytest.raises(InputError, match=r"mix masks automatic by ants-atlas \(002\) with masks automatic by learned \(001, 003\)"):
+        train(tiny_config(tmp_path / "cache", "optim.epochs=1"), tmp_path / "run", progress=False)
+
+
+def test_an_unknown_method_is_refused():
+    with pytest.raises(InputError, match="must be one of ants-atlas, learned"):
+        masks.compute_masks(np.random.default_rng(0).random((10, 10, 10)), np.eye(4), method="freesurfer")
+
+
+def test_training_brains_stop_in_the_medulla_not_at_the_edge_of_the_field_of_view():
+    codes = np.full((6, 6, 30), 2, np.int32)
+    codes[:, :, 12:15] = 8  # cerebellum
+    codes[2:4, 2:4, :12] = 24  # the spinal canal, down to the edge
+    affine = np.diag([1.0, 1.0, 1.4, 1.0])
+    brain = segmenter_training.brain_above_the_medulla(codes, np.ones(codes.shape, bool), affine)
+    lowest = 12 - round(segmenter_training.BELOW_CEREBELLUM_MM / 1.4)
+    assert not brain[:, :, :lowest].any() and brain[:, :, lowest:].all()
+    no_cerebellum = np.full((4, 4, 8), 2, np.int32)
+    assert segmenter_training.brain_above_the_medulla(no_cerebellum, np.ones((4, 4, 8), bool), affine).all()
+
+
+@pytest.mark.slow
+def test_the_learned_method_warns_on_a_real_t2w_and_not_on_its_t1w():
+    import warnings
+
+    from conftest import SHARED_DATA
+
+    folder = SHARED_DATA / "hcp-mni152"
+    if not folder.exists():
+        pytest.skip(f"{folder} is absent (real templates for the contrast check)")
+    for name, expect_warning in (("MNI152_T2_1mm_brain.nii.gz", True), ("MNI152_T1_1mm_brain.nii.gz", False)):
+        image = nib.load(str(folder / name))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = masks.compute_masks(image.get_fdata().astype(np.float32), image.affine, source=name,
+                                         method="learned")
+        said = [str(w.message) for w in caught if "T2w rather than a T1w" in str(w.message)]
+        assert bool(said) == bool(result.warnings) == expect_warning, (name, result.provenance, said)
