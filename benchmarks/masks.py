@@ -1,20 +1,24 @@
-"""Automatic masks (`mrsynth masks`, `--masks auto`): Dice against reference labels, seconds per volume, effect on T2w prediction.
+"""Automatic masks (`mrsynth masks`, `--masks auto`), both methods: Dice against reference labels, seconds per volume, effect on T2w prediction.
 
+Methods: `ants-atlas` (registration of the HCP template) and `learned` (the shipped segmenter, trained on images
+simulated from SynthSeg label maps; the maps it was trained on are listed in its `segmenter.json` and its rows
+for them are marked: only the other maps are held out).
 (a) Simulated whole heads, one per SynthSeg label map (MAPS of them), VOXEL_MM mm, each in a random pose (the
 simulator's pose drawn with rotation SD 7.5 degrees per axis, shift SD 8 mm, scale SD 5 % per axis, plus its
 smooth deformation), with its own protocol, bias and noise: Dice per class of the paper's eight (the label map
 and the simulator's brain mask mapped by `mrsynth.labels`, against ours). `unknown` is everything outside the
-seven tissue classes, background included, so its Dice says little; `vessel` has a few hundred voxels at most.
-(b) The ICBM 2009c head (another site's template; our atlas is the HCP one): brain-mask Dice against its mask,
-and, for scale, the Dice of the HCP atlas mask resampled to the ICBM grid by world coordinates alone (both are
-MNI space: the two masks' definitions differ by that much). The HCP template is our atlas, so scoring on it
-would be circular and it is not a row. (c) Seconds per volume (wall clock, this process alone).
-(d) T2w prediction: the paper's FCN + 8 masks (`--preset fast`, EPOCHS epochs) trained with reference masks,
-predicting with reference masks vs automatic masks, beside the FCN from the T1w alone trained the same way;
-brain-masked MSE (reference brain mask, brain-median units) and psnr_p99; on simulated subjects (train on the
-first two heads of (a), test on the next two) and across templates (train on HCP with `Avgwmparc`, test on ICBM
-with `Avgwmparc` resampled by world coordinates as the reference masks); and, on the simulated subjects, the T1w-only
-pipeline: the masked FCN trained on subjects prepared with `--masks auto` and predicting from automatic masks.
+seven tissue classes, background included, so its Dice says little; `vessel` has a few dozen to a few hundred
+voxels. (b) The ICBM 2009c head (another site's template; neither method saw it): brain-mask Dice against its
+mask, and, for scale, the Dice of the HCP atlas mask resampled to the ICBM grid by world coordinates alone (both
+are MNI space: the two masks' definitions differ by that much). The skull-stripped HCP template against
+`Avgwmparc` for the learned method only (it is the atlas method's own atlas). (c) Seconds per volume (wall
+clock, this process alone). (d) T2w prediction: the paper's FCN + 8 masks (`--preset fast`, EPOCHS epochs)
+trained with reference masks, predicting with reference masks vs each method's automatic masks, beside the FCN
+from the T1w alone trained the same way; brain-masked MSE (reference brain mask, brain-median units) and
+psnr_p99; on simulated subjects (train on the first two heads of (a), test on the next two) and across templates
+(train on HCP with `Avgwmparc`, test on ICBM with `Avgwmparc` resampled by world coordinates as the reference
+masks); and, on the simulated subjects, the T1w-only pipeline: the masked FCN trained on subjects prepared with
+each method's automatic masks and predicting from them.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def class_dice(reference_seg, reference_brain, seg, brain) -> dict[str, float]:
 
 
 def _simulated_heads(root: Path) -> list[dict]:
-    from mrsynth.masks import compute_masks
+    """The MAPS simulated heads, written as HCP subjects under ``root`` (seeded: the same heads every run)."""
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
     from mrsynth.simulate.dataset import write_hcp_subject
     from mrsynth.simulate.subject import Variation, simulate_subject
@@ -58,16 +62,70 @@ def _simulated_heads(root: Path) -> list[dict]:
                                    variation=replace(Variation(), **POSE))
         print(f"{path.name}: simulated in {time.perf_counter() - began:.0f} s", flush=True)
         write_hcp_subject(subject, root, f"head{i:02d}")
-        started = time.perf_counter()
-        auto = compute_masks(subject.t1, subject.affine, source=path.name)
-        seconds = time.perf_counter() - started
-        heads.append({"id": f"head{i:02d}", "map": path.name, "seconds": seconds, "shape": list(subject.t1.shape),
-                      "dice": class_dice(subject.codes, subject.mask, auto.seg, auto.brain),
-                      "fit": auto.provenance["registration_fit"], "attempts": auto.provenance["registration_attempts"],
-                      "auto": auto, "affine": subject.affine})
-        print(f"{path.name}: {seconds:.0f} s, " + ", ".join(f"{k} {v:.3f}" for k, v in heads[-1]["dice"].items()),
-              flush=True)
+        heads.append({"id": f"head{i:02d}", "index": i, "map": path.name, "subject": subject})
     return heads
+
+
+def _timed_masks(t1, affine, source, method: str):
+    from mrsynth.masks import compute_masks
+
+    started = time.perf_counter()
+    auto = compute_masks(t1, affine, source=source, method=method)
+    return auto, time.perf_counter() - started
+
+
+def _head_rows(heads: list[dict], method: str) -> tuple[list[dict], dict]:
+    """Dice per class of one method's masks on every simulated head, and the masks themselves by head id."""
+    from mrsynth import segmenter
+    from mrsynth.masks import LEARNED
+
+    seen = set(segmenter.load_model()[1]["training"]["maps"]) if method == LEARNED else set()
+    rows, found = [], {}
+    for head in heads:
+        subject = head["subject"]
+        auto, seconds = _timed_masks(subject.t1, subject.affine, head["map"], method)
+        row = {"id": head["id"], "map": head["map"], "seconds": seconds, "shape": list(subject.t1.shape),
+               "dice": class_dice(subject.codes, subject.mask, auto.seg, auto.brain),
+               "held_out": head["index"] not in seen}
+        if "registration_fit" in auto.provenance:
+            row |= {"fit": auto.provenance["registration_fit"], "attempts": auto.provenance["registration_attempts"]}
+        rows.append(row)
+        found[head["id"]] = auto
+        print(f"{method} {head['map']}: {seconds:.0f} s, " + ", ".join(f"{k} {v:.3f}" for k, v in row["dice"].items()),
+              flush=True)
+    return rows, found
+
+
+def _icbm(method: str) -> tuple[dict, object]:
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
+    icbm_t1 = nib.load(str(SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz"))
+    icbm_mask = np.asarray(nib.load(str(SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz")).dataobj) > 0
+    auto, seconds = _timed_masks(icbm_t1.get_fdata().astype(np.float32), icbm_t1.affine, "icbm", method)
+    hcp_mask = nib.load(str(SHARED / "hcp-mni152/MNI152_T1_1mm_brain_mask.nii.gz"))
+    world = resample_from_to(hcp_mask, icbm_t1, order=0).get_fdata() > 0.5
+    row = {"seconds": seconds, "shape": list(icbm_t1.shape), "brain_dice": _dice(auto.brain, icbm_mask),
+           "atlas_mask_by_world_coordinates_dice": _dice(world, icbm_mask)}
+    if "registration_fit" in auto.provenance:
+        row |= {"fit": auto.provenance["registration_fit"], "attempts": auto.provenance["registration_attempts"]}
+    print(method, "icbm", row, flush=True)
+    return row, auto
+
+
+def _hcp_template(method: str) -> dict:
+    """The skull-stripped HCP template's masks against its brain mask and ``Avgwmparc``."""
+    import nibabel as nib
+
+    folder = SHARED / "hcp-mni152"
+    t1 = nib.load(str(folder / "MNI152_T1_1mm_brain.nii.gz"))
+    brain = np.asarray(nib.load(str(folder / "MNI152_T1_1mm_brain_mask.nii.gz")).dataobj) > 0
+    avg = nib.load(str(folder / "Avgwmparc.nii.gz"))
+    codes = np.rint(np.asarray(avg.dataobj).reshape(avg.shape[:3])).astype(np.int32)
+    auto, seconds = _timed_masks(t1.get_fdata().astype(np.float32), t1.affine, "hcp", method)
+    row = {"seconds": seconds, "dice": class_dice(codes, brain, auto.seg, auto.brain)}
+    print(method, "hcp", row, flush=True)
+    return row
 
 
 def _train(cache: Path, train: str, test: str, channels: int, out: Path):
@@ -83,8 +141,16 @@ def _train(cache: Path, train: str, test: str, channels: int, out: Path):
     return load_model(out / runs.MODEL)
 
 
+REFERENCE, T1W_ONLY = "FCN + masks, reference masks", "FCN, T1w only"
+
+
+def automatic_column(method: str) -> str:
+    return f"FCN + masks, {method} masks"
+
+
 def _prediction_effect(cache: Path, train: str, tests: dict[str, dict], folder: Path) -> dict:
-    """Scores per test subject: masked FCN with reference / automatic masks, T1w-only FCN."""
+    """Scores per test subject: masked FCN with reference masks and with each method's automatic masks
+    (``tests[id]["auto"][method]``), T1w-only FCN."""
     from mrsynth.cache import list_prepared
     from mrsynth.evaluate import Reference, score
     from mrsynth.predict import predict_arrays
@@ -94,74 +160,73 @@ def _prediction_effect(cache: Path, train: str, tests: dict[str, dict], folder: 
     masked = _train(cache, train, test_ids, 9, folder / "masked")
     plain = _train(cache, train, test_ids, 1, folder / "t1w-only")
     rows = {}
-    for subject_id, auto in tests.items():
+    for subject_id, test in tests.items():
         volumes = subjects[subject_id].native()
         reference = Reference.from_prepared(subjects[subject_id])
-        seg = auto["reference_seg"]
-        predictions = {
-            "FCN + masks, reference masks": predict_arrays(*masked, volumes.t1, volumes.affine, seg, volumes.brain),
-            "FCN + masks, automatic masks": predict_arrays(*masked, volumes.t1, volumes.affine, auto["seg"],
-                                                           auto["brain"]),
-            "FCN, T1w only": predict_arrays(*plain, volumes.t1, volumes.affine, None, volumes.brain),
-        }
+        predictions = {REFERENCE: predict_arrays(*masked, volumes.t1, volumes.affine, test["reference_seg"],
+                                                 volumes.brain)}
+        for method, auto in test["auto"].items():
+            predictions[automatic_column(method)] = predict_arrays(*masked, volumes.t1, volumes.affine, auto.seg,
+                                                                   auto.brain)
+        predictions[T1W_ONLY] = predict_arrays(*plain, volumes.t1, volumes.affine, None, volumes.brain)
         rows[subject_id] = {name: {k: score(v, reference)[k] for k in ("mse", "psnr_p99")}
                             for name, v in predictions.items()}
     return rows
 
 
 def _auto_trained(auto_cache: Path, reference_cache: Path, train: str, tests: list[str], folder: Path) -> dict:
-    """The T1w-only pipeline: the masked FCN trained on subjects prepared with ``--masks auto``, predicting from the
+    """The T1w-only pipeline: the masked FCN trained on subjects prepared with automatic masks, predicting from the
     test subjects' automatic masks; scored against the reference cache (reference brain mask)."""
     from mrsynth.cache import list_prepared
     from mrsynth.evaluate import Reference, score
     from mrsynth.predict import predict_prepared
 
-    model, info = _train(auto_cache, train, ",".join(tests), 9, folder / "masked-auto")
+    model, info = _train(auto_cache, train, ",".join(tests), 9, folder)
     auto = {s.id: s for s in list_prepared(auto_cache)}
     reference = {s.id: s for s in list_prepared(reference_cache)}
     return {i: {k: score(predict_prepared(model, info, auto[i]), Reference.from_prepared(reference[i]))[k]
                 for k in ("mse", "psnr_p99")} for i in tests}
 
 
-def run() -> dict:
+def run(methods=None) -> dict:
     import nibabel as nib
-    from nibabel.processing import resample_from_to
 
     from mrsynth.cache import prepare_all
-    from mrsynth.masks import compute_masks, provenance
+    from mrsynth.masks import LEARNED, METHODS, provenance
+    from mrsynth.segmenter import load_model
     from mrsynth.subjects import discover
 
     if not MAPS_DIR.exists() or not (SHARED / "icbm2009c").exists():
         raise SystemExit(f"skipped: {SHARED} lacks the label maps or the templates")
-    results = {"maps": MAPS, "voxel_mm": VOXEL_MM, "pose": POSE, "epochs": EPOCHS, "method": provenance()}
+    methods = tuple(methods or METHODS)
+    description = load_model()[1]
+    results = {"maps": MAPS, "voxel_mm": VOXEL_MM, "pose": POSE, "epochs": EPOCHS, "methods": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         heads = _simulated_heads(tmp / "heads")
-        results["simulated"] = [{k: h[k] for k in ("id", "map", "seconds", "shape", "dice", "fit", "attempts")}
-                                for h in heads]
-        # (b) the ICBM head
-        icbm_t1 = nib.load(str(SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz"))
-        icbm_mask = np.asarray(nib.load(str(SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz")).dataobj) > 0
-        started = time.perf_counter()
-        icbm_auto = compute_masks(icbm_t1.get_fdata().astype(np.float32), icbm_t1.affine, source="icbm")
-        hcp_mask = nib.load(str(SHARED / "hcp-mni152/MNI152_T1_1mm_brain_mask.nii.gz"))
-        world = resample_from_to(hcp_mask, icbm_t1, order=0).get_fdata() > 0.5
-        results["icbm"] = {"seconds": time.perf_counter() - started, "shape": list(icbm_t1.shape),
-                           "brain_dice": _dice(icbm_auto.brain, icbm_mask),
-                           "atlas_mask_by_world_coordinates_dice": _dice(world, icbm_mask),
-                           "fit": icbm_auto.provenance["registration_fit"],
-                           "attempts": icbm_auto.provenance["registration_attempts"]}
-        print("icbm", results["icbm"], flush=True)
+        found, icbm_found = {}, {}
+        for method in methods:
+            rows, found[method] = _head_rows(heads, method)
+            icbm, icbm_found[method] = _icbm(method)
+            record = {"provenance": provenance() if method != LEARNED else
+                      {"method": LEARNED, "version": description["version"],
+                       "trained_on_maps": description["training"]["maps"]},
+                      "simulated": rows, "icbm": icbm}
+            if method == LEARNED:
+                record["hcp"] = _hcp_template(method)
+            results["methods"][method] = record
         # (d) simulated: train on heads 1-2 (reference masks), test heads 3-4
         prepare_all(discover(tmp / "heads"), tmp / "cache", progress=False)
-        tests = {h["id"]: {"seg": h["auto"].seg, "brain": h["auto"].brain,
+        tests = {h["id"]: {"auto": {m: found[m][h["id"]] for m in methods},
                            "reference_seg": np.asarray(nib.load(str(tmp / "heads" / h["id"] / "T1w" / "wmparc.nii.gz")).dataobj)}
                  for h in heads[2:4]}
         results["prediction_simulated"] = _prediction_effect(tmp / "cache", "head01,head02", tests, tmp / "sim-runs")
         four = [s for s in discover(tmp / "heads") if s.id in ("head01", "head02", *tests)]
-        prepare_all(four, tmp / "cache-auto", progress=False, masks="auto")
-        results["prediction_simulated_auto_trained"] = _auto_trained(tmp / "cache-auto", tmp / "cache", "head01,head02",
-                                                                     list(tests), tmp / "sim-runs")
+        results["prediction_simulated_auto_trained"] = {}
+        for method in methods:
+            prepare_all(four, tmp / f"cache-{method}", progress=False, masks=method)
+            results["prediction_simulated_auto_trained"][method] = _auto_trained(
+                tmp / f"cache-{method}", tmp / "cache", "head01,head02", list(tests), tmp / "sim-runs" / method)
         # (d) across templates: HCP -> ICBM
         from benchmarks.real_quality import _write_pair
 
@@ -169,53 +234,86 @@ def run() -> dict:
         prepare_all(discover(tmp / "pair"), tmp / "pair-cache", progress=False)
         icbm_seg = np.asarray(nib.load(str(tmp / "pair" / "icbm" / "T1w" / "wmparc.nii.gz")).dataobj)
         results["prediction_templates"] = _prediction_effect(
-            tmp / "pair-cache", "hcp", {"icbm": {"seg": icbm_auto.seg, "brain": icbm_auto.brain,
-                                                "reference_seg": icbm_seg}}, tmp / "pair-runs")
+            tmp / "pair-cache", "hcp", {"icbm": {"auto": icbm_found, "reference_seg": icbm_seg}}, tmp / "pair-runs")
     return results
 
 
-def markdown(result: dict) -> str:
+def _dice_cells(dice: dict) -> str:
     from mrsynth.labels import CLASSES
 
-    sims = result["simulated"]
-    method = result["method"]
-    lines = [f"Method {method['method']} version {method['version']}. Simulated heads at {result['voxel_mm']} mm "
-             "(fit: correlation of the warped template with the T1w inside the warped brain; tries: registrations "
-             "run, another one whenever the fit was below the threshold):", "",
+    return " | ".join(f"{dice[c]:.3f}" for c in CLASSES) + f" | {np.mean([dice[c] for c in CLASSES]):.3f}"
+
+
+def _mean_row(label: str, rows: list[dict]) -> str:
+    from mrsynth.labels import CLASSES
+
+    means = {c: float(np.mean([r["dice"][c] for r in rows])) for c in CLASSES}
+    return (f"| **{label}** | {np.median([r['seconds'] for r in rows]):.0f} (median) | | | "
+            + " | ".join(f"**{means[c]:.3f}**" for c in CLASSES) + f" | **{np.mean(list(means.values())):.3f}** |")
+
+
+def _method_section(method: str, record: dict, voxel_mm: float) -> list[str]:
+    from mrsynth.labels import CLASSES
+
+    rows = record["simulated"]
+    provenance = record["provenance"]
+    lines = [f"### {method} (version {provenance['version']})", "",
+             f"Simulated heads at {voxel_mm} mm"
+             + (" (fit: correlation of the warped template with the T1w inside the warped brain; tries: "
+                "registrations run, another one whenever the fit was below the threshold)" if "fit" in rows[0] else
+                f" (trained on maps {', '.join(map(str, provenance.get('trained_on_maps', [])))}: their rows are "
+                "marked 'seen', the others are held out)") + ":", "",
              "| simulated head | seconds | fit | tries | " + " | ".join(CLASSES) + " | mean of 8 |",
              "|---|---|---|---|" + "---|" * (len(CLASSES) + 1)]
-    for head in sims:
-        d = head["dice"]
-        fit = f"{head['fit']:.2f} | {head['attempts']}" if "fit" in head else "- | 1"
-        lines.append(f"| {head['id']} ({head['map']}) | {head['seconds']:.0f} | {fit} | " + " | ".join(
-            f"{d[c]:.3f}" for c in CLASSES) + f" | {np.mean(list(d.values())):.3f} |")
-    means = {c: float(np.mean([h["dice"][c] for h in sims])) for c in CLASSES}
-    lines.append(f"| **mean of {len(sims)}** | {np.median([h['seconds'] for h in sims]):.0f} (median) | | | " + " | ".join(
-        f"**{means[c]:.3f}**" for c in CLASSES) + f" | **{np.mean(list(means.values())):.3f}** |")
-    icbm = result["icbm"]
+    for row in rows:
+        fit = f"{row['fit']:.2f} | {row['attempts']}" if "fit" in row else "- | -"
+        seen = "" if row.get("held_out", True) else ", seen"
+        lines.append(f"| {row['id']} ({row['map']}{seen}) | {row['seconds']:.0f} | {fit} | {_dice_cells(row['dice'])} |")
+    held_out = [r for r in rows if r.get("held_out", True)]
+    lines.append(_mean_row(f"mean of {len(held_out)} held out" if len(held_out) < len(rows) else
+                           f"mean of {len(rows)}", held_out))
+    if len(held_out) < len(rows):
+        lines.append(_mean_row(f"mean of {len(rows) - len(held_out)} seen", [r for r in rows if not r["held_out"]]))
+    icbm = record["icbm"]
     lines += ["", f"ICBM 2009c head ({'x'.join(map(str, icbm['shape']))}, 1 mm): brain-mask Dice "
                   f"{icbm['brain_dice']:.3f} against its own mask, in {icbm['seconds']:.0f} s; the HCP atlas mask "
                   f"placed by world coordinates alone scores {icbm['atlas_mask_by_world_coordinates_dice']:.3f} "
                   "(the two templates' mask definitions differ)"
-                  + (f"; fit {icbm['fit']:.2f} after {icbm['attempts']} registration(s)." if "fit" in icbm else "."), "",
-              "| T2w prediction (brain MSE, brain-median units / psnr_p99) | " + " | ".join(
-                  ["FCN + masks, reference masks", "FCN + masks, automatic masks", "FCN, T1w only",
-                   "FCN + masks trained and tested on automatic masks"]) + " | auto / reference MSE | "
-              "auto-trained / reference MSE |",
-              "|---|---|---|---|---|---|---|"]
+                  + (f"; fit {icbm['fit']:.2f} after {icbm['attempts']} registration(s)." if "fit" in icbm else ".")]
+    if "hcp" in record:
+        hcp = record["hcp"]
+        lines += ["", f"Skull-stripped HCP template against its brain mask and `Avgwmparc` ({hcp['seconds']:.0f} s): "
+                      + ", ".join(f"{c} {hcp['dice'][c]:.3f}" for c in CLASSES)
+                      + f"; mean of 8 {np.mean([hcp['dice'][c] for c in CLASSES]):.3f}."]
+    return lines + [""]
+
+
+def markdown(result: dict) -> str:
+    methods = result["methods"]
+    lines = []
+    for method, record in methods.items():
+        lines += _method_section(method, record, result["voxel_mm"])
+    columns = [REFERENCE] + [automatic_column(m) for m in methods] + [T1W_ONLY]
     auto_trained = result.get("prediction_simulated_auto_trained", {})
+    lines += ["### Effect on T2w prediction", "",
+              "| T2w prediction (brain MSE, brain-median units / psnr_p99) | " + " | ".join(columns)
+              + " | " + " | ".join(f"trained and tested on {m} masks" for m in methods) + " | "
+              + " | ".join(f"{m} / reference MSE" for m in methods) + " | "
+              + " | ".join(f"{m}-trained / reference MSE" for m in methods) + " |",
+              "|---|" + "---|" * (len(columns) + 3 * len(methods))]
     for group in ("prediction_simulated", "prediction_templates"):
         for subject, rows in result[group].items():
-            cells = [f"{rows[n]['mse']:.4f} / {rows[n]['psnr_p99']:.2f}" for n in rows]
-            reference = rows["FCN + masks, reference masks"]["mse"]
-            ratio = rows["FCN + masks, automatic masks"]["mse"] / reference
-            both = auto_trained.get(subject) if group == "prediction_simulated" else None
-            cells.append(f"{both['mse']:.4f} / {both['psnr_p99']:.2f}" if both else "-")
+            reference = rows[REFERENCE]["mse"]
+            cells = [f"{rows[c]['mse']:.4f} / {rows[c]['psnr_p99']:.2f}" for c in columns]
+            trained = [auto_trained.get(m, {}).get(subject) if group == "prediction_simulated" else None
+                       for m in methods]
+            cells += [f"{t['mse']:.4f} / {t['psnr_p99']:.2f}" if t else "-" for t in trained]
+            cells += [f"{rows[automatic_column(m)]['mse'] / reference:.2f}" for m in methods]
+            cells += [f"{t['mse'] / reference:.2f}" if t else "-" for t in trained]
             label = "HCP -> ICBM" if group == "prediction_templates" else f"simulated {subject}"
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio:.2f} | "
-                         + (f"{both['mse'] / reference:.2f} |" if both else "- |"))
-    lines += ["", "Trained and tested on automatic masks: the T1w-only pipeline (`prepare --masks auto`, then "
-              "`predict --masks auto`); not across templates, where the HCP template is the atlas itself."]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Trained and tested on automatic masks: the T1w-only pipeline (`prepare --masks M`, then "
+              "`predict --masks M`); not across templates, where the HCP template is the atlas method's atlas."]
     if result.get("note"):
         lines += ["", result["note"]]
     return "\n".join(lines)
