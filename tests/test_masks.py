@@ -151,7 +151,7 @@ def fake_registration(monkeypatch):
         seg = np.asarray(nib.load(str(folder / "wmparc.nii.gz")).dataobj).astype(np.int32)
         brain = np.asarray(nib.load(str(folder / "brainmask_fs.nii.gz")).dataobj) > 0
         calls.append(source)
-        return masks.AutoMasks(brain, seg, masks.provenance() | {"input": "test"})
+        return masks.AutoMasks(brain, seg, masks.provenance() | {"input": "test", "method": method})
 
     import mrsynth.cache
     import mrsynth.predict
@@ -170,12 +170,12 @@ def test_prepare_auto_records_where_masks_came_from_and_a_run_refuses_to_mix(tmp
     code, out, _ = run_cli("prepare", root, "--out", tmp_path / "cache", "--masks", "auto")
     assert code == 0 and "prepared: 3" in out and len(fake_registration) == 3  # the masks setting is part of up-to-date
     subjects = list_prepared(tmp_path / "cache")
-    assert all(s.meta["masks"]["method"] == masks.METHOD for s in subjects)
+    assert all(s.meta["masks"]["method"] == masks.DEFAULT_METHOD for s in subjects)
     code, out, _ = run_cli("prepare", root, "--out", tmp_path / "cache", "--masks", "auto")
     assert "up-to-date: 3" in out and len(fake_registration) == 3
     # one subject back to file masks: a run over all three refuses to mix
     prepare_all([s for s in discover(root) if s.id == "002"], tmp_path / "cache", progress=False)
-    with pytest.raises(InputError, match=r"mix masks from files \(002\) with masks automatic by ants-atlas \(001, 003\)"):
+    with pytest.raises(InputError, match=r"mix masks from files \(002\) with masks automatic by learned \(001, 003\)"):
         train(tiny_config(tmp_path / "cache", "optim.epochs=1"), tmp_path / "run", progress=False)
 
 
@@ -187,7 +187,7 @@ def test_predict_auto_masks_from_a_bare_t1w_and_says_when_they_differ_from_train
     code, _, err = run_cli("predict", "--model", run / "model", "--t1", t1, "--masks", "auto",
                            "--out", tmp_path / "pred.nii.gz")
     assert code == 0 and fake_registration == [t1]
-    assert "masks from ants-atlas, but the model was trained on masks from files" in err
+    assert "masks from learned, but the model was trained on masks from files" in err
     with_files = tmp_path / "files.nii.gz"
     run_cli("predict", "--model", run / "model", "--t1", t1, "--seg", t1.parent / "wmparc.nii.gz",
             "--mask", t1.parent / "brainmask_fs.nii.gz", "--out", with_files)

@@ -45,7 +45,7 @@ METHOD = "ants-atlas"  # the atlas method's name in records
 LEARNED = "learned"
 #: Methods of ``compute_masks``: atlas registration (ANTs, the ``masks`` extra) or the learned segmenter.
 METHODS = (METHOD, LEARNED)
-DEFAULT_METHOD = METHOD
+DEFAULT_METHOD = LEARNED  # measured better for T2w prediction everywhere (benchmarks/RESULTS.md, masks)
 VERSION = 4  # 2: badly fitting registrations tried again; 3: also as the other input kind; 4: refined brain to brain
 ATLAS = "hcp-mni152"
 REGISTRATION_MM = 2.0
