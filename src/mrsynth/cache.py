@@ -267,10 +267,10 @@ def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "
     if not force and is_up_to_date(final, subject, axis, masks):
         return PrepareResult(subject.id, "up-to-date")
     try:
-        record = {"method": "files"}
-        if check_source(masks) != "files":
+        record, method = {"method": "files"}, check_source(masks)
+        if method != "files":
             vols = load_subject(subject, need_labels=False)
-            automatic = compute_masks(vols.t1, vols.affine, source=subject.t1, method=check_source(masks))
+            automatic = compute_masks(vols.t1, vols.affine, source=subject.t1, method=method)
             vols.seg, vols.mask, record = automatic.seg, automatic.brain, automatic.provenance
         else:
             vols = load_subject(subject)
