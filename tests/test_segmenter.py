@@ -50,7 +50,8 @@ def test_training_then_export_gives_a_model_that_loads_without_pickle_and_predic
     target[12:28, 12:24] = 3
     t1 = segmenter.normalize(np.where(target == 3, 1.0, np.where(target == 2, 0.6, 0.05)) + 0.02 * rng.random(target.shape))
     config = segmenter_training.TrainingConfig(maps=(1,), steps=3, batch=2, crop=32, features=(4, 4, 8, 8, 16, 4))
-    model = segmenter_training.train([(t1, target)], config, log=lambda message: None)
+    head = segmenter_training.head_labels(target.astype(np.int32), target)
+    model = segmenter_training.train([(t1, target, head)], config, log=lambda message: None)
     segmenter_training.export(model, config, tmp_path, seconds=1.0)
     description = json.loads((tmp_path / segmenter.DESCRIPTION).read_text())
     assert description["features"] == [4, 4, 8, 8, 16, 4] and description["training"]["maps"] == [1]
@@ -63,6 +64,17 @@ def test_training_then_export_gives_a_model_that_loads_without_pickle_and_predic
     np.testing.assert_allclose(original.sum(axis=0), 1.0, atol=1e-4)
 
 
+def test_flip_averaging_maps_each_flipped_answer_back_onto_the_volume():
+    torch.manual_seed(0)
+    model = segmenter.network((4, 4, 8, 8, 16, 4)).eval()
+    volume = np.random.default_rng(1).random((21, 13, 5)).astype(np.float32)  # odd sizes: padded to 32 x 16
+    as_given = segmenter.probabilities(model, volume)
+    mirrored = segmenter.probabilities(model, volume[::-1, ::-1].copy())[:, ::-1, ::-1]
+    both = segmenter.probabilities(model, volume, flips=((), (0, 1)))
+    assert not np.allclose(as_given, mirrored, atol=1e-3)  # an untrained network is not symmetric
+    np.testing.assert_allclose(both, (as_given + mirrored) / 2, atol=1e-5)
+
+
 def test_augmentation_moves_image_and_labels_together():
     generator = torch.Generator().manual_seed(0)
     config = segmenter_training.TrainingConfig(maps=(1,), strip_probability=0.0)
@@ -73,6 +85,37 @@ def test_augmentation_moves_image_and_labels_together():
     assert not torch.equal(moved, targets)  # some crops were flipped
     for b in range(8):  # after flips, the labelled region is still the brighter one
         assert out[b, 0][moved[b] > 0].mean() > out[b, 0][moved[b] == 0].mean()
+
+
+def test_random_head_intensities_paint_only_outside_the_brain_one_value_per_tissue():
+    codes = np.zeros((20, 20, 3), np.int32)
+    codes[2:18, 2:18] = 515  # a scalp around the brain
+    codes[4:16, 4:16] = 165  # skull
+    codes[6:14, 6:14] = 2  # brain
+    target = np.where(codes == 2, 2, 0).astype(np.uint8)
+    head = segmenter_training.head_labels(codes, target)
+    assert head[10, 10, 1] == 0 and head[0, 0, 0] == segmenter_training.AIR and len(np.unique(head)) == 4
+    image = torch.full((3, 20, 20), 0.7)
+    generator = torch.Generator().manual_seed(3)
+    painted = [segmenter_training._random_head(image, torch.from_numpy(np.moveaxis(head, 2, 0)), generator)
+               for _ in range(4)]
+    for out in painted:  # the brain is left alone away from the blurred edge, the rest is repainted
+        assert torch.equal(out[:, 8:12, 8:12], image[:, 8:12, 8:12])
+    scalp = torch.stack([out[1, 2, 10] for out in painted])
+    assert scalp.std() > 0.05  # a new intensity each time
+    assert max(out[1, 0, 0] for out in painted) < 0.3  # air stays dark
+
+
+def test_crops_centre_the_rare_vessel_class_as_often_as_asked():
+    target = np.zeros((64, 64, 8), np.uint8)
+    target[16:48, 16:48] = 2
+    target[40, 20, 5] = segmenter_training.VESSEL
+    volume = (np.zeros(target.shape, np.float32), target, np.zeros(target.shape, np.uint8))
+    sampler = segmenter_training.CropSampler([volume])
+    config = segmenter_training.TrainingConfig(maps=(1,), crop=16, batch=200, vessel_probability=0.5)
+    _, targets, _ = segmenter_training._crop_batch(sampler, np.random.default_rng(0), config)
+    with_vessel = (targets == segmenter_training.VESSEL).any(dim=(1, 2)).float().mean()
+    assert 0.4 < with_vessel < 0.6  # a random crop of 16 x 16 x 1 out of 64 x 64 x 8 would almost never hold it
 
 
 def test_the_shipped_segmenter_finds_the_brain_of_a_rotated_reoriented_coarser_head(tmp_path, run_cli):

@@ -37,6 +37,10 @@ WORK_MM = 1.4
 CONTEXT = 1  # neighbouring slices on each side
 FEATURES = (16, 24, 48, 96, 192, 16)
 MULTIPLE = 16  # a BasicUNet halves the image four times
+#: In-plane flips whose probabilities ``segment`` averages: 4x the network's time (a 1 mm head: about 40 s here),
+#: measured better on held-out simulated heads (mean Dice of 8 classes 0.785 -> 0.788) and the ICBM head's brain
+#: (0.837 -> 0.924) than the image as given alone.
+FLIPS = ((), (0,), (1,), (0, 1))
 ASSET = "segmenter"
 VERSION = 1  # of the training recipe (mrsynth.segmenter_training) that made the shipped weights
 WEIGHTS, DESCRIPTION = "segmenter.safetensors", "segmenter.json"
@@ -114,19 +118,26 @@ def _padded(shape) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, volume: np.ndarray, batch_size: int = 16, progress=None) -> np.ndarray:
-    """Class probabilities ``(len(OUTPUTS), *volume.shape)`` of a normalized work-grid volume, slice by slice."""
+def probabilities(model: torch.nn.Module, volume: np.ndarray, batch_size: int = 16, progress=None,
+                  flips: tuple[tuple[int, ...], ...] = ((),)) -> np.ndarray:
+    """Class probabilities ``(len(OUTPUTS), *volume.shape)`` of a normalized work-grid volume, slice by slice,
+    averaged over the in-plane ``flips`` of each slice (``()`` as given, ``(0,)`` left-right, ``(1,)``
+    front-back, ``(0, 1)`` both; the network was trained with both flips)."""
     model.eval()
     x_size, y_size, depth = volume.shape
     px, py = _padded((x_size, y_size))
     out = np.empty((len(OUTPUTS),) + volume.shape, np.float32)
     for start in range(0, depth, batch_size):
         stop = min(start + batch_size, depth)
-        batch = np.zeros((stop - start, 1 + 2 * CONTEXT, px, py), np.float32)
-        for i, z in enumerate(range(start, stop)):
-            batch[i, :, :x_size, :y_size] = slice_stack(volume, z)
-        logits = model(torch.from_numpy(batch))[:, :, :x_size, :y_size]
-        out[:, :, :, start:stop] = torch.softmax(logits, dim=1).permute(1, 2, 3, 0).numpy()
+        stacks = torch.from_numpy(np.stack([slice_stack(volume, z) for z in range(start, stop)]))
+        summed = 0
+        for axes in flips:  # each flipped slice zero padded at its end, its answer flipped back
+            dims = [2 + a for a in axes]
+            batch = torch.zeros((stop - start, 1 + 2 * CONTEXT, px, py))
+            batch[:, :, :x_size, :y_size] = stacks.flip(dims) if dims else stacks
+            answer = torch.softmax(model(batch)[:, :, :x_size, :y_size], dim=1)
+            summed = summed + (answer.flip(dims) if dims else answer)
+        out[:, :, :, start:stop] = (summed / len(flips)).permute(1, 2, 3, 0).numpy()
         if progress is not None:
             progress(stop - start)
     return out
@@ -186,7 +197,7 @@ def segment(t1: np.ndarray, affine: np.ndarray, model: torch.nn.Module | None = 
         model, _ = load_model()
     work, grid = to_work_grid(t1, affine)
     with bar(total=2 * work.shape[2], desc="segment", unit="slice", leave=False) as progress:
-        probs = probabilities(model, normalize(work), progress=progress.update)
+        probs = probabilities(model, normalize(work), progress=progress.update, flips=FLIPS)
         sure = confidence(probs)
         sure_inverted = confidence(probabilities(model, normalize(inverted(work)), progress=progress.update))
     classes = np.zeros(t1.shape, np.uint8)

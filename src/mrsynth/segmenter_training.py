@@ -4,7 +4,8 @@
 ``--per-map`` subjects from each chosen label map (the simulator of :mod:`mrsynth.simulate` with a
 wider range of protocols, poses, bias fields and noise than its defaults: the segmenter must not
 learn one site), then trains the U-Net on random axial crops with random gamma, bias, noise, blur
-and skull stripping, and writes ``segmenter.safetensors`` (float16) and ``segmenter.json``.
+and skull stripping, and (SynthSeg's idea, for the non-brain part only) random intensities for every
+tissue outside the brain, so that no face or neck passes for brain by its brightness.  It writes ``segmenter.safetensors`` (float16) and ``segmenter.json``.
 
 The shipped weights were made by this module with the arguments recorded in their ``segmenter.json``.
 """
@@ -16,7 +17,7 @@ import json
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +43,27 @@ class TrainingConfig:
     lr: float = 2e-3
     seed: int = 0
     strip_probability: float = 0.3  # skull-stripped inputs (brain mask, randomly grown or shrunk)
+    random_head_probability: float = 0.5  # crops whose non-brain tissues get random intensities
+    vessel_probability: float = 0.1  # crops centred on a vessel voxel (the rarest class)
     features: tuple[int, ...] = segmenter.FEATURES
 
 
-def _simulate_map(task) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``per_map`` simulated (normalized T1w, class target) pairs of one label map (a worker process)."""
+AIR = 1  # the head label of air (code 0 outside the brain)
+
+
+def head_labels(codes: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """What the random-intensity augmentation paints: 0 inside the brain target, ``AIR`` for air, and one value
+    per other label code outside the brain (2 + the code's rank)."""
+    outside = target == 0
+    tissue = outside & (codes != 0)
+    _, rank = np.unique(codes[tissue], return_inverse=True)
+    out = np.where(outside, AIR, 0).astype(np.uint8)
+    out[tissue] = np.minimum(rank + 2, 255)
+    return out
+
+
+def _simulate_map(task) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``per_map`` simulated (normalized T1w, class target, head labels) of one label map (a worker process)."""
     from .simulate.anatomy import label_map_anatomy
     from .simulate.subject import simulate_subject
 
@@ -56,7 +73,8 @@ def _simulate_map(task) -> list[tuple[np.ndarray, np.ndarray]]:
     for seed in seeds:
         subject = simulate_subject(anatomy, seed=seed, voxel_size=segmenter.WORK_MM, variation=TRAINING_VARIATION)
         brain = brain_above_the_medulla(subject.codes, subject.mask > 0, subject.affine)
-        out.append((segmenter.normalize(subject.t1), segmenter.class_target(subject.codes, brain)))
+        target = segmenter.class_target(subject.codes, brain)
+        out.append((segmenter.normalize(subject.t1), target, head_labels(subject.codes, target)))
     return out
 
 
@@ -89,21 +107,53 @@ def simulate_training_set(maps_dir: Path, config: TrainingConfig, workers: int =
         return [pair for pairs in pool.map(_simulate_map, tasks) for pair in pairs]
 
 
-def _crop_batch(volumes, rng: np.random.Generator, config: TrainingConfig):
-    """Random 2.5D axial crops ``(B, C, crop, crop)`` and their targets ``(B, crop, crop)``; 9 in 10 touch the
-    brain.  Zero padded where a slice is smaller than the crop."""
+VESSEL = segmenter.OUTPUTS.index("vessel")
+
+
+@dataclass
+class CropSampler:
+    """Where crops may come from, worked out once: each volume's brain slices and vessel voxels."""
+
+    volumes: list  # (normalized T1w, class target, head labels) per simulated subject
+    brain_slices: list = field(init=False)
+    vessels: list = field(init=False)
+
+    def __post_init__(self):
+        self.brain_slices = [np.flatnonzero(target.any(axis=(0, 1))) for _, target, _ in self.volumes]
+        self.vessels = [np.argwhere(target == VESSEL) for _, target, _ in self.volumes]
+
+    def origin(self, rng: np.random.Generator, config: TrainingConfig):
+        """Which volume, slice and in-plane corner: a vessel voxel at the centre ``vessel_probability`` of the
+        time (where there are any), else 9 in 10 slices through the brain, at random."""
+        size = config.crop
+        with_vessels = [i for i, voxels in enumerate(self.vessels) if len(voxels)]
+        if with_vessels and rng.random() < config.vessel_probability:
+            index = with_vessels[rng.integers(len(with_vessels))]
+            x, y, z = self.vessels[index][rng.integers(len(self.vessels[index]))]
+            shape = self.volumes[index][1].shape
+            return index, int(z), [int(np.clip(c - size // 2, 0, max(n - size, 0))) for c, n in zip((x, y), shape)]
+        index = int(rng.integers(len(self.volumes)))
+        shape = self.volumes[index][1].shape
+        slices = self.brain_slices[index]
+        z = int(rng.choice(slices)) if len(slices) and rng.random() < 0.9 else int(rng.integers(shape[2]))
+        return index, z, [int(rng.integers(0, max(n - size, 0) + 1)) for n in shape[:2]]
+
+
+def _crop_batch(sampler: CropSampler, rng: np.random.Generator, config: TrainingConfig):
+    """Random 2.5D axial crops ``(B, C, crop, crop)`` of the images and head labels, and their targets
+    ``(B, crop, crop)``.  Zero padded where a slice is smaller than the crop."""
     size = config.crop
     images = np.zeros((config.batch, 1 + 2 * segmenter.CONTEXT, size, size), np.float32)
+    heads = np.zeros(images.shape, np.uint8)
     targets = np.zeros((config.batch, size, size), np.int64)
     for b in range(config.batch):
-        t1, target = volumes[rng.integers(len(volumes))]
-        brain_slices = np.flatnonzero(target.any(axis=(0, 1)))
-        z = int(rng.choice(brain_slices)) if rng.random() < 0.9 else int(rng.integers(t1.shape[2]))
-        x0, y0 = (int(rng.integers(0, max(n - size, 0) + 1)) for n in t1.shape[:2])
+        index, z, (x0, y0) = sampler.origin(rng, config)
+        t1, target, head = sampler.volumes[index]
         stack = segmenter.slice_stack(t1, z)[:, x0:x0 + size, y0:y0 + size]
         images[b, :, :stack.shape[1], :stack.shape[2]] = stack
+        heads[b, :, :stack.shape[1], :stack.shape[2]] = segmenter.slice_stack(head, z)[:, x0:x0 + size, y0:y0 + size]
         targets[b, :stack.shape[1], :stack.shape[2]] = target[x0:x0 + size, y0:y0 + size, z]
-    return torch.from_numpy(images), torch.from_numpy(targets)
+    return torch.from_numpy(images), torch.from_numpy(targets), torch.from_numpy(heads)
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -115,11 +165,30 @@ def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(rows, kernel.reshape(images.shape[1], 1, 1, -1), padding=(0, radius), groups=images.shape[1])
 
 
-def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig, generator: torch.Generator):
-    """Random skull stripping, blur, gamma, bias field, noise and flips, per crop."""
+def _random_head(image: torch.Tensor, head: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``image`` with every non-brain tissue (``head`` > 0) painted a random intensity (0 to 1.5 of the
+    brain's 99th percentile; air at most 0.25: dark in any MR image), a random smooth texture and a slight
+    blur; the brain left as simulated."""
+    uniform = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    table = 1.5 * uniform(max(int(head.max()), AIR) + 1)
+    table[AIR] = table[AIR] / 6
+    painted = table[head.long()]
+    texture = F.interpolate(torch.randn(1, 1, 8, 8, generator=generator), size=image.shape[1:], mode="bicubic",
+                            align_corners=True)[0]
+    painted = painted * torch.exp(0.2 * uniform(1) * texture)
+    painted = _gaussian_blur(painted[None], 0.4 + 0.8 * uniform(1).item())[0]
+    return torch.where(head > 0, painted, image)
+
+
+def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig, generator: torch.Generator,
+            heads: torch.Tensor | None = None):
+    """Random non-brain intensities (where ``heads`` are given), skull stripping, blur, gamma, bias field, noise
+    and flips, per crop."""
     batch = len(images)
     uniform = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     for b in range(batch):
+        if heads is not None and uniform(1).item() < config.random_head_probability:
+            images[b] = _random_head(images[b], heads[b], generator)
         if uniform(1).item() < config.strip_probability:  # skull-stripped: brain grown or shrunk by up to 2 px
             brain = (targets[b] > 0).float()[None, None]
             width = int(torch.randint(-2, 3, (1,), generator=generator))
@@ -158,13 +227,15 @@ def train(volumes, config: TrainingConfig, log=print) -> torch.nn.Module:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    sampler = CropSampler(volumes)
     model = segmenter.network(config.features).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=0.05)
     model.train()
     started, recent = time.perf_counter(), []
     for step in range(1, config.steps + 1):
-        images, targets = augment(*_crop_batch(volumes, rng, config), config, generator)
+        images, targets, heads = _crop_batch(sampler, rng, config)
+        images, targets = augment(images, targets, config, generator, heads)
         logits = model(images.contiguous(memory_format=torch.channels_last))
         loss = F.cross_entropy(logits, targets) + dice_loss(logits, targets)
         optimizer.zero_grad(set_to_none=True)
