@@ -5,7 +5,8 @@
 wider range of protocols, poses, bias fields and noise than its defaults: the segmenter must not
 learn one site), then trains the U-Net on random axial crops with random gamma, bias, noise, blur
 and skull stripping, and (SynthSeg's idea, for the non-brain part only) random intensities for every
-tissue outside the brain, so that no face or neck passes for brain by its brightness.  It writes ``segmenter.safetensors`` (float16) and ``segmenter.json``.
+tissue outside the brain, so that no face or neck passes for brain by its brightness.  It writes
+``segmenter.safetensors`` (float16) and ``segmenter.json``.
 
 The shipped weights were made by this module with the arguments recorded in their ``segmenter.json``.
 """
@@ -117,18 +118,19 @@ class CropSampler:
     volumes: list  # (normalized T1w, class target, head labels) per simulated subject
     brain_slices: list = field(init=False)
     vessels: list = field(init=False)
+    with_vessels: list = field(init=False)  # indices of the volumes that have any
 
     def __post_init__(self):
         self.brain_slices = [np.flatnonzero(target.any(axis=(0, 1))) for _, target, _ in self.volumes]
         self.vessels = [np.argwhere(target == VESSEL) for _, target, _ in self.volumes]
+        self.with_vessels = [i for i, voxels in enumerate(self.vessels) if len(voxels)]
 
     def origin(self, rng: np.random.Generator, config: TrainingConfig):
         """Which volume, slice and in-plane corner: a vessel voxel at the centre ``vessel_probability`` of the
         time (where there are any), else 9 in 10 slices through the brain, at random."""
         size = config.crop
-        with_vessels = [i for i, voxels in enumerate(self.vessels) if len(voxels)]
-        if with_vessels and rng.random() < config.vessel_probability:
-            index = with_vessels[rng.integers(len(with_vessels))]
+        if self.with_vessels and rng.random() < config.vessel_probability:
+            index = self.with_vessels[rng.integers(len(self.with_vessels))]
             x, y, z = self.vessels[index][rng.integers(len(self.vessels[index]))]
             shape = self.volumes[index][1].shape
             return index, int(z), [int(np.clip(c - size // 2, 0, max(n - size, 0))) for c, n in zip((x, y), shape)]
