@@ -6,7 +6,8 @@ for them are marked: only the other maps are held out).
 (a) Simulated whole heads, one per SynthSeg label map (MAPS of them), VOXEL_MM mm, each in a random pose (the
 simulator's pose drawn with rotation SD 7.5 degrees per axis, shift SD 8 mm, scale SD 5 % per axis, plus its
 smooth deformation), with its own protocol, bias and noise: Dice per class of the paper's eight (the label map
-and the simulator's brain mask mapped by `mrsynth.labels`, against ours). `unknown` is everything outside the
+and the simulator's brain mask mapped by `mrsynth.labels`, against ours; that brain mask follows HCP's
+`brainmask_fs` rule, `mrsynth.labels.hcp_brain_mask`, as the learned method's does). `unknown` is everything outside the
 seven tissue classes, background included, so its Dice says little; `vessel` has a few dozen to a few hundred
 voxels. (b) The ICBM 2009c head (another site's template; neither method saw it): brain-mask Dice against its
 mask, and, for scale, the Dice of the HCP atlas mask resampled to the ICBM grid by world coordinates alone (both

@@ -78,3 +78,26 @@ def test_docs_label_table_matches_the_code():
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "labels.md"
     assert docs.read_text() == labels.markdown_table(), "regenerate: mrsynth labels --markdown > docs/labels.md"
+
+
+def _ball(shape, radius, centre=None):
+    centre = np.asarray(centre if centre is not None else [(n - 1) / 2 for n in shape])
+    grid = np.indices(shape).reshape(3, -1).T
+    return (np.linalg.norm(grid - centre, axis=1) <= radius).reshape(shape)
+
+
+def test_hcp_brain_mask_is_the_pipelines_dilate_three_erode_two_fill_holes():
+    from scipy import ndimage
+
+    labelled = _ball((40, 40, 40), 12) & ~_ball((40, 40, 40), 4)  # a brain with an unlabelled ventricle
+    labelled[20:, 19:21, :] &= False  # and a 2 mm sulcus
+    box = np.ones((3, 3, 3), bool)
+    expected = ndimage.binary_fill_holes(ndimage.binary_erosion(
+        ndimage.binary_dilation(labelled, box, iterations=3), box, iterations=2, border_value=0))
+    mask = labels.hcp_brain_mask(labelled, (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(mask, expected)
+    assert mask[20, 20, 20] and mask[30, 20, 20]  # ventricle filled, sulcus bridged
+    assert not mask[20, 20, 34]  # 2 mm beyond the labelled tissue: outside
+    mm = 2 * np.linalg.norm(np.indices((20, 20, 20)).reshape(3, -1).T - 9.5, axis=1).reshape((20,) * 3)
+    coarse = labels.hcp_brain_mask(mm <= 12, (2.0, 2.0, 2.0))  # on 2 mm voxels: 1 mm of growth, to a voxel
+    assert coarse[mm <= 13].all() and not coarse[mm > 16].any()  # (box-shaped: further along diagonals)

@@ -193,3 +193,12 @@ def test_the_learned_method_warns_on_a_real_t2w_and_not_on_its_t1w():
                                          method="learned")
         said = [str(w.message) for w in caught if "T2w rather than a T1w" in str(w.message)]
         assert bool(said) == bool(result.warnings) == expect_warning, (name, result.provenance, said)
+
+
+def test_the_brain_mask_leaves_out_the_csf_beyond_the_tissue_as_hcps_does():
+    distance = np.linalg.norm(np.indices((40, 40, 40)).reshape(3, -1).T - 19.5, axis=1).reshape((40,) * 3)
+    classes = np.select([distance <= 3, distance <= 12, distance <= 16], [3, 1, 3], 0).astype(np.uint8)  # CSF = 3
+    assert segmenter.OUTPUTS[3] == "csf"
+    brain = segmenter.brain_mask(classes, (1.0, 1.0, 1.0))
+    assert brain[distance <= 12.5].all()  # the ventricle (CSF inside) kept
+    assert not brain[distance >= 14.5].any()  # the CSF around: out

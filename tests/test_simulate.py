@@ -180,3 +180,23 @@ def test_each_subject_has_its_own_protocol_within_the_ranges():
     tes = [t2w.te for _, t2w in drawn]
     assert len(set(tis)) == 20 and min(tis) >= variation.ti_range_ms[0] and max(tis) <= variation.ti_range_ms[1]
     assert min(tes) >= variation.te_range_ms[0] and max(tes) <= variation.te_range_ms[1]
+
+
+def test_a_label_maps_brain_mask_follows_hcp_and_leaves_the_csf_beyond_it_to_the_head(tmp_path):
+    from mrsynth.simulate import tissues
+    from mrsynth.simulate.anatomy import label_map_anatomy
+
+    grid = np.indices((48, 48, 48)).reshape(3, -1).T
+    distance = np.linalg.norm(grid - 23.5, axis=1).reshape((48,) * 3)
+    codes = np.select([distance <= 4, distance <= 14, distance <= 19, distance <= 22], [4, 3, 24, 515], 0)
+    path = tmp_path / "map.nii.gz"
+    nib.save(nib.Nifti1Image(codes.astype(np.float32), np.eye(4)), str(path))
+    anatomy = label_map_anatomy(path)
+    centre = np.array(anatomy.codes.shape) // 2
+    depth = np.linalg.norm(np.indices(anatomy.codes.shape).reshape(3, -1).T - (np.array(anatomy.codes.shape) - 1) / 2,
+                           axis=1).reshape(anatomy.codes.shape)
+    assert anatomy.mask[tuple(centre)]  # the ventricle
+    assert anatomy.mask[(depth <= 14.5)].all() and not anatomy.mask[depth >= 16.5].any()  # cortex + about 1 mm
+    beyond = (depth > 16.5) & (depth <= 18.5)
+    assert (anatomy.codes[beyond] == 258).all()  # the CSF left out: head tissue in wmparc ...
+    assert (anatomy.tissue[beyond] == tissues.INDEX["csf"]).all()  # ... still simulated as CSF

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+from scipy import ndimage
 
 #: Version of the table below; stored with every prepared subject and model so a
 #: change of the table invalidates caches built with an older one.
@@ -196,6 +197,27 @@ def class_of(code: int) -> str | None:
 def unknown_codes(codes: Iterable[int]) -> list[int]:
     """The codes among ``codes`` that the table does not know (they become ``unknown``)."""
     return sorted(int(c) for c in codes if class_of(int(c)) is None)
+
+
+#: HCP's rule for ``brainmask_fs`` (PostFreeSurfer: ``fslmaths wmparc -bin -dilD -dilD -dilD -ero -ero``, then
+#: ``wb_command -volume-fill-holes``): the labelled voxels grown by three 3x3x3 boxes and shrunk by two, on 1 mm
+#: voxels, in mm so that other voxel sizes get the same mask.
+BRAIN_MASK_GROW_MM, BRAIN_MASK_SHRINK_MM = 3.0, 2.0
+
+
+def hcp_brain_mask(labelled: np.ndarray, zooms) -> np.ndarray:
+    """HCP's ``brainmask_fs`` from the voxels a FreeSurfer segmentation labels as brain (``wmparc > 0``).
+
+    The closing bridges sulci and the net 1 mm growth takes in the pial surface's partial-volume voxels;
+    CSF beyond that (which FreeSurfer leaves unlabelled, SynthSeg's maps and the learned segmenter label
+    it) stays outside.  Box-shaped, as fslmaths' kernels: half-widths of ``round(mm / voxel size)`` voxels
+    (at least 1) per axis; the filled holes are the ventricles where they are not labelled."""
+    def box(mm: float) -> tuple[int, ...]:
+        return tuple(2 * max(1, int(round(mm / float(z)))) + 1 for z in zooms)
+
+    grown = ndimage.maximum_filter(np.asarray(labelled, bool), size=box(BRAIN_MASK_GROW_MM), mode="constant")
+    shrunk = ndimage.minimum_filter(grown, size=box(BRAIN_MASK_SHRINK_MM), mode="constant", cval=False)
+    return ndimage.binary_fill_holes(shrunk)
 
 
 def tissue_bits(seg: np.ndarray, brain_mask: np.ndarray) -> tuple[np.ndarray, list[int]]:

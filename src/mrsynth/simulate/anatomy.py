@@ -24,7 +24,7 @@ template (T1 and GM/WM probability maps, 1 mm, skull-stripped).  From it:
 
 Label-map anatomy (``--labels``): any FreeSurfer aseg/wmparc map; its codes decide the
 tissue (SynthSeg's undocumented 500s as in :data:`.tissues.SYNTHSEG_EXTRA`), partial
-volume comes from smoothing the label boundaries.
+volume comes from smoothing the label boundaries; its brain mask follows HCP's ``brainmask_fs`` rule.
 """
 
 from __future__ import annotations
@@ -37,11 +37,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from .. import labels
 from ..errors import InputError
 from ..subjects import NIFTI_SUFFIXES, read_volume
 from . import tissues as T
 
 HEAD_CODES = (0, 165, 258, 259, 126)  # outside the brain mask
+SULCAL_CSF, EXTRA_CEREBRAL_HEAD = 24, 258
 TEMPLATE_FILES = {
     name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")
 }
@@ -156,8 +158,18 @@ def label_map_anatomy(path: Path) -> Anatomy:
     values, inverse = np.unique(labels, return_inverse=True)
     codes = written(values)[inverse.reshape(labels.shape)]
     tissue = np.array([T.INDEX[T.tissue_of_code(int(v))] for v in values], np.uint8)[inverse.reshape(labels.shape)]
-    mask = ndimage.binary_fill_holes(~np.isin(codes, HEAD_CODES))
+    mask, codes = _hcp_brain_mask(codes)
     return Anatomy(path.name.split(".")[0], codes.astype(np.int32), tissue, affine, mask)
+
+
+def _hcp_brain_mask(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A label map's brain mask as HCP makes ``brainmask_fs`` (:func:`mrsynth.labels.hcp_brain_mask` of its
+    brain labels but CSF), within its non-head tissue, and its codes with the CSF left outside that mask
+    written as head tissue (Head-ExtraCerebral: FreeSurfer labels no CSF beyond the pial surface, SynthSeg's
+    maps do, up to the skull)."""
+    non_head = ndimage.binary_fill_holes(~np.isin(codes, HEAD_CODES))
+    mask = labels.hcp_brain_mask(non_head & (codes != SULCAL_CSF), (1.0, 1.0, 1.0)) & non_head
+    return mask, np.where(non_head & ~mask & (codes == SULCAL_CSF), EXTRA_CEREBRAL_HEAD, codes)
 
 
 def label_map_paths(path: str | Path) -> list[Path]:
