@@ -40,7 +40,8 @@ MULTIPLE = 16  # a BasicUNet halves the image four times
 #: In-plane flips whose probabilities ``segment`` averages: 4x the network's time (a 1 mm head: 20-40 s here).
 #: Measured against the image as given alone, on the 4 held-out simulated heads (mean Dice of 8 classes) and the
 #: ICBM head's brain: weights version 2, 0.781 -> 0.785 and 0.932 -> 0.932; version 1, 0.785 -> 0.788 and
-#: 0.837 -> 0.924 (flips hid most of version 1's face and neck errors; version 2 makes few).
+#: 0.837 -> 0.924 (flips hid most of version 1's face and neck errors; version 2 makes few); measured before the
+#: brain followed HCP's mask rule (``brain_mask``), against the label maps' wider brain masks.
 FLIPS = ((), (0,), (1,), (0, 1))
 ASSET = "segmenter"
 VERSION = 2  # of the training recipe (mrsynth.segmenter_training) that made the shipped weights
