@@ -4,8 +4,8 @@
 model with tissue masks runs on a T1w that has no FreeSurfer segmentation and no brain mask.
 
 Method ``learned``: the 2D U-Net of :mod:`mrsynth.segmenter`, shipped with its weights, labels every
-voxel with the paper's classes directly (one representative FreeSurfer code per class); no extra
-dependency, seconds per volume.
+voxel with the paper's classes directly (one representative FreeSurfer code per class), its brain mask
+made from them as HCP makes ``brainmask_fs``; no extra dependency, seconds per volume.
 
 Method ``ants-atlas``: the HCP MNI152 template shipped in ``assets/hcp-mni152`` (a 2 mm
 whole-head T1w, its 1 mm brain mask and the 1 mm ``Avgwmparc`` label map) is registered to the

@@ -37,13 +37,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .. import labels
 from ..errors import InputError
+from ..labels import hcp_brain_mask
 from ..subjects import NIFTI_SUFFIXES, read_volume
 from . import tissues as T
 
 HEAD_CODES = (0, 165, 258, 259, 126)  # outside the brain mask
-SULCAL_CSF, EXTRA_CEREBRAL_HEAD = 24, 258
+CSF_CODE, EXTRA_CEREBRAL_HEAD = 24, 258  # FreeSurfer's CSF; what the CSF outside the brain mask becomes
 TEMPLATE_FILES = {
     name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")
 }
@@ -163,13 +163,13 @@ def label_map_anatomy(path: Path) -> Anatomy:
 
 
 def _hcp_brain_mask(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A label map's brain mask as HCP makes ``brainmask_fs`` (:func:`mrsynth.labels.hcp_brain_mask` of its
+    """A label map's brain mask as HCP makes ``brainmask_fs`` (:func:`~mrsynth.labels.hcp_brain_mask` of its
     brain labels but CSF), within its non-head tissue, and its codes with the CSF left outside that mask
     written as head tissue (Head-ExtraCerebral: FreeSurfer labels no CSF beyond the pial surface, SynthSeg's
     maps do, up to the skull)."""
     non_head = ndimage.binary_fill_holes(~np.isin(codes, HEAD_CODES))
-    mask = labels.hcp_brain_mask(non_head & (codes != SULCAL_CSF), (1.0, 1.0, 1.0)) & non_head
-    return mask, np.where(non_head & ~mask & (codes == SULCAL_CSF), EXTRA_CEREBRAL_HEAD, codes)
+    mask = hcp_brain_mask(non_head & (codes != CSF_CODE), (1.0, 1.0, 1.0)) & non_head
+    return mask, np.where(non_head & ~mask & (codes == CSF_CODE), EXTRA_CEREBRAL_HEAD, codes)
 
 
 def label_map_paths(path: str | Path) -> list[Path]:
