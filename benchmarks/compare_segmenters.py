@@ -22,12 +22,7 @@ HELD_OUT = 4
 
 def _heads(count: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        original = bench.MAPS
-        bench.MAPS = count
-        try:
-            return bench._simulated_heads(Path(tmp))
-        finally:
-            bench.MAPS = original
+        return bench._simulated_heads(Path(tmp), count)
 
 
 def _scores(folder: str, flips, heads: list[dict]) -> dict:
@@ -36,21 +31,15 @@ def _scores(folder: str, flips, heads: list[dict]) -> dict:
     from mrsynth import labels, segmenter
 
     model, _ = segmenter.load_model(None if folder == "shipped" else folder)
-    original = segmenter.FLIPS
-    segmenter.FLIPS = flips
-    try:
-        dice = []
-        for head in heads:
-            subject = head["subject"]
-            found = segmenter.segment(subject.t1, subject.affine, model)
-            dice.append(bench.class_dice(subject.codes, subject.mask, segmenter.class_codes(found.classes),
-                                         found.brain))
-        icbm = nib.load(str(bench.SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz"))
-        reference = np.asarray(nib.load(str(bench.SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz"))
-                               .dataobj) > 0
-        brain = segmenter.segment(icbm.get_fdata().astype(np.float32), icbm.affine, model).brain
-    finally:
-        segmenter.FLIPS = original
+    dice = []
+    for head in heads:
+        subject = head["subject"]
+        found = segmenter.segment(subject.t1, subject.affine, model, flips=flips)
+        dice.append(bench.class_dice(subject.codes, subject.mask, segmenter.class_codes(found.classes), found.brain))
+    icbm = nib.load(str(bench.SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz"))
+    reference = np.asarray(nib.load(str(bench.SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz"))
+                           .dataobj) > 0
+    brain = segmenter.segment(icbm.get_fdata().astype(np.float32), icbm.affine, model, flips=flips).brain
     means = {c: float(np.mean([d[c] for d in dice])) for c in labels.CLASSES}
     return {"classes": means, "mean": float(np.mean(list(means.values()))), "icbm": bench._dice(brain, reference)}
 

@@ -50,14 +50,14 @@ def class_dice(reference_seg, reference_brain, seg, brain) -> dict[str, float]:
     return {name: _dice(labels.has_class(ref, name), labels.has_class(ours, name)) for name in labels.CLASSES}
 
 
-def _simulated_heads(root: Path) -> list[dict]:
-    """The MAPS simulated heads, written as HCP subjects under ``root`` (seeded: the same heads every run)."""
+def _simulated_heads(root: Path, count: int = MAPS) -> list[dict]:
+    """The first ``count`` simulated heads, written as HCP subjects under ``root`` (seeded: the same heads every run)."""
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
     from mrsynth.simulate.dataset import write_hcp_subject
     from mrsynth.simulate.subject import Variation, simulate_subject
 
     heads = []
-    for i, path in enumerate(label_map_paths(MAPS_DIR)[:MAPS], start=1):
+    for i, path in enumerate(label_map_paths(MAPS_DIR)[:count], start=1):
         began = time.perf_counter()
         subject = simulate_subject(label_map_anatomy(path), seed=i, voxel_size=VOXEL_MM,
                                    variation=replace(Variation(), **POSE))

@@ -80,17 +80,16 @@ def test_docs_label_table_matches_the_code():
     assert docs.read_text() == labels.markdown_table(), "regenerate: mrsynth labels --markdown > docs/labels.md"
 
 
-def _ball(shape, radius, centre=None):
-    centre = np.asarray(centre if centre is not None else [(n - 1) / 2 for n in shape])
-    grid = np.indices(shape).reshape(3, -1).T
-    return (np.linalg.norm(grid - centre, axis=1) <= radius).reshape(shape)
+def _ball(shape, radius):
+    centre = [(n - 1) / 2 for n in shape]
+    return (np.linalg.norm(np.indices(shape).reshape(3, -1).T - centre, axis=1) <= radius).reshape(shape)
 
 
 def test_hcp_brain_mask_is_the_pipelines_dilate_three_erode_two_fill_holes():
     from scipy import ndimage
 
     labelled = _ball((40, 40, 40), 12) & ~_ball((40, 40, 40), 4)  # a brain with an unlabelled ventricle
-    labelled[20:, 19:21, :] &= False  # and a 2 mm sulcus
+    labelled[20:, 19:21, :] = False  # and a 2 mm sulcus
     box = np.ones((3, 3, 3), bool)
     expected = ndimage.binary_fill_holes(ndimage.binary_erosion(
         ndimage.binary_dilation(labelled, box, iterations=3), box, iterations=2, border_value=0))
