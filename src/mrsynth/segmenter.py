@@ -44,7 +44,6 @@ MULTIPLE = 16  # a BasicUNet halves the image four times
 #: brain followed HCP's mask rule (``brain_mask``), against the label maps' wider brain masks.
 FLIPS = ((), (0,), (1,), (0, 1))
 ASSET = "segmenter"
-VERSION = 2  # of the training recipe (mrsynth.segmenter_training) that made the shipped weights
 WEIGHTS, DESCRIPTION = "segmenter.safetensors", "segmenter.json"
 
 
