@@ -39,9 +39,8 @@ FEATURES = (16, 24, 48, 96, 192, 16)
 MULTIPLE = 16  # a BasicUNet halves the image four times
 #: In-plane flips whose probabilities ``segment`` averages: 4x the network's time (a 1 mm head: 20-40 s here).
 #: Measured against the image as given alone, on the 4 held-out simulated heads (mean Dice of 8 classes) and the
-#: ICBM head's brain: weights version 2, 0.781 -> 0.785 and 0.932 -> 0.932; version 1, 0.785 -> 0.788 and
-#: 0.837 -> 0.924 (flips hid most of version 1's face and neck errors; version 2 makes few); measured before the
-#: brain followed HCP's mask rule (``brain_mask``), against the label maps' wider brain masks.
+#: ICBM head's brain (``python -m benchmarks.compare_segmenters``): weights version 3, 0.820 -> 0.838 and
+#: 0.966 -> 0.968; version 1 (before the brain followed HCP's mask rule), 0.785 -> 0.788 and 0.837 -> 0.924.
 FLIPS = ((), (0,), (1,), (0, 1))
 ASSET = "segmenter"
 WEIGHTS, DESCRIPTION = "segmenter.safetensors", "segmenter.json"
@@ -172,8 +171,8 @@ class Segmentation:
         """The network is surer of itself on the inverted image: the input's contrast is more like a T2w's.
 
         (The labels themselves cannot tell: the network calls bright tissue white matter whatever the
-        contrast.)  Measured (weights version 2): HCP and ICBM T2w templates 0.65-0.68 as given against
-        0.83-0.86 inverted; the T1w templates 0.84 against 0.70-0.78."""
+        contrast.)  Measured (weights version 3): HCP and ICBM T2w templates 0.59-0.67 as given against
+        0.84-0.85 inverted; the T1w templates 0.83-0.84 against 0.66-0.71."""
         return self.inverted_confidence > self.confidence
 
 
@@ -224,10 +223,10 @@ def segment(t1: np.ndarray, affine: np.ndarray, model: torch.nn.Module | None = 
 
 def brain_mask(classes: np.ndarray, zooms) -> np.ndarray:
     """The brain as HCP's ``brainmask_fs`` would be made from these classes (:func:`labels.hcp_brain_mask` of
-    the largest connected tissue that is not CSF): the extra-cerebral CSF the network labels (its training maps
-    label CSF up to the skull) left out, as FreeSurfer leaves it unlabelled.  Measured (weights version 2,
-    benchmarks/RESULTS.md, masks): brain Dice against the ICBM head's own mask 0.932 -> 0.967, against the HCP
-    template's 0.955 -> 0.964."""
+    the largest connected tissue that is not CSF): the extra-cerebral CSF left out, as FreeSurfer leaves it
+    unlabelled.  Weights since version 3 were trained on brains made by this rule; version 2's training maps
+    labelled CSF up to the skull, and the rule took its brain Dice against the ICBM head's own mask from 0.932
+    to 0.967 (benchmarks/RESULTS.md, masks, as of commit 73797eb)."""
     tissue = _largest_part(classes > 0) & (classes != OUTPUTS.index("csf"))
     return labels.hcp_brain_mask(tissue, zooms)
 
