@@ -29,7 +29,8 @@ from . import __version__, labels, segmenter
 from .simulate.subject import Variation
 
 #: Written as ``version`` into ``segmenter.json``.  2: random non-brain intensities; 3: vessel crops 0.1 -> 0.25 and
-#: a cross-entropy weight for it (version 2 never gave vessel a probability above 0.06 on the held-out heads).
+#: a cross-entropy weight for it (version 2 never gave vessel a probability above 0.06 on the held-out heads), and
+#: brain targets made by HCP's mask rule (through the simulator's label-map brain masks).
 RECIPE_VERSION = 3
 
 #: Wider than the simulator's defaults (which stay near HCP's protocol), so that contrast and pose vary a lot.
