@@ -43,7 +43,7 @@ TRAINING_VARIATION = replace(Variation(), rotation_deg=8.0, shift_mm=8.0, scale_
 class TrainingConfig:
     maps: tuple[int, ...]  # 1-based indices of the label maps (sorted by name) to simulate from
     per_map: int = 3
-    steps: int = 2400
+    steps: int = 3600
     batch: int = 16
     crop: int = 112
     lr: float = 2e-3
@@ -284,7 +284,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--maps", default="5-20", help="label maps to train on, 1-based (default 5-20: 1-4 held out)")
     parser.add_argument("--per-map", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=2400)
+    parser.add_argument("--steps", type=int, default=TrainingConfig.steps)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
