@@ -35,13 +35,13 @@ def _scores(folder: str, flips, heads: list[dict]) -> dict:
     for head in heads:
         subject = head["subject"]
         found = segmenter.segment(subject.t1, subject.affine, model, flips=flips)
-        dice.append(bench.class_dice(subject.codes, subject.mask, segmenter.class_codes(found.classes), found.brain))
+        dice.append(labels.class_dice(subject.codes, subject.mask, segmenter.class_codes(found.classes), found.brain))
     icbm = nib.load(str(bench.SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz"))
     reference = np.asarray(nib.load(str(bench.SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz"))
                            .dataobj) > 0
     brain = segmenter.segment(icbm.get_fdata().astype(np.float32), icbm.affine, model, flips=flips).brain
     means = {c: float(np.mean([d[c] for d in dice])) for c in labels.CLASSES}
-    return {"classes": means, "mean": float(np.mean(list(means.values()))), "icbm": bench._dice(brain, reference)}
+    return {"classes": means, "mean": float(np.mean(list(means.values()))), "icbm": labels.dice(brain, reference)}
 
 
 def main(argv=None) -> None:

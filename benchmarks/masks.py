@@ -38,18 +38,6 @@ MAPS, EPOCHS, VOXEL_MM = 20, 4, 1.4
 POSE = {"rotation_deg": 7.5, "shift_mm": 8.0, "scale_sd": 0.05}
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
-
-
-def class_dice(reference_seg, reference_brain, seg, brain) -> dict[str, float]:
-    from mrsynth import labels
-
-    ref, _ = labels.tissue_bits(reference_seg, reference_brain)
-    ours, _ = labels.tissue_bits(seg, brain)
-    return {name: _dice(labels.has_class(ref, name), labels.has_class(ours, name)) for name in labels.CLASSES}
-
-
 def _simulated_heads(root: Path, count: int = MAPS) -> list[dict]:
     """The first ``count`` simulated heads, written as HCP subjects under ``root`` (seeded: the same heads every run)."""
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
@@ -78,6 +66,7 @@ def _timed_masks(t1, affine, source, method: str):
 def _head_rows(heads: list[dict], method: str) -> tuple[list[dict], dict]:
     """Dice per class of one method's masks on every simulated head, and the masks themselves by head id."""
     from mrsynth import segmenter
+    from mrsynth.labels import class_dice
     from mrsynth.masks import LEARNED
 
     seen = set(segmenter.load_model()[1]["training"]["maps"]) if method == LEARNED else set()
@@ -101,13 +90,15 @@ def _icbm(method: str) -> tuple[dict, object]:
     import nibabel as nib
     from nibabel.processing import resample_from_to
 
+    from mrsynth.labels import dice
+
     icbm_t1 = nib.load(str(SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz"))
     icbm_mask = np.asarray(nib.load(str(SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz")).dataobj) > 0
     auto, seconds = _timed_masks(icbm_t1.get_fdata().astype(np.float32), icbm_t1.affine, "icbm", method)
     hcp_mask = nib.load(str(SHARED / "hcp-mni152/MNI152_T1_1mm_brain_mask.nii.gz"))
     world = resample_from_to(hcp_mask, icbm_t1, order=0).get_fdata() > 0.5
-    row = {"seconds": seconds, "shape": list(icbm_t1.shape), "brain_dice": _dice(auto.brain, icbm_mask),
-           "atlas_mask_by_world_coordinates_dice": _dice(world, icbm_mask)}
+    row = {"seconds": seconds, "shape": list(icbm_t1.shape), "brain_dice": dice(auto.brain, icbm_mask),
+           "atlas_mask_by_world_coordinates_dice": dice(world, icbm_mask)}
     if "registration_fit" in auto.provenance:
         row |= {"fit": auto.provenance["registration_fit"], "attempts": auto.provenance["registration_attempts"]}
     print(method, "icbm", row, flush=True)
@@ -117,6 +108,8 @@ def _icbm(method: str) -> tuple[dict, object]:
 def _hcp_template(method: str) -> dict:
     """The skull-stripped HCP template's masks against its brain mask and ``Avgwmparc``."""
     import nibabel as nib
+
+    from mrsynth.labels import class_dice
 
     folder = SHARED / "hcp-mni152"
     t1 = nib.load(str(folder / "MNI152_T1_1mm_brain.nii.gz"))

@@ -100,3 +100,14 @@ def test_hcp_brain_mask_is_the_pipelines_dilate_three_erode_two_fill_holes():
     mm = 2 * np.linalg.norm(np.indices((20, 20, 20)).reshape(3, -1).T - 9.5, axis=1).reshape((20,) * 3)
     coarse = labels.hcp_brain_mask(mm <= 12, (2.0, 2.0, 2.0))  # on 2 mm voxels: 1 mm of growth, to a voxel
     assert coarse[mm <= 13].all() and not coarse[mm > 16].any()  # (box-shaped: further along diagonals)
+
+
+def test_dice_per_class_scores_a_segmentation_against_itself_and_a_shifted_copy():
+    seg = np.zeros((8, 8, 8), np.int32)
+    seg[2:6, 2:6, 2:6] = 2  # white matter
+    seg[2:6, 2:6, 6] = 3  # grey matter
+    brain = seg > 0
+    same = labels.class_dice(seg, brain, seg, brain)
+    assert same["white_matter"] == same["grey_matter"] == 1.0 and same["vessel"] == 0.0  # absent from both
+    shifted = np.roll(seg, 2, axis=0)
+    assert labels.class_dice(seg, brain, shifted, shifted > 0)["white_matter"] == 0.5  # half of each overlaps

@@ -19,10 +19,6 @@ from mrsynth.subjects import discover
 from conftest import tiny_config, write_dataset
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1)
-
-
 def _head_in_another_pose(tmp_path):
     """The shipped 2 mm head template on a 2.5 mm grid in L-I-A voxel order, rotated 8 degrees, shifted;
     and its 1 mm brain mask resampled onto that grid (the expected result)."""
@@ -66,7 +62,7 @@ def test_masks_of_a_rotated_reoriented_coarser_head_land_on_its_grid(tmp_path, r
     assert code == 0, out
     brain = nib.load(str(tmp_path / "masks" / "brainmask.nii.gz"))
     assert brain.shape == t1.shape and np.allclose(brain.affine, affine)
-    assert _dice(np.asarray(brain.dataobj) > 0, expected) > 0.9
+    assert labels.dice(np.asarray(brain.dataobj) > 0, expected) > 0.9
     seg = np.asarray(nib.load(str(tmp_path / "masks" / "wmparc.nii.gz")).dataobj)
     classes = np.asarray(nib.load(str(tmp_path / "masks" / "tissue_classes.nii.gz")).dataobj)
     counts = labels.class_voxel_counts(labels.tissue_bits(seg, np.asarray(brain.dataobj) > 0)[0])
@@ -95,7 +91,7 @@ def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_on
     assert len(fits) == 3 and result.provenance["registration_attempts"] == 1
     assert result.provenance["refined_on_brain"] == (refined > first)
     assert result.provenance["registration_fit"] == round(max(first, refined), 3)
-    assert _dice(result.brain, expected) > 0.9 and result.brain.shape == t1.shape
+    assert labels.dice(result.brain, expected) > 0.9 and result.brain.shape == t1.shape
     assert any("fits this T1w poorly" in note for note in result.warnings)
 
 

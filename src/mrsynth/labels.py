@@ -278,6 +278,19 @@ def class_voxel_counts(bits: np.ndarray) -> dict[str, int]:
     }
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean masks (0 when both are empty)."""
+    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+
+
+def class_dice(reference_seg: np.ndarray, reference_brain: np.ndarray, seg: np.ndarray,
+               brain: np.ndarray) -> dict[str, float]:
+    """Dice per class of ``CLASSES`` between two segmentations (FreeSurfer codes), each with its brain mask."""
+    ref, _ = tissue_bits(reference_seg, reference_brain)
+    ours, _ = tissue_bits(seg, brain)
+    return {name: dice(has_class(ref, name), has_class(ours, name)) for name in CLASSES}
+
+
 def markdown_table() -> str:
     """The table as the Markdown page ``docs/labels.md`` (a test keeps the two equal)."""
     lines = [

@@ -192,8 +192,8 @@ def inverted(volume: np.ndarray) -> np.ndarray:
 def segment(t1: np.ndarray, affine: np.ndarray, model: torch.nn.Module | None = None,
             chunk: int = 32, flips: tuple[tuple[int, ...], ...] = FLIPS) -> Segmentation:
     """Brain mask and exclusive classes on the input grid, and how sure the network is of them (as given and
-    inverted; the probabilities as given averaged over ``flips``).  The brain follows HCP's mask rule (:func:`brain_mask`); voxels it takes in that the network
-    called outside get the nearest tissue class."""
+    inverted; the probabilities as given averaged over ``flips``).  The brain follows HCP's mask rule
+    (:func:`brain_mask`); voxels it takes in that the network called outside get the nearest tissue class."""
     if model is None:
         model, _ = load_model()
     work, grid = to_work_grid(t1, affine)
