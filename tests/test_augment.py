@@ -78,3 +78,16 @@ def test_erosion_only_shrinks_the_stripped_region_and_needs_stripping(cache, tmp
     config = load_config(None, [f"data.cache={cache}", "data.train=001", "augment.erode=2"])
     with pytest.raises(InputError, match="needs data.strip"):
         train(config, tmp_path / "r", progress=False)
+
+
+def test_mask_jitter_moves_only_the_mask_boundaries_and_by_at_most_its_length():
+    inputs, target = _batch()
+    inputs[:, 3:] = -1.0
+    inputs[:, 3:, :, :10] = 1.0  # every mask: the left half of the patch
+    out, out_target = augment_batch(inputs, target, AugmentConfig(mask_jitter=2.0), t1_channels=3)
+    assert torch.equal(out[:, :3], inputs[:, :3]) and torch.equal(out_target, target)
+    masks = out[:, 3:]
+    assert set(masks.unique().tolist()) <= {-1.0, 1.0}  # still masks
+    assert (masks[..., :7] == 1).all() and (masks[..., 13:] == -1).all()  # moved by at most 2 (+1 for rounding)
+    assert not torch.equal(masks, inputs[:, 3:])  # some boundary moved
+    assert torch.equal(augment_batch(inputs, target, AugmentConfig(gamma=0.1), 3)[0][:, 3:], inputs[:, 3:])

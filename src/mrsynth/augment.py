@@ -4,7 +4,9 @@ A model trained on one site's T1w learns that site's contrast; at another site (
 sequence, coil, scaling) the same tissue has another T1w intensity and the prediction's
 contrast goes wrong.  Random per-patch changes of the T1w contrast make the network rely on
 relative intensities and anatomy instead.  Only the T1w channels change (the tissue masks and
-the target T2w keep their values); pose changes move input and target together.
+the target T2w keep their values); pose changes move input and target together.  Apart from those, the masks
+alone can be displaced (``mask_jitter``), so that a masked model learns to check them against the T1w, as it
+must with automatic masks.
 
 Vectorized over the batch with torch's global random generator, which the trainer's
 checkpoints save: a resumed run draws the same augmentations as an uninterrupted one.
@@ -25,7 +27,7 @@ BIAS_GRID = 4  # control points per side of the smooth bias field
 
 def is_active(config: AugmentConfig) -> bool:
     return bool(config.gamma or config.bias or config.noise or config.flips or config.erode
-                or config.rotate or config.scale)
+                or config.rotate or config.scale or config.mask_jitter)
 
 
 def _erode_edges(t1: torch.Tensor, most: int) -> torch.Tensor:
@@ -60,6 +62,26 @@ def _rotate_and_zoom(inputs: torch.Tensor, target: torch.Tensor, degrees: float,
     return moved[:, :inputs.shape[1]], moved[:, inputs.shape[1]:]
 
 
+JITTER_GRID = 8  # control points per side of the mask displacement field
+
+
+def _jitter_masks(masks: torch.Tensor, most: float) -> torch.Tensor:
+    """Masks resampled (nearest: they stay -1/+1) through a smooth random displacement field per patch, its
+    largest component scaled to a length drawn uniformly in 0..``most`` pixels: boundaries move by up to that much,
+    structures thicken, thin or merge where the field converges or diverges."""
+    batch, _, height, width = masks.shape
+    field = torch.randn(batch, 2, JITTER_GRID, JITTER_GRID)
+    field = F.interpolate(field, size=(height, width), mode="bicubic", align_corners=True)
+    length = torch.rand(batch, 1, 1, 1) * most
+    field = field * length / field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
+    y = (yy + field[:, 0]) * (2 / max(height - 1, 1)) - 1
+    x = (xx + field[:, 1]) * (2 / max(width - 1, 1)) - 1
+    grid = torch.stack([x, y], dim=-1).to(masks)
+    return F.grid_sample(masks, grid, mode="nearest", padding_mode="border", align_corners=True)
+
+
 def augment_batch(inputs: torch.Tensor, target: torch.Tensor, config: AugmentConfig,
                   t1_channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Randomly changed copies of ``inputs`` ``(B, C, H, W)`` and ``target`` ``(B, 1, H, W)``."""
@@ -81,6 +103,8 @@ def augment_batch(inputs: torch.Tensor, target: torch.Tensor, config: AugmentCon
     if config.noise:
         t1 = t1 + config.noise * torch.randn(t1.shape).to(t1.device)
     inputs[:, :t1_channels] = t1
+    if config.mask_jitter and inputs.shape[1] > t1_channels:
+        inputs[:, t1_channels:] = _jitter_masks(inputs[:, t1_channels:], config.mask_jitter)
     if config.flips:
         for dim in (2, 3):
             flip = (torch.rand(batch) < 0.5).to(inputs.device)

@@ -98,6 +98,9 @@ class AugmentConfig:
     scale: float = _field(0.0, "in-plane zoom of input and target, uniform in 1 +- this fraction (0: off)")
     erode: int = _field(0, "with data.strip: shrink the stripped T1w's edge by 0 to this many pixels per patch "
                            "(a user's brain mask edge differs from the training masks')")
+    mask_jitter: float = _field(0.0, "displace the tissue-mask channels (not the T1w or target) by a smooth random "
+                                     "field of up to this many pixels per patch (0: off): automatic masks' "
+                                     "boundaries differ from the training masks'")
 
 
 @dataclass
