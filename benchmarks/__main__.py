@@ -15,7 +15,7 @@ import json
 from .common import HERE, RESULTS, machine, save
 
 BENCHMARKS = ["simulate", "training_step", "keras_comparison", "prediction", "epoch_loader", "tile_training",
-              "hcp_within_subject", "hcp_within_subject_paper_norm", "reproduce_small", "real_quality", "sim_crossval", "simulate_realism", "reproduce_simulator", "masks", "site_transfer"]
+              "hcp_within_subject", "hcp_within_subject_paper_norm", "reproduce_small", "real_quality", "sim_crossval", "simulate_realism", "reproduce_simulator", "masks", "mask_jitter", "site_transfer"]
 
 
 def write_results_md() -> None:
