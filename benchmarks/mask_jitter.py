@@ -3,8 +3,8 @@
 The masks benchmark's T2w set-up (the paper's FCN + 8 masks, `--preset fast`, `masks.EPOCHS` epochs, trained with
 reference masks): on simulated subjects (train on heads 1-2 of `benchmarks.masks`, test on heads 3-4) and across
 templates (train on HCP, test on ICBM with `Avgwmparc` resampled by world coordinates as its reference masks), each
-trained with `augment.mask_jitter` 0 (off: the masks benchmark's model) and JITTER pixels, under SEEDS training
-seeds. Each test subject is predicted with its reference masks and with the learned method's masks; brain-masked
+trained with `augment.mask_jitter` 0 (off: the masks benchmark's model) and 2 pixels (JITTERS), under 3 training
+seeds (SEEDS). Each test subject is predicted with its reference masks and with the learned method's masks; brain-masked
 MSE (reference brain mask, brain-median units). The spread over seeds says how far one seed's figure can be trusted.
 """
 
@@ -20,19 +20,6 @@ from benchmarks import masks as M
 JITTERS, SEEDS = (0.0, 2.0), (0, 1, 2)
 
 
-def _train(cache: Path, train: str, test: str, jitter: float, seed: int, out: Path):
-    from mrsynth import runs
-    from mrsynth.config import load_config
-    from mrsynth.modelfile import load_model
-    from mrsynth.train import train as train_run
-
-    config = load_config(None, [f"data.cache={cache}", f"data.train={train}", f"data.test={test}", "data.channels=9",
-                                f"optim.epochs={M.EPOCHS}", "data.max_eval_patches=256",
-                                f"augment.mask_jitter={jitter}", f"seed={seed}"], presets=["fast"])
-    train_run(config, out, progress=False)
-    return load_model(out / runs.MODEL)
-
-
 def _scores(cache: Path, train: str, tests: dict, folder: Path) -> dict:
     """``{test id: {jitter: [{"reference": mse, "learned": mse} per seed]}}``."""
     from mrsynth.cache import list_prepared
@@ -43,7 +30,8 @@ def _scores(cache: Path, train: str, tests: dict, folder: Path) -> dict:
     out = {subject_id: {str(j): [] for j in JITTERS} for subject_id in tests}
     for jitter in JITTERS:
         for seed in SEEDS:
-            model = _train(cache, train, ",".join(tests), jitter, seed, folder / f"jitter{jitter}-seed{seed}")
+            model = M._train(cache, train, ",".join(tests), 9, folder / f"jitter{jitter}-seed{seed}",
+                             (f"augment.mask_jitter={jitter}", f"seed={seed}"))
             for subject_id, test in tests.items():
                 volumes = subjects[subject_id].native()
                 reference = Reference.from_prepared(subjects[subject_id])
@@ -53,12 +41,6 @@ def _scores(cache: Path, train: str, tests: dict, folder: Path) -> dict:
                 out[subject_id][str(jitter)].append(row)
                 print(f"jitter {jitter} seed {seed} {subject_id}: {row}", flush=True)
     return out
-
-
-def _reference_seg(folder: Path) -> np.ndarray:
-    import nibabel as nib
-
-    return np.asarray(nib.load(str(folder / "T1w" / "wmparc.nii.gz")).dataobj)
 
 
 def run() -> dict:
@@ -77,13 +59,13 @@ def run() -> dict:
         heads = M._simulated_heads(tmp / "heads", count=4)
         prepare_all(discover(tmp / "heads"), tmp / "cache", progress=False)
         tests = {h["id"]: {"auto": compute_masks(h["subject"].t1, h["subject"].affine, method=LEARNED),
-                           "reference_seg": _reference_seg(tmp / "heads" / h["id"])} for h in heads[2:4]}
+                           "reference_seg": M.reference_seg(tmp / "heads" / h["id"])} for h in heads[2:4]}
         results["simulated"] = _scores(tmp / "cache", "head01,head02", tests, tmp / "sim-runs")
         _write_pair(tmp / "pair")
         prepare_all(discover(tmp / "pair"), tmp / "pair-cache", progress=False)
         icbm = nib.load(str(tmp / "pair" / "icbm" / "T1w" / "T1w_acpc_dc.nii.gz"))
         tests = {"icbm": {"auto": compute_masks(np.asarray(icbm.dataobj, np.float32), icbm.affine, method=LEARNED),
-                          "reference_seg": _reference_seg(tmp / "pair" / "icbm")}}
+                          "reference_seg": M.reference_seg(tmp / "pair" / "icbm")}}
         results["templates"] = _scores(tmp / "pair-cache", "hcp", tests, tmp / "pair-runs")
     return results
 

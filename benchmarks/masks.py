@@ -122,17 +122,25 @@ def _hcp_template(method: str) -> dict:
     return row
 
 
-def _train(cache: Path, train: str, test: str, channels: int, out: Path):
+def _train(cache: Path, train: str, test: str, channels: int, out: Path, overrides: tuple[str, ...] = ()):
+    """The FCN of (d), trained and loaded; ``overrides`` (``key=value``) on top of its settings."""
     from mrsynth import runs
     from mrsynth.config import load_config
     from mrsynth.modelfile import load_model
     from mrsynth.train import train as train_run
 
     config = load_config(None, [f"data.cache={cache}", f"data.train={train}", f"data.test={test}",
-                                f"data.channels={channels}", f"optim.epochs={EPOCHS}", "data.max_eval_patches=256"],
-                         presets=["fast"])
+                                f"data.channels={channels}", f"optim.epochs={EPOCHS}", "data.max_eval_patches=256",
+                                *overrides], presets=["fast"])
     train_run(config, out, progress=False)
     return load_model(out / runs.MODEL)
+
+
+def reference_seg(subject_folder: Path) -> np.ndarray:
+    """The FreeSurfer codes of an HCP subject folder written by this benchmark."""
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(subject_folder / "T1w" / "wmparc.nii.gz")).dataobj)
 
 
 REFERENCE, T1W_ONLY = "FCN + masks, reference masks", "FCN, T1w only"
@@ -183,8 +191,6 @@ def _auto_trained(auto_cache: Path, reference_cache: Path, train: str, tests: li
 
 
 def run(methods=None) -> dict:
-    import nibabel as nib
-
     from mrsynth.cache import prepare_all
     from mrsynth.masks import LEARNED, METHODS, provenance
     from mrsynth.segmenter import load_model
@@ -212,7 +218,7 @@ def run(methods=None) -> dict:
         # (d) simulated: train on heads 1-2 (reference masks), test heads 3-4
         prepare_all(discover(tmp / "heads"), tmp / "cache", progress=False)
         tests = {h["id"]: {"auto": {m: found[m][h["id"]] for m in methods},
-                           "reference_seg": np.asarray(nib.load(str(tmp / "heads" / h["id"] / "T1w" / "wmparc.nii.gz")).dataobj)}
+                           "reference_seg": reference_seg(tmp / "heads" / h["id"])}
                  for h in heads[2:4]}
         results["prediction_simulated"] = _prediction_effect(tmp / "cache", "head01,head02", tests, tmp / "sim-runs")
         four = [s for s in discover(tmp / "heads") if s.id in ("head01", "head02", *tests)]
@@ -226,7 +232,7 @@ def run(methods=None) -> dict:
 
         _write_pair(tmp / "pair")
         prepare_all(discover(tmp / "pair"), tmp / "pair-cache", progress=False)
-        icbm_seg = np.asarray(nib.load(str(tmp / "pair" / "icbm" / "T1w" / "wmparc.nii.gz")).dataobj)
+        icbm_seg = reference_seg(tmp / "pair" / "icbm")
         results["prediction_templates"] = _prediction_effect(
             tmp / "pair-cache", "hcp", {"icbm": {"auto": icbm_found, "reference_seg": icbm_seg}}, tmp / "pair-runs")
     return results
