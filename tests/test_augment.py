@@ -91,3 +91,19 @@ def test_mask_jitter_moves_only_the_mask_boundaries_and_by_at_most_its_length():
     assert (masks[..., :7] == 1).all() and (masks[..., 13:] == -1).all()  # moved by at most 2 (+1 for rounding)
     assert not torch.equal(masks, inputs[:, 3:])  # some boundary moved
     assert torch.equal(augment_batch(inputs, target, AugmentConfig(gamma=0.1), 3)[0][:, 3:], inputs[:, 3:])
+
+
+def test_intensity_augmentations_need_a_scaling_normalization_but_flips_and_mask_jitter_do_not(cache, tmp_path):
+    import pytest
+
+    from mrsynth.config import load_config
+    from mrsynth.errors import InputError
+    from mrsynth.train import Trainer
+
+    paper = [f"data.cache={cache}", "data.train=001", "data.norm=paper"]
+    for setting in ("augment.gamma=0.3", "augment.bias=0.2", "augment.noise=0.02", "augment.rotate=10"):
+        with pytest.raises(InputError, match="scaling normalization"):
+            Trainer(load_config(None, paper + [setting]), tmp_path / "r", progress=False)
+    trainer = Trainer(load_config(None, paper + ["augment.flips=true", "augment.mask_jitter=2"]), tmp_path / "r",
+                      progress=False)
+    assert trainer.config.augment.mask_jitter == 2 and is_active(trainer.config.augment)

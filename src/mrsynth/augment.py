@@ -30,6 +30,13 @@ def is_active(config: AugmentConfig) -> bool:
                 or config.rotate or config.scale or config.mask_jitter)
 
 
+def needs_scaled_intensities(config: AugmentConfig) -> bool:
+    """Whether an active augmentation assumes a T1w scaled from a zero background (gamma and bias act on
+    intensities, noise is sized for them, erosion and rotation or zoom fill with 0); flips and ``mask_jitter``
+    work on any normalization."""
+    return bool(config.gamma or config.bias or config.noise or config.erode or config.rotate or config.scale)
+
+
 def _erode_edges(t1: torch.Tensor, most: int) -> torch.Tensor:
     """Zero a band of 0..``most`` pixels (drawn per patch) along the edge of a stripped T1w's nonzero region."""
     inside = (t1 != 0).float()

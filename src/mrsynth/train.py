@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import runs
 from .atomic import remove_leftovers, write_file, write_text
-from .augment import augment_batch, is_active
+from .augment import augment_batch, is_active, needs_scaled_intensities
 from .config import TrainConfig, to_toml
 from .distributed import Distributed, init_distributed
 from .errors import InputError
@@ -94,9 +94,9 @@ class Trainer:
         self.loss = loss_function(config.optim.loss)
         if config.augment.erode and not config.data.strip:
             raise InputError("augment.erode shrinks the edge of a stripped T1w: it needs data.strip = true")
-        if is_active(config.augment) and config.data.norm == "paper":
-            raise InputError("augmentation needs a scaling normalization (data.norm = \"robust\" or \"percentile\"), "
-                             "not the paper's mean subtraction")
+        if needs_scaled_intensities(config.augment) and config.data.norm == "paper":
+            raise InputError("augment.gamma, bias, noise, erode, rotate and scale need a scaling normalization "
+                             "(data.norm = \"robust\" or \"percentile\"), not the paper's mean subtraction")
         optim = config.optim
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=optim.lr,
                                           betas=(optim.beta1, optim.beta2), eps=optim.eps)
