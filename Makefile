@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # pyproject.toml is already satisfied and pip does not fetch a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-long bench clean
+.PHONY: demo lint test test-long bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ demo: $(VENV)/.installed
 	rm -rf demo-output
 	$(BIN)/mrsynth demo --out demo-output
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q -m "not long"
 
 test-long: $(VENV)/.installed

@@ -1,7 +1,7 @@
 """Compare learned-segmenter weights before shipping them: `python -m benchmarks.compare_segmenters [FOLDER ...] [--prediction]`.
 
 For each weights folder (`shipped` for the package's own; a folder written by `python -m
-mrsynth.segmenter_training`), with and without the flip averaging of `mrsynth.segmenter.FLIPS`: Dice per class
+mrsynth.masks.training`), with and without the flip averaging of `mrsynth.masks.segmenter.FLIPS`: Dice per class
 and the mean of 8 on the held-out simulated heads of `benchmarks/masks.py` (the same maps, seeds and poses: maps
 1-4, which the shipped recipe never trains on), and the ICBM head's brain-mask Dice.  With `--prediction`, also
 what issue 13 asks of the masks: the masks benchmark's masked FCN trained with reference masks under
@@ -29,7 +29,9 @@ def _scores(folder: str, flips, heads: list[dict]) -> dict:
     """Dice on the heads and the ICBM brain, and the (codes, brain) found for each head id and ``icbm``."""
     import nibabel as nib
 
-    from mrsynth import labels, segmenter
+    from mrsynth import labels
+
+    from mrsynth.masks import segmenter
 
     model, _ = segmenter.load_model(None if folder == "shipped" else folder)
     dice, found = [], {}
@@ -53,7 +55,9 @@ def _fcn(cache: Path, train: str, tests, seed: int, folder: Path):
     (a run an earlier call left unfinished is started again)."""
     import shutil
 
-    from mrsynth import modelfile, runs
+    from mrsynth.networks import modelfile
+
+    from mrsynth.training import runs
 
     if (folder / runs.MODEL).exists():
         return modelfile.load_model(folder / runs.MODEL)
@@ -65,10 +69,10 @@ def _ratios(tmp: Path, work: Path, found: dict[str, dict]) -> dict[str, dict[str
     """``{folder: {test id: [learned / reference MSE per seed]}}`` for the masked FCN of ``benchmarks.masks``."""
     from benchmarks.mask_jitter import SEEDS
     from benchmarks.real_quality import _write_pair
-    from mrsynth.cache import list_prepared, prepare_all
-    from mrsynth.evaluate import Reference, score
-    from mrsynth.predict import predict_arrays
-    from mrsynth.subjects import discover
+    from mrsynth.data import list_prepared, prepare_all
+    from mrsynth.evaluation import Reference, score
+    from mrsynth.inference import predict_arrays
+    from mrsynth.io import discover
 
     _write_pair(tmp / "pair")
     setups = (("cache", "heads", "head01,head02", ("head03", "head04")), ("pair-cache", "pair", "hcp", ("icbm",)))
@@ -92,7 +96,8 @@ def _ratios(tmp: Path, work: Path, found: dict[str, dict]) -> dict[str, dict[str
 
 
 def main(argv=None) -> None:
-    from mrsynth import labels, segmenter
+    from mrsynth import labels
+    from mrsynth.masks import segmenter
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="*", default=["shipped"])

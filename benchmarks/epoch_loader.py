@@ -1,6 +1,6 @@
 """A training epoch through the real data loader vs pure compute, and training peak RSS with 2 vs 20 subjects.
 
-Real loader: `mrsynth.train` on a prepared cache of simulated 1 mm subjects (9 layers, masks,
+Real loader: `mrsynth.training.trainer` on a prepared cache of simulated 1 mm subjects (9 layers, masks,
 128 x 128 patches, batch 32, channels_last), 320 patches per epoch, timed by the trainer's
 own epoch clock. Pure compute: the same number of steps of the same model on tensors already
 in memory (`training_step`'s timer), in a fresh process with the trainer's allocator tuning.
@@ -21,8 +21,8 @@ RUNS, DEFAULT_RUNS = 5, 3  # fresh processes per figure; medians reported
 
 TRAIN_CHILD = textwrap.dedent("""
     import json, resource, sys, tempfile
-    from mrsynth.config import load_config
-    from mrsynth.train import train
+    from mrsynth.training import load_config
+    from mrsynth.training import train
     cache, ids, out = sys.argv[1], sys.argv[2], tempfile.mkdtemp(dir=sys.argv[3]) + "/run"
     config = load_config(None, [f"data.cache={cache}", f"data.train={ids}", "data.channels=9", "model.layers=9",
                                 "optim.epochs=1", "optim.batch_size=32", f"data.max_patches_per_epoch={PATCHES}",
@@ -70,8 +70,8 @@ def _median_of(runs: int, code: str, *args: str, env: dict[str, str] | None = No
 
 
 def run() -> dict:
-    from mrsynth.cache import prepare_all
-    from mrsynth.subjects import discover
+    from mrsynth.data import prepare_all
+    from mrsynth.io import discover
     from mrsynth.simulate import simulate_dataset
 
     work = Path(tempfile.mkdtemp(prefix="epoch-loader-"))

@@ -28,15 +28,15 @@ EPOCHS = 3
 def run(norm: str = "robust") -> dict:
     import torch
 
-    from mrsynth.baselines import fit_for_run
-    from mrsynth.cache import prepare_all
-    from mrsynth.config import load_config
-    from mrsynth.modelfile import load_model
-    from mrsynth.patches import Split
-    from mrsynth.subjects import discover
-    from mrsynth.metrics import patch_losses
-    from mrsynth.runs import build_data
-    from mrsynth.train import train
+    from mrsynth.training import fit_for_run
+    from mrsynth.data import prepare_all
+    from mrsynth.training import load_config
+    from mrsynth.networks import load_model
+    from mrsynth.data import Split
+    from mrsynth.io import discover
+    from mrsynth.training import patch_losses
+    from mrsynth.training import build_data
+    from mrsynth.training import train
 
     if not DATA.exists():
         raise SystemExit(f"skipped: {DATA} is absent")

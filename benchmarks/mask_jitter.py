@@ -22,9 +22,9 @@ JITTERS, SEEDS = (0.0, 2.0), (0, 1, 2)
 
 def _scores(cache: Path, train: str, tests: dict, folder: Path) -> dict:
     """``{test id: {jitter: [{"reference": mse, "learned": mse} per seed]}}``."""
-    from mrsynth.cache import list_prepared
-    from mrsynth.evaluate import Reference, score
-    from mrsynth.predict import predict_arrays
+    from mrsynth.data import list_prepared
+    from mrsynth.evaluation import Reference, score
+    from mrsynth.inference import predict_arrays
 
     subjects = {s.id: s for s in list_prepared(cache)}
     out = {subject_id: {str(j): [] for j in JITTERS} for subject_id in tests}
@@ -47,9 +47,10 @@ def run() -> dict:
     import nibabel as nib
 
     from benchmarks.real_quality import _write_pair
-    from mrsynth.cache import prepare_all
-    from mrsynth.masks import LEARNED, compute_masks
-    from mrsynth.subjects import discover
+    from mrsynth.data import prepare_all
+    from mrsynth.masks import compute_masks
+    from mrsynth.masks.segmenter import METHOD as LEARNED
+    from mrsynth.io import discover
 
     if not M.MAPS_DIR.exists() or not (M.SHARED / "icbm2009c").exists():
         raise SystemExit(f"skipped: {M.SHARED} lacks the label maps or the templates")

@@ -41,8 +41,8 @@ POSE = {"rotation_deg": 7.5, "shift_mm": 8.0, "scale_sd": 0.05}
 def _simulated_heads(root: Path, count: int = MAPS) -> list[dict]:
     """The first ``count`` simulated heads, written as HCP subjects under ``root`` (seeded: the same heads every run)."""
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
-    from mrsynth.simulate.dataset import write_hcp_subject
-    from mrsynth.simulate.subject import Variation, simulate_subject
+    from mrsynth.simulate import write_hcp_subject
+    from mrsynth.simulate import Variation, simulate_subject
 
     heads = []
     for i, path in enumerate(label_map_paths(MAPS_DIR)[:count], start=1):
@@ -65,9 +65,9 @@ def _timed_masks(t1, affine, source, method: str):
 
 def _head_rows(heads: list[dict], method: str) -> tuple[list[dict], dict]:
     """Dice per class of one method's masks on every simulated head, and the masks themselves by head id."""
-    from mrsynth import segmenter
+    from mrsynth.masks import segmenter
     from mrsynth.labels import class_dice
-    from mrsynth.masks import LEARNED
+    from mrsynth.masks.segmenter import METHOD as LEARNED
 
     seen = set(segmenter.load_model()[1]["training"]["maps"]) if method == LEARNED else set()
     rows, found = [], {}
@@ -124,10 +124,10 @@ def _hcp_template(method: str) -> dict:
 
 def _train(cache: Path, train: str, test: str, channels: int, out: Path, overrides: tuple[str, ...] = ()):
     """The FCN of (d), trained and loaded; ``overrides`` (``key=value``) on top of its settings."""
-    from mrsynth import runs
-    from mrsynth.config import load_config
-    from mrsynth.modelfile import load_model
-    from mrsynth.train import train as train_run
+    from mrsynth.training import runs
+    from mrsynth.training import load_config
+    from mrsynth.networks import load_model
+    from mrsynth.training import train as train_run
 
     config = load_config(None, [f"data.cache={cache}", f"data.train={train}", f"data.test={test}",
                                 f"data.channels={channels}", f"optim.epochs={EPOCHS}", "data.max_eval_patches=256",
@@ -153,9 +153,9 @@ def automatic_column(method: str) -> str:
 def _prediction_effect(cache: Path, train: str, tests: dict[str, dict], folder: Path) -> dict:
     """Scores per test subject: masked FCN with reference masks and with each method's automatic masks
     (``tests[id]["auto"][method]``), T1w-only FCN."""
-    from mrsynth.cache import list_prepared
-    from mrsynth.evaluate import Reference, score
-    from mrsynth.predict import predict_arrays
+    from mrsynth.data import list_prepared
+    from mrsynth.evaluation import Reference, score
+    from mrsynth.inference import predict_arrays
 
     subjects = {s.id: s for s in list_prepared(cache)}
     test_ids = ",".join(tests)
@@ -179,9 +179,9 @@ def _prediction_effect(cache: Path, train: str, tests: dict[str, dict], folder: 
 def _auto_trained(auto_cache: Path, reference_cache: Path, train: str, tests: list[str], folder: Path) -> dict:
     """The T1w-only pipeline: the masked FCN trained on subjects prepared with automatic masks, predicting from the
     test subjects' automatic masks; scored against the reference cache (reference brain mask)."""
-    from mrsynth.cache import list_prepared
-    from mrsynth.evaluate import Reference, score
-    from mrsynth.predict import predict_prepared
+    from mrsynth.data import list_prepared
+    from mrsynth.evaluation import Reference, score
+    from mrsynth.inference import predict_prepared
 
     model, info = _train(auto_cache, train, ",".join(tests), 9, folder)
     auto = {s.id: s for s in list_prepared(auto_cache)}
@@ -191,10 +191,12 @@ def _auto_trained(auto_cache: Path, reference_cache: Path, train: str, tests: li
 
 
 def run(methods=None) -> dict:
-    from mrsynth.cache import prepare_all
-    from mrsynth.masks import LEARNED, METHODS, provenance
-    from mrsynth.segmenter import load_model
-    from mrsynth.subjects import discover
+    from mrsynth.data import prepare_all
+    from mrsynth.masks import METHODS
+    from mrsynth.masks.atlas import provenance
+    from mrsynth.masks.segmenter import METHOD as LEARNED
+    from mrsynth.masks.segmenter import load_model
+    from mrsynth.io import discover
 
     if not MAPS_DIR.exists() or not (SHARED / "icbm2009c").exists():
         raise SystemExit(f"skipped: {SHARED} lacks the label maps or the templates")

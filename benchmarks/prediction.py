@@ -4,7 +4,7 @@ The subject is the HCP MNI152 template of `../shared/data` resampled to HCP's gr
 is absent): its skull-stripped T1w (`MNI152_T1_1mm_brain`, 30 % of the field of view non-zero, as
 the paper's skull-stripped input) and a whole-head T1w (`MNI152_T1_2mm`, 94 % non-zero, signal
 nearly everywhere as in `T1w_acpc_dc`), with `Avgwmparc` and the brain mask. Each path runs in its
-own process (its own peak RSS), `mrsynth.predict.predict_files` timed from the NIfTI files to the
+own process (its own peak RSS), `mrsynth.inference.predict.predict_files` timed from the NIfTI files to the
 written `.nii.gz`; "compute" is `predict_slices` alone. The paper's 9-layer network with masks and
 the quality preset's network from the T1w alone (its U-Net and lookup table), untrained weights with
 random biases and BatchNorm statistics (speed does not depend on them; the background response is
@@ -48,8 +48,9 @@ CHILD = textwrap.dedent("""
     import json, resource, sys, time
     from pathlib import Path
     import numpy as np
-    from mrsynth import nifti, predict
-    from mrsynth.modelfile import load_model
+    from mrsynth.io import nifti
+    from mrsynth.inference import predict
+    from mrsynth.networks import load_model
     model_dir, t1, seg, mask, out, skip, gzip, windowed, runs = sys.argv[1:]
     if gzip == "zlib":
         nifti.igzip = None
@@ -111,8 +112,8 @@ def _models(folder: Path) -> dict[str, Path]:
     """The two networks, saved as model folders, untrained with random biases and BatchNorm statistics."""
     import torch
 
-    from mrsynth.config import load_config
-    from mrsynth.modelfile import ModelInfo, save_model
+    from mrsynth.training import load_config
+    from mrsynth.networks import ModelInfo, save_model
     from mrsynth.networks import IntensityMap, build_network
 
     quality = load_config(None, [], presets=["quality"]).model
@@ -122,7 +123,8 @@ def _models(folder: Path) -> dict[str, Path]:
     for kind, channels in (("fcn", 9), ("unet", 1)):
         norm, lookup = ("batch", None) if kind == "fcn" else (
             unet_norm, IntensityMap(torch.linspace(0, 3, 64), torch.linspace(0, 2, 64)) if unet_lookup else None)
-        network = build_network(kind, channels, 9, 32, norm=norm, lookup=lookup)
+        params = {"layers": 9} if kind == "fcn" else {"norm": norm}
+        network = build_network(kind, channels, params, lookup=lookup)
         for module in network.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
@@ -130,9 +132,8 @@ def _models(folder: Path) -> dict[str, Path]:
                 module.bias.data.uniform_(-0.2, 0.2)
             elif isinstance(module, torch.nn.Conv2d):
                 module.bias.data.uniform_(-0.1, 0.1)
-        features = list(getattr(network, "net", network).features) if kind == "unet" else []
-        info = ModelInfo(9, channels, 32, {"method": "robust", "t2_reference_scale": 300.0}, 64, 32, "axial",
-                         kind=kind, features=features, feature_norm=norm, lookup=lookup is not None)
+        info = ModelInfo(kind, channels, {"method": "robust", "t2_reference_scale": 300.0}, 64, 32, "axial",
+                         params=params, lookup=lookup is not None)
         models[kind] = save_model(folder / kind, network.eval(), info)
     return models
 

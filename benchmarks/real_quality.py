@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrsynth.config import PRESETS
+from mrsynth.training import PRESETS
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
@@ -36,7 +36,7 @@ def _write_pair(root: Path) -> None:
     import nibabel as nib
     from nibabel.processing import resample_from_to
 
-    from mrsynth.subjects import HCP_FOLDER, HCP_NAMES
+    from mrsynth.io import HCP_FOLDER, HCP_NAMES
 
     for name, files in (("hcp", HCP), ("icbm", ICBM)):
         folder = root / name / HCP_FOLDER
@@ -102,15 +102,15 @@ ROWS = {
 
 
 def run(rows: dict[str, list[str]] = ROWS) -> dict:
-    from mrsynth import runs
-    from mrsynth.baselines import fit_for_run
-    from mrsynth.cache import list_prepared, prepare_all
-    from mrsynth.config import load_config
-    from mrsynth.evaluate import Reference, score
-    from mrsynth.modelfile import load_model
-    from mrsynth.predict import predict_prepared
-    from mrsynth.subjects import discover
-    from mrsynth.train import train
+    from mrsynth.training import runs
+    from mrsynth.training import fit_for_run
+    from mrsynth.data import list_prepared, prepare_all
+    from mrsynth.training import load_config
+    from mrsynth.evaluation import Reference, score
+    from mrsynth.networks import load_model
+    from mrsynth.inference import predict_prepared
+    from mrsynth.io import discover
+    from mrsynth.training import train
 
     if not (DATA / "icbm2009c").exists() or not (DATA / "hcp-mni152").exists():
         raise SystemExit(f"skipped: {DATA} lacks the templates")

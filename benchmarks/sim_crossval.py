@@ -37,7 +37,7 @@ ROWS = {
 
 
 def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
-    from mrsynth.crossval import crossval
+    from mrsynth.experiments import crossval
     from mrsynth.simulate import simulate_dataset
 
     results = {"subjects": SUBJECTS, "folds": FOLDS, "epochs": EPOCHS, "patches_per_epoch": PATCHES,

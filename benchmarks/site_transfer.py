@@ -43,8 +43,8 @@ ROWS = {
 
 def _simulate(root: Path) -> dict[str, list[str]]:
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
-    from mrsynth.simulate.dataset import write_hcp_subject
-    from mrsynth.simulate.subject import Variation, simulate_subject
+    from mrsynth.simulate import write_hcp_subject
+    from mrsynth.simulate import Variation, simulate_subject
 
     maps = label_map_paths(MAPS)
     ids: dict[str, list[str]] = {}
@@ -77,7 +77,7 @@ def numpy_lookup(train: list, test_t1: np.ndarray, test_brain: np.ndarray, unit:
 
 
 def _scores(prediction: np.ndarray, t2: np.ndarray, brain: np.ndarray) -> dict:
-    from mrsynth.metrics import evaluate_volume
+    from mrsynth.evaluation import evaluate_volume
 
     scores = evaluate_volume(prediction.astype(np.float32), t2.astype(np.float32), brain)
     return {"psnr_p99": scores["psnr_p99"], "psnr": scores["psnr"]}
@@ -89,13 +89,13 @@ def _as_is(prediction_p99_units: np.ndarray, t2: np.ndarray, brain: np.ndarray) 
 
 
 def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
-    from mrsynth import runs
-    from mrsynth.cache import list_prepared, prepare_all
-    from mrsynth.config import load_config
-    from mrsynth.modelfile import load_model
-    from mrsynth.predict import predict_prepared
-    from mrsynth.subjects import discover
-    from mrsynth.train import train
+    from mrsynth.training import runs
+    from mrsynth.data import list_prepared, prepare_all
+    from mrsynth.training import load_config
+    from mrsynth.networks import load_model
+    from mrsynth.inference import predict_prepared
+    from mrsynth.io import discover
+    from mrsynth.training import train
 
     if not MAPS.exists():
         raise SystemExit(f"skipped: {MAPS} is absent")

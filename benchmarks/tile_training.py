@@ -44,12 +44,12 @@ def _arm(cache: Path, sampling: str, size: int, batch: int, goal: float | None) 
     import torch
     import torch.nn.functional as F
 
-    from mrsynth.config import load_config
+    from mrsynth.training import load_config
     from mrsynth.networks import FCN, recalibrate_batchnorm
-    from mrsynth.patches import batch_loader
-    from mrsynth.metrics import patch_losses
-    from mrsynth.runs import build_data
-    from mrsynth.train import epoch_order
+    from mrsynth.data import batch_loader
+    from mrsynth.training import patch_losses
+    from mrsynth.training import build_data
+    from mrsynth.training import epoch_order
 
     config = load_config(None, [f"data.cache={cache}", "data.train=sim001", "data.test=sim003",
                                 f"data.sampling={sampling}", f"data.tile_size={size}", "seed=0"])
@@ -94,10 +94,10 @@ def _keras_step_s() -> float | None:
 
 
 def run() -> dict:
-    from mrsynth.cache import prepare_all
+    from mrsynth.data import prepare_all
     from mrsynth.runtime import tune_allocator
     from mrsynth.simulate import simulate_dataset
-    from mrsynth.subjects import discover
+    from mrsynth.io import discover
 
     tune_allocator()  # as the trainer does
     work = Path(tempfile.mkdtemp(prefix="tiles-"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mrsynth import cli
-from mrsynth.fixtures import make_subject, write_dataset, write_subject
+from mrsynth.io.fixtures import make_subject, write_dataset, write_subject
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -35,8 +35,8 @@ def hcp_root(tmp_path):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """Three tiny fixture subjects, prepared (one per test module)."""
-    from mrsynth.cache import prepare_all
-    from mrsynth.subjects import discover
+    from mrsynth.data import prepare_all
+    from mrsynth.io import discover
 
     root = tmp_path_factory.mktemp("data")
     write_dataset(root, 3, "hcp", shape=(40, 48, 36))
@@ -52,7 +52,7 @@ TINY = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=
 
 def tiny_config(cache, *extra):
     """TINY on a fixture cache: train 001, validate 002, test 003."""
-    from mrsynth.config import load_config
+    from mrsynth.training import load_config
 
     return load_config(None, [f"data.cache={cache}", "data.train=001", "data.val=002", "data.test=003"]
                        + TINY + list(extra))
@@ -61,9 +61,9 @@ def tiny_config(cache, *extra):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A 6-epoch TINY run on its own prepared fixture cache: (run folder, summary, cache)."""
-    from mrsynth.cache import prepare_all
-    from mrsynth.subjects import discover
-    from mrsynth.train import train
+    from mrsynth.data import prepare_all
+    from mrsynth.io import discover
+    from mrsynth.training import train
 
     root = tmp_path_factory.mktemp("trained")
     write_dataset(root / "data", 3, "hcp", shape=(40, 48, 36))

@@ -1,11 +1,11 @@
-"""Training-time augmentation (mrsynth.augment): what changes, what must not."""
+"""Training-time augmentation (mrsynth.data.augment): what changes, what must not."""
 
 from __future__ import annotations
 
 import torch
 
-from mrsynth.augment import augment_batch, is_active
-from mrsynth.config import AugmentConfig
+from mrsynth.data.augment import active, augment_batch
+from mrsynth.training.config import AugmentConfig
 
 
 def _batch():
@@ -59,15 +59,15 @@ def test_same_seed_same_augmentation_and_off_by_default():
     torch.manual_seed(5)
     b = augment_batch(inputs, target, config, 3)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not is_active(AugmentConfig()) and is_active(config)
+    assert not active(AugmentConfig()) and active(config)
 
 
 def test_erosion_only_shrinks_the_stripped_region_and_needs_stripping(cache, tmp_path):
     import pytest
 
-    from mrsynth.config import load_config
+    from mrsynth.training import load_config
     from mrsynth.errors import InputError
-    from mrsynth.train import train
+    from mrsynth.training import train
 
     t1 = torch.zeros(40, 1, 24, 24)
     t1[:, :, 6:18, 6:18] = 1.0
@@ -96,9 +96,9 @@ def test_mask_jitter_moves_only_the_mask_boundaries_and_by_at_most_its_length():
 def test_intensity_augmentations_need_a_scaling_normalization_but_flips_and_mask_jitter_do_not(cache, tmp_path):
     import pytest
 
-    from mrsynth.config import load_config
+    from mrsynth.training import load_config
     from mrsynth.errors import InputError
-    from mrsynth.train import Trainer
+    from mrsynth.training import Trainer
 
     paper = [f"data.cache={cache}", "data.train=001", "data.norm=paper"]
     for setting in ("augment.gamma=0.3", "augment.bias=0.2", "augment.noise=0.02", "augment.rotate=10"):
@@ -106,4 +106,4 @@ def test_intensity_augmentations_need_a_scaling_normalization_but_flips_and_mask
             Trainer(load_config(None, paper + [setting]), tmp_path / "r", progress=False)
     trainer = Trainer(load_config(None, paper + ["augment.flips=true", "augment.mask_jitter=2"]), tmp_path / "r",
                       progress=False)
-    assert trainer.config.augment.mask_jitter == 2 and is_active(trainer.config.augment)
+    assert trainer.config.augment.mask_jitter == 2 and active(trainer.config.augment)

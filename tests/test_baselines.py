@@ -1,4 +1,4 @@
-"""The lookup baselines (mrsynth.baselines, mrsynth.networks.lookup): fitted values, files, the CLI."""
+"""The lookup baselines (mrsynth.training.baselines, mrsynth.networks.lookup): fitted values, files, the CLI."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from mrsynth import labels, runs
-from mrsynth.baselines import fit_for_run
-from mrsynth.cache import list_prepared
-from mrsynth.modelfile import load_model
+from mrsynth import labels
+
+from mrsynth.training import runs
+from mrsynth.training import fit_for_run
+from mrsynth.data import list_prepared
+from mrsynth.networks import load_model
 from mrsynth.networks import IntensityMap, TissueMean
-from mrsynth.normalization import Normalization
+from mrsynth.data import Normalization
 
 
 def test_baselines_fit_what_a_lookup_table_can(trained, tmp_path, run_cli):

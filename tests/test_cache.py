@@ -8,9 +8,9 @@ import os
 import nibabel as nib
 import numpy as np
 
-from mrsynth.cache import list_prepared, prepare_all
-from mrsynth.fixtures import write_dataset
-from mrsynth.subjects import discover
+from mrsynth.data import list_prepared, prepare_all
+from mrsynth.io.fixtures import write_dataset
+from mrsynth.io import discover
 
 
 def test_cache_holds_slice_major_arrays_and_metadata(hcp_root, tmp_path):

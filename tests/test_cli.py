@@ -12,7 +12,7 @@ from conftest import TINY
 
 from mrsynth import labels
 from mrsynth.cli import build_parser
-from mrsynth.subjects import HCP_FOLDER, HCP_NAMES
+from mrsynth.io import HCP_FOLDER, HCP_NAMES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

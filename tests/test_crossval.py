@@ -1,4 +1,4 @@
-"""Cross-validation (mrsynth.crossval): folds, scores per held-out subject, paired differences, resumption."""
+"""Cross-validation (mrsynth.experiments.crossval): folds, scores per held-out subject, paired differences, resumption."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from mrsynth.crossval import bootstrap_ci, make_folds
+from mrsynth.experiments.crossval import bootstrap_ci, make_folds
 from mrsynth.errors import InputError
-from mrsynth.fixtures import write_dataset
+from mrsynth.io.fixtures import write_dataset
 
 
 def test_folds_hold_out_every_subject_exactly_once():

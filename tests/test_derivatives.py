@@ -1,4 +1,4 @@
-"""Predictions as BIDS derivatives (mrsynth.derivatives): names, sidecars, dataset description, pybids."""
+"""Predictions as BIDS derivatives (mrsynth.inference.derivatives): names, sidecars, dataset description, pybids."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mrsynth import derivatives
+from mrsynth.inference import derivatives
 from mrsynth.errors import InputError
-from mrsynth.fixtures import make_subject, save_nifti, write_dataset, write_manifest, write_subject
-from mrsynth.modelfile import file_sha256
+from mrsynth.io.fixtures import make_subject, save_nifti, write_dataset, write_manifest, write_subject
+from mrsynth.networks import file_sha256
 
 SESSIONS = {"01": ["1", "2"], "02": ["1"]}
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from mrsynth import runs
+from mrsynth.training import runs
 
 BASE = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=4", "optim.batch_size=16",
         "optim.lr=0.003", "val_recalibration_batches=2", "bn_recalibration_batches=4",

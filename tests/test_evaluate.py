@@ -1,14 +1,14 @@
-"""Scoring files and prepared subjects (mrsynth.evaluate): one scoring path whatever the reference's form."""
+"""Scoring files and prepared subjects (mrsynth.evaluation.evaluate): one scoring path whatever the reference's form."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mrsynth.cache import list_prepared, prepare_all
-from mrsynth.evaluate import Reference, references, score
-from mrsynth.fixtures import write_dataset
-from mrsynth.subjects import discover
+from mrsynth.data import list_prepared, prepare_all
+from mrsynth.evaluation import Reference, references, score
+from mrsynth.io.fixtures import write_dataset
+from mrsynth.io import discover
 
 
 def test_a_prepared_subject_and_its_files_give_the_same_scores(tmp_path):

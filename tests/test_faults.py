@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config, write_dataset
 
-from mrsynth.cache import list_prepared, prepare_all
+from mrsynth.data import list_prepared, prepare_all
 from mrsynth.errors import InputError
-from mrsynth.subjects import discover
+from mrsynth.io import discover
 
 
 def _corrupt(path, offset_from_end: int = 100) -> None:
@@ -41,7 +41,7 @@ def test_defect_01_non_finite_weights_are_refused_even_without_a_checksum(traine
 
     from safetensors.torch import load_file, save_file
 
-    from mrsynth.modelfile import load_model
+    from mrsynth.networks import load_model
 
     run, _, _ = trained
     model = tmp_path / "model"
@@ -70,7 +70,7 @@ def test_defect_02_int64_codes_beyond_32_bits_are_refused_not_wrapped(tmp_path):
 
 
 def test_defect_03_a_t1w_with_non_positive_brain_median_fails_train_cleanly(tmp_path):
-    from mrsynth.train import train
+    from mrsynth.training import train
 
     root = write_dataset(tmp_path / "data", 3, "hcp", shape=(20, 24, 18))
     t1_path = next(s for s in discover(root) if s.id == "001").t1
@@ -97,12 +97,12 @@ def test_defect_04_predict_refuses_an_unwritable_output_before_computing(trained
 
 
 def test_defect_04_an_os_error_is_one_line_not_a_traceback(tmp_path, run_cli, monkeypatch):
-    import mrsynth.cache
+    import mrsynth.data
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "cache"))
 
-    monkeypatch.setattr(mrsynth.cache, "prepare_all", full_disk)
+    monkeypatch.setattr(mrsynth.data, "prepare_all", full_disk)
     code, _, err = run_cli("prepare", write_dataset(tmp_path / "data", 1, "hcp", shape=(20, 24, 18)),
                            "--out", tmp_path / "cache")
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
@@ -133,7 +133,7 @@ def test_defect_06_a_zero_voxel_size_refuses_that_subject_only(tmp_path):
 
 
 def test_defect_09_evaluate_scores_a_mask_thinner_than_the_ssim_window():
-    from mrsynth.metrics import evaluate_volume
+    from mrsynth.evaluation import evaluate_volume
 
     rng = np.random.default_rng(0)
     ref = rng.uniform(1, 2, (30, 30, 4)).astype(np.float32)
@@ -214,7 +214,7 @@ def test_defect_10_malformed_run_and_cache_files_are_clean_errors(trained, tmp_p
 
 
 def test_defect_12_messages_name_the_right_thing(tmp_path, trained, run_cli):
-    from mrsynth.metrics import evaluate_volume
+    from mrsynth.evaluation import evaluate_volume
 
     (tmp_path / "empty.csv").write_text("")
     code, _, err = run_cli("prepare", tmp_path / "empty.csv", "--out", tmp_path / "cache")

@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from conftest import record
 
 from mrsynth import masks
-from mrsynth.cache import PreparedSubject, prepare_subject
+from mrsynth.masks import atlas, files
+from mrsynth.masks.common import check_t1
+from mrsynth.data import PreparedSubject, prepare_subject
 from mrsynth.errors import InputError
-from mrsynth.metrics import evaluate_volume
-from mrsynth.predict import predict_files
-from mrsynth.subjects import Subject
+from mrsynth.evaluation import evaluate_volume
+from mrsynth.inference import predict_files
+from mrsynth.io import Subject
 
 SHAPES = st.sampled_from([(12, 14, 10), (12, 14, 10, 1), (12, 14), (12, 14, 10, 2), (1, 14, 10), (12, 1, 1)])
 DTYPES = st.sampled_from([np.float32, np.float64, np.int16, np.uint8, np.int64, np.complex64])  # nibabel writes no float16
@@ -140,7 +142,7 @@ def _evaluate_is_clean(seed: int, values: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(trained):
-    from mrsynth.modelfile import load_model
+    from mrsynth.networks import load_model
 
     run, _, _ = trained
     return load_model(run / "model")
@@ -148,9 +150,9 @@ def tiny_model(trained):
 
 def _threshold_masks(t1, affine, source="T1w", method=None):
     """Stands in for the registration (seconds per call): what is fuzzed is everything around it."""
-    masks.check_t1(t1, affine, source)
+    check_t1(t1, affine, source)
     brain = t1 > np.percentile(t1, 30)
-    return masks.AutoMasks(brain, np.where(brain, 2, 0).astype(np.int32), masks.provenance())
+    return masks.AutoMasks(brain, np.where(brain, 2, 0).astype(np.int32), atlas.provenance())
 
 
 def _masks_is_clean(subject: Subject, out: Path) -> None:
@@ -175,12 +177,12 @@ def _run(shape, dtype, affine_kind, values, slope, seed, model) -> None:
         subject = _subject_files(tmp, shape, dtype, affine_kind, values, slope, seed)
         _prepare_is_clean(subject, tmp / "cache")
         _predict_is_clean(model, subject, tmp / "out" / "p.nii.gz")
-        original = masks.compute_masks
-        masks.compute_masks = _threshold_masks
+        original = files.compute_masks
+        files.compute_masks = _threshold_masks  # write_masks computes them through this name
         try:
             _masks_is_clean(subject, tmp / "masks")
         finally:
-            masks.compute_masks = original
+            files.compute_masks = original
     _evaluate_is_clean(seed, values)
 
 

@@ -22,7 +22,7 @@ import torch
 from conftest import TINY, record, write_dataset
 from safetensors.torch import load_file
 
-from mrsynth.cache import PreparedSubject
+from mrsynth.data import PreparedSubject
 
 MRSYNTH = [sys.executable, "-m", "mrsynth"]
 

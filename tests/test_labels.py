@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from mrsynth import labels
-from mrsynth.cache import UnknownLabelWarning, list_prepared, prepare_all
-from mrsynth.fixtures import make_subject, write_subject
-from mrsynth.subjects import discover
+from mrsynth.data.cache import UnknownLabelWarning, list_prepared, prepare_all
+from mrsynth.io.fixtures import make_subject, write_subject
+from mrsynth.io import discover
 
 
 def test_every_class_is_reachable_from_the_table():

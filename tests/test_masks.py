@@ -1,4 +1,4 @@
-"""Automatic masks from a bare T1w (mrsynth.masks): registration on a real head, plumbing, refusals."""
+"""Automatic masks from a bare T1w (mrsynth.masks.sources): registration on a real head, plumbing, refusals."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from nibabel.processing import resample_from_to
 
-from mrsynth import labels, masks
-from mrsynth.cache import list_prepared, masks_source, prepare_all
+from mrsynth import labels
+
+from mrsynth import masks
+from mrsynth.masks import atlas
+from mrsynth.data import list_prepared, masks_source, prepare_all
 from mrsynth.errors import InputError
-from mrsynth.subjects import discover
+from mrsynth.io import discover
 
 from conftest import tiny_config, write_dataset
 
@@ -22,7 +25,7 @@ from conftest import tiny_config, write_dataset
 def _head_in_another_pose(tmp_path):
     """The shipped 2 mm head template on a 2.5 mm grid in L-I-A voxel order, rotated 8 degrees, shifted;
     and its 1 mm brain mask resampled onto that grid (the expected result)."""
-    head = nib.load(str(masks.atlas_file("MNI152_T1_2mm.nii.gz")))
+    head = nib.load(str(atlas.atlas_file("MNI152_T1_2mm.nii.gz")))
     angle = np.deg2rad(8)
     rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
     lia = np.array([[-1, 0, 0], [0, 0, 1], [0, -1, 0]]) * 2.5
@@ -32,7 +35,7 @@ def _head_in_another_pose(tmp_path):
     affine[:3, 3] = np.array([5.0, -10.0, 12.0]) - affine[:3, :3] @ (np.array(shape) / 2)
     target = nib.Nifti1Image(np.zeros(shape, np.float32), affine)
     t1 = resample_from_to(head, target, order=1).get_fdata().astype(np.float32)
-    mask = resample_from_to(nib.load(str(masks.atlas_file("MNI152_T1_1mm_brain_mask.nii.gz"))), target,
+    mask = resample_from_to(nib.load(str(atlas.atlas_file("MNI152_T1_1mm_brain_mask.nii.gz"))), target,
                             order=1).get_fdata() > 0.5
     path = tmp_path / "head.nii.gz"
     nib.save(nib.Nifti1Image(t1, affine), str(path))
@@ -47,7 +50,7 @@ def test_ants_image_has_the_nifti_geometry(tmp_path):
     affine[:3, 3] = [-40, 60, 30]
     volume = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, affine), str(tmp_path / "v.nii.gz"))
-    read, ours = ants.image_read(str(tmp_path / "v.nii.gz")), masks.to_ants(volume, affine)
+    read, ours = ants.image_read(str(tmp_path / "v.nii.gz")), atlas.to_ants(volume, affine)
     np.testing.assert_allclose(ours.origin, read.origin, atol=1e-4)
     np.testing.assert_allclose(ours.spacing, read.spacing, atol=1e-4)
     np.testing.assert_allclose(ours.direction, read.direction, atol=1e-4)
@@ -74,7 +77,7 @@ def test_masks_of_a_rotated_reoriented_coarser_head_land_on_its_grid(tmp_path, r
     bits = labels.tissue_bits(seg, np.asarray(brain.dataobj) > 0)[0]
     assert np.median(t1[labels.has_class(bits, "white_matter")]) > np.median(t1[labels.has_class(bits, "grey_matter")])
     record = json.loads((tmp_path / "masks" / "masks.json").read_text())
-    assert record["masks"]["method"] == masks.METHOD and record["masks"]["input"] == "whole-head"
+    assert record["masks"]["method"] == atlas.METHOD and record["masks"]["input"] == "whole-head"
     assert record["warnings"] == [] and (tmp_path / "masks" / "masks_qc.png").stat().st_size > 10_000
 
 
@@ -82,10 +85,10 @@ def test_masks_of_a_rotated_reoriented_coarser_head_land_on_its_grid(tmp_path, r
 def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_only_if_better(tmp_path, monkeypatch):
     pytest.importorskip("ants")
     _, t1, affine, expected = _head_in_another_pose(tmp_path)
-    monkeypatch.setattr(masks, "MIN_REGISTRATION_FIT", 1.01)  # the head fits well (0.65 stops the retries), yet
+    monkeypatch.setattr(atlas, "MIN_REGISTRATION_FIT", 1.01)  # the head fits well (0.65 stops the retries), yet
     fits = []                                                      # below 1.01: the refinement runs
-    fit_of = masks.registration_fit
-    monkeypatch.setattr(masks, "registration_fit", lambda *a: fits.append(fit_of(*a)) or fits[-1])
+    fit_of = atlas.registration_fit
+    monkeypatch.setattr(atlas, "registration_fit", lambda *a: fits.append(fit_of(*a)) or fits[-1])
     result = masks.compute_masks(t1, affine, source="head", method="ants-atlas")
     first, refined = fits[0], fits[-1]
     assert len(fits) == 3 and result.provenance["registration_attempts"] == 1
@@ -98,7 +101,7 @@ def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_on
 @pytest.mark.slow
 @pytest.mark.parametrize("method", masks.METHODS)
 def test_a_t2w_looking_input_gets_a_warning(tmp_path, caplog, method):
-    if method == masks.METHOD:
+    if method == atlas.METHOD:
         pytest.importorskip("ants")
     path, t1, affine, _ = _head_in_another_pose(tmp_path)
     inverted = np.where(t1 > 0.05 * t1.max(), t1.max() * 1.1 - t1, 0).astype(np.float32)  # WM dark, CSF bright
@@ -147,18 +150,18 @@ def fake_registration(monkeypatch):
         seg = np.asarray(nib.load(str(folder / "wmparc.nii.gz")).dataobj).astype(np.int32)
         brain = np.asarray(nib.load(str(folder / "brainmask_fs.nii.gz")).dataobj) > 0
         calls.append(source)
-        return masks.AutoMasks(brain, seg, masks.provenance() | {"input": "test", "method": method})
+        return masks.AutoMasks(brain, seg, atlas.provenance() | {"input": "test", "method": method})
 
-    import mrsynth.cache
-    import mrsynth.predict
+    import mrsynth.data.cache
+    import mrsynth.inference.predict
 
-    monkeypatch.setattr(mrsynth.cache, "compute_masks", fake)
-    monkeypatch.setattr(mrsynth.predict, "compute_masks", fake)
+    monkeypatch.setattr(mrsynth.data.cache, "compute_masks", fake)
+    monkeypatch.setattr(mrsynth.inference.predict, "compute_masks", fake)
     return calls
 
 
 def test_prepare_auto_records_where_masks_came_from_and_a_run_refuses_to_mix(tmp_path, fake_registration, run_cli):
-    from mrsynth.train import train
+    from mrsynth.training import train
 
     root = write_dataset(tmp_path / "data", 3, "hcp", shape=(40, 48, 36))
     prepare_all(discover(root), tmp_path / "cache", progress=False)
@@ -194,7 +197,7 @@ def test_predict_auto_masks_from_a_bare_t1w_and_says_when_they_differ_from_train
 
 
 def test_a_badly_fitting_registration_is_tried_again_and_the_best_kept():
-    from mrsynth.masks import best_registration, registration_fit
+    from mrsynth.masks.atlas import best_registration
 
     calls = []
 
@@ -236,7 +239,7 @@ def test_a_tightly_cropped_head_is_not_taken_for_a_skull_stripped_brain():
 
 
 def test_registration_fit_is_the_correlation_inside_the_brain():
-    from mrsynth.masks import registration_fit
+    from mrsynth.masks.atlas import registration_fit
 
     rng = np.random.default_rng(0)
     fixed, brain = rng.normal(size=(8, 8, 8)), np.ones((8, 8, 8), bool)

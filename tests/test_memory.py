@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mrsynth.cache import list_prepared, prepare_all
-from mrsynth.fixtures import write_dataset
-from mrsynth.subjects import discover
+from mrsynth.data import list_prepared, prepare_all
+from mrsynth.io.fixtures import write_dataset
+from mrsynth.io import discover
 
 SHAPE = (96, 112, 96)  # ~1 M voxels: 9.3 MB of arrays per subject
 
@@ -21,9 +21,9 @@ SHAPE = (96, 112, 96)  # ~1 M voxels: 9.3 MB of arrays per subject
 # fork time (Linux keeps it across exec), which measures pytest rather than the loader.
 ITERATE = textwrap.dedent("""
     import json, re, sys
-    from mrsynth.cache import list_prepared
-    from mrsynth.normalization import Normalization
-    from mrsynth.patches import PatchDataset, PatchGrid
+    from mrsynth.data import list_prepared
+    from mrsynth.data import Normalization
+    from mrsynth.data import PatchDataset, PatchGrid
     subjects = list_prepared(sys.argv[1])
     norm = Normalization.fit("robust", [s.stats for s in subjects])
     dataset = PatchDataset(subjects, norm, PatchGrid(32, 16), channels=9)

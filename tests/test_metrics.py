@@ -1,4 +1,4 @@
-"""Scores (mrsynth.metrics): whole volumes inside the brain mask, and the paper's patch MSE."""
+"""Scores (mrsynth.evaluation.metrics): whole volumes inside the brain mask, and the paper's patch MSE."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mrsynth.cache import list_prepared
-from mrsynth.metrics import evaluate_volume, patch_losses
-from mrsynth.normalization import Normalization
-from mrsynth.patches import PatchDataset, PatchGrid
+from mrsynth.data import list_prepared
+from mrsynth.evaluation import evaluate_volume
+from mrsynth.training import patch_losses
+from mrsynth.data import Normalization
+from mrsynth.data import PatchDataset, PatchGrid
 
 
 def test_perfect_prediction_scores_zero_error_and_ssim_one():

@@ -1,4 +1,4 @@
-"""Model files (mrsynth.modelfile): weights + JSON description, loaded without unpickling code."""
+"""Model files (mrsynth.networks.modelfile): weights + JSON description, loaded without unpickling code."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from mrsynth.errors import InputError
-from mrsynth.modelfile import ModelInfo, load_model, save_model
+from mrsynth.networks import ModelInfo, load_model, save_model
 from mrsynth.networks import FCN, IntensityMap, TissueMean, recalibrate_batchnorm
-from mrsynth.normalization import Normalization
+from mrsynth.data import Normalization
 
 
 def _info(model: FCN) -> ModelInfo:
-    return ModelInfo(model.n_layers, model.in_channels, model.width, {"method": "robust"}, 64, 32, "axial")
+    return ModelInfo("fcn", model.in_channels, {"method": "robust"}, 64, 32, "axial",
+                     params={"layers": model.n_layers, "width": model.width})
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
@@ -46,7 +47,7 @@ def test_load_refuses_broken_model_folders(tmp_path, run_cli):
 
 def test_lookup_baselines_round_trip_through_model_files(tmp_path):
     for model in (TissueMean(torch.arange(14.0)), IntensityMap(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([3.0, 1.0, 2.0]))):
-        info = ModelInfo(0, 9, 0, {"method": "robust"}, 64, 32, "axial", kind=model.kind)
+        info = ModelInfo(model.kind, model.in_channels, {"method": "robust"}, 64, 32, "axial")
         save_model(tmp_path / model.kind, model, info)
         loaded, loaded_info = load_model(tmp_path / model.kind)
         x = torch.randn(2, 9, 8, 8)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
 from mrsynth.networks import FCN, fold_batchnorm, inference_model, recalibrate_batchnorm
-from mrsynth.networks.windowed import WindowedStack, is_plain_stack
+from mrsynth.networks import WindowedStack, is_plain_stack
 
 
 def expected_parameters(n_layers: int, in_channels: int, width: int = 32) -> int:
@@ -100,7 +102,7 @@ def test_lookup_residual_starts_from_the_table_and_reads_it_as_an_input():
     from mrsynth.networks import IntensityMap, LookupResidual, build_network
 
     table = IntensityMap(torch.tensor([0.0, 0.5, 1.0, 2.0]), torch.tensor([0.0, 3.0, 1.0, 0.5]))
-    model = build_network("fcn", 9, layers=3, width=4, lookup=table)
+    model = build_network("fcn", 9, {"layers": 3, "width": 4}, lookup=table)
     assert isinstance(model, LookupResidual) and model.kind == "fcn" and model.receptive_radius == 3
     assert model.net.layers[0].in_channels == 10  # the input channels and the table's prediction
     x = torch.rand(2, 9, 12, 12) * 2
@@ -117,7 +119,7 @@ def test_lookup_residual_starts_from_the_table_and_reads_it_as_an_input():
 def test_a_windowed_stack_gives_the_whole_slices_output(box):
     """Content in ``box``, the window grown by the stack's radius: exact, image edges and corners included."""
     torch.manual_seed(0)
-    model = FCN(n_layers=5, in_channels=3, width=8)
+    model = FCN(layers=5, in_channels=3, width=8)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.3, 0.3)
@@ -148,3 +150,49 @@ def test_a_windowed_stack_gives_the_whole_slices_output(box):
         short[:, :, inner[0], inner[1]] = windowed(
             inputs[:, :, inner[0], inner[1]].contiguous(memory_format=torch.channels_last), *inner)
     assert (short - whole).abs().max() > 1e-3
+
+
+class ToyNetwork(torch.nn.Module):
+    """A network from outside the package: one file and one registration line make it trainable by name."""
+
+    kind = "toy"
+    parameter_docs = {"width": "hidden channels"}
+
+    def __init__(self, in_channels: int, width: int = 4):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Conv2d(in_channels, width, 3, padding=1), torch.nn.ReLU(),
+                                          torch.nn.Conv2d(width, 1, 3, padding=1))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+@pytest.fixture
+def toy_network():
+    from mrsynth.networks import register, unregister
+
+    register(ToyNetwork)
+    yield ToyNetwork
+    unregister(ToyNetwork.kind)
+
+
+def test_a_network_registered_from_outside_trains_exports_and_predicts(toy_network, cache, tmp_path, run_cli):
+    from conftest import tiny_config
+
+    from mrsynth.data import list_prepared
+    from mrsynth.inference import Model
+    from mrsynth.training import reference_markdown, train
+
+    assert "| `model.width` | int | `4` | toy: hidden channels |" in reference_markdown()
+    config = tiny_config(cache, "model.kind=toy", "model.width=3", "optim.epochs=1")
+    assert config.model.params == {"width": 3}
+    summary = train(config, tmp_path / "run", progress=False)
+    model = Model.load(tmp_path / "run" / "model")
+    assert isinstance(model.network, ToyNetwork) and model.info.params == {"width": 3}
+    assert np.isfinite(summary["test_loss"])
+    subject = {s.id: s for s in list_prepared(cache)}["003"]
+    volume = model.predict(subject)
+    assert volume.shape == tuple(subject.meta["shape"]) and np.isfinite(volume).all()
+    code, _, err = run_cli("predict", "--model", tmp_path / "run" / "model", "--subject", subject.folder,
+                           "--out", tmp_path / "p.nii.gz")
+    assert code == 0 and (tmp_path / "p.nii.gz").exists(), err

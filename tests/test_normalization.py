@@ -1,12 +1,12 @@
-"""Histogram standardization (mrsynth.normalization, method ``histogram``) on synthetic statistics."""
+"""Histogram standardization (mrsynth.data.normalization, method ``histogram``) on synthetic statistics."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mrsynth.cache import intensity_stats
-from mrsynth.normalization import LANDMARK_PERCENTILES, Normalization, Transform
+from mrsynth.data import intensity_stats
+from mrsynth.data.normalization import LANDMARK_PERCENTILES, Normalization, Transform
 
 
 def _stats(t1: np.ndarray, t2: np.ndarray) -> dict:

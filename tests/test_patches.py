@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mrsynth import labels
-from mrsynth.cache import PreparedSubject, list_prepared, prepare_all
-from mrsynth.normalization import Normalization
-from mrsynth.patches import PatchDataset, PatchGrid, Split, across_subject_split, within_subject_split
-from mrsynth.subjects import discover
+from mrsynth.data import PreparedSubject, list_prepared, prepare_all
+from mrsynth.data import Normalization
+from mrsynth.data import PatchDataset, PatchGrid, Split, across_subject_split, within_subject_split
+from mrsynth.io import discover
 
 
 def _meta_only_subject(stored_shape, subject_id="hcp"):
@@ -127,7 +127,7 @@ def test_across_subject_split(tmp_path):
 
 
 def test_subject_without_t2_cannot_be_a_training_subject(tmp_path):
-    from mrsynth.fixtures import make_subject, write_subject
+    from mrsynth.io.fixtures import make_subject, write_subject
 
     write_subject(tmp_path / "d", "p", make_subject(), "hcp", with_t2=False)
     prepare_all(discover(tmp_path / "d"), tmp_path / "c", progress=False)
@@ -166,8 +166,8 @@ def test_tiles_and_patches_both_cover_every_brain_slice(cache):
 
 
 def test_brain_fractions_match_the_windows_and_min_brain_keeps_only_brain_tiles(cache):
-    from mrsynth.config import load_config
-    from mrsynth.runs import build_data
+    from mrsynth.training import load_config
+    from mrsynth.training import build_data
 
     subjects = list_prepared(cache)
     for grid in (PatchGrid.tiles(16), PatchGrid(16, 8), PatchGrid.tiles(64)):  # 64: larger than a slice side

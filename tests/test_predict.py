@@ -1,4 +1,4 @@
-"""Whole-volume prediction (mrsynth.predict): files in, NIfTI out with the input's grid and header."""
+"""Whole-volume prediction (mrsynth.inference.predict): files in, NIfTI out with the input's grid and header."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from mrsynth import labels
-from mrsynth.cache import list_prepared
-from mrsynth.modelfile import ModelInfo
-from mrsynth.normalization import Transform
-from mrsynth.predict import predict_slices
+from mrsynth.data import list_prepared
+from mrsynth.networks import ModelInfo
+from mrsynth.data import Transform
+from mrsynth.inference import predict_slices
 
 
 def _sources(cache, subject="003") -> dict:
@@ -53,15 +53,15 @@ def test_predict_input_errors(trained, tmp_path, run_cli):
 
 
 def test_optimized_prediction_equals_the_plain_path(cache):
-    from mrsynth.modelfile import ModelInfo
+    from mrsynth.networks import ModelInfo
     from mrsynth.networks import FCN, recalibrate_batchnorm
-    from mrsynth.predict import predict_slices
+    from mrsynth.inference import predict_slices
 
     torch.manual_seed(0)
     model = FCN(5, 9)
     recalibrate_batchnorm(model, [torch.randn(4, 9, 20, 20) for _ in range(2)])
     subject = list_prepared(cache)[0]
-    info = ModelInfo(5, 9, 32, {"method": "robust", "t2_reference_scale": 2.0}, 16, 8, "axial")
+    info = ModelInfo("fcn", 9, {"method": "robust", "t2_reference_scale": 2.0}, 16, 8, "axial", params={"layers": 5})
     transform = info.norm().transform("t1", subject.stats)
     args = (model, info, subject.array("t1"), subject.array("tissue"), transform)
     fast, plain = predict_slices(*args, optimized=True), predict_slices(*args, optimized=False)
@@ -96,7 +96,7 @@ def _head(shape=(30, 52, 44), seed=0):
                                                          ("unet", 0, False, True), ("intensity-map", 0, False, False),
                                                          ("fcn+lookup", 0, False, False), ("unet+lookup", 1, False, False)])
 def test_skipping_background_gives_the_full_computation(kind, context, strip, masks, monkeypatch):
-    from mrsynth import predict
+    from mrsynth.inference import slices as predict
     from mrsynth.networks import IntensityMap, build_network
 
     t1, bits, brain = _head()
@@ -106,10 +106,10 @@ def test_skipping_background_gives_the_full_computation(kind, context, strip, ma
     if kind == "intensity-map":
         model = table.eval()
     else:
-        model = _randomize(build_network(kind, in_channels, layers=5, width=8, features=(4, 4, 8, 8, 8, 4),
-                                         lookup=table if lookup else None), 1)
-    info = ModelInfo(5, in_channels, 8, {"method": "robust", "t2_reference_scale": 300.0}, 16, 8, "axial",
-                     kind=kind, context=context, strip=strip)
+        params = {"layers": 5, "width": 8} if kind == "fcn" else {"features": (4, 4, 8, 8, 8, 4)}
+        model = _randomize(build_network(kind, in_channels, params, lookup=table if lookup else None), 1)
+    info = ModelInfo(kind, in_channels, {"method": "robust", "t2_reference_scale": 300.0}, 16, 8, "axial",
+                     context=context, strip=strip)
     computed = []
     original = predict._InputSlices.batch
 
@@ -136,7 +136,7 @@ def test_skipping_background_gives_the_full_computation(kind, context, strip, ma
 
 
 def test_batches_cover_the_slices_once_within_the_slice_and_pixel_limits():
-    from mrsynth.predict import _batches
+    from mrsynth.inference.slices import _batches
 
     widths = [0, 0, 10, 40, 40, 40, 20, 0, 10, 10, 10, 10]  # per slice: a 10-row crop this wide, 0 = background
 

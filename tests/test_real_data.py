@@ -37,8 +37,8 @@ def test_hcp_mni152_templates_prepare_as_one_hcp_subject(tmp_path, run_cli):
 def _prepared_hcp_template(tmp_path):
     from conftest import require_shared
 
-    from mrsynth.cache import list_prepared, prepare_all
-    from mrsynth.subjects import discover
+    from mrsynth.data import list_prepared, prepare_all
+    from mrsynth.io import discover
 
     source = require_shared("hcp-mni152")
     folder = tmp_path / "hcp" / "mni152" / "T1w"
@@ -54,9 +54,9 @@ def test_intensity_map_is_the_binned_brain_mean_that_a_few_lines_of_numpy_give(t
     import numpy as np
     import torch
 
-    from mrsynth.baselines import fit_intensity_map_volumes
-    from mrsynth.metrics import psnr_p99
-    from mrsynth.normalization import Normalization
+    from mrsynth.training.baselines import fit_intensity_map_volumes
+    from mrsynth.evaluation import psnr_p99
+    from mrsynth.data import Normalization
 
     subject = _prepared_hcp_template(tmp_path)
     norm = Normalization.fit("robust", [subject.stats])

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mrsynth.report import fmt, pct
-from mrsynth.reproduce import SCALES, _run_configs, assign_subjects, reproduce
+from mrsynth.experiments.reproduce import SCALES, _run_configs, assign_subjects, reproduce
 
 
 def _numbers(value, found: set) -> set:
@@ -132,7 +132,7 @@ def test_paper_scale_trains_each_table_as_the_paper_did():
 
 @pytest.mark.slow
 def test_data_option_takes_any_layout(tmp_path, run_cli):
-    from mrsynth.fixtures import write_dataset
+    from mrsynth.io.fixtures import write_dataset
 
     root = write_dataset(tmp_path / "bids", 7, "bids", shape=(40, 48, 36))
     code, out, err = run_cli("reproduce", "--data", root, "--scale", "tiny", "--out", tmp_path / "r", "--quiet")

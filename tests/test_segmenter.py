@@ -1,4 +1,4 @@
-"""The learned segmenter (mrsynth.segmenter) and its training recipe: grids, classes, the shipped weights."""
+"""The learned segmenter (mrsynth.masks.segmenter) and its training recipe: grids, classes, the shipped weights."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from mrsynth import labels, masks, segmenter, segmenter_training
-from mrsynth.cache import list_prepared, prepare_all
+from mrsynth import labels
+
+from mrsynth import masks
+from mrsynth.masks import segmenter
+from mrsynth.masks import training as segmenter_training
+from mrsynth.data import list_prepared, prepare_all
 from mrsynth.errors import InputError
-from mrsynth.subjects import discover
+from mrsynth.io import discover
 
 from conftest import require_shared, tiny_config, write_dataset
 from test_masks import _head_in_another_pose
@@ -134,11 +138,11 @@ def test_the_shipped_segmenter_finds_the_brain_of_a_rotated_reoriented_coarser_h
         assert counts[name] > 100, (name, counts)
     assert np.median(t1[labels.has_class(bits, "white_matter")]) > np.median(t1[labels.has_class(bits, "grey_matter")])
     record = json.loads((tmp_path / "masks" / "masks.json").read_text())
-    assert record["masks"]["method"] == masks.LEARNED and record["masks"]["input"] == "whole-head"
+    assert record["masks"]["method"] == segmenter.METHOD and record["masks"]["input"] == "whole-head"
 
 
 def test_a_run_refuses_to_mix_two_automatic_methods(tmp_path, monkeypatch):
-    from mrsynth.train import train
+    from mrsynth.training import train
 
     def fake(t1, affine, source="T1w", method=None):
         folder = __import__("pathlib").Path(source).parent
@@ -146,9 +150,9 @@ def test_a_run_refuses_to_mix_two_automatic_methods(tmp_path, monkeypatch):
         brain = np.asarray(nib.load(str(folder / "brainmask_fs.nii.gz")).dataobj) > 0
         return masks.AutoMasks(brain, seg, {"method": method, "version": 1})
 
-    import mrsynth.cache
+    import mrsynth.data.cache
 
-    monkeypatch.setattr(mrsynth.cache, "compute_masks", fake)
+    monkeypatch.setattr(mrsynth.data.cache, "compute_masks", fake)
     root = write_dataset(tmp_path / "data", 3, "hcp", shape=(40, 48, 36))
     prepare_all(discover(root), tmp_path / "cache", progress=False, masks="learned")
     assert prepare_all(discover(root), tmp_path / "cache", progress=False, masks="learned").results[0].status == \
@@ -208,7 +212,7 @@ def test_the_brain_mask_leaves_out_the_csf_beyond_the_tissue_as_hcps_does():
 def test_the_shipped_segmenter_finds_the_vessels_of_a_held_out_label_map():
     """Version 2 of the recipe never predicted vessel (Dice 0 on every head); the shipped weights must."""
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
-    from mrsynth.simulate.subject import simulate_subject
+    from mrsynth.simulate import simulate_subject
 
     maps = require_shared("synthseg-label-maps")
     model, description = segmenter.load_model()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from mrsynth import labels
-from mrsynth.cache import list_prepared, prepare_all
+from mrsynth.data import list_prepared, prepare_all
 from mrsynth.simulate import contrast_ratios, simulate_dataset, simulate_subject
-from mrsynth.simulate.anatomy import Anatomy, default_anatomy
-from mrsynth.subjects import HCP_NAMES, discover, load_subject
+from mrsynth.simulate import Anatomy, default_anatomy
+from mrsynth.io import HCP_NAMES, discover, load_subject
 
 #: Median intensity ratios of the HCP MNI152 T1w/T2w templates with Avgwmparc (issue #3);
 #: test_reference_ratios_match_the_hcp_templates re-measures them where the data exists.
@@ -184,7 +184,7 @@ def test_each_subject_has_its_own_protocol_within_the_ranges():
 
 def test_a_label_maps_brain_mask_follows_hcp_and_leaves_the_csf_beyond_it_to_the_head(tmp_path):
     from mrsynth.simulate import tissues
-    from mrsynth.simulate.anatomy import label_map_anatomy
+    from mrsynth.simulate import label_map_anatomy
 
     grid = np.indices((48, 48, 48)).reshape(3, -1).T
     distance = np.linalg.norm(grid - 23.5, axis=1).reshape((48,) * 3)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mrsynth.errors import InputError
-from mrsynth.fixtures import make_subject, save_nifti, write_dataset, write_manifest, write_subject
-from mrsynth.subjects import discover, load_subject
+from mrsynth.io.fixtures import make_subject, save_nifti, write_dataset, write_manifest, write_subject
+from mrsynth.io import discover, load_subject
 
 
 @pytest.mark.parametrize("layout", ["hcp", "hcp-flat", "bids", "csv"])
@@ -45,7 +45,7 @@ def test_bids_sessions_and_segmentation_next_to_t1(tmp_path):
 
 def test_bids_ambiguous_segmentation_is_an_error_for_that_subject_only(tmp_path):
     """Defect 12 of issue 14: one ambiguous subject used to refuse the whole dataset."""
-    from mrsynth.cache import list_prepared, prepare_all
+    from mrsynth.data import list_prepared, prepare_all
 
     fixture = make_subject()
     for label in ("01", "02"):

@@ -1,4 +1,4 @@
-"""Training (mrsynth.train, mrsynth.runs): loss, run folder, eval-mode quality, resume, tiles, memory layouts."""
+"""Training (mrsynth.training.trainer, mrsynth.training.runs): loss, run folder, eval-mode quality, resume, tiles, memory layouts."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import torch
 from conftest import TINY, tiny_config
 from safetensors.torch import load_file
 
-from mrsynth import runs
-from mrsynth.config import load_config
+from mrsynth.training import runs
+from mrsynth.training import load_config
 from mrsynth.errors import InputError
-from mrsynth.metrics import mean_loss
-from mrsynth.modelfile import load_model
-from mrsynth.runs import build_data
-from mrsynth.train import train
+from mrsynth.training import mean_loss
+from mrsynth.networks import load_model
+from mrsynth.training import build_data
+from mrsynth.training import train
 
 BASE = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=4", "optim.batch_size=16",
         "optim.lr=0.003", "val_recalibration_batches=2", "bn_recalibration_batches=4",
@@ -43,7 +43,7 @@ def test_run_folder_contents(trained):
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[3] == pytest.approx(lrs[0]) and lrs[4] == pytest.approx(lrs[0] / 2)  # halved every 4 epochs
     info = json.loads((run / "model" / "model.json").read_text())
-    assert info["n_layers"] == 5 and info["in_channels"] == 9 and info["kind"] == "fcn"
+    assert info["params"] == {"layers": 5, "width": 32} and info["in_channels"] == 9 and info["kind"] == "fcn"
     assert info["normalization"]["method"] == "robust" and "torch" in info["versions"]
     assert info["training"]["subjects"]["train"] == ["001"]
     assert runs.is_finished(run) and runs.read_summary(run) == summary
@@ -150,20 +150,20 @@ def test_one_training_step_is_the_same_in_both_memory_layouts():
 
 
 def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_path):
-    from mrsynth.cache import list_prepared
-    from mrsynth.modelfile import load_model
-    from mrsynth.predict import predict_prepared
+    from mrsynth.data import list_prepared
+    from mrsynth.networks import load_model
+    from mrsynth.inference import predict_prepared
 
-    config = load_config(None, [f"data.cache={cache}", "data.train=001", "data.test=003", "model.kind=unet",
-                                "model.features=8,8,8,16,16,8", "data.context=1", "optim.loss=l1+ssim",
+    config = load_config(None, BASE + [f"data.cache={cache}", "data.train=001", "data.test=003", "model.kind=unet",
+                                       "model.features=8,8,8,16,16,8", "data.context=1", "optim.loss=l1+ssim",
                                 "augment.gamma=0.3", "augment.bias=0.2", "augment.noise=0.02", "augment.flips=true",
                                 "augment.rotate=10", "augment.scale=0.05",
-                                "data.sampling=tiles", "data.tile_size=32"] + BASE + ["optim.epochs=3"])
+                                       "data.sampling=tiles", "data.tile_size=32", "optim.epochs=3"])
     summary = train(config, tmp_path / "unet", progress=False)
     steps = [float(r["loss"]) for r in runs.read_steps(tmp_path / "unet")]
     assert np.mean(steps[-3:]) < 0.7 * np.mean(steps[:3]), steps
     model, info = load_model(tmp_path / "unet" / "model")
-    assert (info.kind, info.context, info.in_channels, info.features) == ("unet", 1, 11, [8, 8, 8, 16, 16, 8])
+    assert (info.kind, info.context, info.in_channels, info.params["features"]) == ("unet", 1, 11, [8, 8, 8, 16, 16, 8])
     assert info.uses_masks and summary["test_loss"] > 0
     subject = list_prepared(cache)[2]
     volume = predict_prepared(model, info, subject)
@@ -173,12 +173,12 @@ def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_
 @pytest.mark.parametrize("strip", [False, True])
 def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
     """A patch's prediction equals the whole-slice prediction at the same place (neighbours and stripping included)."""
-    from mrsynth.cache import list_prepared
-    from mrsynth.modelfile import ModelInfo
+    from mrsynth.data import list_prepared
+    from mrsynth.networks import ModelInfo
     from mrsynth.networks import FCN, recalibrate_batchnorm
-    from mrsynth.normalization import Normalization
-    from mrsynth.patches import PatchDataset, PatchGrid
-    from mrsynth.predict import predict_slices
+    from mrsynth.data import Normalization
+    from mrsynth.data import PatchDataset, PatchGrid
+    from mrsynth.inference import predict_slices
 
     subject = list_prepared(cache)[0]
     norm = Normalization.fit("robust", [subject.stats])
@@ -188,8 +188,8 @@ def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
     model = FCN(3, 13)
     recalibrate_batchnorm(model, [dataset[list(range(8))][0]])
     model.eval()
-    info = ModelInfo(3, 13, 32, {"method": "robust", "t2_reference_scale": 1.0}, 16, 8, "axial", context=2,
-                     strip=strip)
+    info = ModelInfo("fcn", 13, {"method": "robust", "t2_reference_scale": 1.0}, 16, 8, "axial", context=2,
+                     strip=strip, params={"layers": 3})
     tissue = np.asarray(subject.array("tissue"))
     whole = predict_slices(model, info, subject.array("t1"), tissue, norm.transform("t1", subject.stats),
                            optimized=False, brain=(tissue & 1) == 1)
@@ -207,16 +207,16 @@ def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
 
 
 def test_lookup_unet_corrects_the_training_brains_table_and_round_trips_through_its_model_file(cache, tmp_path):
-    from mrsynth.baselines import brain_voxels
-    from mrsynth.cache import list_prepared
-    from mrsynth.predict import predict_prepared
+    from mrsynth.training.baselines import brain_voxels
+    from mrsynth.data import list_prepared
+    from mrsynth.inference import predict_prepared
 
-    config = load_config(None, [f"data.cache={cache}", "data.train=001,002", "data.test=003", "model.kind=unet",
-                                "model.features=8,8,8,16,16,8", "model.norm=none", "model.lookup=true",
-                                "data.sampling=tiles", "data.tile_size=32", "data.min_brain=0.05"] + BASE)
+    config = load_config(None, BASE + [f"data.cache={cache}", "data.train=001,002", "data.test=003", "model.kind=unet",
+                                       "model.features=8,8,8,16,16,8", "model.norm=none", "model.lookup=true",
+                                       "data.sampling=tiles", "data.tile_size=32", "data.min_brain=0.05"])
     train(config, tmp_path / "run", progress=False)
     model, info = load_model(tmp_path / "run" / "model")
-    assert info.lookup and info.feature_norm == "none" and info.in_channels == 9
+    assert info.lookup and info.params["norm"] == "none" and info.in_channels == 9
     # the table: mean normalized T2w of each T1w quantile bin over both training brains (0 -> 0 added below them)
     data = build_data(config)
     x, y = brain_voxels([p.subject for p in data.train.parts], data.normalization)

@@ -1,4 +1,4 @@
-"""The viewer page (mrsynth.viewer, `mrsynth view`): its volumes and table, and the page in a real browser."""
+"""The viewer page (mrsynth.evaluation.viewer, `mrsynth view`): its volumes and table, and the page in a real browser."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mrsynth import viewer
-from mrsynth.fixtures import make_subject, save_nifti
+from mrsynth.evaluation import viewer
+from mrsynth.io.fixtures import make_subject, save_nifti
 
 CHROMIUM = os.environ.get("MRSYNTH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 #: .ci/run sets this: there the browser test must run, not skip.

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from . import labels  # noqa: E402
+from . import labels
 
 #: One colour per tissue class (the seven exclusive ones; index = bit - 1).
 CLASS_COLOURS = ["#8c8c8c", "#f2f2f2", "#4292c6", "#fd8d3c", "#e31a1c", "#41ab5d", "#252525"]

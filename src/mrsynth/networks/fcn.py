@@ -1,6 +1,6 @@
 """The paper's fully convolutional network (section 4.1).
 
-``n_layers - 1`` blocks of Conv2D(32 filters, 3x3, same padding) -> BatchNormalization ->
+``layers - 1`` blocks of Conv2D(32 filters, 3x3, same padding) -> BatchNormalization ->
 ReLU, then one Conv2D(1 filter, 3x3).  BatchNorm uses the Keras settings the paper quotes
 (momentum 0.99, i.e. PyTorch ``momentum=0.01``; epsilon 1e-3), and weights get Keras'
 default initialisation (Glorot-uniform kernels, zero biases).
@@ -16,17 +16,21 @@ KERAS_BN_EPS = 1e-3
 
 
 class FCN(nn.Module):
-    """``n_layers`` 3x3 convolutions: (n_layers - 1) x [Conv-BN-ReLU], then Conv to one channel."""
+    """``layers`` 3x3 convolutions: (layers - 1) x [Conv-BN-ReLU], then Conv to one channel."""
 
     kind = "fcn"
+    parameter_docs = {"layers": "convolution layers (the paper: 3 or 9)",
+                      "width": "filters per hidden layer (the paper: 32)"}
 
-    def __init__(self, n_layers: int = 9, in_channels: int = 9, width: int = 32):
+    def __init__(self, layers: int = 9, in_channels: int = 9, width: int = 32):
         super().__init__()
-        if n_layers < 2:
-            raise ValueError(f"the network needs at least 2 layers, got {n_layers}")
+        if layers < 2:
+            raise ValueError(f"the network needs at least 2 layers, got {layers}")
+        if width < 1:
+            raise ValueError(f"the network needs at least 1 filter per layer, got {width}")
         blocks: list[nn.Module] = []
         channels = in_channels
-        for _ in range(n_layers - 1):
+        for _ in range(layers - 1):
             blocks += [
                 nn.Conv2d(channels, width, 3, padding=1),
                 nn.BatchNorm2d(width, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM),
@@ -35,7 +39,7 @@ class FCN(nn.Module):
             channels = width
         blocks.append(nn.Conv2d(channels, 1, 3, padding=1))
         self.layers = nn.Sequential(*blocks)
-        self.n_layers, self.in_channels, self.width = n_layers, in_channels, width
+        self.n_layers, self.in_channels, self.width = layers, in_channels, width
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

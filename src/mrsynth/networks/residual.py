@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .lookup import IntensityMap
+from .registry import build
 
 
 class LookupResidual(nn.Module):
@@ -31,3 +32,10 @@ class LookupResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.lookup(x[:, :1])
         return base + self.net(torch.cat([x, base], 1))
+
+
+def build_network(kind: str, in_channels: int, params: dict | None = None, lookup: IntensityMap | None = None):
+    """A fresh network of ``kind`` with its ``params``; with a fitted ``lookup`` table it predicts a correction to
+    that table (:class:`LookupResidual`, one input channel more: the table's prediction)."""
+    net = build(kind, in_channels + (lookup is not None), params)
+    return net if lookup is None else LookupResidual(net, lookup)

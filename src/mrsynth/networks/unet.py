@@ -18,8 +18,10 @@ NORMS = {"batch": ("batch", {"momentum": 0.1}), "none": None}
 
 class UNet(nn.Module):
     kind = "unet"
+    parameter_docs = {"features": "feature counts of BasicUNet's 5 levels and its last layer",
+                      "norm": "feature normalization, `batch` (BatchNorm, recalibrated before export) or `none`"}
 
-    def __init__(self, in_channels: int, features=DEFAULT_FEATURES, norm: str = "batch"):
+    def __init__(self, in_channels: int, features: tuple[int, ...] = DEFAULT_FEATURES, norm: str = "batch"):
         super().__init__()
         self.in_channels, self.features, self.norm = in_channels, tuple(int(f) for f in features), norm
         if len(self.features) != 6:

@@ -1,11 +1,10 @@
-"""Physics-based synthetic T1w/T2w subjects from real anatomy (``mrsynth simulate``).
+"""Simulation: physics-based synthetic T1w/T2w subjects from real anatomy (``mrsynth simulate``), the embedded
+default data.
 
-* :mod:`.anatomy`: where tissues are (the MNI152 template, or FreeSurfer label maps);
-* :mod:`.tissues` and :mod:`.signal`: what they look like (relaxation values, MPRAGE and
-  spin-echo signal, bias field, noise);
-* :mod:`.subject`: one subject from an anatomy and a seed;
-* :mod:`.dataset`: datasets written in the HCP layout, and their figure;
-* :mod:`.realism`: contrast ratios to compare with real templates.
+:mod:`.anatomy` says where tissues are (the MNI152 template, or FreeSurfer label maps); :mod:`.tissues` and
+:mod:`.signal` what they look like (relaxation values, MPRAGE and spin-echo signal, bias field, noise);
+:mod:`.subject` makes one subject from an anatomy and a seed; :mod:`.dataset` writes datasets in the HCP layout,
+and their figure; :mod:`.realism` measures contrasts to compare with real templates.
 """
 
 from .anatomy import Anatomy, default_anatomy, label_map_anatomy

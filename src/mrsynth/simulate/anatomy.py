@@ -39,7 +39,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..labels import hcp_brain_mask
-from ..subjects import NIFTI_SUFFIXES, read_volume
+from ..io.subjects import NIFTI_SUFFIXES, read_volume
 from . import tissues as T
 
 HEAD_CODES = (0, 165, 258, 259, 126)  # outside the brain mask

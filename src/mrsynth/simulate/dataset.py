@@ -17,7 +17,7 @@ import numpy as np
 from ..atomic import building_folder
 from ..errors import InputError
 from ..logs import bar, log
-from ..subjects import HCP_FOLDER, HCP_NAMES
+from ..io.subjects import HCP_FOLDER, HCP_NAMES
 from .anatomy import Anatomy, default_anatomy, label_map_anatomy, label_map_paths
 from .subject import SimulatedSubject, simulate_subject
 

@@ -1,0 +1,284 @@
+"""What each ``mrsynth`` subcommand does: a few lines each over the Python API (imported where used, so that a
+command loads only what it needs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+from .. import labels
+from ..errors import InputError
+from ..logs import log
+
+
+def _prepare(args) -> int:
+    from ..data import prepare_all
+    from ..io import discover
+
+    subjects = discover(args.root, args.layout)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = prepare_all(subjects, args.out, axis=args.axis, jobs=args.jobs,
+                             strict=args.strict, force=args.force, masks=args.masks)
+    for warning in caught:
+        log.warning("warning: %s", warning.message)
+    for status in ("prepared", "up-to-date"):
+        print(f"{status}: {len(report.by_status(status))}")
+    if report.failed:
+        log.error("failed: %d", len(report.failed))
+        for result in report.failed:
+            log.error("  %s: %s", result.id, result.message)
+    return 2 if report.failed and len(report.failed) == len(report.results) else 0
+
+
+def _masks(args) -> int:
+    from ..masks import write_masks
+
+    with warnings.catch_warnings(record=True):  # the T2w-looking warning is logged by the masks module
+        warnings.simplefilter("always")
+        paths = write_masks(Path(args.t1), Path(args.out), figure=not args.no_figure, method=args.method)
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def _view(args) -> int:
+    from ..evaluation import load_page, write_page
+
+    optional = lambda value: value and Path(value)
+    page = load_page(Path(args.pred), optional(args.t1), optional(args.ref), optional(args.mask), optional(args.seg))
+    out = write_page(Path(args.out), page, args.title or f"mrsynth: {Path(args.pred).name}", args.max_voxels)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; open it in a browser, no network needed)")
+    return 0
+
+
+def _inspect(args) -> int:
+    from ..data import PatchGrid, list_prepared
+
+    grid = PatchGrid(args.patch_size, args.stride)
+    rows = []
+    for subject in list_prepared(args.cache):
+        meta = subject.meta
+        rows.append({
+            "id": subject.id,
+            "shape": meta["shape"],
+            "voxel_size": meta["voxel_size"],
+            "orientation": meta["orientation"],
+            "slice_axis": meta["axis"],
+            "slices": meta["stored_shape"][0],
+            "has_t2": subject.has_t2,
+            "voxels_per_class": meta["class_voxels"],
+            "unknown_codes": meta["unknown_codes"],
+            "patches": grid.count(subject.stored_shape),
+        })
+    if args.json:
+        print(json.dumps({"patch_size": grid.size, "stride": grid.stride, "subjects": rows}, indent=2))
+        return 0
+    print(f"{len(rows)} prepared subject(s); patches {grid.size} px, stride {grid.stride}")
+    header = f"{'subject':<16} {'shape':<16} {'voxel (mm)':<16} {'T2w':<4} {'brain':>9} {'patches':>8}"
+    print(header)
+    for row in rows:
+        shape = "x".join(map(str, row["shape"]))
+        voxel = "x".join(f"{v:g}" for v in row["voxel_size"])
+        print(f"{row['id']:<16} {shape:<16} {voxel:<16} {'yes' if row['has_t2'] else 'no':<4} "
+              f"{row['voxels_per_class']['brain']:>9} {row['patches']:>8}")
+    print(f"total patches: {sum(r['patches'] for r in rows)}")
+    return 0
+
+
+def _labels(args) -> int:
+    if args.markdown:
+        print(labels.markdown_table(), end="")
+        return 0
+    print(f"label table version {labels.TABLE_VERSION}; classes: {', '.join(labels.CLASSES)}")
+    for codes, cls, name in labels.table_rows():
+        print(f"{codes:>12}  {cls:<13} {name}")
+    return 0
+
+
+def _fixtures(args) -> int:
+    from ..io.fixtures import write_dataset
+
+    target = write_dataset(args.out, args.subjects, args.layout, seed=args.seed)
+    print(f"wrote {args.subjects} fixture subject(s): {target}")
+    return 0
+
+
+def _simulate(args) -> int:
+    from ..simulate import simulate_dataset, write_figure
+
+    folders = simulate_dataset(args.out, args.subjects, labels=args.labels,
+                               voxel_size=args.voxel_size, seed=args.seed)
+    print(f"simulated {len(folders)} subject(s) in the HCP layout under {args.out}")
+    if args.figure:
+        print(f"figure: {write_figure(folders[:4], Path(args.out) / 'simulated_subjects.png')}")
+    return 0
+
+
+def _train_overrides(args) -> list[str]:
+    from .parser import TRAIN_SHORTCUTS
+
+    given = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name in TRAIN_SHORTCUTS.items()}
+    return [f"{name}={value}" for name, value in given.items() if value is not None] + list(args.set or [])
+
+
+def _train(args) -> int:
+    from ..training import load_config, resume_config, train
+
+    overrides = _train_overrides(args)
+    if args.resume:
+        config, run_dir = resume_config(args.resume, overrides), Path(args.resume)
+    else:
+        if not args.out:
+            raise InputError("give the run folder with --out (or --resume RUN)")
+        config, run_dir = load_config(args.config, overrides, args.preset or []), Path(args.out)
+        if not config.data.cache:
+            raise InputError("no prepared cache: give --cache CACHE or data.cache in the config")
+    try:
+        summary = train(config, run_dir, resume=bool(args.resume))
+    except FloatingPointError as error:
+        log.error("mrsynth: error: %s", error)
+        return 1
+    if "rank" in summary:  # a torchrun worker other than rank 0: rank 0 reports
+        return 0
+    print(json.dumps(summary, indent=2))
+    log.info("run folder: %s (model: %s)", run_dir, run_dir / "model")
+    return 0
+
+
+def _predict(args) -> int:
+    from ..data import PreparedSubject
+    from ..inference import predict_files, predict_many, predict_prepared_file
+    from ..networks import load_model
+    from ..runtime import pick_device
+
+    model, info = load_model(args.model)
+    options = {"batch_size": args.batch_size, "device": pick_device(args.device), "progress": True}
+    if args.data:
+        if not args.out_dir:
+            raise InputError("--data needs --out-dir")
+        output = "bids" if args.bids else "flat" if args.flat else "auto"
+        written = predict_many(model, info, Path(args.data), Path(args.out_dir), masks=args.masks, output=output,
+                               model_folder=Path(args.model), **options)
+        print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
+        return 0
+    if not args.out:
+        raise InputError("give the output file with --out")
+    if args.bids or args.flat:
+        raise InputError("--bids and --flat choose the layout of --out-dir (with --data)")
+    if args.subject:
+        predict_prepared_file(model, info, PreparedSubject.open(args.subject), Path(args.out), **options)
+    elif args.t1:
+        predict_files(model, info, Path(args.t1), Path(args.out), args.seg and Path(args.seg),
+                      args.mask and Path(args.mask), masks=args.masks, **options)
+    else:
+        raise InputError("give --t1 (with --seg/--mask), --subject or --data")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _finite_or_null(value):
+    """JSON has no NaN or Inf: a score that is not a number is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def _evaluate(args) -> int:
+    from ..atomic import write_text
+    from ..evaluation import Reference, evaluate_file, evaluate_folder, references
+    from ..io import Subject, load_subject
+    from ..report import format_table
+
+    pred = Path(args.pred)
+    if pred.is_dir():
+        result = evaluate_folder(pred, references(args.ref), args.scale)
+        table = format_table({**result["per_subject"], "mean ± SD": result["summary"]})
+    else:
+        if not args.mask:
+            raise InputError("scoring one file needs the brain mask (--mask)")
+        volumes = load_subject(Subject("reference", t1=Path(args.ref), seg=args.seg and Path(args.seg),
+                                       mask=Path(args.mask)), need_labels=False)
+        reference = Reference("reference", volumes.t1, volumes.mask, volumes.affine, volumes.seg, source=str(args.ref))
+        result = evaluate_file(pred, reference, args.scale)
+        table = format_table({pred.name: result})
+        if args.seg:
+            tissue = [f"mse_{name}" for name in labels.CLASSES]
+            table += "\n\n" + format_table({pred.name: result}, keys=tissue)
+    print(f"scale: {args.scale}; MSE, MAE, PSNR and SSIM inside the brain mask except mse_fov (whole field of view); "
+          "psnr_p99: each volume by its own brain 99th percentile, data range 1")
+    print(table)
+    if args.json:
+        write_text(args.json, json.dumps(_finite_or_null(result), indent=2, allow_nan=False) + "\n")
+    return 0
+
+
+def _baselines(args) -> int:
+    from ..training import fit_for_run
+
+    for kind, folder in fit_for_run(args.run).items():
+        print(f"{kind}: {folder}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from ..experiments.reproduce import reproduce
+
+    results = reproduce(args.out, args.data, args.scale, args.seed, compare=args.compare,
+                        compare_label=args.compare_label)
+    agree = sum(c["same_direction"] for c in results["comparisons"])
+    print(f"{len(results['runs'])} runs ({sum(r['status'] == 'reused' for r in results['runs'].values())} reused); "
+          f"{agree}/{len(results['comparisons'])} of the paper's effects in the same direction; "
+          f"report: {Path(args.out) / 'report.md'} and report.html; numbers: results.json "
+          f"({results['seconds']:.0f} s)")
+    return 0
+
+
+def _crossval(args) -> int:
+    from ..experiments.crossval import HEADLINE, NETWORK, crossval
+
+    results = crossval(args.data, args.out, args.folds, args.config, args.preset or [], args.set or [], args.seed,
+                       masks=args.masks)
+    summary = results["summary"]
+    for method, scores in summary.items():
+        print(f"{method}: {HEADLINE} {scores[HEADLINE]['mean']:.2f} ± {scores[HEADLINE]['sd']:.2f} dB "
+              f"over {scores[HEADLINE]['n']} held-out subject(s)")
+    for baseline, by_metric in results["paired"].items():
+        for metric, paired in by_metric.items():
+            print(f"{NETWORK} - {baseline}, {metric}: {paired['mean']:+.2f} dB (95 % CI {paired['ci95'][0]:+.2f} to "
+                  f"{paired['ci95'][1]:+.2f}), better in {paired['network_better_in']} of {paired['subjects']}")
+    log.info("report: %s and report.html; numbers: results.json (%.0f s)", Path(args.out) / "report.md",
+             results["seconds"])
+    return 0
+
+
+def _demo(args) -> int:
+    from ..experiments.demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
+
+
+#: Each subcommand's handler.
+HANDLERS = {
+    "prepare": _prepare,
+    "masks": _masks,
+    "view": _view,
+    "inspect": _inspect,
+    "labels": _labels,
+    "fixtures": _fixtures,
+    "simulate": _simulate,
+    "train": _train,
+    "predict": _predict,
+    "evaluate": _evaluate,
+    "baselines": _baselines,
+    "reproduce": _reproduce,
+    "crossval": _crossval,
+    "demo": _demo,
+}

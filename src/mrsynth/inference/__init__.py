@@ -1,0 +1,17 @@
+"""Inference: a model file applied to whole volumes, written as NIfTI or BIDS derivatives.
+
+:mod:`.model` holds a loaded model (predict, save, load); :mod:`.slices` runs a network over a volume slice by
+slice, computing only where the output can change; :mod:`.predict` predicts arrays, prepared subjects, files
+and data folders; :mod:`.derivatives` says where predictions go (flat, or BIDS derivatives with sidecars).
+Inference needs no training code: training hands back its models through :class:`Model`.
+"""
+
+from .derivatives import ModelProvenance, Output, bids_prefix, output_is_bids, relative_path, sidecar_path
+from .model import Model
+from .predict import (check_inputs, check_output, needs_masks, predict_arrays, predict_files, predict_many,
+                      predict_prepared, predict_prepared_file, t1_transform, write_like)
+from .slices import predict_slices
+
+__all__ = ["Model", "ModelProvenance", "Output", "bids_prefix", "check_inputs", "check_output", "needs_masks",
+           "output_is_bids", "predict_arrays", "predict_files", "predict_many", "predict_prepared",
+           "predict_prepared_file", "predict_slices", "relative_path", "sidecar_path", "t1_transform", "write_like"]

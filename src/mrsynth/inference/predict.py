@@ -1,0 +1,194 @@
+"""Whole-volume prediction: T1w (+ segmentation and brain mask) -> T2w, in memory or NIfTI to NIfTI.
+
+Arrays, prepared subjects, files and whole data folders (flat or BIDS derivatives output) all go through
+:func:`~.slices.predict_slices`.  The output is float32 on the T1w's grid, with its affine and header.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+
+from .. import labels
+from ..atomic import check_writable, remove_leftovers, write_file
+from ..data import PreparedSubject, Transform, intensity_stats, is_prepared_cache, list_prepared, masks_source
+from ..errors import InputError
+from ..io import Subject, detect_layout, discover, load_subject, nifti, resolve_axis
+from ..logs import log
+from ..masks import check_source, compute_masks, recorded_method, refuse_auto_on_cache
+from ..networks import ModelInfo
+from .derivatives import ModelProvenance, Output, output_is_bids
+from .slices import predict_slices
+
+
+def check_inputs(info: ModelInfo, seg: np.ndarray | None, mask: np.ndarray | None, source) -> None:
+    """Refuse a prediction whose model needs a segmentation or brain mask that was not given."""
+    method = info.norm().method
+    if info.uses_masks and (seg is None or mask is None):
+        raise InputError("this model uses tissue masks: give a segmentation (--seg) and a brain mask (--mask)", source)
+    if info.strip and mask is None:
+        raise InputError("this model strips the T1w outside the brain mask: give the mask (--mask)", source)
+    if method != "paper" and mask is None:
+        raise InputError(f"this model uses {method} normalization, which needs a brain mask (--mask)", source)
+
+
+def t1_transform(info: ModelInfo, t1: np.ndarray, mask: np.ndarray | None, source="input") -> Transform:
+    """The T1w intensity transform the model's normalization gives this subject (brain statistics from ``mask``)."""
+    stats = {"t1": intensity_stats(t1, mask if mask is not None else np.ones(t1.shape, bool))}
+    try:
+        return info.norm().transform("t1", stats)
+    except ValueError as error:
+        raise InputError(str(error), source) from error
+
+
+def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, seg: np.ndarray | None = None,
+                   mask: np.ndarray | None = None, batch_size: int = 8, device="cpu",
+                   progress: bool = False, source: str = "input", transform: Transform | None = None) -> np.ndarray:
+    """Predict a T2w volume (native axis order) from in-memory T1w, segmentation and mask.
+
+    ``transform``: the subject's T1w transform when already computed (:func:`t1_transform`).
+    """
+    check_inputs(info, seg, mask, source)
+    axis = resolve_axis(info.axis, affine)
+    transform = transform or t1_transform(info, t1, mask, source)
+    bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
+    front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
+    out = predict_slices(model, info, front(t1), front(bits), transform, batch_size, device, progress,
+                         brain=front(mask))
+    return np.moveaxis(out, 0, axis)
+
+
+def predict_prepared(model, info: ModelInfo, subject: PreparedSubject, batch_size: int = 8, device="cpu",
+                     progress: bool = False, transform: Transform | None = None) -> np.ndarray:
+    """Predict a prepared subject (same statistics as training); returns native axis order."""
+    if subject.axis_request != info.axis:
+        raise InputError(f"prepared with slicing axis {subject.axis_request!r}, "
+                         f"the model uses {info.axis!r}", subject.folder)
+    transform = transform or info.norm().transform("t1", subject.stats)
+    tissue = subject.array("tissue")
+    brain = labels.in_brain(np.asarray(tissue)) if info.strip else None
+    out = predict_slices(model, info, subject.array("t1"), tissue if info.uses_masks else None, transform,
+                         batch_size, device, progress, brain=brain)
+    return subject.to_native(out)
+
+
+def write_like(volume: np.ndarray, reference: nib.Nifti1Image | None, affine: np.ndarray, path: str | Path) -> Path:
+    """Write float32 ``volume`` with the reference image's header and affine, atomically
+    (and remove what killed predictions left beside it)."""
+    remove_leftovers(Path(path).parent)
+    header = reference.header.copy() if reference is not None else None
+    image = nib.Nifti1Image(volume.astype(np.float32), affine, header=header)
+    image.set_data_dtype(np.float32)
+    image.header.set_slope_inter(1.0, 0.0)
+    return write_file(path, lambda temporary: nifti.save(image, temporary))
+
+
+def check_output(path: Path) -> Path:
+    """An output NIfTI path that can be written and says its format (.nii or .nii.gz); checked before computing."""
+    if not Path(path).name.endswith((".nii", ".nii.gz")):
+        raise InputError("the output must be a NIfTI file named .nii.gz (compressed) or .nii", path)
+    return check_writable(path)
+
+
+def needs_masks(info: ModelInfo) -> bool:
+    """Whether a model needs a brain mask (and maybe tissue masks) at prediction."""
+    return info.uses_masks or info.strip or info.norm().method != "paper"
+
+
+def warn_if_masks_differ(info: ModelInfo, used: str, source) -> None:
+    """Say so when prediction masks come from elsewhere than the training masks (never silently mixed).
+
+    ``used``: ``files`` or an automatic method; a model's ``auto`` (written before there were two methods)
+    is the atlas method."""
+    trained = recorded_method(info.masks)
+    if needs_masks(info) and used != trained:
+        log.warning("%s: masks from %s, but the model was trained on masks from %s: masks from different sources "
+                    "differ systematically, expect some loss of accuracy", source, used, trained)
+
+
+def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None = None, mask: Path | None = None,
+                  masks: str = "files", before_write: Callable[[Transform], object] | None = None,
+                  **kwargs) -> Path:
+    """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine.
+
+    ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): the brain mask and
+    segmentation are computed from the T1w (``seg`` and ``mask`` must then be absent).  ``before_write``
+    is called with the subject's T1w transform once the volume is predicted, before it is
+    written (the BIDS sidecar goes first).
+    """
+    masks = check_source(masks)
+    if masks != "files" and (seg or mask):
+        raise InputError("give either automatic --masks or --seg/--mask files, not both", t1)
+    check_output(out)
+    subject = Subject(id="input", t1=Path(t1), seg=seg and Path(seg), mask=mask and Path(mask))
+    volumes = load_subject(subject, need_labels=False)
+    if masks != "files" and needs_masks(info):
+        automatic = compute_masks(volumes.t1, volumes.affine, source=t1, method=masks)
+        volumes.seg, volumes.mask = automatic.seg, automatic.brain
+    warn_if_masks_differ(info, masks, t1)
+    check_inputs(info, volumes.seg, volumes.mask, t1)
+    transform = t1_transform(info, volumes.t1, volumes.mask, t1)
+    volume = predict_arrays(model, info, volumes.t1, volumes.affine, volumes.seg, volumes.mask,
+                            source=str(t1), transform=transform, **kwargs)
+    if before_write is not None:
+        before_write(transform)
+    return write_like(volume, nib.load(str(t1)), volumes.affine, out)  # the header only: lazy
+
+
+def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out: Path,
+                          before_write: Callable[[Transform], object] | None = None, **kwargs) -> Path:
+    """Predict a prepared subject into a NIfTI with its source T1w's header (when still there) and affine."""
+    check_output(out)
+    warn_if_masks_differ(info, masks_source(subject.meta), subject.folder)
+    transform = info.norm().transform("t1", subject.stats)
+    volume = predict_prepared(model, info, subject, transform=transform, **kwargs)
+    if before_write is not None:
+        before_write(transform)
+    source = Path(subject.meta["sources"]["t1"]["path"])
+    reference = nifti.load(source) if source.exists() else None
+    return write_like(volume, reference, subject.affine, out)
+
+
+def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str = "files", output: str = "auto",
+                 model_folder: Path | None = None, **kwargs) -> list[Path]:
+    """Predict every subject of a prepared cache or a data folder (any layout) into ``out_dir``.
+
+    ``output``: ``flat`` (``out_dir/<id>.nii.gz``), ``bids`` (a BIDS derivatives dataset with a
+    JSON sidecar per prediction, :mod:`mrsynth.derivatives`) or ``auto`` (BIDS for BIDS input).
+    ``masks`` other than ``files`` (data folders only): masks computed from each T1w, the subjects' own ignored.
+    """
+    root = Path(root)
+    masks = check_source(masks)
+    provenance = ModelProvenance(Path(model_folder), info) if model_folder is not None else None
+    if is_prepared_cache(root):
+        if masks != "files":
+            refuse_auto_on_cache(root)
+        subjects = list_prepared(root)
+        target = Output(out_dir, output_is_bids(output, "cache"), None, provenance)
+        target.prepare([subject.id for subject in subjects])
+        written = []
+        for subject in subjects:
+            sources = {role: Path(source["path"]) for role, source in subject.meta["sources"].items()}
+            sidecar = partial(target.write_sidecar, subject.id, sources, masks_source(subject.meta))
+            written.append(predict_prepared_file(model, info, subject, target.image_path(subject.id),
+                                                 before_write=sidecar, **kwargs))
+            log.info("predict %s: %s", subject.id, written[-1])
+        return written
+    subjects = discover(root)
+    layout = detect_layout(root)
+    source_root = root.parent if layout == "csv" else root
+    target = Output(out_dir, output_is_bids(output, layout), source_root, provenance)
+    target.prepare([subject.id for subject in subjects])
+    written = []
+    for subject in subjects:
+        own = (None, None) if masks != "files" else (subject.seg, subject.mask)
+        sources = {"t1": subject.t1, "seg": own[0], "mask": own[1]}
+        sidecar = partial(target.write_sidecar, subject.id, sources, masks)
+        written.append(predict_files(model, info, subject.t1, target.image_path(subject.id), *own,
+                                     masks=masks, before_write=sidecar, **kwargs))
+        log.info("predict %s: %s", subject.id, written[-1])
+    return written

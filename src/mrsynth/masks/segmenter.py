@@ -1,0 +1,272 @@
+"""A learned brain and tissue segmenter for a bare T1w: the ``learned`` method of :mod:`mrsynth.masks`.
+
+A small 2D U-Net (MONAI's ``BasicUNet``) labels every voxel with one of eight classes: outside the
+brain, or one of the paper's seven exclusive tissue classes (``labels.CLASSES[1:]``).  It was trained
+by :mod:`.training` on T1w images simulated from SynthSeg's label maps (held-out maps
+are scored in ``benchmarks/masks.py``), with random pose, protocol, bias, noise, blur and skull
+stripping, so it expects nothing of the input's site or scaling.
+
+The input is resampled (trilinear) onto a right-anterior-superior grid of ``WORK_MM`` voxels that
+covers it, normalized by its foreground's 99th percentile, and segmented axial slice by axial slice
+(each with ``CONTEXT`` neighbours on either side as extra channels).  The class probabilities are
+resampled back onto the input grid (trilinear) before the most probable class is taken, so any
+orientation and voxel size works.  The weights ship in ``assets/segmenter`` (no download).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .. import labels
+from ..errors import InputError
+from ..logs import bar, log
+from .common import STRIPPED, WHOLE_HEAD, AutoMasks, contrast_warnings, looks_skull_stripped, warn
+
+METHOD = "learned"  # the method's name in records
+#: Output classes: 0 outside the brain, then the seven exclusive tissue classes in ``labels.CLASSES`` order.
+OUTPUTS = ("outside",) + labels.CLASSES[1:]
+#: The FreeSurfer code written for each tissue class (a representative code: the segmenter knows no parcels).
+CLASS_CODES = {"grey_matter": 3, "white_matter": 2, "csf": 24, "subcortical": 10, "vessel": 30, "cerebellum": 8,
+               "unknown": 0}
+WORK_MM = 1.4
+CONTEXT = 1  # neighbouring slices on each side
+FEATURES = (16, 24, 48, 96, 192, 16)
+MULTIPLE = 16  # a BasicUNet halves the image four times
+#: In-plane flips whose probabilities ``segment`` averages: 4x the network's time (a 1 mm head: 20-40 s here).
+#: Measured against the image as given alone, on the 4 held-out simulated heads (mean Dice of 8 classes) and the
+#: ICBM head's brain (``python -m benchmarks.compare_segmenters``): weights version 3, 0.820 -> 0.838 and
+#: 0.966 -> 0.968; version 1 (before the brain followed HCP's mask rule), 0.785 -> 0.788 and 0.837 -> 0.924.
+FLIPS = ((), (0,), (1,), (0, 1))
+ASSET = "segmenter"
+WEIGHTS, DESCRIPTION = "segmenter.safetensors", "segmenter.json"
+
+
+@dataclass(frozen=True)
+class WorkGrid:
+    """An axis-aligned RAS grid of ``WORK_MM`` voxels covering an input volume."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+
+def network(features=FEATURES) -> torch.nn.Module:
+    from monai.networks.nets import BasicUNet
+
+    return BasicUNet(spatial_dims=2, in_channels=1 + 2 * CONTEXT, out_channels=len(OUTPUTS), features=features,
+                     norm=("batch", {}))
+
+
+def class_target(codes: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Training labels: 0 outside ``brain``, else the index in ``OUTPUTS`` of each voxel's tissue class."""
+    bits, _ = labels.tissue_bits(codes, brain)
+    return np.where(brain, labels.exclusive_class(bits), 0).astype(np.uint8)
+
+
+def work_grid(shape, affine: np.ndarray) -> WorkGrid:
+    """The RAS grid of ``WORK_MM`` voxels whose box holds every voxel centre of the input."""
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1)
+    world = affine[:3, :3] @ corners + affine[:3, 3:4]
+    low, high = world.min(axis=1), world.max(axis=1)
+    out_shape = tuple(int(n) for n in np.ceil((high - low) / WORK_MM - 1e-6) + 1)
+    out = np.diag([WORK_MM] * 3 + [1.0])
+    out[:3, 3] = low
+    return WorkGrid(out_shape, out)
+
+
+def _voxel_coordinates(from_shape, from_affine: np.ndarray, to_affine: np.ndarray, z_range=None) -> np.ndarray:
+    """For every voxel of the ``from`` grid (slices ``z_range`` of its last axis), its coordinates in the ``to``
+    grid's voxels: ``(3, *shape)`` float32."""
+    matrix = np.linalg.inv(to_affine) @ from_affine
+    z = range(from_shape[2]) if z_range is None else z_range
+    grid = np.stack(np.meshgrid(np.arange(from_shape[0]), np.arange(from_shape[1]), np.asarray(z), indexing="ij"))
+    shape = grid.shape[1:]
+    out = matrix[:3, :3].astype(np.float32) @ grid.reshape(3, -1).astype(np.float32) + matrix[:3, 3:4].astype(
+        np.float32)
+    return out.reshape((3,) + shape)
+
+
+def to_work_grid(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, WorkGrid]:
+    """The input resampled (trilinear, 0 outside) onto its work grid."""
+    grid = work_grid(volume.shape, affine)
+    coordinates = _voxel_coordinates(grid.shape, grid.affine, affine)
+    return ndimage.map_coordinates(np.asarray(volume, np.float32), coordinates, order=1, mode="constant",
+                                   cval=0.0), grid
+
+
+def normalize(volume: np.ndarray) -> np.ndarray:
+    """Divided by the 99th percentile of its foreground (voxels above the volume's mean): scale-free, for heads
+    (noisy background) and skull-stripped brains (zero background) alike."""
+    volume = np.asarray(volume, np.float32)
+    foreground = volume[volume > volume.mean()]
+    scale = float(np.percentile(foreground, 99)) if foreground.size else 1.0
+    return np.clip(volume / (scale if scale > 0 else 1.0), 0, 3).astype(np.float32)
+
+
+def slice_stack(volume: np.ndarray, z: int) -> np.ndarray:
+    """Axial slice ``z`` with ``CONTEXT`` neighbours on each side (edge slices repeated): ``(channels, X, Y)``."""
+    index = np.clip(np.arange(z - CONTEXT, z + CONTEXT + 1), 0, volume.shape[2] - 1)
+    return np.moveaxis(volume[:, :, index], 2, 0)
+
+
+def _padded(shape) -> tuple[int, int]:
+    return tuple(-(-n // MULTIPLE) * MULTIPLE for n in shape)
+
+
+@torch.no_grad()
+def probabilities(model: torch.nn.Module, volume: np.ndarray, batch_size: int = 16, progress=None,
+                  flips: tuple[tuple[int, ...], ...] = ((),)) -> np.ndarray:
+    """Class probabilities ``(len(OUTPUTS), *volume.shape)`` of a normalized work-grid volume, slice by slice,
+    averaged over the in-plane ``flips`` of each slice (``()`` as given, ``(0,)`` left-right, ``(1,)``
+    front-back, ``(0, 1)`` both; the network was trained with both flips)."""
+    model.eval()
+    x_size, y_size, depth = volume.shape
+    px, py = _padded((x_size, y_size))
+    out = np.empty((len(OUTPUTS),) + volume.shape, np.float32)
+    for start in range(0, depth, batch_size):
+        stop = min(start + batch_size, depth)
+        stacks = torch.from_numpy(np.stack([slice_stack(volume, z) for z in range(start, stop)]))
+        summed = 0
+        for axes in flips:  # each flipped slice zero padded at its end, its answer flipped back
+            dims = [2 + a for a in axes]
+            batch = torch.zeros((stop - start, 1 + 2 * CONTEXT, px, py))
+            batch[:, :, :x_size, :y_size] = stacks.flip(dims) if dims else stacks
+            answer = torch.softmax(model(batch)[:, :, :x_size, :y_size], dim=1)
+            summed = summed + (answer.flip(dims) if dims else answer)
+        out[:, :, :, start:stop] = (summed / len(flips)).permute(1, 2, 3, 0).numpy()
+        if progress is not None:
+            progress(stop - start)
+    return out
+
+
+def load_model(folder: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
+    """A segmenter's weights and description from ``folder`` (default: the shipped one in ``assets/segmenter``);
+    no code unpickled."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder) if folder else Path(str(resources.files("mrsynth") / "assets" / ASSET))
+    description = json.loads((folder / DESCRIPTION).read_text())
+    if tuple(description["outputs"]) != OUTPUTS or description["context"] != CONTEXT:
+        raise ValueError(f"{folder / DESCRIPTION}: made for other classes or context than this mrsynth's")
+    model = network(tuple(description["features"]))
+    weights = folder / WEIGHTS
+    model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+    description["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return model.eval(), description
+
+
+@dataclass
+class Segmentation:
+    brain: np.ndarray  # bool, on the input grid
+    classes: np.ndarray  # uint8 index in OUTPUTS (0 outside the brain), on the input grid
+    confidence: float  # mean probability of the chosen class inside the brain (work grid)
+    inverted_confidence: float  # the same for the input with its intensities inverted (see looks_inverted)
+
+    @property
+    def looks_inverted(self) -> bool:
+        """The network is surer of itself on the inverted image: the input's contrast is more like a T2w's.
+
+        (The labels themselves cannot tell: the network calls bright tissue white matter whatever the
+        contrast.)  Measured (weights version 3): HCP and ICBM T2w templates 0.59-0.67 as given against
+        0.84-0.85 inverted; the T1w templates 0.83-0.84 against 0.66-0.71."""
+        return self.inverted_confidence > self.confidence
+
+
+def confidence(probs: np.ndarray) -> float:
+    """Mean probability of the most probable class over the voxels called brain (0 if none)."""
+    brain = probs[0] < 0.5
+    return float(probs.max(axis=0)[brain].mean()) if brain.any() else 0.0
+
+
+def inverted(volume: np.ndarray) -> np.ndarray:
+    """The foreground's intensities turned upside down (dark becomes bright), background left at 0."""
+    foreground = volume > volume.mean()
+    top = float(np.percentile(volume[foreground], 99)) if foreground.any() else 0.0
+    return np.where(foreground, np.clip(1.1 * top - volume, 0, None), 0).astype(np.float32)
+
+
+def segment(t1: np.ndarray, affine: np.ndarray, model: torch.nn.Module | None = None,
+            chunk: int = 32, flips: tuple[tuple[int, ...], ...] = FLIPS) -> Segmentation:
+    """Brain mask and exclusive classes on the input grid, and how sure the network is of them (as given and
+    inverted; the probabilities as given averaged over ``flips``).  The brain follows HCP's mask rule
+    (:func:`brain_mask`); voxels it takes in that the network called outside get the nearest tissue class."""
+    if model is None:
+        model, _ = load_model()
+    work, grid = to_work_grid(t1, affine)
+    with bar(total=2 * work.shape[2], desc="segment", unit="slice", leave=False) as progress:
+        probs = probabilities(model, normalize(work), progress=progress.update, flips=flips)
+        sure = confidence(probs)
+        sure_inverted = confidence(probabilities(model, normalize(inverted(work)), progress=progress.update))
+    classes = np.zeros(t1.shape, np.uint8)
+    for start in range(0, t1.shape[2], chunk):  # back onto the input grid, a slab at a time (bounded memory)
+        z = range(start, min(start + chunk, t1.shape[2]))
+        coordinates = _voxel_coordinates(t1.shape, affine, grid.affine, z)
+        slab_best = np.full(coordinates.shape[1:], -1.0, np.float32)
+        slab_class = np.zeros(coordinates.shape[1:], np.uint8)
+        for index in range(len(OUTPUTS)):
+            p = ndimage.map_coordinates(probs[index], coordinates, order=1, mode="constant",
+                                        cval=1.0 if index == 0 else 0.0)
+            better = p > slab_best
+            slab_best[better], slab_class[better] = p[better], index
+        classes[:, :, z.start:z.stop] = slab_class
+    brain = brain_mask(classes, np.linalg.norm(affine[:3, :3], axis=0))
+    filled = brain & (classes == 0)
+    if filled.any():  # holes the network called outside: the nearest tissue class
+        _, nearest = ndimage.distance_transform_edt(classes == 0, return_indices=True)
+        classes[filled] = classes[tuple(axis[filled] for axis in nearest)]
+    return Segmentation(brain, np.where(brain, classes, 0).astype(np.uint8), sure, sure_inverted)
+
+
+def brain_mask(classes: np.ndarray, zooms) -> np.ndarray:
+    """The brain as HCP's ``brainmask_fs`` would be made from these classes (:func:`labels.hcp_brain_mask` of
+    the largest connected tissue that is not CSF): the extra-cerebral CSF left out, as FreeSurfer leaves it
+    unlabelled.  Weights since version 3 were trained on brains made by this rule; version 2's training maps
+    labelled CSF up to the skull, and the rule took its brain Dice against the ICBM head's own mask from 0.932
+    to 0.967 (benchmarks/RESULTS.md, masks, as of commit 73797eb)."""
+    tissue = _largest_part(classes > 0) & (classes != OUTPUTS.index("csf"))
+    return labels.hcp_brain_mask(tissue, zooms)
+
+
+def _largest_part(mask: np.ndarray) -> np.ndarray:
+    parts, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(parts.ravel())
+    sizes[0] = 0
+    return parts == int(np.argmax(sizes))
+
+
+def class_codes(classes: np.ndarray) -> np.ndarray:
+    """FreeSurfer codes (``CLASS_CODES``) for an exclusive class volume (0 outside the brain)."""
+    table = np.zeros(len(OUTPUTS), np.int32)
+    for index, name in enumerate(OUTPUTS[1:], start=1):
+        table[index] = CLASS_CODES[name]
+    return table[classes]
+
+
+def learned_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
+    """The ``learned`` method: this segmenter, no registration, no extra dependency."""
+    stripped = looks_skull_stripped(t1, affine)
+    log.info("%s: segmenting with the learned segmenter (%s input)", source, STRIPPED if stripped else WHOLE_HEAD)
+    model, description = load_model()
+    result = segment(t1, affine, model)
+    brain = result.brain & (t1 > 0) if stripped else result.brain
+    if not brain.any():
+        raise InputError("the segmented brain mask is empty: is this a T1w of a head?", source)
+    seg = np.where(brain, class_codes(result.classes), 0).astype(np.int32)
+    record = {"method": METHOD, "version": description["version"], "weights_sha256": description["weights_sha256"],
+              "input": STRIPPED if stripped else WHOLE_HEAD, "confidence": round(result.confidence, 3),
+              "inverted_confidence": round(result.inverted_confidence, 3)}
+    notes = []
+    if result.looks_inverted:
+        notes.append(warn(f"{source}: the segmenter is surer of this image with its intensities inverted "
+                           f"(confidence {result.inverted_confidence:.2f} against {result.confidence:.2f}): is this "
+                           "a T2w rather than a T1w? The masks assume a T1w"))
+    return AutoMasks(brain, seg, record, notes or contrast_warnings(t1, seg, brain, source))
