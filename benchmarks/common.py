@@ -49,8 +49,14 @@ def repeat(run: Callable[[], None], runs: int = 5, warmup: int = 1) -> dict:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs": runs, "warmup": warmup, "all_s": times}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "runs": runs,
+        "warmup": warmup,
+        "all_s": times,
+    }
 
 
 def save(name: str, result: dict) -> Path:
@@ -77,6 +83,12 @@ def child_json(code: str, *args: str, env: dict[str, str] | None = None) -> dict
     """
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True,
-                         env=dict(os.environ, **(env or {})), cwd=HERE.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **(env or {})),
+        cwd=HERE.parent,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
-"""Compare learned-segmenter weights before shipping them: `python -m benchmarks.compare_segmenters [FOLDER ...] [--prediction]`.
+"""Compare learned-segmenter weights before shipping them: `python -m benchmarks.compare_segmenters [FOLDER ...]
+[--prediction]`.
 
 For each weights folder (`shipped` for the package's own; a folder written by `python -m
 mrsynth.masks.training`), with and without the flip averaging of `mrsynth.masks.segmenter.FLIPS`: Dice per class
@@ -30,7 +31,6 @@ def _scores(folder: str, flips, heads: list[dict]) -> dict:
     import nibabel as nib
 
     from mrsynth import labels
-
     from mrsynth.masks import segmenter
 
     model, _ = segmenter.load_model(None if folder == "shipped" else folder)
@@ -41,13 +41,18 @@ def _scores(folder: str, flips, heads: list[dict]) -> dict:
         found[head["id"]] = (segmenter.class_codes(result.classes), result.brain)
         dice.append(labels.class_dice(subject.codes, subject.mask, *found[head["id"]]))
     icbm = nib.load(str(ICBM_T1))
-    reference = np.asarray(nib.load(str(bench.SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz"))
-                           .dataobj) > 0
+    reference = (
+        np.asarray(nib.load(str(bench.SHARED / "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz")).dataobj) > 0
+    )
     result = segmenter.segment(icbm.get_fdata().astype(np.float32), icbm.affine, model, flips=flips)
     found["icbm"] = (segmenter.class_codes(result.classes), result.brain)
     means = {c: float(np.mean([d[c] for d in dice])) for c in labels.CLASSES}
-    return {"classes": means, "mean": float(np.mean(list(means.values()))),
-            "icbm": labels.dice(result.brain, reference), "found": found}
+    return {
+        "classes": means,
+        "mean": float(np.mean(list(means.values()))),
+        "icbm": labels.dice(result.brain, reference),
+        "found": found,
+    }
 
 
 def _fcn(cache: Path, train: str, tests, seed: int, folder: Path):
@@ -56,7 +61,6 @@ def _fcn(cache: Path, train: str, tests, seed: int, folder: Path):
     import shutil
 
     from mrsynth.networks import modelfile
-
     from mrsynth.training import runs
 
     if (folder / runs.MODEL).exists():
@@ -85,7 +89,7 @@ def _ratios(tmp: Path, work: Path, found: dict[str, dict]) -> dict[str, dict[str
             for test in tests:
                 volumes, reference = subjects[test].native(), Reference.from_prepared(subjects[test])
 
-                def mse(seg, brain):
+                def mse(seg, brain, model=model, volumes=volumes, reference=reference):
                     return score(predict_arrays(*model, volumes.t1, volumes.affine, seg, brain), reference)["mse"]
 
                 with_reference = mse(bench.reference_seg(tmp / subjects_dir / test), volumes.brain)
@@ -113,18 +117,28 @@ def main(argv=None) -> None:
         for folder in args.folders:
             for flips in (((),), segmenter.FLIPS):
                 row = _scores(folder, flips, heads)
-                print(f"| {folder} | {len(flips)} | " + " | ".join(f"{row['classes'][c]:.3f}" for c in labels.CLASSES)
-                      + f" | {row['mean']:.3f} | {row['icbm']:.3f} |", flush=True)
+                print(
+                    f"| {folder} | {len(flips)} | "
+                    + " | ".join(f"{row['classes'][c]:.3f}" for c in labels.CLASSES)
+                    + f" | {row['mean']:.3f} | {row['icbm']:.3f} |",
+                    flush=True,
+                )
             found[folder] = row["found"]  # the flip-averaged masks: what mrsynth masks writes
         if args.prediction:
             ratios = _ratios(tmp, args.work or tmp / "fcn", found)
             tests = list(next(iter(ratios.values())))
-            print("\n| weights | " + " | ".join(f"{t}: learned / reference MSE, per seed (median)" for t in tests)
-                  + " |")
+            print(
+                "\n| weights | " + " | ".join(f"{t}: learned / reference MSE, per seed (median)" for t in tests) + " |"
+            )
             print("|---|" + "---|" * len(tests))
             for folder, by_test in ratios.items():
-                print(f"| {folder} | " + " | ".join(" ".join(f"{r:.2f}" for r in by_test[t])
-                                                    + f" ({np.median(by_test[t]):.2f})" for t in tests) + " |")
+                print(
+                    f"| {folder} | "
+                    + " | ".join(
+                        " ".join(f"{r:.2f}" for r in by_test[t]) + f" ({np.median(by_test[t]):.2f})" for t in tests
+                    )
+                    + " |"
+                )
 
 
 if __name__ == "__main__":

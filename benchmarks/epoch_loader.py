@@ -82,29 +82,42 @@ def run() -> dict:
     for n in (2, 20):
         ids = _cache_with(n, source, work / f"cache{n}")
         runs[n] = _median_of(RUNS, TRAIN_CHILD, str(work / f"cache{n}"), ids, str(work))
-    default = _median_of(DEFAULT_RUNS, TRAIN_CHILD, str(work / "cache2"), "s00,s01", str(work),
-                         env={"MRSYNTH_TUNE_MALLOC": "0"})
+    default = _median_of(
+        DEFAULT_RUNS, TRAIN_CHILD, str(work / "cache2"), "s00,s01", str(work), env={"MRSYNTH_TUNE_MALLOC": "0"}
+    )
     compute = _median_of(RUNS, COMPUTE_CHILD, str(PATCHES // 32))
     shutil.rmtree(work, ignore_errors=True)
-    return {"patches": PATCHES, "runs": RUNS, "default_runs": DEFAULT_RUNS,
-            "loader_epoch_s": runs[2]["train_seconds"], "compute_epoch_s": compute["seconds"],
-            "peak_rss_mb": {str(k): v["peak_rss_mb"] for k, v in runs.items()},
-            "loader_epoch_s_20": runs[20]["train_seconds"], "default_allocator": default}
+    return {
+        "patches": PATCHES,
+        "runs": RUNS,
+        "default_runs": DEFAULT_RUNS,
+        "loader_epoch_s": runs[2]["train_seconds"],
+        "compute_epoch_s": compute["seconds"],
+        "peak_rss_mb": {str(k): v["peak_rss_mb"] for k, v in runs.items()},
+        "loader_epoch_s_20": runs[20]["train_seconds"],
+        "default_allocator": default,
+    }
 
 
 def markdown(result: dict) -> str:
     rss, default = result["peak_rss_mb"], result["default_allocator"]
     overhead = result["loader_epoch_s"] / result["compute_epoch_s"] - 1
-    return "\n".join([
-        f"| what ({result['patches']} patches of 128 px, batch 32; median of {result['runs']} processes) | seconds |", "|---|---|",
-        f"| epoch through the real loader (2 subjects) | {result['loader_epoch_s']:.1f} |",
-        f"| epoch through the real loader (20 subjects) | {result['loader_epoch_s_20']:.1f} |",
-        f"| the same steps on in-memory tensors | {result['compute_epoch_s']:.1f} |",
-        f"| epoch through the real loader (2 subjects), glibc's default allocator settings "
-        f"({result['default_runs']} processes) | "
-        f"{default['train_seconds']:.1f} |", "",
-        f"Loader overhead: {100 * overhead:.1f} % (target: within 5 %). Training peak RSS: "
-        f"{rss['2']:.0f} MB with 2 prepared subjects, {rss['20']:.0f} MB with 20 "
-        f"({100 * (rss['20'] / rss['2'] - 1):+.1f} %; target: within 10 %). The allocator tuning's price: "
-        f"{default['peak_rss_mb']:.0f} MB peak RSS with glibc's defaults (2 subjects), "
-        f"{rss['2'] - default['peak_rss_mb']:+.0f} MB with the tuning."])
+    return "\n".join(
+        [
+            f"| what ({result['patches']} patches of 128 px, batch 32; median of {result['runs']} processes) "
+            "| seconds |",
+            "|---|---|",
+            f"| epoch through the real loader (2 subjects) | {result['loader_epoch_s']:.1f} |",
+            f"| epoch through the real loader (20 subjects) | {result['loader_epoch_s_20']:.1f} |",
+            f"| the same steps on in-memory tensors | {result['compute_epoch_s']:.1f} |",
+            f"| epoch through the real loader (2 subjects), glibc's default allocator settings "
+            f"({result['default_runs']} processes) | "
+            f"{default['train_seconds']:.1f} |",
+            "",
+            f"Loader overhead: {100 * overhead:.1f} % (target: within 5 %). Training peak RSS: "
+            f"{rss['2']:.0f} MB with 2 prepared subjects, {rss['20']:.0f} MB with 20 "
+            f"({100 * (rss['20'] / rss['2'] - 1):+.1f} %; target: within 10 %). The allocator tuning's price: "
+            f"{default['peak_rss_mb']:.0f} MB peak RSS with glibc's defaults (2 subjects), "
+            f"{rss['2'] - default['peak_rss_mb']:+.0f} MB with the tuning.",
+        ]
+    )

@@ -1,4 +1,5 @@
-"""The paper's within-subject protocol on real HCP data (HCP MNI152 T1w/T2w templates with Avgwmparc), robust normalization.
+"""The paper's within-subject protocol on real HCP data (HCP MNI152 T1w/T2w templates with Avgwmparc), robust
+normalization.
 
 One subject (the templates, 1 mm, 182 x 218 x 182), 128 x 128 patches at stride 24,
 patches split 80/1/19 with seed 0, the 9-layer network with tissue masks, trained briefly
@@ -28,15 +29,10 @@ EPOCHS = 3
 def run(norm: str = "robust") -> dict:
     import torch
 
-    from mrsynth.training import fit_for_run
-    from mrsynth.data import prepare_all
-    from mrsynth.training import load_config
-    from mrsynth.networks import load_model
-    from mrsynth.data import Split
+    from mrsynth.data import Split, prepare_all
     from mrsynth.io import discover
-    from mrsynth.training import patch_losses
-    from mrsynth.training import build_data
-    from mrsynth.training import train
+    from mrsynth.networks import load_model
+    from mrsynth.training import build_data, fit_for_run, load_config, patch_losses, train
 
     if not DATA.exists():
         raise SystemExit(f"skipped: {DATA} is absent")
@@ -47,9 +43,20 @@ def run(norm: str = "robust") -> dict:
     for name, original in FILES.items():
         (folder / name).symlink_to(DATA / original)
     prepare_all(discover(work / "hcp"), work / "cache", progress=False)
-    config = load_config(None, [f"data.cache={work / 'cache'}", "data.split=within", f"data.norm={norm}",
-                                "data.channels=9", "model.layers=9", f"optim.epochs={EPOCHS}",
-                                "optim.batch_size=32", "optim.lr=0.001", "seed=0"])
+    config = load_config(
+        None,
+        [
+            f"data.cache={work / 'cache'}",
+            "data.split=within",
+            f"data.norm={norm}",
+            "data.channels=9",
+            "model.layers=9",
+            f"optim.epochs={EPOCHS}",
+            "optim.batch_size=32",
+            "optim.lr=0.001",
+            "seed=0",
+        ],
+    )
     started = time.perf_counter()
     summary = train(config, work / "run", progress=False)
     wall = time.perf_counter() - started
@@ -58,9 +65,17 @@ def run(norm: str = "robust") -> dict:
     for kind, path in fit_for_run(work / "run").items():
         model, _ = load_model(path)
         scores[kind] = patch_losses(model, data.test, 32, "cpu")
-    return {"norm": norm, "epochs": EPOCHS, "train_seconds": summary["train_seconds"], "run_wall_seconds": wall,
-            "patches_per_s": summary["patches_per_s"], "train_patches": summary["train_patches"],
-            "test_patches": summary["test_patches"], "scores": scores, "work_dir": str(work)}
+    return {
+        "norm": norm,
+        "epochs": EPOCHS,
+        "train_seconds": summary["train_seconds"],
+        "run_wall_seconds": wall,
+        "patches_per_s": summary["patches_per_s"],
+        "train_patches": summary["train_patches"],
+        "test_patches": summary["test_patches"],
+        "scores": scores,
+        "work_dir": str(work),
+    }
 
 
 def markdown(result: dict) -> str:
@@ -68,7 +83,10 @@ def markdown(result: dict) -> str:
     for name, s in result["scores"].items():
         lines.append(f"| {name} | {s['mse']:.4g} | {s['mse_brain']:.4g} |")
     best = min(result["scores"], key=lambda n: result["scores"][n]["mse_brain"])
-    lines += ["", f"Training: {result['epochs']} epochs over {result['train_patches']} patches in "
-              f"{result['train_seconds']:.0f} s ({result['patches_per_s']:.1f} patches/s); "
-              f"{result['test_patches']} test patches. Lowest brain MSE: {best}."]
+    lines += [
+        "",
+        f"Training: {result['epochs']} epochs over {result['train_patches']} patches in "
+        f"{result['train_seconds']:.0f} s ({result['patches_per_s']:.1f} patches/s); "
+        f"{result['test_patches']} test patches. Lowest brain MSE: {best}.",
+    ]
     return "\n".join(lines)

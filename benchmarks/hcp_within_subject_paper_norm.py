@@ -6,7 +6,8 @@ normalization differs, so losses are in the templates' raw T2w intensity units.
 
 from __future__ import annotations
 
-from .hcp_within_subject import markdown, run as _run
+from .hcp_within_subject import markdown
+from .hcp_within_subject import run as _run
 
 __all__ = ["run", "markdown"]
 

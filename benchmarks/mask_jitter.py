@@ -1,4 +1,5 @@
-"""Mask jitter (`augment.mask_jitter`): the masked FCN trained with its tissue masks randomly displaced, predicting with reference vs learned masks, over several training seeds.
+"""Mask jitter (`augment.mask_jitter`): the masked FCN trained with its tissue masks randomly displaced, predicting
+with reference vs learned masks, over several training seeds.
 
 The masks benchmark's T2w set-up (the paper's FCN + 8 masks, `--preset fast`, `masks.EPOCHS` epochs, trained with
 reference masks): on simulated subjects (train on heads 1-2 of `benchmarks.masks`, test on heads 3-4) and across
@@ -30,14 +31,24 @@ def _scores(cache: Path, train: str, tests: dict, folder: Path) -> dict:
     out = {subject_id: {str(j): [] for j in JITTERS} for subject_id in tests}
     for jitter in JITTERS:
         for seed in SEEDS:
-            model = M._train(cache, train, ",".join(tests), 9, folder / f"jitter{jitter}-seed{seed}",
-                             (f"augment.mask_jitter={jitter}", f"seed={seed}"))
+            model = M._train(
+                cache,
+                train,
+                ",".join(tests),
+                9,
+                folder / f"jitter{jitter}-seed{seed}",
+                (f"augment.mask_jitter={jitter}", f"seed={seed}"),
+            )
             for subject_id, test in tests.items():
                 volumes = subjects[subject_id].native()
                 reference = Reference.from_prepared(subjects[subject_id])
-                row = {name: score(predict_arrays(*model, volumes.t1, volumes.affine, seg, brain), reference)["mse"]
-                       for name, (seg, brain) in (("reference", (test["reference_seg"], volumes.brain)),
-                                                  ("learned", (test["auto"].seg, test["auto"].brain)))}
+                row = {
+                    name: score(predict_arrays(*model, volumes.t1, volumes.affine, seg, brain), reference)["mse"]
+                    for name, (seg, brain) in (
+                        ("reference", (test["reference_seg"], volumes.brain)),
+                        ("learned", (test["auto"].seg, test["auto"].brain)),
+                    )
+                }
                 out[subject_id][str(jitter)].append(row)
                 print(f"jitter {jitter} seed {seed} {subject_id}: {row}", flush=True)
     return out
@@ -48,9 +59,9 @@ def run() -> dict:
 
     from benchmarks.real_quality import _write_pair
     from mrsynth.data import prepare_all
+    from mrsynth.io import discover
     from mrsynth.masks import compute_masks
     from mrsynth.masks.segmenter import METHOD as LEARNED
-    from mrsynth.io import discover
 
     if not M.MAPS_DIR.exists() or not (M.SHARED / "icbm2009c").exists():
         raise SystemExit(f"skipped: {M.SHARED} lacks the label maps or the templates")
@@ -59,14 +70,23 @@ def run() -> dict:
         tmp = Path(tmp)
         heads = M._simulated_heads(tmp / "heads", count=4)
         prepare_all(discover(tmp / "heads"), tmp / "cache", progress=False)
-        tests = {h["id"]: {"auto": compute_masks(h["subject"].t1, h["subject"].affine, method=LEARNED),
-                           "reference_seg": M.reference_seg(tmp / "heads" / h["id"])} for h in heads[2:4]}
+        tests = {
+            h["id"]: {
+                "auto": compute_masks(h["subject"].t1, h["subject"].affine, method=LEARNED),
+                "reference_seg": M.reference_seg(tmp / "heads" / h["id"]),
+            }
+            for h in heads[2:4]
+        }
         results["simulated"] = _scores(tmp / "cache", "head01,head02", tests, tmp / "sim-runs")
         _write_pair(tmp / "pair")
         prepare_all(discover(tmp / "pair"), tmp / "pair-cache", progress=False)
         icbm = nib.load(str(tmp / "pair" / "icbm" / "T1w" / "T1w_acpc_dc.nii.gz"))
-        tests = {"icbm": {"auto": compute_masks(np.asarray(icbm.dataobj, np.float32), icbm.affine, method=LEARNED),
-                          "reference_seg": M.reference_seg(tmp / "pair" / "icbm")}}
+        tests = {
+            "icbm": {
+                "auto": compute_masks(np.asarray(icbm.dataobj, np.float32), icbm.affine, method=LEARNED),
+                "reference_seg": M.reference_seg(tmp / "pair" / "icbm"),
+            }
+        }
         results["templates"] = _scores(tmp / "pair-cache", "hcp", tests, tmp / "pair-runs")
     return results
 
@@ -81,20 +101,27 @@ def _median_ratio(rows: list[dict]) -> float:
 
 def markdown(result: dict) -> str:
     seeds = result["seeds"]
-    lines = ["| test subject | mask_jitter | " + " | ".join(f"seed {s}: reference / learned MSE" for s in seeds)
-             + " | median reference | median learned | median learned / reference |",
-             "|---|---|" + "---|" * (len(seeds) + 3)]
+    lines = [
+        "| test subject | mask_jitter | "
+        + " | ".join(f"seed {s}: reference / learned MSE" for s in seeds)
+        + " | median reference | median learned | median learned / reference |",
+        "|---|---|" + "---|" * (len(seeds) + 3),
+    ]
     changes = []
     for group, label in (("simulated", "simulated {}"), ("templates", "HCP -> ICBM")):
         for subject, by_jitter in result[group].items():
             name = label.format(subject)
             for jitter, rows in by_jitter.items():
-                lines.append(f"| {name} | {float(jitter):g} | "
-                             + " | ".join(f"{r['reference']:.4f} / {r['learned']:.4f}" for r in rows)
-                             + f" | {_median(rows, 'reference'):.4f} | {_median(rows, 'learned'):.4f} | "
-                               f"{_median_ratio(rows):.2f} |")
+                lines.append(
+                    f"| {name} | {float(jitter):g} | "
+                    + " | ".join(f"{r['reference']:.4f} / {r['learned']:.4f}" for r in rows)
+                    + f" | {_median(rows, 'reference'):.4f} | {_median(rows, 'learned'):.4f} | "
+                    f"{_median_ratio(rows):.2f} |"
+                )
             off, on = by_jitter[str(result["jitters"][0])], by_jitter[str(result["jitters"][-1])]
             changes.append(f"{name} {100 * (_median(on, 'learned') / _median(off, 'learned') - 1):+.0f} %")
-    lines += ["", f"Median MSE with learned masks, mask_jitter {result['jitters'][-1]:g} against 0: "
-              + ", ".join(changes) + "."]
+    lines += [
+        "",
+        f"Median MSE with learned masks, mask_jitter {result['jitters'][-1]:g} against 0: " + ", ".join(changes) + ".",
+    ]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Automatic masks (`mrsynth masks`, `--masks auto`), both methods: Dice against reference labels, seconds per volume, effect on T2w prediction.
+"""Automatic masks (`mrsynth masks`, `--masks auto`), both methods: Dice against reference labels, seconds per volume,
+effect on T2w prediction.
 
 Methods: `ants-atlas` (registration of the HCP template) and `learned` (the shipped segmenter, trained on images
 simulated from SynthSeg label maps; the maps it was trained on are listed in its `segmenter.json` and its rows
@@ -39,16 +40,17 @@ POSE = {"rotation_deg": 7.5, "shift_mm": 8.0, "scale_sd": 0.05}
 
 
 def _simulated_heads(root: Path, count: int = MAPS) -> list[dict]:
-    """The first ``count`` simulated heads, written as HCP subjects under ``root`` (seeded: the same heads every run)."""
+    """The first ``count`` simulated heads, written as HCP subjects under ``root`` (seeded: the same heads every
+    run)."""
+    from mrsynth.simulate import Variation, simulate_subject, write_hcp_subject
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
-    from mrsynth.simulate import write_hcp_subject
-    from mrsynth.simulate import Variation, simulate_subject
 
     heads = []
     for i, path in enumerate(label_map_paths(MAPS_DIR)[:count], start=1):
         began = time.perf_counter()
-        subject = simulate_subject(label_map_anatomy(path), seed=i, voxel_size=VOXEL_MM,
-                                   variation=replace(Variation(), **POSE))
+        subject = simulate_subject(
+            label_map_anatomy(path), seed=i, voxel_size=VOXEL_MM, variation=replace(Variation(), **POSE)
+        )
         print(f"{path.name}: simulated in {time.perf_counter() - began:.0f} s", flush=True)
         write_hcp_subject(subject, root, f"head{i:02d}")
         heads.append({"id": f"head{i:02d}", "index": i, "map": path.name, "subject": subject})
@@ -65,8 +67,8 @@ def _timed_masks(t1, affine, source, method: str):
 
 def _head_rows(heads: list[dict], method: str) -> tuple[list[dict], dict]:
     """Dice per class of one method's masks on every simulated head, and the masks themselves by head id."""
-    from mrsynth.masks import segmenter
     from mrsynth.labels import class_dice
+    from mrsynth.masks import segmenter
     from mrsynth.masks.segmenter import METHOD as LEARNED
 
     seen = set(segmenter.load_model()[1]["training"]["maps"]) if method == LEARNED else set()
@@ -74,15 +76,22 @@ def _head_rows(heads: list[dict], method: str) -> tuple[list[dict], dict]:
     for head in heads:
         subject = head["subject"]
         auto, seconds = _timed_masks(subject.t1, subject.affine, head["map"], method)
-        row = {"id": head["id"], "map": head["map"], "seconds": seconds, "shape": list(subject.t1.shape),
-               "dice": class_dice(subject.codes, subject.mask, auto.seg, auto.brain),
-               "held_out": head["index"] not in seen}
+        row = {
+            "id": head["id"],
+            "map": head["map"],
+            "seconds": seconds,
+            "shape": list(subject.t1.shape),
+            "dice": class_dice(subject.codes, subject.mask, auto.seg, auto.brain),
+            "held_out": head["index"] not in seen,
+        }
         if "registration_fit" in auto.provenance:
             row |= {"fit": auto.provenance["registration_fit"], "attempts": auto.provenance["registration_attempts"]}
         rows.append(row)
         found[head["id"]] = auto
-        print(f"{method} {head['map']}: {seconds:.0f} s, " + ", ".join(f"{k} {v:.3f}" for k, v in row["dice"].items()),
-              flush=True)
+        print(
+            f"{method} {head['map']}: {seconds:.0f} s, " + ", ".join(f"{k} {v:.3f}" for k, v in row["dice"].items()),
+            flush=True,
+        )
     return rows, found
 
 
@@ -97,8 +106,12 @@ def _icbm(method: str) -> tuple[dict, object]:
     auto, seconds = _timed_masks(icbm_t1.get_fdata().astype(np.float32), icbm_t1.affine, "icbm", method)
     hcp_mask = nib.load(str(SHARED / "hcp-mni152/MNI152_T1_1mm_brain_mask.nii.gz"))
     world = resample_from_to(hcp_mask, icbm_t1, order=0).get_fdata() > 0.5
-    row = {"seconds": seconds, "shape": list(icbm_t1.shape), "brain_dice": dice(auto.brain, icbm_mask),
-           "atlas_mask_by_world_coordinates_dice": dice(world, icbm_mask)}
+    row = {
+        "seconds": seconds,
+        "shape": list(icbm_t1.shape),
+        "brain_dice": dice(auto.brain, icbm_mask),
+        "atlas_mask_by_world_coordinates_dice": dice(world, icbm_mask),
+    }
     if "registration_fit" in auto.provenance:
         row |= {"fit": auto.provenance["registration_fit"], "attempts": auto.provenance["registration_attempts"]}
     print(method, "icbm", row, flush=True)
@@ -124,14 +137,23 @@ def _hcp_template(method: str) -> dict:
 
 def _train(cache: Path, train: str, test: str, channels: int, out: Path, overrides: tuple[str, ...] = ()):
     """The FCN of (d), trained and loaded; ``overrides`` (``key=value``) on top of its settings."""
-    from mrsynth.training import runs
-    from mrsynth.training import load_config
     from mrsynth.networks import load_model
+    from mrsynth.training import load_config, runs
     from mrsynth.training import train as train_run
 
-    config = load_config(None, [f"data.cache={cache}", f"data.train={train}", f"data.test={test}",
-                                f"data.channels={channels}", f"optim.epochs={EPOCHS}", "data.max_eval_patches=256",
-                                *overrides], presets=["fast"])
+    config = load_config(
+        None,
+        [
+            f"data.cache={cache}",
+            f"data.train={train}",
+            f"data.test={test}",
+            f"data.channels={channels}",
+            f"optim.epochs={EPOCHS}",
+            "data.max_eval_patches=256",
+            *overrides,
+        ],
+        presets=["fast"],
+    )
     train_run(config, out, progress=False)
     return load_model(out / runs.MODEL)
 
@@ -165,14 +187,17 @@ def _prediction_effect(cache: Path, train: str, tests: dict[str, dict], folder: 
     for subject_id, test in tests.items():
         volumes = subjects[subject_id].native()
         reference = Reference.from_prepared(subjects[subject_id])
-        predictions = {REFERENCE: predict_arrays(*masked, volumes.t1, volumes.affine, test["reference_seg"],
-                                                 volumes.brain)}
+        predictions = {
+            REFERENCE: predict_arrays(*masked, volumes.t1, volumes.affine, test["reference_seg"], volumes.brain)
+        }
         for method, auto in test["auto"].items():
-            predictions[automatic_column(method)] = predict_arrays(*masked, volumes.t1, volumes.affine, auto.seg,
-                                                                   auto.brain)
+            predictions[automatic_column(method)] = predict_arrays(
+                *masked, volumes.t1, volumes.affine, auto.seg, auto.brain
+            )
         predictions[T1W_ONLY] = predict_arrays(*plain, volumes.t1, volumes.affine, None, volumes.brain)
-        rows[subject_id] = {name: {k: score(v, reference)[k] for k in ("mse", "psnr_p99")}
-                            for name, v in predictions.items()}
+        rows[subject_id] = {
+            name: {k: score(v, reference)[k] for k in ("mse", "psnr_p99")} for name, v in predictions.items()
+        }
     return rows
 
 
@@ -186,17 +211,22 @@ def _auto_trained(auto_cache: Path, reference_cache: Path, train: str, tests: li
     model, info = _train(auto_cache, train, ",".join(tests), 9, folder)
     auto = {s.id: s for s in list_prepared(auto_cache)}
     reference = {s.id: s for s in list_prepared(reference_cache)}
-    return {i: {k: score(predict_prepared(model, info, auto[i]), Reference.from_prepared(reference[i]))[k]
-                for k in ("mse", "psnr_p99")} for i in tests}
+    return {
+        i: {
+            k: score(predict_prepared(model, info, auto[i]), Reference.from_prepared(reference[i]))[k]
+            for k in ("mse", "psnr_p99")
+        }
+        for i in tests
+    }
 
 
 def run(methods=None) -> dict:
     from mrsynth.data import prepare_all
+    from mrsynth.io import discover
     from mrsynth.masks import METHODS
     from mrsynth.masks.atlas import provenance
     from mrsynth.masks.segmenter import METHOD as LEARNED
     from mrsynth.masks.segmenter import load_model
-    from mrsynth.io import discover
 
     if not MAPS_DIR.exists() or not (SHARED / "icbm2009c").exists():
         raise SystemExit(f"skipped: {SHARED} lacks the label maps or the templates")
@@ -210,25 +240,37 @@ def run(methods=None) -> dict:
         for method in methods:
             rows, found[method] = _head_rows(heads, method)
             icbm, icbm_found[method] = _icbm(method)
-            record = {"provenance": provenance() if method != LEARNED else
-                      {"method": LEARNED, "version": description["version"],
-                       "trained_on_maps": description["training"]["maps"]},
-                      "simulated": rows, "icbm": icbm}
+            record = {
+                "provenance": provenance()
+                if method != LEARNED
+                else {
+                    "method": LEARNED,
+                    "version": description["version"],
+                    "trained_on_maps": description["training"]["maps"],
+                },
+                "simulated": rows,
+                "icbm": icbm,
+            }
             if method == LEARNED:
                 record["hcp"] = _hcp_template(method)
             results["methods"][method] = record
         # (d) simulated: train on heads 1-2 (reference masks), test heads 3-4
         prepare_all(discover(tmp / "heads"), tmp / "cache", progress=False)
-        tests = {h["id"]: {"auto": {m: found[m][h["id"]] for m in methods},
-                           "reference_seg": reference_seg(tmp / "heads" / h["id"])}
-                 for h in heads[2:4]}
+        tests = {
+            h["id"]: {
+                "auto": {m: found[m][h["id"]] for m in methods},
+                "reference_seg": reference_seg(tmp / "heads" / h["id"]),
+            }
+            for h in heads[2:4]
+        }
         results["prediction_simulated"] = _prediction_effect(tmp / "cache", "head01,head02", tests, tmp / "sim-runs")
         four = [s for s in discover(tmp / "heads") if s.id in ("head01", "head02", *tests)]
         results["prediction_simulated_auto_trained"] = {}
         for method in methods:
             prepare_all(four, tmp / f"cache-{method}", progress=False, masks=method)
             results["prediction_simulated_auto_trained"][method] = _auto_trained(
-                tmp / f"cache-{method}", tmp / "cache", "head01,head02", list(tests), tmp / "sim-runs" / method)
+                tmp / f"cache-{method}", tmp / "cache", "head01,head02", list(tests), tmp / "sim-runs" / method
+            )
         # (d) across templates: HCP -> ICBM
         from benchmarks.real_quality import _write_pair
 
@@ -236,7 +278,8 @@ def run(methods=None) -> dict:
         prepare_all(discover(tmp / "pair"), tmp / "pair-cache", progress=False)
         icbm_seg = reference_seg(tmp / "pair" / "icbm")
         results["prediction_templates"] = _prediction_effect(
-            tmp / "pair-cache", "hcp", {"icbm": {"auto": icbm_found, "reference_seg": icbm_seg}}, tmp / "pair-runs")
+            tmp / "pair-cache", "hcp", {"icbm": {"auto": icbm_found, "reference_seg": icbm_seg}}, tmp / "pair-runs"
+        )
     return results
 
 
@@ -250,8 +293,11 @@ def _mean_row(label: str, rows: list[dict]) -> str:
     from mrsynth.labels import CLASSES
 
     means = {c: float(np.mean([r["dice"][c] for r in rows])) for c in CLASSES}
-    return (f"| **{label}** | {np.median([r['seconds'] for r in rows]):.0f} (median) | | | "
-            + " | ".join(f"**{means[c]:.3f}**" for c in CLASSES) + f" | **{np.mean(list(means.values())):.3f}** |")
+    return (
+        f"| **{label}** | {np.median([r['seconds'] for r in rows]):.0f} (median) | | | "
+        + " | ".join(f"**{means[c]:.3f}**" for c in CLASSES)
+        + f" | **{np.mean(list(means.values())):.3f}** |"
+    )
 
 
 def _method_section(method: str, record: dict, voxel_mm: float) -> list[str]:
@@ -259,34 +305,53 @@ def _method_section(method: str, record: dict, voxel_mm: float) -> list[str]:
 
     rows = record["simulated"]
     provenance = record["provenance"]
-    lines = [f"### {method} (version {provenance['version']})", "",
-             f"Simulated heads at {voxel_mm} mm"
-             + (" (fit: correlation of the warped template with the T1w inside the warped brain; tries: "
-                "registrations run, another one whenever the fit was below the threshold)" if "fit" in rows[0] else
-                f" (trained on maps {', '.join(map(str, provenance.get('trained_on_maps', [])))}: their rows are "
-                "marked 'seen', the others are held out)") + ":", "",
-             "| simulated head | seconds | fit | tries | " + " | ".join(CLASSES) + " | mean of 8 |",
-             "|---|---|---|---|" + "---|" * (len(CLASSES) + 1)]
+    lines = [
+        f"### {method} (version {provenance['version']})",
+        "",
+        f"Simulated heads at {voxel_mm} mm"
+        + (
+            " (fit: correlation of the warped template with the T1w inside the warped brain; tries: "
+            "registrations run, another one whenever the fit was below the threshold)"
+            if "fit" in rows[0]
+            else f" (trained on maps {', '.join(map(str, provenance.get('trained_on_maps', [])))}: their rows are "
+            "marked 'seen', the others are held out)"
+        )
+        + ":",
+        "",
+        "| simulated head | seconds | fit | tries | " + " | ".join(CLASSES) + " | mean of 8 |",
+        "|---|---|---|---|" + "---|" * (len(CLASSES) + 1),
+    ]
     for row in rows:
         fit = f"{row['fit']:.2f} | {row['attempts']}" if "fit" in row else "- | -"
         seen = "" if row.get("held_out", True) else ", seen"
-        lines.append(f"| {row['id']} ({row['map']}{seen}) | {row['seconds']:.0f} | {fit} | {_dice_cells(row['dice'])} |")
+        lines.append(
+            f"| {row['id']} ({row['map']}{seen}) | {row['seconds']:.0f} | {fit} | {_dice_cells(row['dice'])} |"
+        )
     held_out = [r for r in rows if r.get("held_out", True)]
-    lines.append(_mean_row(f"mean of {len(held_out)} held out" if len(held_out) < len(rows) else
-                           f"mean of {len(rows)}", held_out))
+    lines.append(
+        _mean_row(
+            f"mean of {len(held_out)} held out" if len(held_out) < len(rows) else f"mean of {len(rows)}", held_out
+        )
+    )
     if len(held_out) < len(rows):
         lines.append(_mean_row(f"mean of {len(rows) - len(held_out)} seen", [r for r in rows if not r["held_out"]]))
     icbm = record["icbm"]
-    lines += ["", f"ICBM 2009c head ({'x'.join(map(str, icbm['shape']))}, 1 mm): brain-mask Dice "
-                  f"{icbm['brain_dice']:.3f} against its own mask, in {icbm['seconds']:.0f} s; the HCP atlas mask "
-                  f"placed by world coordinates alone scores {icbm['atlas_mask_by_world_coordinates_dice']:.3f} "
-                  "(the two templates' mask definitions differ)"
-                  + (f"; fit {icbm['fit']:.2f} after {icbm['attempts']} registration(s)." if "fit" in icbm else ".")]
+    lines += [
+        "",
+        f"ICBM 2009c head ({'x'.join(map(str, icbm['shape']))}, 1 mm): brain-mask Dice "
+        f"{icbm['brain_dice']:.3f} against its own mask, in {icbm['seconds']:.0f} s; the HCP atlas mask "
+        f"placed by world coordinates alone scores {icbm['atlas_mask_by_world_coordinates_dice']:.3f} "
+        "(the two templates' mask definitions differ)"
+        + (f"; fit {icbm['fit']:.2f} after {icbm['attempts']} registration(s)." if "fit" in icbm else "."),
+    ]
     if "hcp" in record:
         hcp = record["hcp"]
-        lines += ["", f"Skull-stripped HCP template against its brain mask and `Avgwmparc` ({hcp['seconds']:.0f} s): "
-                      + ", ".join(f"{c} {hcp['dice'][c]:.3f}" for c in CLASSES)
-                      + f"; mean of 8 {np.mean([hcp['dice'][c] for c in CLASSES]):.3f}."]
+        lines += [
+            "",
+            f"Skull-stripped HCP template against its brain mask and `Avgwmparc` ({hcp['seconds']:.0f} s): "
+            + ", ".join(f"{c} {hcp['dice'][c]:.3f}" for c in CLASSES)
+            + f"; mean of 8 {np.mean([hcp['dice'][c] for c in CLASSES]):.3f}.",
+        ]
     return lines + [""]
 
 
@@ -297,25 +362,37 @@ def markdown(result: dict) -> str:
         lines += _method_section(method, record, result["voxel_mm"])
     columns = [REFERENCE] + [automatic_column(m) for m in methods] + [T1W_ONLY]
     auto_trained = result.get("prediction_simulated_auto_trained", {})
-    lines += ["### Effect on T2w prediction", "",
-              "| T2w prediction (brain MSE, brain-median units / psnr_p99) | " + " | ".join(columns)
-              + " | " + " | ".join(f"trained and tested on {m} masks" for m in methods) + " | "
-              + " | ".join(f"{m} / reference MSE" for m in methods) + " | "
-              + " | ".join(f"{m}-trained / reference MSE" for m in methods) + " |",
-              "|---|" + "---|" * (len(columns) + 3 * len(methods))]
+    lines += [
+        "### Effect on T2w prediction",
+        "",
+        "| T2w prediction (brain MSE, brain-median units / psnr_p99) | "
+        + " | ".join(columns)
+        + " | "
+        + " | ".join(f"trained and tested on {m} masks" for m in methods)
+        + " | "
+        + " | ".join(f"{m} / reference MSE" for m in methods)
+        + " | "
+        + " | ".join(f"{m}-trained / reference MSE" for m in methods)
+        + " |",
+        "|---|" + "---|" * (len(columns) + 3 * len(methods)),
+    ]
     for group in ("prediction_simulated", "prediction_templates"):
         for subject, rows in result[group].items():
             reference = rows[REFERENCE]["mse"]
             cells = [f"{rows[c]['mse']:.4f} / {rows[c]['psnr_p99']:.2f}" for c in columns]
-            trained = [auto_trained.get(m, {}).get(subject) if group == "prediction_simulated" else None
-                       for m in methods]
+            trained = [
+                auto_trained.get(m, {}).get(subject) if group == "prediction_simulated" else None for m in methods
+            ]
             cells += [f"{t['mse']:.4f} / {t['psnr_p99']:.2f}" if t else "-" for t in trained]
             cells += [f"{rows[automatic_column(m)]['mse'] / reference:.2f}" for m in methods]
             cells += [f"{t['mse'] / reference:.2f}" if t else "-" for t in trained]
             label = "HCP -> ICBM" if group == "prediction_templates" else f"simulated {subject}"
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Trained and tested on automatic masks: the T1w-only pipeline (`prepare --masks M`, then "
-              "`predict --masks M`); not across templates, where the HCP template is the atlas method's atlas."]
+    lines += [
+        "",
+        "Trained and tested on automatic masks: the T1w-only pipeline (`prepare --masks M`, then "
+        "`predict --masks M`); not across templates, where the HCP template is the atlas method's atlas.",
+    ]
     if result.get("note"):
         lines += ["", result["note"]]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Whole-volume prediction of a 260 x 311 x 260 subject (HCP's 0.7 mm grid): end to end (files in, file out) and compute only.
+"""Whole-volume prediction of a 260 x 311 x 260 subject (HCP's 0.7 mm grid): end to end (files in, file out) and
+compute only.
 
 The subject is the HCP MNI152 template of `../shared/data` resampled to HCP's grid (skipped where it
 is absent): its skull-stripped T1w (`MNI152_T1_1mm_brain`, 30 % of the field of view non-zero, as
@@ -36,8 +37,13 @@ PATHS = {
     "paper FCN + masks, skull-stripped T1w": ("fcn", "t1_brain", True, True, True),
     "paper FCN + masks, skull-stripped T1w, background skipping off": ("fcn", "t1_brain", False, True, True),
     "paper FCN + masks, skull-stripped T1w, zlib instead of ISA-L gzip": ("fcn", "t1_brain", True, False, True),
-    "paper FCN + masks, skull-stripped T1w, crops grown by twice the radius (until 2026-12-01)":
-        ("fcn", "t1_brain", True, True, False),
+    "paper FCN + masks, skull-stripped T1w, crops grown by twice the radius (until 2026-12-01)": (
+        "fcn",
+        "t1_brain",
+        True,
+        True,
+        False,
+    ),
     "paper FCN + masks, whole-head T1w": ("fcn", "t1_head", True, True, True),
     "paper FCN + masks, whole-head T1w, background skipping off": ("fcn", "t1_head", False, True, True),
     "quality U-Net, T1w only, skull-stripped T1w": ("unet", "t1_brain", True, True, True),
@@ -94,17 +100,20 @@ def _hcp_grid_subject(folder: Path) -> dict[str, Path]:
         return padded.astype(dtype), affine
 
     files = {}
-    for key, name, order, dtype in (("t1_brain", "MNI152_T1_1mm_brain.nii.gz", 1, np.float32),
-                                    ("seg", "Avgwmparc.nii.gz", 0, np.int32),
-                                    ("mask", "MNI152_T1_1mm_brain_mask.nii.gz", 0, np.uint8)):
+    for key, name, order, dtype in (
+        ("t1_brain", "MNI152_T1_1mm_brain.nii.gz", 1, np.float32),
+        ("seg", "Avgwmparc.nii.gz", 0, np.int32),
+        ("mask", "MNI152_T1_1mm_brain_mask.nii.gz", 0, np.uint8),
+    ):
         data, affine = resample(name, order, dtype)
         files[key] = folder / f"{key}.nii.gz"
         nib.save(nib.Nifti1Image(data, affine), str(files[key]))
     head, _ = resample("MNI152_T1_2mm.nii.gz", 1, np.float32)  # same world box, same grid
     files["t1_head"] = folder / "t1_head.nii.gz"
     nib.save(nib.Nifti1Image(head, affine), str(files["t1_head"]))
-    files["fraction_nonzero"] = {key: float((np.asarray(nib.load(str(files[key])).dataobj) != 0).mean())
-                                 for key in ("t1_brain", "t1_head")}
+    files["fraction_nonzero"] = {
+        key: float((np.asarray(nib.load(str(files[key])).dataobj) != 0).mean()) for key in ("t1_brain", "t1_head")
+    }
     return files
 
 
@@ -112,17 +121,19 @@ def _models(folder: Path) -> dict[str, Path]:
     """The two networks, saved as model folders, untrained with random biases and BatchNorm statistics."""
     import torch
 
+    from mrsynth.networks import IntensityMap, ModelInfo, build_network, save_model
     from mrsynth.training import load_config
-    from mrsynth.networks import ModelInfo, save_model
-    from mrsynth.networks import IntensityMap, build_network
 
     quality = load_config(None, [], presets=["quality"]).model
     unet_norm, unet_lookup = quality.norm, quality.lookup
     torch.manual_seed(0)
     models = {}
     for kind, channels in (("fcn", 9), ("unet", 1)):
-        norm, lookup = ("batch", None) if kind == "fcn" else (
-            unet_norm, IntensityMap(torch.linspace(0, 3, 64), torch.linspace(0, 2, 64)) if unet_lookup else None)
+        norm, lookup = (
+            ("batch", None)
+            if kind == "fcn"
+            else (unet_norm, IntensityMap(torch.linspace(0, 3, 64), torch.linspace(0, 2, 64)) if unet_lookup else None)
+        )
         params = {"layers": 9} if kind == "fcn" else {"norm": norm}
         network = build_network(kind, channels, params, lookup=lookup)
         for module in network.modules():
@@ -132,8 +143,16 @@ def _models(folder: Path) -> dict[str, Path]:
                 module.bias.data.uniform_(-0.2, 0.2)
             elif isinstance(module, torch.nn.Conv2d):
                 module.bias.data.uniform_(-0.1, 0.1)
-        info = ModelInfo(kind, channels, {"method": "robust", "t2_reference_scale": 300.0}, 64, 32, "axial",
-                         params=params, lookup=lookup is not None)
+        info = ModelInfo(
+            kind,
+            channels,
+            {"method": "robust", "t2_reference_scale": 300.0},
+            64,
+            32,
+            "axial",
+            params=params,
+            lookup=lookup is not None,
+        )
         models[kind] = save_model(folder / kind, network.eval(), info)
     return models
 
@@ -148,9 +167,21 @@ def _largest_difference(a: Path, b: Path) -> float:
 
 
 def _cli_seconds(model: Path, files: dict, out: Path, runs: int = 3) -> list[float]:
-    command = [str(Path(sys.executable).with_name("mrsynth")), "predict", "--model", str(model), "--t1",
-               str(files["t1_brain"]), "--seg", str(files["seg"]), "--mask", str(files["mask"]), "--out", str(out),
-               "--quiet"]
+    command = [
+        str(Path(sys.executable).with_name("mrsynth")),
+        "predict",
+        "--model",
+        str(model),
+        "--t1",
+        str(files["t1_brain"]),
+        "--seg",
+        str(files["seg"]),
+        "--mask",
+        str(files["mask"]),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -170,13 +201,29 @@ def run() -> dict:
         outputs = {}
         for index, (name, (kind, t1, skip, isal, windowed)) in enumerate(PATHS.items()):
             outputs[name] = scratch / f"out{index}.nii.gz"
-            child = child_json(CHILD, str(models[kind]), str(files[t1]), str(files["seg"]), str(files["mask"]),
-                               str(outputs[name]), str(int(skip)), "isal" if isal else "zlib", str(int(windowed)),
-                               str(RUNS))
+            child = child_json(
+                CHILD,
+                str(models[kind]),
+                str(files[t1]),
+                str(files["seg"]),
+                str(files["mask"]),
+                str(outputs[name]),
+                str(int(skip)),
+                "isal" if isal else "zlib",
+                str(int(windowed)),
+                str(RUNS),
+            )
             result["paths"][name] = {
-                "end_to_end_median_s": statistics.median(child["times"]), "end_to_end_s": child["times"],
-                "compute_median_s": statistics.median(child["compute"]), "peak_rss_mb": child["peak_rss_mb"],
-                "network": kind, "t1": t1, "skip_background": skip, "isal": isal, "windowed": windowed}
+                "end_to_end_median_s": statistics.median(child["times"]),
+                "end_to_end_s": child["times"],
+                "compute_median_s": statistics.median(child["compute"]),
+                "peak_rss_mb": child["peak_rss_mb"],
+                "network": kind,
+                "t1": t1,
+                "skip_background": skip,
+                "isal": isal,
+                "windowed": windowed,
+            }
         full = {(kind, t1): name for name, (kind, t1, skip, _, _) in PATHS.items() if not skip}
         for name, (kind, t1, skip, _, _) in PATHS.items():
             if skip:
@@ -188,20 +235,24 @@ def run() -> dict:
 def markdown(result: dict) -> str:
     rows = ["| path | end to end, median s | compute, median s | peak RSS MB |", "|---|---|---|---|"]
     for name, p in result["paths"].items():
-        rows.append(f"| {name} | {p['end_to_end_median_s']:.2f} | {p['compute_median_s']:.2f} | "
-                    f"{p['peak_rss_mb']:.0f} |")
+        rows.append(
+            f"| {name} | {p['end_to_end_median_s']:.2f} | {p['compute_median_s']:.2f} | {p['peak_rss_mb']:.0f} |"
+        )
     default = result["paths"]["paper FCN + masks, skull-stripped T1w"]
     fraction = result["fraction_nonzero"]
     differences = ", ".join(f"{name}: {value:.1e}" for name, value in sorted(result["differences"].items()))
     cli = result["cli_s"]
-    return "\n".join(rows + [
-        "",
-        f"{RUNS} runs per path after one warm-up; non-zero fraction of the field of view: skull-stripped T1w "
-        f"{fraction['t1_brain']:.2f}, whole-head T1w {fraction['t1_head']:.2f}.",
-        f"Largest difference between each path's output and the same network's without background skipping, "
-        f"relative to the largest output value: {differences} (target: <= 1e-5).",
-        f"`mrsynth predict` (paper FCN + masks, skull-stripped T1w) as a command, interpreter start, imports and "
-        f"model loading included: median {statistics.median(cli):.2f} s of {len(cli)}.",
-        f"Target: end to end <= 10 s, peak RSS <= 2 GB; the default path: {default['end_to_end_median_s']:.2f} s, "
-        f"{default['peak_rss_mb']:.0f} MB.",
-    ])
+    return "\n".join(
+        rows
+        + [
+            "",
+            f"{RUNS} runs per path after one warm-up; non-zero fraction of the field of view: skull-stripped T1w "
+            f"{fraction['t1_brain']:.2f}, whole-head T1w {fraction['t1_head']:.2f}.",
+            f"Largest difference between each path's output and the same network's without background skipping, "
+            f"relative to the largest output value: {differences} (target: <= 1e-5).",
+            f"`mrsynth predict` (paper FCN + masks, skull-stripped T1w) as a command, interpreter start, imports and "
+            f"model loading included: median {statistics.median(cli):.2f} s of {len(cli)}.",
+            f"Target: end to end <= 10 s, peak RSS <= 2 GB; the default path: {default['end_to_end_median_s']:.2f} s, "
+            f"{default['peak_rss_mb']:.0f} MB.",
+        ]
+    )

@@ -25,10 +25,17 @@ from mrsynth.training import PRESETS
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
 EPOCHS = 4
-HCP = {"t1": "hcp-mni152/MNI152_T1_1mm_brain.nii.gz", "t2": "hcp-mni152/MNI152_T2_1mm_brain.nii.gz",
-       "mask": "hcp-mni152/MNI152_T1_1mm_brain_mask.nii.gz", "seg": "hcp-mni152/Avgwmparc.nii.gz"}
-ICBM = {"t1": "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz", "t2": "icbm2009c/mni_icbm152_t2_tal_nlin_sym_09c.nii.gz",
-        "mask": "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz"}
+HCP = {
+    "t1": "hcp-mni152/MNI152_T1_1mm_brain.nii.gz",
+    "t2": "hcp-mni152/MNI152_T2_1mm_brain.nii.gz",
+    "mask": "hcp-mni152/MNI152_T1_1mm_brain_mask.nii.gz",
+    "seg": "hcp-mni152/Avgwmparc.nii.gz",
+}
+ICBM = {
+    "t1": "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c.nii.gz",
+    "t2": "icbm2009c/mni_icbm152_t2_tal_nlin_sym_09c.nii.gz",
+    "mask": "icbm2009c/mni_icbm152_t1_tal_nlin_sym_09c_mask.nii.gz",
+}
 
 
 def _write_pair(root: Path) -> None:
@@ -47,8 +54,10 @@ def _write_pair(root: Path) -> None:
     avg = nib.Nifti1Image(np.asarray(avg.dataobj).reshape(avg.shape[:3]), avg.affine)
     icbm_t1 = nib.load(str(DATA / ICBM["t1"]))
     seg = resample_from_to(avg, icbm_t1, order=0)
-    nib.save(nib.Nifti1Image(np.rint(seg.get_fdata()).astype(np.int32), icbm_t1.affine),
-             str(root / "icbm" / HCP_FOLDER / f"{HCP_NAMES['seg']}.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(np.rint(seg.get_fdata()).astype(np.int32), icbm_t1.affine),
+        str(root / "icbm" / HCP_FOLDER / f"{HCP_NAMES['seg']}.nii.gz"),
+    )
 
 
 def _numpy_lut(train, test) -> np.ndarray:
@@ -69,9 +78,11 @@ def _p99_lut_as_is(train, test) -> float:
     edges = np.quantile(x, np.linspace(0, 1, 65))
     which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 63)
     counts = np.bincount(which, minlength=64)
-    prediction = np.interp(p99(test.t1, test.brain), np.bincount(which, x, 64) / counts, np.bincount(which, y, 64) / counts)
+    prediction = np.interp(
+        p99(test.t1, test.brain), np.bincount(which, x, 64) / counts, np.bincount(which, y, 64) / counts
+    )
     error = prediction[test.brain] - p99(test.t2, test.brain)[test.brain]
-    return float(10 * np.log10(1 / np.mean(error ** 2)))
+    return float(10 * np.log10(1 / np.mean(error**2)))
 
 
 AUGMENT = ["augment.gamma=0.4", "augment.bias=0.3", "augment.noise=0.03", "augment.flips=true"]
@@ -90,8 +101,14 @@ ROWS = {
     "U-Net 2.5D + augmentation + L1, T1w only": ["data.channels=1", "data.context=2", "optim.loss=l1"] + UNET + AUGMENT,
     "U-Net, histogram standardization, T1w only": ["data.channels=1", "data.norm=histogram"] + UNET,
     "U-Net + rotation/zoom, T1w only": ["data.channels=1", "augment.rotate=10", "augment.scale=0.1"] + UNET,
-    "U-Net, histogram standardization + augmentation, T1w only":
-        ["data.channels=1", "data.norm=histogram", "augment.rotate=10", "augment.scale=0.1"] + UNET + AUGMENT,
+    "U-Net, histogram standardization + augmentation, T1w only": [
+        "data.channels=1",
+        "data.norm=histogram",
+        "augment.rotate=10",
+        "augment.scale=0.1",
+    ]
+    + UNET
+    + AUGMENT,
     "paper FCN, T1w only, 3x the epochs": ["data.channels=1", f"optim.epochs={3 * EPOCHS}"],
     "U-Net, T1w only, 3x the epochs": ["data.channels=1", f"optim.epochs={3 * EPOCHS}"] + UNET,
     "U-Net, T1w only, seed 1, 3x the epochs": ["data.channels=1", "seed=1", f"optim.epochs={3 * EPOCHS}"] + UNET,
@@ -102,15 +119,12 @@ ROWS = {
 
 
 def run(rows: dict[str, list[str]] = ROWS) -> dict:
-    from mrsynth.training import runs
-    from mrsynth.training import fit_for_run
     from mrsynth.data import list_prepared, prepare_all
-    from mrsynth.training import load_config
     from mrsynth.evaluation import Reference, score
-    from mrsynth.networks import load_model
     from mrsynth.inference import predict_prepared
     from mrsynth.io import discover
-    from mrsynth.training import train
+    from mrsynth.networks import load_model
+    from mrsynth.training import fit_for_run, load_config, runs, train
 
     if not (DATA / "icbm2009c").exists() or not (DATA / "hcp-mni152").exists():
         raise SystemExit(f"skipped: {DATA} lacks the templates")
@@ -124,11 +138,18 @@ def run(rows: dict[str, list[str]] = ROWS) -> dict:
             scores, seconds = {}, {}
             reference = Reference.from_prepared(subjects[target])
             train_volumes, test_volumes = subjects[source].native(), subjects[target].native()
-            scores["lookup table (numpy reference)"] = score(_numpy_lut(train_volumes, test_volumes).astype(np.float32),
-                                                              reference)
+            scores["lookup table (numpy reference)"] = score(
+                _numpy_lut(train_volumes, test_volumes).astype(np.float32), reference
+            )
             scores["lookup table (numpy reference)"]["psnr_p99_as_is"] = _p99_lut_as_is(train_volumes, test_volumes)
-            common = [f"data.cache={tmp / 'cache'}", f"data.train={source}", f"data.test={target}",
-                      "data.max_eval_patches=256", "bn_recalibration_batches=50", f"optim.epochs={EPOCHS}"]
+            common = [
+                f"data.cache={tmp / 'cache'}",
+                f"data.train={source}",
+                f"data.test={target}",
+                "data.max_eval_patches=256",
+                "bn_recalibration_batches=50",
+                f"optim.epochs={EPOCHS}",
+            ]
             for n, (label, overrides) in enumerate(rows.items()):
                 started = time.perf_counter()
                 run_dir = tmp / f"run-{source}-{n}"
@@ -155,7 +176,8 @@ def run_rows(labels: list[str], note: str) -> dict:
     for direction, entry in fresh["directions"].items():
         for key in ("scores", "train_seconds"):
             saved["directions"][direction][key].update(
-                {label: value for label, value in entry[key].items() if label in labels})
+                {label: value for label, value in entry[key].items() if label in labels}
+            )
     saved["rows"].update({label: ROWS[label] for label in labels})
     saved["note"] = " ".join(filter(None, [saved.get("note"), note]))
     return saved
@@ -164,21 +186,31 @@ def run_rows(labels: list[str], note: str) -> dict:
 def markdown(result: dict) -> str:
     directions = list(result["directions"])
     names = list(result["directions"][directions[0]]["scores"])
-    lines = ["| method | " + " | ".join(f"{d}: psnr_p99 | {d}: psnr (brain-median)" for d in directions) + " |",
-             "|---|" + "---|---|" * len(directions)]
+    lines = [
+        "| method | " + " | ".join(f"{d}: psnr_p99 | {d}: psnr (brain-median)" for d in directions) + " |",
+        "|---|" + "---|---|" * len(directions),
+    ]
     for name in names:
         cells = []
         for d in directions:
             s = result["directions"][d]["scores"][name]
             cells += [f"{s['psnr_p99']:.2f}", f"{s['psnr']:.2f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    as_is = [f"{d}: {result['directions'][d]['scores']['lookup table (numpy reference)']['psnr_p99_as_is']:.2f} dB"
-             for d in directions]
-    lines += ["", "The numpy lookup table with its prediction left in the training pair's p99 units (the "
-              "convention of the issue's reference figures, 20.85 and 17.07 dB): " + ", ".join(as_is) + ".",
-              "Training time (s): " + "; ".join(
-                  f"{d}: " + ", ".join(f"{k} {v:.0f}" for k, v in result["directions"][d]["train_seconds"].items())
-                  for d in directions) + "."]
+    as_is = [
+        f"{d}: {result['directions'][d]['scores']['lookup table (numpy reference)']['psnr_p99_as_is']:.2f} dB"
+        for d in directions
+    ]
+    lines += [
+        "",
+        "The numpy lookup table with its prediction left in the training pair's p99 units (the "
+        "convention of the issue's reference figures, 20.85 and 17.07 dB): " + ", ".join(as_is) + ".",
+        "Training time (s): "
+        + "; ".join(
+            f"{d}: " + ", ".join(f"{k} {v:.0f}" for k, v in result["directions"][d]["train_seconds"].items())
+            for d in directions
+        )
+        + ".",
+    ]
     if result.get("note"):
         lines.append(result["note"])
     return "\n".join(lines)

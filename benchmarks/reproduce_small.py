@@ -16,19 +16,34 @@ from pathlib import Path
 def run() -> dict:
     out = Path(tempfile.mkdtemp(prefix="reproduce-small-")) / "out"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mrsynth", "reproduce", "--scale", "small", "--out", str(out), "--quiet"],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "mrsynth", "reproduce", "--scale", "small", "--out", str(out), "--quiet"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     results = json.loads((out / "results.json").read_text())
     agree = sum(c["same_direction"] for c in results["comparisons"])
-    return {"wall_seconds": wall, "reported_seconds": results["seconds"], "runs": len(results["runs"]),
-            "same_direction": agree, "effects": len(results["comparisons"]), "output": str(out)}
+    return {
+        "wall_seconds": wall,
+        "reported_seconds": results["seconds"],
+        "runs": len(results["runs"]),
+        "same_direction": agree,
+        "effects": len(results["comparisons"]),
+        "output": str(out),
+    }
 
 
 def markdown(result: dict) -> str:
-    return "\n".join([
-        "| what | minutes |", "|---|---|",
-        f"| whole command, wall clock | {result['wall_seconds'] / 60:.1f} |", "",
-        f"{result['runs']} training runs; {result['same_direction']} of {result['effects']} of the paper's effects "
-        f"in the same direction in that run. Target: at most 45 minutes." + (
-            f" {result['note']}" if result.get("note") else "")])
+    return "\n".join(
+        [
+            "| what | minutes |",
+            "|---|---|",
+            f"| whole command, wall clock | {result['wall_seconds'] / 60:.1f} |",
+            "",
+            f"{result['runs']} training runs; {result['same_direction']} of {result['effects']} of the paper's effects "
+            f"in the same direction in that run. Target: at most 45 minutes."
+            + (f" {result['note']}" if result.get("note") else ""),
+        ]
+    )

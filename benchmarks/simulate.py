@@ -44,13 +44,16 @@ def run() -> dict:
 
 def markdown(result: dict) -> str:
     total, compute = result["per_subject"], result["per_subject_without_writing"]
-    return "\n".join([
-        "| what (one 197 x 233 x 189 subject, 1 mm) | median s | min-max s |",
-        "|---|---|---|",
-        f"| simulate + write 4 NIfTI files | {total['median_s']:.2f} | {total['min_s']:.2f}-{total['max_s']:.2f} |",
-        f"| simulate only (no writing) | {compute['median_s']:.2f} | {compute['min_s']:.2f}-{compute['max_s']:.2f} |",
-        f"| load the default anatomy (once per run) | {result['anatomy_load_s']:.2f} | |",
-        "",
-        f"Pinned to one core: {'yes (taskset -c 0)' if result['pinned_to_one_core'] else 'no'}; "
-        f"{total['runs']} runs after {total['warmup']} warm-up. Target: at most ~15 s per subject.",
-    ])
+    return "\n".join(
+        [
+            "| what (one 197 x 233 x 189 subject, 1 mm) | median s | min-max s |",
+            "|---|---|---|",
+            f"| simulate + write 4 NIfTI files | {total['median_s']:.2f} | {total['min_s']:.2f}-{total['max_s']:.2f} |",
+            f"| simulate only (no writing) | {compute['median_s']:.2f} "
+            f"| {compute['min_s']:.2f}-{compute['max_s']:.2f} |",
+            f"| load the default anatomy (once per run) | {result['anatomy_load_s']:.2f} | |",
+            "",
+            f"Pinned to one core: {'yes (taskset -c 0)' if result['pinned_to_one_core'] else 'no'}; "
+            f"{total['runs']} runs after {total['warmup']} warm-up. Target: at most ~15 s per subject.",
+        ]
+    )

@@ -27,17 +27,23 @@ def run() -> dict:
     if DATA.exists():
         load = lambda name: np.asarray(nib.load(str(DATA / name)).dataobj).squeeze()
         rows["HCP MNI152 templates (real)"] = within_tissue_statistics(
-            load("MNI152_T1_1mm_brain.nii.gz"), load("MNI152_T2_1mm_brain.nii.gz"), load("Avgwmparc.nii.gz"),
-            load("MNI152_T1_1mm_brain_mask.nii.gz"))
+            load("MNI152_T1_1mm_brain.nii.gz"),
+            load("MNI152_T2_1mm_brain.nii.gz"),
+            load("Avgwmparc.nii.gz"),
+            load("MNI152_T1_1mm_brain_mask.nii.gz"),
+        )
     anatomy = default_anatomy()
-    for label, variation in (("simulated, no texture", replace(Variation(), texture_sd=0.0)),
-                             ("simulated, texture (default)", Variation())):
+    for label, variation in (
+        ("simulated, no texture", replace(Variation(), texture_sd=0.0)),
+        ("simulated, texture (default)", Variation()),
+    ):
         per_seed = []
         for seed in SEEDS:
             s = simulate_subject(anatomy, seed, variation=variation)
             per_seed.append(within_tissue_statistics(s.t1, s.t2, s.codes, s.mask))
-        rows[f"{label}, mean of seeds {SEEDS[0]}-{SEEDS[-1]}"] = {k: float(np.mean([p[k] for p in per_seed]))
-                                                                  for k in per_seed[0]}
+        rows[f"{label}, mean of seeds {SEEDS[0]}-{SEEDS[-1]}"] = {
+            k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]
+        }
     return {"rows": rows}
 
 

@@ -1,4 +1,5 @@
-"""The issue's real-data protocol on simulated subjects: three subjects of one site, two training subjects per fold, held-out subjects of that site and of two others.
+"""The issue's real-data protocol on simulated subjects: three subjects of one site, two training subjects per fold,
+held-out subjects of that site and of two others.
 
 Subjects: 1 mm, skull-stripped (T1w and T2w zeroed outside the brain mask, like the issue's real pairs), each from
 its own SynthSeg anatomy. Site A: the simulator's default per-subject protocol variation (3 subjects); sites B and C:
@@ -26,10 +27,26 @@ MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label
 #: site -> (protocol and noise changes from the default variation, label-map indices)
 SITES = {
     "A": ({}, [0, 1, 2]),
-    "B": ({"ti_range_ms": (850.0, 880.0), "flip_range_deg": (10.0, 11.0), "te_range_ms": (100.0, 110.0),
-           "snr_range": (15.0, 25.0), "bias_strength": 0.2}, [10, 11, 12]),
-    "C": ({"ti_range_ms": (1040.0, 1080.0), "flip_range_deg": (6.0, 7.0), "te_range_ms": (165.0, 185.0),
-           "snr_range": (50.0, 70.0), "bias_strength": 0.08}, [15, 16]),
+    "B": (
+        {
+            "ti_range_ms": (850.0, 880.0),
+            "flip_range_deg": (10.0, 11.0),
+            "te_range_ms": (100.0, 110.0),
+            "snr_range": (15.0, 25.0),
+            "bias_strength": 0.2,
+        },
+        [10, 11, 12],
+    ),
+    "C": (
+        {
+            "ti_range_ms": (1040.0, 1080.0),
+            "flip_range_deg": (6.0, 7.0),
+            "te_range_ms": (165.0, 185.0),
+            "snr_range": (50.0, 70.0),
+            "bias_strength": 0.08,
+        },
+        [15, 16],
+    ),
 }
 #: label -> (presets, overrides).  The paper's FCN is compared in `real_quality` and `sim_crossval`: here its
 #: `--preset fast` epoch over two 1 mm subjects takes 6 minutes.
@@ -42,9 +59,8 @@ ROWS = {
 
 
 def _simulate(root: Path) -> dict[str, list[str]]:
+    from mrsynth.simulate import Variation, simulate_subject, write_hcp_subject
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
-    from mrsynth.simulate import write_hcp_subject
-    from mrsynth.simulate import Variation, simulate_subject
 
     maps = label_map_paths(MAPS)
     ids: dict[str, list[str]] = {}
@@ -72,8 +88,9 @@ def numpy_lookup(train: list, test_t1: np.ndarray, test_brain: np.ndarray, unit:
     edges = np.quantile(x, np.linspace(0, 1, 65))
     which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 63)
     counts = np.bincount(which, minlength=64)
-    return np.interp(test_t1 / statistic(test_t1[test_brain]), np.bincount(which, x, 64) / counts,
-                     np.bincount(which, y, 64) / counts)
+    return np.interp(
+        test_t1 / statistic(test_t1[test_brain]), np.bincount(which, x, 64) / counts, np.bincount(which, y, 64) / counts
+    )
 
 
 def _scores(prediction: np.ndarray, t2: np.ndarray, brain: np.ndarray) -> dict:
@@ -85,22 +102,25 @@ def _scores(prediction: np.ndarray, t2: np.ndarray, brain: np.ndarray) -> dict:
 
 def _as_is(prediction_p99_units: np.ndarray, t2: np.ndarray, brain: np.ndarray) -> float:
     error = prediction_p99_units[brain] - t2[brain] / np.percentile(t2[brain], 99)
-    return float(10 * np.log10(1 / np.mean(error ** 2)))
+    return float(10 * np.log10(1 / np.mean(error**2)))
 
 
 def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
-    from mrsynth.training import runs
     from mrsynth.data import list_prepared, prepare_all
-    from mrsynth.training import load_config
-    from mrsynth.networks import load_model
     from mrsynth.inference import predict_prepared
     from mrsynth.io import discover
-    from mrsynth.training import train
+    from mrsynth.networks import load_model
+    from mrsynth.training import load_config, runs, train
 
     if not MAPS.exists():
         raise SystemExit(f"skipped: {MAPS} is absent")
-    results = {"sites": {k: {"changes": v[0], "label_maps": v[1]} for k, v in SITES.items()}, "rows": rows,
-               "folds": [], "scores": {}, "train_seconds": {}}
+    results = {
+        "sites": {k: {"changes": v[0], "label_maps": v[1]} for k, v in SITES.items()},
+        "rows": rows,
+        "folds": [],
+        "scores": {},
+        "train_seconds": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ids = _simulate(tmp / "data")
@@ -115,22 +135,33 @@ def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
             for test in tests:
                 t1, t2, brain = pairs[test]
                 entry = results["scores"].setdefault(test, {})
-                entry["lookup table"] = _scores(numpy_lookup([pairs[i] for i in training], t1, brain, "median"),
-                                                t2, brain)
+                entry["lookup table"] = _scores(
+                    numpy_lookup([pairs[i] for i in training], t1, brain, "median"), t2, brain
+                )
                 entry["lookup table"]["psnr_p99_as_is"] = _as_is(
-                    numpy_lookup([pairs[i] for i in training], t1, brain, "p99"), t2, brain)
+                    numpy_lookup([pairs[i] for i in training], t1, brain, "p99"), t2, brain
+                )
             for n, (label, (presets, overrides)) in enumerate(rows.items()):
                 run_dir = tmp / f"run-{k}-{n}"
-                config = load_config(None, [f"data.cache={tmp / 'cache'}", f"data.train={','.join(training)}",
-                                            f"data.test={held_out}", "data.max_eval_patches=64"] + overrides,
-                                     presets=presets)
+                config = load_config(
+                    None,
+                    [
+                        f"data.cache={tmp / 'cache'}",
+                        f"data.train={','.join(training)}",
+                        f"data.test={held_out}",
+                        "data.max_eval_patches=64",
+                    ]
+                    + overrides,
+                    presets=presets,
+                )
                 started = time.perf_counter()
                 train(config, run_dir, progress=False)
                 results["train_seconds"].setdefault(label, []).append(time.perf_counter() - started)
                 model, info = load_model(run_dir / runs.MODEL)
                 for test in tests:
-                    results["scores"][test][label] = _scores(predict_prepared(model, info, subjects[test]),
-                                                             pairs[test][1], pairs[test][2])
+                    results["scores"][test][label] = _scores(
+                        predict_prepared(model, info, subjects[test]), pairs[test][1], pairs[test][2]
+                    )
     return results
 
 
@@ -138,32 +169,52 @@ def markdown(result: dict) -> str:
     labels = ["lookup table"] + list(result["rows"])
     tests = list(result["scores"])
     site_a = [f["test"][0] for f in result["folds"]]
-    lines = ["psnr_p99 per held-out subject (brain-median PSNR in brackets); the table also in the issue's convention. "
-             "Fold models: " + "; ".join(f"{', '.join(f['train'])} -> {', '.join(f['test'])}" for f in result["folds"])
-             + ".", "",
-             "| method | " + " | ".join(f"{t}{' (site A, held out)' if t in site_a else ''}" for t in tests) + " |",
-             "|---|" + "---|" * len(tests)]
+    lines = [
+        "psnr_p99 per held-out subject (brain-median PSNR in brackets); the table also in the issue's convention. "
+        "Fold models: "
+        + "; ".join(f"{', '.join(f['train'])} -> {', '.join(f['test'])}" for f in result["folds"])
+        + ".",
+        "",
+        "| method | " + " | ".join(f"{t}{' (site A, held out)' if t in site_a else ''}" for t in tests) + " |",
+        "|---|" + "---|" * len(tests),
+    ]
     scores = result["scores"]
-    lines.append("| lookup table, the issue's convention | "
-                 + " | ".join(f"{scores[t]['lookup table']['psnr_p99_as_is']:.2f}" for t in tests) + " |")
+    lines.append(
+        "| lookup table, the issue's convention | "
+        + " | ".join(f"{scores[t]['lookup table']['psnr_p99_as_is']:.2f}" for t in tests)
+        + " |"
+    )
     for label in labels:
-        lines.append(f"| {label} | " + " | ".join(
-            f"{scores[t][label]['psnr_p99']:.2f} ({scores[t][label]['psnr']:.2f})" for t in tests) + " |")
-    lines += ["", "Difference to the lookup table (psnr_p99 against the better of the table's two conventions; "
-              "brain-median PSNR in brackets), and training minutes per fold (median):", "",
-              "| method | " + " | ".join(tests) + " | mean, site A | mean, other sites | worst | minutes |",
-              "|---|" + "---|" * (len(tests) + 4)]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{scores[t][label]['psnr_p99']:.2f} ({scores[t][label]['psnr']:.2f})" for t in tests)
+            + " |"
+        )
+    lines += [
+        "",
+        "Difference to the lookup table (psnr_p99 against the better of the table's two conventions; "
+        "brain-median PSNR in brackets), and training minutes per fold (median):",
+        "",
+        "| method | " + " | ".join(tests) + " | mean, site A | mean, other sites | worst | minutes |",
+        "|---|" + "---|" * (len(tests) + 4),
+    ]
     for label in labels[1:]:
-        p99 = [scores[t][label]["psnr_p99"] - max(scores[t]["lookup table"]["psnr_p99"],
-                                                   scores[t]["lookup table"]["psnr_p99_as_is"]) for t in tests]
+        p99 = [
+            scores[t][label]["psnr_p99"]
+            - max(scores[t]["lookup table"]["psnr_p99"], scores[t]["lookup table"]["psnr_p99_as_is"])
+            for t in tests
+        ]
         median = [scores[t][label]["psnr"] - scores[t]["lookup table"]["psnr"] for t in tests]
         a = [i for i, t in enumerate(tests) if t in site_a]
         o = [i for i, t in enumerate(tests) if t not in site_a]
         minutes = np.median(result["train_seconds"][label]) / 60
-        lines.append(f"| {label} | " + " | ".join(f"{p:+.2f} ({m:+.2f})" for p, m in zip(p99, median))
-                     + f" | {np.mean([p99[i] for i in a]):+.2f} ({np.mean([median[i] for i in a]):+.2f})"
-                     + f" | {np.mean([p99[i] for i in o]):+.2f} ({np.mean([median[i] for i in o]):+.2f})"
-                     + f" | {min(p99):+.2f} ({min(median):+.2f}) | {minutes:.1f} |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{p:+.2f} ({m:+.2f})" for p, m in zip(p99, median))
+            + f" | {np.mean([p99[i] for i in a]):+.2f} ({np.mean([median[i] for i in a]):+.2f})"
+            + f" | {np.mean([p99[i] for i in o]):+.2f} ({np.mean([median[i] for i in o]):+.2f})"
+            + f" | {min(p99):+.2f} ({min(median):+.2f}) | {minutes:.1f} |"
+        )
     if result.get("note"):
         lines += ["", result["note"]]
     return "\n".join(lines)

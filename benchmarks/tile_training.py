@@ -36,7 +36,7 @@ PAPER = next(iter(ARMS))
 
 def _smoothed(curve: list[dict]) -> list[float]:
     values = [point["mse"] for point in curve]
-    return [statistics.fmean(values[max(0, i - SMOOTH + 1): i + 1]) for i in range(len(values))]
+    return [statistics.fmean(values[max(0, i - SMOOTH + 1) : i + 1]) for i in range(len(values))]
 
 
 def _arm(cache: Path, sampling: str, size: int, batch: int, goal: float | None) -> list[dict]:
@@ -44,15 +44,21 @@ def _arm(cache: Path, sampling: str, size: int, batch: int, goal: float | None) 
     import torch
     import torch.nn.functional as F
 
-    from mrsynth.training import load_config
-    from mrsynth.networks import FCN, recalibrate_batchnorm
     from mrsynth.data import batch_loader
-    from mrsynth.training import patch_losses
-    from mrsynth.training import build_data
-    from mrsynth.training import epoch_order
+    from mrsynth.networks import FCN, recalibrate_batchnorm
+    from mrsynth.training import build_data, epoch_order, load_config, patch_losses
 
-    config = load_config(None, [f"data.cache={cache}", "data.train=sim001", "data.test=sim003",
-                                f"data.sampling={sampling}", f"data.tile_size={size}", "seed=0"])
+    config = load_config(
+        None,
+        [
+            f"data.cache={cache}",
+            "data.train=sim001",
+            "data.test=sim003",
+            f"data.sampling={sampling}",
+            f"data.tile_size={size}",
+            "seed=0",
+        ],
+    )
     data = build_data(config)
     torch.manual_seed(0)
     model = FCN(9, 9).to(memory_format=torch.channels_last)
@@ -95,9 +101,9 @@ def _keras_step_s() -> float | None:
 
 def run() -> dict:
     from mrsynth.data import prepare_all
+    from mrsynth.io import discover
     from mrsynth.runtime import tune_allocator
     from mrsynth.simulate import simulate_dataset
-    from mrsynth.io import discover
 
     tune_allocator()  # as the trainer does
     work = Path(tempfile.mkdtemp(prefix="tiles-"))
@@ -115,33 +121,52 @@ def run() -> dict:
         reach[name] = None if hit is None else {"seconds": curve[hit]["seconds"], "steps": curve[hit]["steps"]}
     keras_step = _keras_step_s()
     keras_s = keras_step * reach[PAPER]["steps"] if keras_step else None
-    return {"budget_s": BUDGET_S, "every_s": EVERY_S, "smooth": SMOOTH, "arms": {k: list(v) for k, v in ARMS.items()},
-            "curves": curves, "goal_mse": goal, "reach": reach, "keras_step_s": keras_step,
-            "keras_seconds_to_goal": keras_s}
+    return {
+        "budget_s": BUDGET_S,
+        "every_s": EVERY_S,
+        "smooth": SMOOTH,
+        "arms": {k: list(v) for k, v in ARMS.items()},
+        "curves": curves,
+        "goal_mse": goal,
+        "reach": reach,
+        "keras_step_s": keras_step,
+        "keras_seconds_to_goal": keras_s,
+    }
 
 
 def markdown(result: dict) -> str:
     reach, keras_s = result["reach"], result["keras_seconds_to_goal"]
     paper_s = reach[PAPER]["seconds"]
-    lines = [f"Goal: the paper arm's test MSE after {result['budget_s']:.0f} s of training, "
-             f"{result['goal_mse']:.4f} (running mean of {result['smooth']} evaluations).", "",
-             "| arm | seconds to goal | steps | patch-equivalents (128 px) | vs paper arm (mrsynth) | "
-             "vs the paper's stack (Keras) |", "|---|---|---|---|---|---|"]
-    for name, (sampling, size, batch) in result["arms"].items():
+    lines = [
+        f"Goal: the paper arm's test MSE after {result['budget_s']:.0f} s of training, "
+        f"{result['goal_mse']:.4f} (running mean of {result['smooth']} evaluations).",
+        "",
+        "| arm | seconds to goal | steps | patch-equivalents (128 px) | vs paper arm (mrsynth) | "
+        "vs the paper's stack (Keras) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, (_, size, batch) in result["arms"].items():
         hit = reach[name]
         if hit is None:
             lines.append(f"| {name} | not reached in {result['budget_s']:.0f} s | | | | |")
             continue
         pixels = hit["steps"] * batch * size * size / 128**2
         versus_keras = f"{keras_s / hit['seconds']:.1f}x sooner" if keras_s else "needs MRSYNTH_KERAS_PYTHON"
-        lines.append(f"| {name} | {hit['seconds']:.0f} | {hit['steps']} | {pixels:.0f} | "
-                     f"{paper_s / hit['seconds']:.1f}x sooner | {versus_keras} |")
+        lines.append(
+            f"| {name} | {hit['seconds']:.0f} | {hit['steps']} | {pixels:.0f} | "
+            f"{paper_s / hit['seconds']:.1f}x sooner | {versus_keras} |"
+        )
     if keras_s:
-        lines += ["", f"The paper's stack: {reach[PAPER]['steps']} steps x {result['keras_step_s']:.2f} s "
-                      f"(Keras step, median, this run) = {keras_s:.0f} s to the goal."]
+        lines += [
+            "",
+            f"The paper's stack: {reach[PAPER]['steps']} steps x {result['keras_step_s']:.2f} s "
+            f"(Keras step, median, this run) = {keras_s:.0f} s to the goal.",
+        ]
     lines += ["", "Curves (training seconds, test MSE):", ""]
     for name, curve in result["curves"].items():
         lines.append(f"- {name}: " + ", ".join(f"{p['seconds']:.0f} s {p['mse']:.4f}" for p in curve))
-    lines += ["", "Target (issue): the paper-protocol test MSE >= 10x sooner than the paper's stack with patch "
-              "sampling."]
+    lines += [
+        "",
+        "Target (issue): the paper-protocol test MSE >= 10x sooner than the paper's stack with patch sampling.",
+    ]
     return "\n".join(lines)

@@ -58,8 +58,10 @@ MODES = {  # name: (channels_last, torch.compile, allocator tuned)
     "channels_last + tuned allocator (trainer default)": (True, False, True),
     "channels_last + tuned allocator + torch.compile": (True, True, True),
 }
-MEASURE_CHILD = ("import json, sys; from benchmarks.training_step import measure; "
-                 "print(json.dumps(measure(sys.argv[1] == '1', sys.argv[2] == '1')))")
+MEASURE_CHILD = (
+    "import json, sys; from benchmarks.training_step import measure; "
+    "print(json.dumps(measure(sys.argv[1] == '1', sys.argv[2] == '1')))"
+)
 
 
 def measure(channels_last: bool, compile_model: bool) -> dict:
@@ -77,8 +79,9 @@ def measure(channels_last: bool, compile_model: bool) -> dict:
 
 def measure_in_child(channels_last: bool, compile_model: bool, tuned: bool) -> dict:
     """``measure`` in a fresh process, so that the allocator setting is this mode's own."""
-    return child_json(MEASURE_CHILD, str(int(channels_last)), str(int(compile_model)),
-                      env={"MRSYNTH_TUNE_MALLOC": str(int(tuned))})
+    return child_json(
+        MEASURE_CHILD, str(int(channels_last)), str(int(compile_model)), env={"MRSYNTH_TUNE_MALLOC": str(int(tuned))}
+    )
 
 
 def run() -> dict:
@@ -89,19 +92,35 @@ def run() -> dict:
         mode["gflops"] = mode["patches_per_s"] * 3 * forward_flops() / 1e9
         mode["percent_of_peak"] = 100 * mode["gflops"] / peak
         modes[name] = mode
-    return {"matmul_peak_gflops": peak, "threads": torch.get_num_threads(), "modes": modes,
-            "step_gflop_per_patch": 3 * forward_flops() / 1e9}
+    return {
+        "matmul_peak_gflops": peak,
+        "threads": torch.get_num_threads(),
+        "modes": modes,
+        "step_gflop_per_patch": 3 * forward_flops() / 1e9,
+    }
 
 
 def markdown(result: dict) -> str:
-    lines = [f"fp32 matmul peak (4096^2, {result['threads']} threads): {result['matmul_peak_gflops']:.0f} GFLOP/s; "
-             f"a training step costs {result['step_gflop_per_patch']:.2f} GFLOP per patch, so the limit is "
-             f"{result['matmul_peak_gflops'] / result['step_gflop_per_patch']:.1f} patches/s.", "",
-             "| mode | patches/s (median) | min-max step s | GFLOP/s | % of peak | first step s |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"fp32 matmul peak (4096^2, {result['threads']} threads): {result['matmul_peak_gflops']:.0f} GFLOP/s; "
+        f"a training step costs {result['step_gflop_per_patch']:.2f} GFLOP per patch, so the limit is "
+        f"{result['matmul_peak_gflops'] / result['step_gflop_per_patch']:.1f} patches/s.",
+        "",
+        "| mode | patches/s (median) | min-max step s | GFLOP/s | % of peak | first step s |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, m in result["modes"].items():
-        lines.append(f"| {name} | {m['patches_per_s']:.1f} | {m['min_s']:.2f}-{m['max_s']:.2f} | {m['gflops']:.0f} | "
-                     f"{m['percent_of_peak']:.0f} | {m['first_step_s']:.1f} |")
+        lines.append(
+            f"| {name} | {m['patches_per_s']:.1f} | {m['min_s']:.2f}-{m['max_s']:.2f} | {m['gflops']:.0f} | "
+            f"{m['percent_of_peak']:.0f} | {m['first_step_s']:.1f} |"
+        )
     base = result["modes"]["eager NCHW"]["patches_per_s"]
-    lines += ["", "Speed-up over eager NCHW, same run: " + ", ".join(
-        f"{name} {m['patches_per_s'] / base:.2f}x" for name, m in result["modes"].items() if name != "eager NCHW") + "."]
+    lines += [
+        "",
+        "Speed-up over eager NCHW, same run: "
+        + ", ".join(
+            f"{name} {m['patches_per_s'] / base:.2f}x" for name, m in result["modes"].items() if name != "eager NCHW"
+        )
+        + ".",
+    ]
     return "\n".join(lines)

@@ -45,17 +45,28 @@ def cache(tmp_path_factory):
 
 
 #: A tiny training configuration for fixture subjects: seconds on a CPU.
-TINY = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=5", "optim.batch_size=16",
-        "optim.lr=0.003", "optim.lr_step_epochs=4", "val_recalibration_batches=4", "bn_recalibration_batches=20",
-        "data.max_patches_per_epoch=256", "data.max_eval_patches=128"]
+TINY = [
+    "data.patch_size=16",
+    "data.stride=8",
+    "data.channels=9",
+    "model.layers=5",
+    "optim.batch_size=16",
+    "optim.lr=0.003",
+    "optim.lr_step_epochs=4",
+    "val_recalibration_batches=4",
+    "bn_recalibration_batches=20",
+    "data.max_patches_per_epoch=256",
+    "data.max_eval_patches=128",
+]
 
 
 def tiny_config(cache, *extra):
     """TINY on a fixture cache: train 001, validate 002, test 003."""
     from mrsynth.training import load_config
 
-    return load_config(None, [f"data.cache={cache}", "data.train=001", "data.val=002", "data.test=003"]
-                       + TINY + list(extra))
+    return load_config(
+        None, [f"data.cache={cache}", "data.train=001", "data.val=002", "data.test=003"] + TINY + list(extra)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -29,13 +29,25 @@ writes this page from the outcomes they counted). Do not edit by hand.
 
 
 def render(outcomes: dict[tuple[str, str], int], failed: int, collected: int) -> str:
-    lines = [PROMISES, "## What the suites tried", "",
-             f"Run on {datetime.date.today().isoformat()}, Python {platform.python_version()}: "
-             f"{collected} tests, {failed} failed.", "", "| suite | outcome | count |", "|---|---|---|"]
+    lines = [
+        PROMISES,
+        "## What the suites tried",
+        "",
+        f"Run on {datetime.date.today().isoformat()}, Python {platform.python_version()}: "
+        f"{collected} tests, {failed} failed.",
+        "",
+        "| suite | outcome | count |",
+        "|---|---|---|",
+    ]
     for (suite, what), count in sorted(outcomes.items()):
         lines.append(f"| {suite} | {what} | {count} |")
-    lines += ["", "Every fuzz input ended in a clean refusal (an error naming the file) or a correct result "
-              "(finite output on the input's grid); every kill left its outputs whole or absent, the next run "
-              "removed the leftovers, and resumed training matched the uninterrupted run."
-              if failed == 0 else f"{failed} test(s) failed: the promises above do not all hold in this run.", ""]
+    lines += [
+        "",
+        "Every fuzz input ended in a clean refusal (an error naming the file) or a correct result "
+        "(finite output on the input's grid); every kill left its outputs whole or absent, the next run "
+        "removed the leftovers, and resumed training matched the uninterrupted run."
+        if failed == 0
+        else f"{failed} test(s) failed: the promises above do not all hold in this run.",
+        "",
+    ]
     return "\n".join(lines)

@@ -65,7 +65,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt]
+                return stack[stack.index(nxt) :] + [nxt] if nxt in stack else [node, nxt]
             if nxt not in state:
                 found = visit(nxt, stack + [nxt])
                 if found:
@@ -106,11 +106,19 @@ def test_cycle_finder_finds_a_circle():
 
 
 def test_a_stage_imports_only_the_base_and_earlier_stages():
-    wrong = [f"{a} imports {b}" for a, edges in import_graph().items() for b in edges
-             if _stage(b) > _stage(a) and a not in ("mrsynth", "mrsynth.__main__")]
+    wrong = [
+        f"{a} imports {b}"
+        for a, edges in import_graph().items()
+        for b in edges
+        if _stage(b) > _stage(a) and a not in ("mrsynth", "mrsynth.__main__")
+    ]
     assert not wrong, wrong
-    base_on_stages = [f"{a} imports {b}" for a, edges in import_graph().items() for b in edges
-                      if _stage(a) == 0 and _stage(b) > 0 and a not in ("mrsynth", "mrsynth.__main__")]
+    base_on_stages = [
+        f"{a} imports {b}"
+        for a, edges in import_graph().items()
+        for b in edges
+        if _stage(a) == 0 and _stage(b) > 0 and a not in ("mrsynth", "mrsynth.__main__")
+    ]
     assert not base_on_stages, base_on_stages
 
 
@@ -164,11 +172,14 @@ def code_map() -> str:
     """The README's code map, made from the stage packages' docstrings (first paragraph) in pipeline order."""
     import importlib
 
-    lines = ["Data flows one way, NIfTI -> subject -> cache -> patches -> network -> volume -> scores -> report; each",
-             "stage package imports only the base utilities and the stages above it in this list",
-             "(`tests/test_architecture.py` checks it, and that this list is the packages' own docstrings):", "",
-             "0. base utilities, top-level modules: " + ", ".join(
-                 f"`{p.stem}`" for p in sorted(PACKAGE.glob("*.py")) if not p.stem.startswith("__"))]
+    lines = [
+        "Data flows one way, NIfTI -> subject -> cache -> patches -> network -> volume -> scores -> report; each",
+        "stage package imports only the base utilities and the stages above it in this list",
+        "(`tests/test_architecture.py` checks it, and that this list is the packages' own docstrings):",
+        "",
+        "0. base utilities, top-level modules: "
+        + ", ".join(f"`{p.stem}`" for p in sorted(PACKAGE.glob("*.py")) if not p.stem.startswith("__")),
+    ]
     for number, stage in enumerate(STAGES, start=1):
         summary, modules = importlib.import_module(f"mrsynth.{stage}").__doc__.strip().split("\n\n")[:2]
         lines.append(f"{number}. `{stage}/`: " + " ".join(summary.split()))
@@ -182,10 +193,13 @@ def test_the_readme_code_map_is_the_packages_own_description():
     assert found, "README.md has no '### Code map' section"
     assert found.group(1).strip() == code_map().strip(), (
         "README's code map differs from the packages' docstrings; regenerate it with\n"
-        "python -c 'import sys; sys.path.insert(0, \"tests\"); import test_architecture as t; print(t.code_map())'")
+        "python -c 'import sys; sys.path.insert(0, \"tests\"); import test_architecture as t; print(t.code_map())'"
+    )
 
 
 def test_documented_imports_of_the_flat_layout_still_work():
+    import importlib
+
     from mrsynth.cache import list_prepared, prepare_all  # noqa: F401
     from mrsynth.evaluate import Reference, score  # noqa: F401
     from mrsynth.normalization import Normalization  # noqa: F401
@@ -193,8 +207,6 @@ def test_documented_imports_of_the_flat_layout_still_work():
     from mrsynth.predict import predict_files, predict_prepared  # noqa: F401
     from mrsynth.subjects import discover  # noqa: F401
     from mrsynth.train import train  # noqa: F401
-
-    import importlib
 
     for old, new in mrsynth.MOVED.items():
         assert importlib.import_module(f"mrsynth.{old}") is importlib.import_module(f"mrsynth.{new}")

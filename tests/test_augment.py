@@ -23,7 +23,7 @@ def test_contrast_changes_touch_only_the_t1w_channels_and_keep_background_and_th
     values = torch.tensor([[0.0, 1.0, 2.0]]).reshape(1, 1, 1, 3).repeat(4, 1, 1, 1)
     gamma_only, _ = augment_batch(values, torch.zeros(4, 1, 1, 3), AugmentConfig(gamma=0.5))
     assert torch.equal(gamma_only[..., :2], values[..., :2])  # 0 and 1 are fixed points of x ** g
-    assert ((gamma_only[..., 2] > 2 / 1.5 ** 1.01) & (gamma_only[..., 2] < 2 ** 1.5 * 1.01)).all()
+    assert ((gamma_only[..., 2] > 2 / 1.5**1.01) & (gamma_only[..., 2] < 2**1.5 * 1.01)).all()
 
 
 def test_flips_move_input_and_target_together():
@@ -65,9 +65,8 @@ def test_same_seed_same_augmentation_and_off_by_default():
 def test_erosion_only_shrinks_the_stripped_region_and_needs_stripping(cache, tmp_path):
     import pytest
 
-    from mrsynth.training import load_config
     from mrsynth.errors import InputError
-    from mrsynth.training import train
+    from mrsynth.training import load_config, train
 
     t1 = torch.zeros(40, 1, 24, 24)
     t1[:, :, 6:18, 6:18] = 1.0
@@ -96,14 +95,14 @@ def test_mask_jitter_moves_only_the_mask_boundaries_and_by_at_most_its_length():
 def test_intensity_augmentations_need_a_scaling_normalization_but_flips_and_mask_jitter_do_not(cache, tmp_path):
     import pytest
 
-    from mrsynth.training import load_config
     from mrsynth.errors import InputError
-    from mrsynth.training import Trainer
+    from mrsynth.training import Trainer, load_config
 
     paper = [f"data.cache={cache}", "data.train=001", "data.norm=paper"]
     for setting in ("augment.gamma=0.3", "augment.bias=0.2", "augment.noise=0.02", "augment.rotate=10"):
         with pytest.raises(InputError, match="scaling normalization"):
             Trainer(load_config(None, paper + [setting]), tmp_path / "r", progress=False)
-    trainer = Trainer(load_config(None, paper + ["augment.flips=true", "augment.mask_jitter=2"]), tmp_path / "r",
-                      progress=False)
+    trainer = Trainer(
+        load_config(None, paper + ["augment.flips=true", "augment.mask_jitter=2"]), tmp_path / "r", progress=False
+    )
     assert trainer.config.augment.mask_jitter == 2 and active(trainer.config.augment)

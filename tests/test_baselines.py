@@ -9,13 +9,9 @@ import pytest
 import torch
 
 from mrsynth import labels
-
-from mrsynth.training import runs
-from mrsynth.training import fit_for_run
-from mrsynth.data import list_prepared
-from mrsynth.networks import load_model
-from mrsynth.networks import IntensityMap, TissueMean
-from mrsynth.data import Normalization
+from mrsynth.data import Normalization, list_prepared
+from mrsynth.networks import IntensityMap, TissueMean, load_model
+from mrsynth.training import fit_for_run, runs
 
 
 def test_baselines_fit_what_a_lookup_table_can(trained, tmp_path, run_cli):
@@ -43,7 +39,9 @@ def test_baselines_fit_what_a_lookup_table_can(trained, tmp_path, run_cli):
     inputs[0, 0, 0] = x
     torch.testing.assert_close(fitted(inputs)[0, 0, 0], torch.tanh(x), atol=2e-3, rtol=0)
     # every model kind predicts and evaluates through the same CLI
-    code, _, err = run_cli("predict", "--model", paths["tissue-mean"], "--data", cache, "--out-dir", tmp_path / "p", "--quiet")
+    code, _, err = run_cli(
+        "predict", "--model", paths["tissue-mean"], "--data", cache, "--out-dir", tmp_path / "p", "--quiet"
+    )
     assert code == 0, err
     code, out, err = run_cli("evaluate", "--pred", tmp_path / "p", "--ref", cache, "--json", tmp_path / "e.json")
     assert code == 0, err

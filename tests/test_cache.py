@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 
 from mrsynth.data import list_prepared, prepare_all
-from mrsynth.io.fixtures import write_dataset
 from mrsynth.io import discover
+from mrsynth.io.fixtures import write_dataset
 
 
 def test_cache_holds_slice_major_arrays_and_metadata(hcp_root, tmp_path):

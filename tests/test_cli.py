@@ -52,7 +52,8 @@ def test_every_command_has_help_and_the_common_message_options(command, run_cli,
 
 
 def test_documented_commands_run_on_fixture_data(tmp_path, run_cli):
-    """simulate -> prepare -> inspect -> labels -> train -> train --resume -> baselines -> predict (both forms) -> evaluate (both forms)."""
+    """simulate -> prepare -> inspect -> labels -> train -> train --resume -> baselines -> predict (both forms) ->
+    evaluate (both forms)."""
     data, cache, run, predictions = tmp_path / "data", tmp_path / "cache", tmp_path / "run", tmp_path / "pred"
 
     def ok(*args):
@@ -67,16 +68,41 @@ def test_documented_commands_run_on_fixture_data(tmp_path, run_cli):
     assert [s["id"] for s in inspected["subjects"]] == ["sim001", "sim002"]
     assert ok("labels", "--markdown") == labels.markdown_table()
     settings = sum((["--set", s] for s in TINY), [])
-    summary = ok("train", "--cache", cache, "--train", "sim001", "--test", "sim002", "--out", run, "--epochs", "1",
-                 "--quiet", *settings)
+    summary = ok(
+        "train",
+        "--cache",
+        cache,
+        "--train",
+        "sim001",
+        "--test",
+        "sim002",
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "--quiet",
+        *settings,
+    )
     assert json.loads(summary[: summary.rindex("}") + 1])["epochs"] == 1
     resumed = ok("train", "--resume", run, "--epochs", "2", "--quiet")
     assert json.loads(resumed[: resumed.rindex("}") + 1])["epochs"] == 2
     assert "tissue-mean" in ok("baselines", run)
     folder = data / "sim002" / HCP_FOLDER
     t1, seg, mask, t2 = (folder / f"{HCP_NAMES[r]}.nii.gz" for r in ("t1", "seg", "mask", "t2"))
-    ok("predict", "--model", run / "model", "--t1", t1, "--seg", seg, "--mask", mask, "--out", tmp_path / "one.nii.gz",
-       "--quiet")
+    ok(
+        "predict",
+        "--model",
+        run / "model",
+        "--t1",
+        t1,
+        "--seg",
+        seg,
+        "--mask",
+        mask,
+        "--out",
+        tmp_path / "one.nii.gz",
+        "--quiet",
+    )
     assert nib.load(tmp_path / "one.nii.gz").shape == nib.load(t1).shape
     ok("predict", "--model", run / "model", "--data", cache, "--out-dir", predictions, "--quiet")
     assert sorted(p.name for p in predictions.iterdir()) == ["sim001.nii.gz", "sim002.nii.gz"]
@@ -93,12 +119,22 @@ def test_demo_writes_its_table_from_its_numbers(tmp_path, run_cli):
     assert code == 0, err
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
     text = (tmp_path / "demo" / "results.md").read_text()
-    assert set(results["scores"]) == {"9-layer FCN + masks (paper)", "--preset quality, T1w only", "tissue-mean",
-                                      "intensity-map"}
+    assert set(results["scores"]) == {
+        "9-layer FCN + masks (paper)",
+        "--preset quality, T1w only",
+        "tissue-mean",
+        "intensity-map",
+    }
     for name, scores in results["scores"].items():
         assert f"| {name} | {scores['mse_fov']:.4g} | {scores['mse']:.4g} |" in text
-    for name in ("prediction.png", "simulated_subjects.png", "run/model/model.json", "run/learning_curve.png",
-                 "run-quality/model/model.json", "view.html"):
+    for name in (
+        "prediction.png",
+        "simulated_subjects.png",
+        "run/model/model.json",
+        "run/learning_curve.png",
+        "run-quality/model/model.json",
+        "view.html",
+    ):
         assert (tmp_path / "demo" / name).exists(), name
     code, _, err = run_cli("demo", "--out", tmp_path / "demo", "--quiet")
     assert code == 2 and "exists already" in err

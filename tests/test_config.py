@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mrsynth.errors import InputError
 from mrsynth.networks import kinds, parameters
 from mrsynth.training import PRESETS, load_config, reference_markdown, to_toml
-from mrsynth.errors import InputError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 
@@ -35,7 +35,9 @@ def test_fast_preset_is_tile_training_with_small_steps_and_user_settings_win():
 
 def test_docs_training_md_holds_the_generated_configuration_reference():
     text = DOCS.read_text()
-    assert reference_markdown() in text, "docs/training.md is out of date: paste `python -m mrsynth.training.config` into it"
+    assert reference_markdown() in text, (
+        "docs/training.md is out of date: paste `python -m mrsynth.training.config` into it"
+    )
 
 
 def test_reference_names_and_explains_every_field_and_preset():
@@ -43,10 +45,13 @@ def test_reference_names_and_explains_every_field_and_preset():
     config = load_config()
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        names = [f"{f.name}.{g.name}" for g in dataclasses.fields(value)] if dataclasses.is_dataclass(value) else [f.name]
+        names = (
+            [f"{f.name}.{g.name}" for g in dataclasses.fields(value)] if dataclasses.is_dataclass(value) else [f.name]
+        )
         if f.name == "model":  # kind, lookup, and every kind's own parameters
-            names = ["model.kind", "model.lookup"] + [f"model.{p.name}" for kind in kinds(trainable=True)
-                                                     for p in parameters(kind)]
+            names = ["model.kind", "model.lookup"] + [
+                f"model.{p.name}" for kind in kinds(trainable=True) for p in parameters(kind)
+            ]
         for name in names:
             row = next((line for line in reference.splitlines() if line.startswith(f"| `{name}` |")), None)
             assert row is not None, name

@@ -1,4 +1,5 @@
-"""Cross-validation (mrsynth.experiments.crossval): folds, scores per held-out subject, paired differences, resumption."""
+"""Cross-validation (mrsynth.experiments.crossval): folds, scores per held-out subject, paired differences,
+resumption."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from mrsynth.experiments.crossval import bootstrap_ci, make_folds
 from mrsynth.errors import InputError
+from mrsynth.experiments.crossval import bootstrap_ci, make_folds
 from mrsynth.io.fixtures import write_dataset
 
 
@@ -53,8 +54,7 @@ def test_crossval_cli_scores_every_held_out_subject_and_resumes_fold_by_fold(tmp
             assert paired["ci95"][0] <= paired["mean"] <= paired["ci95"][1]
             assert f"network - {baseline}, {metric}: {paired['mean']:+.2f} dB" in stdout
     assert [f["train"] for f in results["folds"]] == [["002", "003"], ["001", "003"], ["001", "002"]]
-    for name in ("report.md", "report.html", "figures/per_subject_psnr_p99.png", "figures/002.png",
-                 "figures/002.html"):
+    for name in ("report.md", "report.html", "figures/per_subject_psnr_p99.png", "figures/002.png", "figures/002.html"):
         assert (out / name).exists(), name
     assert "95 % bootstrap CI" in (out / "report.md").read_text()
 

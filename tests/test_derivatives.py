@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mrsynth.inference import derivatives
 from mrsynth.errors import InputError
+from mrsynth.inference import derivatives
 from mrsynth.io.fixtures import make_subject, save_nifti, write_dataset, write_manifest, write_subject
 from mrsynth.networks import file_sha256
 
@@ -34,7 +34,8 @@ def _bids_dataset(root):
 
 def test_bids_names_keep_the_source_entities_and_make_labels_from_other_ids():
     assert derivatives.relative_path("sub-01_ses-2_acq-mprage").as_posix() == (
-        "sub-01/ses-2/anat/sub-01_ses-2_acq-mprage_desc-mrsynth_T2w.nii.gz")
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-mprage_desc-mrsynth_T2w.nii.gz"
+    )
     assert derivatives.relative_path("sub-01").as_posix() == "sub-01/anat/sub-01_desc-mrsynth_T2w.nii.gz"
     assert derivatives.bids_prefix("100307") == "sub-100307"
     assert derivatives.bids_prefix("subj_01.a") == "sub-subj01a"
@@ -71,8 +72,13 @@ def test_bids_input_gives_derivatives_that_pybids_finds_with_their_entities(trai
         assert record["model"]["weights_sha256"] == sha
         assert record["version"] and record["masks"] == "files"
         assert record["normalization"]["method"] and record["normalization_t1"]["scale"] > 0
-        source = layout.get(scope="raw", subject=image.entities["subject"], session=image.entities["session"],
-                            suffix="T1w", extension=".nii.gz")[0]
+        source = layout.get(
+            scope="raw",
+            subject=image.entities["subject"],
+            session=image.entities["session"],
+            suffix="T1w",
+            extension=".nii.gz",
+        )[0]
         assert np.array_equal(nib.load(image.path).affine, nib.load(source.path).affine)
 
     # `evaluate` and a second run read and rewrite the same dataset
@@ -99,19 +105,23 @@ def test_bids_flag_for_hcp_input_and_evaluate_reads_the_derivatives(trained, tmp
 def test_flat_output_stays_available_for_bids_input(trained, tmp_path, run_cli):
     run, _, _ = trained
     root = write_dataset(tmp_path / "bids", 1, "bids")
-    code, _, err = run_cli("predict", "--model", run / "model", "--data", root, "--out-dir", tmp_path / "out",
-                           "--flat", "--quiet")
+    code, _, err = run_cli(
+        "predict", "--model", run / "model", "--data", root, "--out-dir", tmp_path / "out", "--flat", "--quiet"
+    )
     assert code == 0, err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["sub-001.nii.gz"]
 
 
 def test_refusals_come_before_any_prediction(trained, tmp_path, run_cli):
     run, _, _ = trained
-    rows = {subject_id: write_subject(tmp_path / "csv", subject_id, make_subject(seed=i))
-            for i, subject_id in enumerate(["a_1", "a-1"])}
+    rows = {
+        subject_id: write_subject(tmp_path / "csv", subject_id, make_subject(seed=i))
+        for i, subject_id in enumerate(["a_1", "a-1"])
+    }
     manifest = write_manifest(tmp_path / "csv" / "manifest.csv", rows)
-    code, _, err = run_cli("predict", "--model", run / "model", "--data", manifest, "--out-dir", tmp_path / "o1",
-                           "--bids")
+    code, _, err = run_cli(
+        "predict", "--model", run / "model", "--data", manifest, "--out-dir", tmp_path / "o1", "--bids"
+    )
     assert code == 2 and "would share the BIDS name" in err and "sub-a1" in err
     assert not (tmp_path / "o1").exists()
 
@@ -123,6 +133,7 @@ def test_refusals_come_before_any_prediction(trained, tmp_path, run_cli):
     assert code == 2 and "fMRIPrep" in err and str(foreign / "dataset_description.json") in err
     assert sorted(p.name for p in foreign.iterdir()) == ["dataset_description.json"]
 
-    code, _, err = run_cli("predict", "--model", run / "model", "--t1", "x.nii.gz", "--out", tmp_path / "p.nii.gz",
-                           "--bids")
+    code, _, err = run_cli(
+        "predict", "--model", run / "model", "--t1", "x.nii.gz", "--out", tmp_path / "p.nii.gz", "--bids"
+    )
     assert code == 2 and "--bids and --flat" in err

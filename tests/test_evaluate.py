@@ -7,8 +7,8 @@ import pytest
 
 from mrsynth.data import list_prepared, prepare_all
 from mrsynth.evaluation import Reference, references, score
-from mrsynth.io.fixtures import write_dataset
 from mrsynth.io import discover
+from mrsynth.io.fixtures import write_dataset
 
 
 def test_a_prepared_subject_and_its_files_give_the_same_scores(tmp_path):

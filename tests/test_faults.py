@@ -30,8 +30,9 @@ def test_defect_01_corrupted_weights_are_refused_not_predicted_as_nan(trained, t
     model = tmp_path / "model"
     shutil.copytree(run / "model", model)
     _corrupt(model / "model.safetensors")
-    code, _, err = run_cli("predict", "--model", model, "--subject", list_prepared(cache)[0].folder,
-                           "--out", tmp_path / "p.nii.gz")
+    code, _, err = run_cli(
+        "predict", "--model", model, "--subject", list_prepared(cache)[0].folder, "--out", tmp_path / "p.nii.gz"
+    )
     assert code == 2 and "SHA-256" in err and "model.safetensors" in err
     assert not (tmp_path / "p.nii.gz").exists()
 
@@ -91,8 +92,7 @@ def test_defect_04_predict_refuses_an_unwritable_output_before_computing(trained
         locked = tmp_path / "locked"
         locked.mkdir()
         locked.chmod(0o500)
-        code, _, err = run_cli("predict", "--model", run / "model", "--subject", subject,
-                               "--out", locked / "p.nii.gz")
+        code, _, err = run_cli("predict", "--model", run / "model", "--subject", subject, "--out", locked / "p.nii.gz")
         assert code == 2 and "not writable" in err
 
 
@@ -103,8 +103,9 @@ def test_defect_04_an_os_error_is_one_line_not_a_traceback(tmp_path, run_cli, mo
         raise OSError(28, "No space left on device", str(tmp_path / "cache"))
 
     monkeypatch.setattr(mrsynth.data, "prepare_all", full_disk)
-    code, _, err = run_cli("prepare", write_dataset(tmp_path / "data", 1, "hcp", shape=(20, 24, 18)),
-                           "--out", tmp_path / "cache")
+    code, _, err = run_cli(
+        "prepare", write_dataset(tmp_path / "data", 1, "hcp", shape=(20, 24, 18)), "--out", tmp_path / "cache"
+    )
     assert code == 2 and "No space left on device" in err and "Traceback" not in err
 
 
@@ -152,8 +153,10 @@ def test_defect_07_leftovers_of_killed_writers_are_removed_by_the_next_run_and_l
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     names = [tmp_path / "001", tmp_path / "x.nii.gz", tmp_path / "checkpoint.pt"]
-    leftovers = [p.with_name(_temporary_name(p, kind).name.replace(f".{os.getpid()}-", f".{dead_pid}-"))
-                 for p, kind in zip(names, ("tmp", "tmp", "old"))]
+    leftovers = [
+        p.with_name(_temporary_name(p, kind).name.replace(f".{os.getpid()}-", f".{dead_pid}-"))
+        for p, kind in zip(names, ("tmp", "tmp", "old"))
+    ]
     leftovers[0].mkdir()
     (leftovers[0] / "t1.npy").write_bytes(b"partial")
     for path in leftovers[1:]:
@@ -170,8 +173,11 @@ def test_defect_07_prepare_removes_a_killed_preparations_folder(tmp_path):
 
     root = write_dataset(tmp_path / "data", 1, "hcp", shape=(20, 24, 18))
     (tmp_path / "cache").mkdir()
-    orphan = tmp_path / "cache" / _temporary_name(tmp_path / "cache" / "001", "tmp").name.replace(
-        f".{os.getpid()}-", ".999999999-")
+    orphan = (
+        tmp_path
+        / "cache"
+        / _temporary_name(tmp_path / "cache" / "001", "tmp").name.replace(f".{os.getpid()}-", ".999999999-")
+    )
     orphan.mkdir()
     prepare_all(discover(root), tmp_path / "cache", progress=False)
     assert not orphan.exists() and [s.id for s in list_prepared(tmp_path / "cache")] == ["001"]
@@ -197,7 +203,15 @@ def test_defect_10_malformed_run_and_cache_files_are_clean_errors(trained, tmp_p
     shutil.copytree(cache, cache_copy)
     if damage == "model.json":
         (copy / "model" / "model.json").write_text('{"n_layers": "nine"}')
-        command = ["predict", "--model", copy / "model", "--subject", cache_copy / "001", "--out", tmp_path / "p.nii.gz"]
+        command = [
+            "predict",
+            "--model",
+            copy / "model",
+            "--subject",
+            cache_copy / "001",
+            "--out",
+            tmp_path / "p.nii.gz",
+        ]
     elif damage == "subject.json":
         (cache_copy / "001" / "subject.json").write_text('{"id": "001"}')
         command = ["inspect", cache_copy]
@@ -209,8 +223,9 @@ def test_defect_10_malformed_run_and_cache_files_are_clean_errors(trained, tmp_p
         command = ["train", "--resume", copy, "--set", "optim.epochs=8"]
     code, _, err = run_cli(*command)
     assert code == 2 and "Traceback" not in err, err
-    assert {"model.json": "model", "checkpoint": "checkpoint", "split.json": "split",
-            "subject.json": "subject.json"}[damage] in err
+    assert {"model.json": "model", "checkpoint": "checkpoint", "split.json": "split", "subject.json": "subject.json"}[
+        damage
+    ] in err
 
 
 def test_defect_12_messages_name_the_right_thing(tmp_path, trained, run_cli):

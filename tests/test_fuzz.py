@@ -13,22 +13,23 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import record
-
 from mrsynth import masks
-from mrsynth.masks import atlas, files
-from mrsynth.masks.common import check_t1
 from mrsynth.data import PreparedSubject, prepare_subject
 from mrsynth.errors import InputError
 from mrsynth.evaluation import evaluate_volume
 from mrsynth.inference import predict_files
 from mrsynth.io import Subject
+from mrsynth.masks import atlas, files
+from mrsynth.masks.common import check_t1
 
 SHAPES = st.sampled_from([(12, 14, 10), (12, 14, 10, 1), (12, 14), (12, 14, 10, 2), (1, 14, 10), (12, 1, 1)])
-DTYPES = st.sampled_from([np.float32, np.float64, np.int16, np.uint8, np.int64, np.complex64])  # nibabel writes no float16
+DTYPES = st.sampled_from(
+    [np.float32, np.float64, np.int16, np.uint8, np.int64, np.complex64]
+)  # nibabel writes no float16
 AFFINES = st.sampled_from(["identity", "oblique", "singular", "nan", "huge", "flipped"])
 VALUES = st.sampled_from(["normal", "nan", "inf", "constant", "zero", "negative", "huge"])
 SLOPES = st.sampled_from([None, 0.0, 2.0, float("nan"), "intent", "units"])  # scl_slope, or another odd header field
@@ -103,8 +104,9 @@ def _prepare_is_clean(subject: Subject, cache: Path) -> None:
     result = prepare_subject(subject, cache)
     record("fuzz: prepare", "refused with a message naming the file" if result.status == "failed" else "prepared")
     if result.status == "failed":
-        assert any(str(p) in result.message for p in subject.sources().values()) or "subject fz" in result.message, \
+        assert any(str(p) in result.message for p in subject.sources().values()) or "subject fz" in result.message, (
             result.message
+        )
         assert not (cache / "fz").exists()
         return
     prepared = PreparedSubject.open(cache / "fz")

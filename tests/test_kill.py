@@ -2,7 +2,8 @@
 
 Every output must be complete or absent, the next run must remove the leftovers and finish, and a
 resumed training run must end with the same weights as an uninterrupted one. A short tier (2 kill
-points per command) runs in the quick loop; the long tier (20 per command) is `slow` and `long`: `make test-long`, not `make test`.
+points per command) runs in the quick loop; the long tier (20 per command) is `slow` and `long`: `make test-long`, not
+`make test`.
 """
 
 from __future__ import annotations
@@ -61,15 +62,23 @@ def _prepare_points(tmp_path: Path, delays: list[float]) -> None:
     root = write_dataset(tmp_path / "data", 4, "hcp", shape=(40, 48, 36))
     cache = tmp_path / "cache"
     for delay in delays:
-        process = subprocess.Popen(MRSYNTH + ["prepare", str(root), "--out", str(cache), "--jobs", "2", "--force"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            MRSYNTH + ["prepare", str(root), "--out", str(cache), "--jobs", "2", "--force"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         workers = _children_of(process.pid)
         process.send_signal(signal.SIGKILL)
         process.wait()
         deadline = time.time() + 10
-        while any(Path(f"/proc/{w}").exists() and "zombie" not in Path(f"/proc/{w}/status").read_text().lower()
-                  for w in workers) and time.time() < deadline:
+        while (
+            any(
+                Path(f"/proc/{w}").exists() and "zombie" not in Path(f"/proc/{w}/status").read_text().lower()
+                for w in workers
+            )
+            and time.time() < deadline
+        ):
             time.sleep(0.1)
         assert time.time() < deadline, f"prepare workers outlived their killed parent (delay {delay})"
         for folder in cache.glob("[!.]*") if cache.exists() else []:
@@ -162,10 +171,25 @@ def test_a_full_disk_is_a_clean_error_for_prepare_train_and_predict(tmp_path, tr
     settings = sum((["--set", s] for s in TINY + ["optim.epochs=1"]), [])
     commands = {
         "prepare": (MRSYNTH + ["prepare", str(root), "--out", str(tmp_path / "cache")], tmp_path / "cache" / "001"),
-        "train": (MRSYNTH + ["train", "--cache", str(cache), "--train", "001", "--test", "003",
-                             "--out", str(tmp_path / "run")] + settings, tmp_path / "run" / "model" / "model.json"),
-        "predict": (MRSYNTH + ["predict", "--model", str(run / "model"), "--subject", str(cache / "001"),
-                               "--out", str(tmp_path / "p.nii.gz")], tmp_path / "p.nii.gz"),
+        "train": (
+            MRSYNTH
+            + ["train", "--cache", str(cache), "--train", "001", "--test", "003", "--out", str(tmp_path / "run")]
+            + settings,
+            tmp_path / "run" / "model" / "model.json",
+        ),
+        "predict": (
+            MRSYNTH
+            + [
+                "predict",
+                "--model",
+                str(run / "model"),
+                "--subject",
+                str(cache / "001"),
+                "--out",
+                str(tmp_path / "p.nii.gz"),
+            ],
+            tmp_path / "p.nii.gz",
+        ),
     }
     for name, (command, output) in commands.items():
         result = subprocess.run(command, capture_output=True, text=True, preexec_fn=_limited(20_000))
@@ -202,10 +226,19 @@ def test_a_read_only_output_folder_is_a_clean_error_for_prepare_train_and_predic
     with _read_only(tmp_path / "locked") as locked:
         commands = {
             "prepare": MRSYNTH + ["prepare", str(root), "--out", str(locked / "cache")],
-            "train": MRSYNTH + ["train", "--cache", str(cache), "--train", "001", "--test", "003",
-                                "--out", str(locked / "run")] + settings,
-            "predict": MRSYNTH + ["predict", "--model", str(run / "model"), "--subject", str(cache / "001"),
-                                  "--out", str(locked / "p.nii.gz")],
+            "train": MRSYNTH
+            + ["train", "--cache", str(cache), "--train", "001", "--test", "003", "--out", str(locked / "run")]
+            + settings,
+            "predict": MRSYNTH
+            + [
+                "predict",
+                "--model",
+                str(run / "model"),
+                "--subject",
+                str(cache / "001"),
+                "--out",
+                str(locked / "p.nii.gz"),
+            ],
         }
         for name, command in commands.items():
             result = subprocess.run(command, capture_output=True, text=True)
@@ -218,8 +251,9 @@ def test_a_read_only_output_folder_is_a_clean_error_for_prepare_train_and_predic
 def test_two_concurrent_prepares_into_one_cache_end_consistent(tmp_path):
     root = write_dataset(tmp_path / "data", 4, "hcp", shape=(40, 48, 36))
     command = MRSYNTH + ["prepare", str(root), "--out", str(tmp_path / "cache"), "--force"]
-    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     for process in processes:
         assert process.wait() == 0, process.stderr.read()[-1500:]
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["001", "002", "003", "004"]

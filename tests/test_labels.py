@@ -7,8 +7,8 @@ import pytest
 
 from mrsynth import labels
 from mrsynth.data.cache import UnknownLabelWarning, list_prepared, prepare_all
-from mrsynth.io.fixtures import make_subject, write_subject
 from mrsynth.io import discover
+from mrsynth.io.fixtures import make_subject, write_subject
 
 
 def test_every_class_is_reachable_from_the_table():
@@ -17,17 +17,41 @@ def test_every_class_is_reachable_from_the_table():
     assert reachable | {"brain"} == set(labels.CLASSES)
 
 
-@pytest.mark.parametrize("code, expected", [
-    (3, "grey_matter"), (1035, "grey_matter"), (2001, "grey_matter"), (11145, "grey_matter"),
-    (2, "white_matter"), (3021, "white_matter"), (4035, "white_matter"), (5001, "white_matter"),
-    (5002, "white_matter"), (251, "white_matter"), (85, "white_matter"), (77, "white_matter"),
-    (4, "csf"), (24, "csf"), (31, "csf"), (14, "csf"),
-    (10, "subcortical"), (17, "subcortical"), (16, "subcortical"), (28, "subcortical"),
-    (30, "vessel"), (62, "vessel"),
-    (7, "cerebellum"), (47, "cerebellum"),
-    (0, "unknown"), (165, "unknown"), (258, "unknown"), (80, "unknown"),
-    (511, None), (999, None),
-])
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        (3, "grey_matter"),
+        (1035, "grey_matter"),
+        (2001, "grey_matter"),
+        (11145, "grey_matter"),
+        (2, "white_matter"),
+        (3021, "white_matter"),
+        (4035, "white_matter"),
+        (5001, "white_matter"),
+        (5002, "white_matter"),
+        (251, "white_matter"),
+        (85, "white_matter"),
+        (77, "white_matter"),
+        (4, "csf"),
+        (24, "csf"),
+        (31, "csf"),
+        (14, "csf"),
+        (10, "subcortical"),
+        (17, "subcortical"),
+        (16, "subcortical"),
+        (28, "subcortical"),
+        (30, "vessel"),
+        (62, "vessel"),
+        (7, "cerebellum"),
+        (47, "cerebellum"),
+        (0, "unknown"),
+        (165, "unknown"),
+        (258, "unknown"),
+        (80, "unknown"),
+        (511, None),
+        (999, None),
+    ],
+)
 def test_class_of(code, expected):
     assert labels.class_of(code) == expected
 
@@ -91,8 +115,9 @@ def test_hcp_brain_mask_is_the_pipelines_dilate_three_erode_two_fill_holes():
     labelled = _ball((40, 40, 40), 12) & ~_ball((40, 40, 40), 4)  # a brain with an unlabelled ventricle
     labelled[20:, 19:21, :] = False  # and a 2 mm sulcus
     box = np.ones((3, 3, 3), bool)
-    expected = ndimage.binary_fill_holes(ndimage.binary_erosion(
-        ndimage.binary_dilation(labelled, box, iterations=3), box, iterations=2, border_value=0))
+    expected = ndimage.binary_fill_holes(
+        ndimage.binary_erosion(ndimage.binary_dilation(labelled, box, iterations=3), box, iterations=2, border_value=0)
+    )
     mask = labels.hcp_brain_mask(labelled, (1.0, 1.0, 1.0))
     np.testing.assert_array_equal(mask, expected)
     assert mask[20, 20, 20] and mask[30, 20, 20]  # ventricle filled, sulcus bridged

@@ -50,8 +50,9 @@ def test_format_1_descriptions_keep_only_their_own_kinds_parameters():
 
 
 @pytest.mark.parametrize("run", ["run-fcn", "run-unet"])
-def test_a_run_folder_of_the_flat_layout_reopens_with_its_configuration_split_and_normalization(run, legacy_cache,
-                                                                                                tmp_path):
+def test_a_run_folder_of_the_flat_layout_reopens_with_its_configuration_split_and_normalization(
+    run, legacy_cache, tmp_path
+):
     copy = shutil.copytree(LEGACY / run, tmp_path / run)
     config = resume_config(copy, [f"data.cache={legacy_cache}"])  # its config.toml names every kind's parameters
     assert config.model.kind == ("fcn" if run == "run-fcn" else "unet")

@@ -11,8 +11,9 @@ from mrsynth.logs import bars_wanted
 
 def _train(run_cli, cache, out, *options):
     settings = sum((["--set", s] for s in TINY), [])
-    return run_cli("train", "--cache", cache, "--train", "001", "--test", "003", "--out", out, "--epochs", "2",
-                   *options, *settings)
+    return run_cli(
+        "train", "--cache", cache, "--train", "001", "--test", "003", "--out", out, "--epochs", "2", *options, *settings
+    )
 
 
 def test_off_a_terminal_training_logs_one_line_per_epoch_and_no_bars(cache, tmp_path, run_cli):
@@ -20,7 +21,9 @@ def test_off_a_terminal_training_logs_one_line_per_epoch_and_no_bars(cache, tmp_
     assert code == 0, err
     assert "\r" not in err and "%|" not in err  # no tqdm redraws
     epochs = [line for line in err.splitlines() if line.startswith("epoch ")]
-    assert len(epochs) == 2 and re.match(r"epoch 1/2: train [\d.e-]+, lr [\d.e-]+, [\d.]+ s, [\d.]+ patches/s$", epochs[0])
+    assert len(epochs) == 2 and re.match(
+        r"epoch 1/2: train [\d.e-]+, lr [\d.e-]+, [\d.]+ s, [\d.]+ patches/s$", epochs[0]
+    )
 
 
 def test_quiet_verbose_and_progress_behave_the_same_on_every_command(cache, tmp_path, run_cli):

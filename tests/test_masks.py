@@ -9,17 +9,14 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import tiny_config, write_dataset
 from nibabel.processing import resample_from_to
 
-from mrsynth import labels
-
-from mrsynth import masks
-from mrsynth.masks import atlas
+from mrsynth import labels, masks
 from mrsynth.data import list_prepared, masks_source, prepare_all
 from mrsynth.errors import InputError
 from mrsynth.io import discover
-
-from conftest import tiny_config, write_dataset
+from mrsynth.masks import atlas
 
 
 def _head_in_another_pose(tmp_path):
@@ -35,8 +32,12 @@ def _head_in_another_pose(tmp_path):
     affine[:3, 3] = np.array([5.0, -10.0, 12.0]) - affine[:3, :3] @ (np.array(shape) / 2)
     target = nib.Nifti1Image(np.zeros(shape, np.float32), affine)
     t1 = resample_from_to(head, target, order=1).get_fdata().astype(np.float32)
-    mask = resample_from_to(nib.load(str(atlas.atlas_file("MNI152_T1_1mm_brain_mask.nii.gz"))), target,
-                            order=1).get_fdata() > 0.5
+    mask = (
+        resample_from_to(
+            nib.load(str(atlas.atlas_file("MNI152_T1_1mm_brain_mask.nii.gz"))), target, order=1
+        ).get_fdata()
+        > 0.5
+    )
     path = tmp_path / "head.nii.gz"
     nib.save(nib.Nifti1Image(t1, affine), str(path))
     return path, t1, affine, mask
@@ -86,7 +87,7 @@ def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_on
     pytest.importorskip("ants")
     _, t1, affine, expected = _head_in_another_pose(tmp_path)
     monkeypatch.setattr(atlas, "MIN_REGISTRATION_FIT", 1.01)  # the head fits well (0.65 stops the retries), yet
-    fits = []                                                      # below 1.01: the refinement runs
+    fits = []  # below 1.01: the refinement runs
     fit_of = atlas.registration_fit
     monkeypatch.setattr(atlas, "registration_fit", lambda *a: fits.append(fit_of(*a)) or fits[-1])
     result = masks.compute_masks(t1, affine, source="head", method="ants-atlas")
@@ -179,20 +180,46 @@ def test_prepare_auto_records_where_masks_came_from_and_a_run_refuses_to_mix(tmp
 
 
 def test_predict_auto_masks_from_a_bare_t1w_and_says_when_they_differ_from_training(
-        tmp_path, trained, fake_registration, run_cli):
+    tmp_path, trained, fake_registration, run_cli
+):
     run, _, _ = trained
     root = write_dataset(tmp_path / "data", 1, "hcp", shape=(40, 48, 36))
     t1 = next(iter(discover(root))).t1
-    code, _, err = run_cli("predict", "--model", run / "model", "--t1", t1, "--masks", "auto",
-                           "--out", tmp_path / "pred.nii.gz")
+    code, _, err = run_cli(
+        "predict", "--model", run / "model", "--t1", t1, "--masks", "auto", "--out", tmp_path / "pred.nii.gz"
+    )
     assert code == 0 and fake_registration == [t1]
     assert "masks from learned, but the model was trained on masks from files" in err
     with_files = tmp_path / "files.nii.gz"
-    run_cli("predict", "--model", run / "model", "--t1", t1, "--seg", t1.parent / "wmparc.nii.gz",
-            "--mask", t1.parent / "brainmask_fs.nii.gz", "--out", with_files)
-    np.testing.assert_allclose(nib.load(str(tmp_path / "pred.nii.gz")).get_fdata(), nib.load(str(with_files)).get_fdata())
-    code, _, err = run_cli("predict", "--model", run / "model", "--t1", t1, "--masks", "auto", "--mask",
-                           t1.parent / "brainmask_fs.nii.gz", "--out", tmp_path / "both.nii.gz")
+    run_cli(
+        "predict",
+        "--model",
+        run / "model",
+        "--t1",
+        t1,
+        "--seg",
+        t1.parent / "wmparc.nii.gz",
+        "--mask",
+        t1.parent / "brainmask_fs.nii.gz",
+        "--out",
+        with_files,
+    )
+    np.testing.assert_allclose(
+        nib.load(str(tmp_path / "pred.nii.gz")).get_fdata(), nib.load(str(with_files)).get_fdata()
+    )
+    code, _, err = run_cli(
+        "predict",
+        "--model",
+        run / "model",
+        "--t1",
+        t1,
+        "--masks",
+        "auto",
+        "--mask",
+        t1.parent / "brainmask_fs.nii.gz",
+        "--out",
+        tmp_path / "both.nii.gz",
+    )
     assert code == 2 and "not both" in err and not (tmp_path / "both.nii.gz").exists()
 
 
@@ -205,6 +232,7 @@ def test_a_badly_fitting_registration_is_tried_again_and_the_best_kept():
         def run(seed, kind):
             calls.append((seed, kind))
             return fits[len(calls) - 1], {"seed": seed}
+
         return run
 
     fit, registration, attempts, kind = best_registration(register([0.4, 0.8, 0.9]), 7, "t1", good_enough=0.65)
@@ -215,8 +243,9 @@ def test_a_badly_fitting_registration_is_tried_again_and_the_best_kept():
     assert (fit, registration, attempts, kind) == (0.5, {"seed": 1}, 3, "whole-head")  # none good: the best of three
     # the guessed input kind first, then the other one, then whichever fitted better
     calls.clear()
-    fit, registration, attempts, kind = best_registration(register([0.1, 0.5, 0.6]), 0, "t1",
-                                                          ("skull-stripped", "whole-head"), good_enough=0.65)
+    fit, registration, attempts, kind = best_registration(
+        register([0.1, 0.5, 0.6]), 0, "t1", ("skull-stripped", "whole-head"), good_enough=0.65
+    )
     assert calls == [(0, "skull-stripped"), (1, "whole-head"), (2, "whole-head")] and (fit, kind) == (0.6, "whole-head")
     calls.clear()
     best_registration(register([0.5, 0.1, 0.2]), 0, "t1", ("skull-stripped", "whole-head"), good_enough=0.65)

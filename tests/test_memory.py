@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mrsynth.data import list_prepared, prepare_all
-from mrsynth.io.fixtures import write_dataset
 from mrsynth.io import discover
+from mrsynth.io.fixtures import write_dataset
 
 SHAPE = (96, 112, 96)  # ~1 M voxels: 9.3 MB of arrays per subject
 

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mrsynth.data import list_prepared
+from mrsynth.data import Normalization, PatchDataset, PatchGrid, list_prepared
 from mrsynth.evaluation import evaluate_volume
 from mrsynth.training import patch_losses
-from mrsynth.data import Normalization
-from mrsynth.data import PatchDataset, PatchGrid
 
 
 def test_perfect_prediction_scores_zero_error_and_ssim_one():

@@ -7,15 +7,21 @@ import json
 import pytest
 import torch
 
-from mrsynth.errors import InputError
-from mrsynth.networks import ModelInfo, load_model, save_model
-from mrsynth.networks import FCN, IntensityMap, TissueMean, recalibrate_batchnorm
 from mrsynth.data import Normalization
+from mrsynth.errors import InputError
+from mrsynth.networks import FCN, IntensityMap, ModelInfo, TissueMean, load_model, recalibrate_batchnorm, save_model
 
 
 def _info(model: FCN) -> ModelInfo:
-    return ModelInfo("fcn", model.in_channels, {"method": "robust"}, 64, 32, "axial",
-                     params={"layers": model.n_layers, "width": model.width})
+    return ModelInfo(
+        "fcn",
+        model.in_channels,
+        {"method": "robust"},
+        64,
+        32,
+        "axial",
+        params={"layers": model.n_layers, "width": model.width},
+    )
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
@@ -46,7 +52,10 @@ def test_load_refuses_broken_model_folders(tmp_path, run_cli):
 
 
 def test_lookup_baselines_round_trip_through_model_files(tmp_path):
-    for model in (TissueMean(torch.arange(14.0)), IntensityMap(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([3.0, 1.0, 2.0]))):
+    for model in (
+        TissueMean(torch.arange(14.0)),
+        IntensityMap(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([3.0, 1.0, 2.0])),
+    ):
         info = ModelInfo(model.kind, model.in_channels, {"method": "robust"}, 64, 32, "axial")
         save_model(tmp_path / model.kind, model, info)
         loaded, loaded_info = load_model(tmp_path / model.kind)

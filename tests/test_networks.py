@@ -5,12 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import pytest
 import torch
 
-from mrsynth.networks import FCN, fold_batchnorm, inference_model, recalibrate_batchnorm
-from mrsynth.networks import WindowedStack, is_plain_stack
+from mrsynth.networks import FCN, WindowedStack, fold_batchnorm, inference_model, is_plain_stack, recalibrate_batchnorm
 
 
 def expected_parameters(n_layers: int, in_channels: int, width: int = 32) -> int:
@@ -82,7 +80,9 @@ def test_folded_batchnorm_inference_equals_the_eval_model():
         expected = model(x)
         torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
         fast = inference_model(model)
-        torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            fast(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_unet_without_normalization_has_no_batchnorm_and_any_tile_size_gives_the_same_pixels():
@@ -114,8 +114,9 @@ def test_lookup_residual_starts_from_the_table_and_reads_it_as_an_input():
         torch.testing.assert_close(model(x), table(x[:, :1]) + 0.25)
 
 
-@pytest.mark.parametrize("box", [(slice(20, 30), slice(30, 50)), (slice(0, 6), slice(55, 70))],
-                         ids=["inside", "at two image edges"])
+@pytest.mark.parametrize(
+    "box", [(slice(20, 30), slice(30, 50)), (slice(0, 6), slice(55, 70))], ids=["inside", "at two image edges"]
+)
 def test_a_windowed_stack_gives_the_whole_slices_output(box):
     """Content in ``box``, the window grown by the stack's radius: exact, image edges and corners included."""
     torch.manual_seed(0)
@@ -138,17 +139,21 @@ def test_a_windowed_stack_gives_the_whole_slices_output(box):
     with torch.inference_mode():
         whole = stack(inputs.contiguous(memory_format=torch.channels_last))
         output = windowed.background.repeat(2, 1, 1, 1)
-        output[:, :, rows, cols] = windowed(inputs[:, :, rows, cols].contiguous(memory_format=torch.channels_last),
-                                            rows, cols)
+        output[:, :, rows, cols] = windowed(
+            inputs[:, :, rows, cols].contiguous(memory_format=torch.channels_last), rows, cols
+        )
     assert windowed.radius == 5
     assert windowed.background.max() - windowed.background.min() > 0.1  # image edges change the background's output
     torch.testing.assert_close(output, whole, rtol=0, atol=1e-5 * whole.abs().max().item())
     with torch.inference_mode():  # a window one voxel short of the radius is not exact
         short = windowed.background.repeat(2, 1, 1, 1)
-        inner = (slice(rows.start + (rows.start > 0), rows.stop - (rows.stop < 40)),
-                 slice(cols.start + (cols.start > 0), cols.stop - (cols.stop < 70)))
+        inner = (
+            slice(rows.start + (rows.start > 0), rows.stop - (rows.stop < 40)),
+            slice(cols.start + (cols.start > 0), cols.stop - (cols.stop < 70)),
+        )
         short[:, :, inner[0], inner[1]] = windowed(
-            inputs[:, :, inner[0], inner[1]].contiguous(memory_format=torch.channels_last), *inner)
+            inputs[:, :, inner[0], inner[1]].contiguous(memory_format=torch.channels_last), *inner
+        )
     assert (short - whole).abs().max() > 1e-3
 
 
@@ -160,8 +165,9 @@ class ToyNetwork(torch.nn.Module):
 
     def __init__(self, in_channels: int, width: int = 4):
         super().__init__()
-        self.layers = torch.nn.Sequential(torch.nn.Conv2d(in_channels, width, 3, padding=1), torch.nn.ReLU(),
-                                          torch.nn.Conv2d(width, 1, 3, padding=1))
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, width, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(width, 1, 3, padding=1)
+        )
 
     def forward(self, x):
         return self.layers(x)
@@ -193,6 +199,7 @@ def test_a_network_registered_from_outside_trains_exports_and_predicts(toy_netwo
     subject = {s.id: s for s in list_prepared(cache)}["003"]
     volume = model.predict(subject)
     assert volume.shape == tuple(subject.meta["shape"]) and np.isfinite(volume).all()
-    code, _, err = run_cli("predict", "--model", tmp_path / "run" / "model", "--subject", subject.folder,
-                           "--out", tmp_path / "p.nii.gz")
+    code, _, err = run_cli(
+        "predict", "--model", tmp_path / "run" / "model", "--subject", subject.folder, "--out", tmp_path / "p.nii.gz"
+    )
     assert code == 0 and (tmp_path / "p.nii.gz").exists(), err

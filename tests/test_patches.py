@@ -9,9 +9,17 @@ import pytest
 import torch
 
 from mrsynth import labels
-from mrsynth.data import PreparedSubject, list_prepared, prepare_all
-from mrsynth.data import Normalization
-from mrsynth.data import PatchDataset, PatchGrid, Split, across_subject_split, within_subject_split
+from mrsynth.data import (
+    Normalization,
+    PatchDataset,
+    PatchGrid,
+    PreparedSubject,
+    Split,
+    across_subject_split,
+    list_prepared,
+    prepare_all,
+    within_subject_split,
+)
 from mrsynth.io import discover
 
 
@@ -52,10 +60,10 @@ def test_items_have_the_paper_channels_and_mask_coding(prepared):
     assert inputs.dtype == target.dtype == torch.float32
     position, slice_index, row, col = dataset.locate(item)
     subject = prepared[position]
-    bits = np.asarray(subject.array("tissue"))[slice_index, row:row + 16, col:col + 16]
+    bits = np.asarray(subject.array("tissue"))[slice_index, row : row + 16, col : col + 16]
     np.testing.assert_array_equal(inputs[1:].numpy(), labels.expand_bits(bits))
     assert set(torch.unique(inputs[1:]).tolist()) <= {-1.0, 1.0}
-    raw_t1 = np.asarray(subject.array("t1"))[slice_index, row:row + 16, col:col + 16]
+    raw_t1 = np.asarray(subject.array("t1"))[slice_index, row : row + 16, col : col + 16]
     np.testing.assert_allclose(inputs[0].numpy(), raw_t1 - norm.t1_offset, rtol=1e-6, atol=1e-3)
     single = PatchDataset(prepared, norm, grid, channels=1)
     torch.testing.assert_close(single[item][0], inputs[:1])
@@ -82,7 +90,8 @@ def test_normalization_is_stored_and_reapplied_identically(prepared, tmp_path):
         torch.testing.assert_close(a, b)
     paper = Normalization.fit("paper", [s.stats for s in train])
     expected = sum(s.stats["t1"]["mean"] * s.stats["t1"]["voxels"] for s in train) / sum(
-        s.stats["t1"]["voxels"] for s in train)
+        s.stats["t1"]["voxels"] for s in train
+    )
     assert paper.t1_offset == pytest.approx(expected)
     # robust: brain tissue near 1 whatever the subject's gain
     robust = Normalization.fit("robust", [s.stats for s in train])
@@ -147,7 +156,7 @@ def _covered(dataset: PatchDataset, part: int = 0) -> np.ndarray:
         if position != part:
             continue
         r0, c0 = max(r, 0), max(c, 0)
-        hits[s, r0:r + size, c0:c + size] += 1
+        hits[s, r0 : r + size, c0 : c + size] += 1
     return hits
 
 
@@ -166,16 +175,20 @@ def test_tiles_and_patches_both_cover_every_brain_slice(cache):
 
 
 def test_brain_fractions_match_the_windows_and_min_brain_keeps_only_brain_tiles(cache):
-    from mrsynth.training import load_config
-    from mrsynth.training import build_data
+    from mrsynth.training import build_data, load_config
 
     subjects = list_prepared(cache)
     for grid in (PatchGrid.tiles(16), PatchGrid(16, 8), PatchGrid.tiles(64)):  # 64: larger than a slice side
         dataset = PatchDataset(subjects, Normalization(), grid, channels=1)
         fractions = dataset.brain_fractions()
         np.testing.assert_allclose(fractions, dataset.brain_windows(range(len(dataset))).mean(axis=(1, 2)))
-    everything = ["data.sampling=tiles", "data.tile_size=16", f"data.cache={cache}", "data.train=001,002",
-                  "data.test=003"]
+    everything = [
+        "data.sampling=tiles",
+        "data.tile_size=16",
+        f"data.cache={cache}",
+        "data.train=001,002",
+        "data.test=003",
+    ]
     full = build_data(load_config(None, everything)).train
     kept = build_data(load_config(None, everything + ["data.min_brain=0.25"])).train
     fractions = full.brain_fractions()

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from mrsynth import labels
-from mrsynth.data import list_prepared
-from mrsynth.networks import ModelInfo
-from mrsynth.data import Transform
+from mrsynth.data import Transform, list_prepared
 from mrsynth.inference import predict_slices
+from mrsynth.networks import ModelInfo
 
 
 def _sources(cache, subject="003") -> dict:
@@ -24,8 +23,20 @@ def test_predict_keeps_affine_shape_and_header(trained, tmp_path, run_cli):
     run, _, cache = trained
     source = _sources(cache)
     out = tmp_path / "pred.nii.gz"
-    code, _, err = run_cli("predict", "--model", run / "model", "--t1", source["t1"]["path"], "--seg",
-                           source["seg"]["path"], "--mask", source["mask"]["path"], "--out", out, "--quiet")
+    code, _, err = run_cli(
+        "predict",
+        "--model",
+        run / "model",
+        "--t1",
+        source["t1"]["path"],
+        "--seg",
+        source["seg"]["path"],
+        "--mask",
+        source["mask"]["path"],
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0, err
     t1, pred = nib.load(source["t1"]["path"]), nib.load(out)
     assert pred.shape == t1.shape and np.array_equal(pred.affine, t1.affine)
@@ -33,7 +44,9 @@ def test_predict_keeps_affine_shape_and_header(trained, tmp_path, run_cli):
     for field in ("pixdim", "qform_code", "sform_code", "xyzt_units", "dim"):
         assert np.array_equal(pred.header[field], t1.header[field]), field
     # the prepared-subject path gives the same volume
-    code, _, _ = run_cli("predict", "--model", run / "model", "--subject", cache / "003", "--out", tmp_path / "p2.nii.gz", "--quiet")
+    code, _, _ = run_cli(
+        "predict", "--model", run / "model", "--subject", cache / "003", "--out", tmp_path / "p2.nii.gz", "--quiet"
+    )
     assert code == 0
     np.testing.assert_allclose(nib.load(tmp_path / "p2.nii.gz").get_fdata(), pred.get_fdata(), rtol=1e-4, atol=1e-3)
     assert not list(tmp_path.glob(".*tmp*"))
@@ -42,20 +55,32 @@ def test_predict_keeps_affine_shape_and_header(trained, tmp_path, run_cli):
 def test_predict_input_errors(trained, tmp_path, run_cli):
     run, _, cache = trained
     source = _sources(cache)
-    code, _, err = run_cli("predict", "--model", run / "model", "--t1", source["t1"]["path"], "--out", tmp_path / "x.nii.gz")
+    code, _, err = run_cli(
+        "predict", "--model", run / "model", "--t1", source["t1"]["path"], "--out", tmp_path / "x.nii.gz"
+    )
     assert code == 2 and "uses tissue masks" in err and source["t1"]["path"] in err
     other = tmp_path / "other_mask.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.uint8), np.eye(4)), str(other))
-    code, _, err = run_cli("predict", "--model", run / "model", "--t1", source["t1"]["path"], "--seg",
-                           source["seg"]["path"], "--mask", other, "--out", tmp_path / "x.nii.gz")
+    code, _, err = run_cli(
+        "predict",
+        "--model",
+        run / "model",
+        "--t1",
+        source["t1"]["path"],
+        "--seg",
+        source["seg"]["path"],
+        "--mask",
+        other,
+        "--out",
+        tmp_path / "x.nii.gz",
+    )
     assert code == 2 and "grid differs" in err and str(other) in err
     assert not (tmp_path / "x.nii.gz").exists()
 
 
 def test_optimized_prediction_equals_the_plain_path(cache):
-    from mrsynth.networks import ModelInfo
-    from mrsynth.networks import FCN, recalibrate_batchnorm
     from mrsynth.inference import predict_slices
+    from mrsynth.networks import FCN, ModelInfo, recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = FCN(5, 9)
@@ -84,7 +109,7 @@ def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 def _head(shape=(30, 52, 44), seed=0):
     """A slice-major volume: an off-centre ellipsoid of signal and tissue classes in a background of zeros."""
     rng = np.random.default_rng(seed)
-    s, h, w = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    s, h, w = np.ogrid[: shape[0], : shape[1], : shape[2]]
     inside = ((s - 17) / 9) ** 2 + ((h - 20) / 11) ** 2 + ((w - 26) / 9) ** 2 < 1
     t1 = np.where(inside, rng.uniform(200, 900, shape), 0).astype(np.float32)
     seg = np.where(inside, rng.choice([2, 3, 4, 10], shape), 0).astype(np.int32)
@@ -92,9 +117,17 @@ def _head(shape=(30, 52, 44), seed=0):
     return t1, bits, inside
 
 
-@pytest.mark.parametrize("kind, context, strip, masks", [("fcn", 0, False, True), ("fcn", 1, True, False),
-                                                         ("unet", 0, False, True), ("intensity-map", 0, False, False),
-                                                         ("fcn+lookup", 0, False, False), ("unet+lookup", 1, False, False)])
+@pytest.mark.parametrize(
+    "kind, context, strip, masks",
+    [
+        ("fcn", 0, False, True),
+        ("fcn", 1, True, False),
+        ("unet", 0, False, True),
+        ("intensity-map", 0, False, False),
+        ("fcn+lookup", 0, False, False),
+        ("unet+lookup", 1, False, False),
+    ],
+)
 def test_skipping_background_gives_the_full_computation(kind, context, strip, masks, monkeypatch):
     from mrsynth.inference import slices as predict
     from mrsynth.networks import IntensityMap, build_network
@@ -108,8 +141,16 @@ def test_skipping_background_gives_the_full_computation(kind, context, strip, ma
     else:
         params = {"layers": 5, "width": 8} if kind == "fcn" else {"features": (4, 4, 8, 8, 8, 4)}
         model = _randomize(build_network(kind, in_channels, params, lookup=table if lookup else None), 1)
-    info = ModelInfo(kind, in_channels, {"method": "robust", "t2_reference_scale": 300.0}, 16, 8, "axial",
-                     context=context, strip=strip)
+    info = ModelInfo(
+        kind,
+        in_channels,
+        {"method": "robust", "t2_reference_scale": 300.0},
+        16,
+        8,
+        "axial",
+        context=context,
+        strip=strip,
+    )
     computed = []
     original = predict._InputSlices.batch
 
@@ -121,8 +162,9 @@ def test_skipping_background_gives_the_full_computation(kind, context, strip, ma
     monkeypatch.setattr(predict._InputSlices, "batch", counting)
     windowed = []
     original_window = predict.WindowedStack.__call__
-    monkeypatch.setattr(predict.WindowedStack, "__call__",
-                        lambda self, *a: (windowed.append(1), original_window(self, *a))[1])
+    monkeypatch.setattr(
+        predict.WindowedStack, "__call__", lambda self, *a: (windowed.append(1), original_window(self, *a))[1]
+    )
     transform = Transform(scale=1 / 500)
     args = (model, info, t1, bits if masks else None, transform)
     full = predict_slices(*args, batch_size=4, brain=brain, skip_background=False)

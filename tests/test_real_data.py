@@ -54,9 +54,9 @@ def test_intensity_map_is_the_binned_brain_mean_that_a_few_lines_of_numpy_give(t
     import numpy as np
     import torch
 
-    from mrsynth.training.baselines import fit_intensity_map_volumes
-    from mrsynth.evaluation import psnr_p99
     from mrsynth.data import Normalization
+    from mrsynth.evaluation import psnr_p99
+    from mrsynth.training.baselines import fit_intensity_map_volumes
 
     subject = _prepared_hcp_template(tmp_path)
     norm = Normalization.fit("robust", [subject.stats])

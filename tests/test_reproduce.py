@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from mrsynth.report import fmt, pct
 from mrsynth.experiments.reproduce import SCALES, _run_configs, assign_subjects, reproduce
+from mrsynth.report import fmt, pct
 
 
 def _numbers(value, found: set) -> set:
@@ -34,14 +34,30 @@ def grid(tmp_path_factory):
 @pytest.mark.slow
 def test_report_structure(grid):
     out, results = grid
-    for name in ("report.md", "report.html", "results.json", "figures/figure3_learning_curves.png",
-                 "figures/figure4_one_subject.png", "figures/figure5_many_subjects.png", "figures/view.html"):
+    for name in (
+        "report.md",
+        "report.html",
+        "results.json",
+        "figures/figure3_learning_curves.png",
+        "figures/figure4_one_subject.png",
+        "figures/figure5_many_subjects.png",
+        "figures/view.html",
+    ):
         assert (out / name).exists(), name
     assert len(results["runs"]) == 10  # 4 + 4 + 2
     assert results["subjects"]["test"] == sorted(results["subjects"]["test"]) and len(results["subjects"]["test"]) == 5
     text = (out / "report.md").read_text()
-    for heading in ("Table 1", "Table 2", "Table 3", "Figure 3", "Figure 4", "Figure 5", "baseline: tissue-mean",
-                    "baseline: intensity-map", "same direction"):
+    for heading in (
+        "Table 1",
+        "Table 2",
+        "Table 3",
+        "Figure 3",
+        "Figure 4",
+        "Figure 5",
+        "baseline: tissue-mean",
+        "baseline: intensity-map",
+        "same direction",
+    ):
         assert heading in text, heading
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and 'src="figures' not in html
@@ -108,7 +124,9 @@ def test_compare_with_something_that_is_not_a_reproduction_is_refused_before_any
     with pytest.raises(InputError, match="no reproduction results"):
         reproduce(tmp_path / "out", scale="tiny", progress=False, compare=tmp_path / "nothing")
     (tmp_path / "bad.json").write_text("{}")
-    code, _, err = run_cli("reproduce", "--scale", "tiny", "--out", tmp_path / "out", "--compare", tmp_path / "bad.json")
+    code, _, err = run_cli(
+        "reproduce", "--scale", "tiny", "--out", tmp_path / "out", "--compare", tmp_path / "bad.json"
+    )
     assert code == 2 and "bad.json" in err and "not the results of a reproduction" in err
     assert not (tmp_path / "out").exists()
 
@@ -140,6 +158,14 @@ def test_data_option_takes_any_layout(tmp_path, run_cli):
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["data"] == str(root) and results["subjects"]["one"] == "sub-001"
     assert results["subjects"]["test"] == [f"sub-00{i}" for i in range(2, 7)]
-    code, _, err = run_cli("reproduce", "--data", write_dataset(tmp_path / "few", 3, "hcp"), "--scale", "tiny",
-                           "--out", tmp_path / "r2", "--quiet")
+    code, _, err = run_cli(
+        "reproduce",
+        "--data",
+        write_dataset(tmp_path / "few", 3, "hcp"),
+        "--scale",
+        "tiny",
+        "--out",
+        tmp_path / "r2",
+        "--quiet",
+    )
     assert code == 2 and "at least 7 subjects" in err

@@ -43,7 +43,8 @@ cycle()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range({CYCLES}):
     cycle()
-print(json.dumps({{"applied": applied, "mapped": mapped, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}}))
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps({{"applied": applied, "mapped": mapped, "faults": faults}}))
 """
 
 

@@ -8,18 +8,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import require_shared, tiny_config, write_dataset
+from test_masks import _head_in_another_pose
 
-from mrsynth import labels
-
-from mrsynth import masks
-from mrsynth.masks import segmenter
-from mrsynth.masks import training as segmenter_training
+from mrsynth import labels, masks
 from mrsynth.data import list_prepared, prepare_all
 from mrsynth.errors import InputError
 from mrsynth.io import discover
-
-from conftest import require_shared, tiny_config, write_dataset
-from test_masks import _head_in_another_pose
+from mrsynth.masks import segmenter
+from mrsynth.masks import training as segmenter_training
 
 
 def test_the_work_grid_covers_an_oblique_input_and_resamples_a_ras_one_unchanged():
@@ -52,7 +49,9 @@ def test_training_then_export_gives_a_model_that_loads_without_pickle_and_predic
     target = np.zeros((40, 36, 10), np.uint8)
     target[8:32, 8:28] = 2  # white matter inside grey matter
     target[12:28, 12:24] = 3
-    t1 = segmenter.normalize(np.where(target == 3, 1.0, np.where(target == 2, 0.6, 0.05)) + 0.02 * rng.random(target.shape))
+    t1 = segmenter.normalize(
+        np.where(target == 3, 1.0, np.where(target == 2, 0.6, 0.05)) + 0.02 * rng.random(target.shape)
+    )
     config = segmenter_training.TrainingConfig(maps=(1,), steps=3, batch=2, crop=32, features=(4, 4, 8, 8, 16, 4))
     head = segmenter_training.head_labels(target.astype(np.int32), target)
     model = segmenter_training.train([(t1, target, head)], config, log=lambda message: None)
@@ -101,8 +100,9 @@ def test_random_head_intensities_paint_only_outside_the_brain_one_value_per_tiss
     assert head[10, 10, 1] == 0 and head[0, 0, 0] == segmenter_training.AIR and len(np.unique(head)) == 4
     image = torch.full((3, 20, 20), 0.7)
     generator = torch.Generator().manual_seed(3)
-    painted = [segmenter_training._random_head(image, torch.from_numpy(np.moveaxis(head, 2, 0)), generator)
-               for _ in range(4)]
+    painted = [
+        segmenter_training._random_head(image, torch.from_numpy(np.moveaxis(head, 2, 0)), generator) for _ in range(4)
+    ]
     for out in painted:  # the brain is left alone away from the blurred edge, the rest is repainted
         assert torch.equal(out[:, 8:12, 8:12], image[:, 8:12, 8:12])
     scalp = torch.stack([out[1, 2, 10] for out in painted])
@@ -155,11 +155,15 @@ def test_a_run_refuses_to_mix_two_automatic_methods(tmp_path, monkeypatch):
     monkeypatch.setattr(mrsynth.data.cache, "compute_masks", fake)
     root = write_dataset(tmp_path / "data", 3, "hcp", shape=(40, 48, 36))
     prepare_all(discover(root), tmp_path / "cache", progress=False, masks="learned")
-    assert prepare_all(discover(root), tmp_path / "cache", progress=False, masks="learned").results[0].status == \
-        "up-to-date"
+    assert (
+        prepare_all(discover(root), tmp_path / "cache", progress=False, masks="learned").results[0].status
+        == "up-to-date"
+    )
     prepare_all([s for s in discover(root) if s.id == "002"], tmp_path / "cache", progress=False, masks="ants-atlas")
     assert {s.meta["masks"]["method"] for s in list_prepared(tmp_path / "cache")} == {"learned", "ants-atlas"}
-    with pytest.raises(InputError, match=r"mix masks automatic by ants-atlas \(002\) with masks automatic by learned \(001, 003\)"):
+    with pytest.raises(
+        InputError, match=r"mix masks automatic by ants-atlas \(002\) with masks automatic by learned \(001, 003\)"
+    ):
         train(tiny_config(tmp_path / "cache", "optim.epochs=1"), tmp_path / "run", progress=False)
 
 
@@ -193,8 +197,9 @@ def test_the_learned_method_warns_on_a_real_t2w_and_not_on_its_t1w():
         image = nib.load(str(folder / name))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = masks.compute_masks(image.get_fdata().astype(np.float32), image.affine, source=name,
-                                         method="learned")
+            result = masks.compute_masks(
+                image.get_fdata().astype(np.float32), image.affine, source=name, method="learned"
+            )
         said = [str(w.message) for w in caught if "T2w rather than a T1w" in str(w.message)]
         assert bool(said) == bool(result.warnings) == expect_warning, (name, result.provenance, said)
 
@@ -211,8 +216,8 @@ def test_the_brain_mask_leaves_out_the_csf_beyond_the_tissue_as_hcps_does():
 @pytest.mark.slow
 def test_the_shipped_segmenter_finds_the_vessels_of_a_held_out_label_map():
     """Version 2 of the recipe never predicted vessel (Dice 0 on every head); the shipped weights must."""
-    from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
     from mrsynth.simulate import simulate_subject
+    from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
 
     maps = require_shared("synthseg-label-maps")
     model, description = segmenter.load_model()

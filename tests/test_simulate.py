@@ -11,9 +11,8 @@ import pytest
 
 from mrsynth import labels
 from mrsynth.data import list_prepared, prepare_all
-from mrsynth.simulate import contrast_ratios, simulate_dataset, simulate_subject
-from mrsynth.simulate import Anatomy, default_anatomy
 from mrsynth.io import HCP_NAMES, discover, load_subject
+from mrsynth.simulate import Anatomy, contrast_ratios, default_anatomy, simulate_dataset, simulate_subject
 
 #: Median intensity ratios of the HCP MNI152 T1w/T2w templates with Avgwmparc (issue #3);
 #: test_reference_ratios_match_the_hcp_templates re-measures them where the data exists.
@@ -22,15 +21,22 @@ HCP_RATIOS = {"t1w_wm": 1.26, "t1w_csf": 0.49, "t2w_wm": 0.71, "t2w_csf": 1.85, 
 #: Plausible adult volumes (cm^3) of each class (brain mask and tissue classes); FreeSurfer
 #: labels only a few voxels as "vessel" (0.05 cm^3 in SynthSeg map 01), hence its low floor.
 PLAUSIBLE_CM3 = {
-    "brain": (1000, 2300), "grey_matter": (350, 1000), "white_matter": (300, 800),
-    "csf": (10, 500), "subcortical": (30, 200), "vessel": (0.01, 30), "cerebellum": (80, 250),
+    "brain": (1000, 2300),
+    "grey_matter": (350, 1000),
+    "white_matter": (300, 800),
+    "csf": (10, 500),
+    "subcortical": (30, 200),
+    "vessel": (0.01, 30),
+    "cerebellum": (80, 250),
     "unknown": (500, 20000),
 }
 
 
 def _read(folder: Path):
-    return [np.asarray(nib.load(str(folder / "T1w" / f"{HCP_NAMES[k]}.nii.gz")).dataobj)
-            for k in ("t1", "t2", "seg", "mask")]
+    return [
+        np.asarray(nib.load(str(folder / "T1w" / f"{HCP_NAMES[k]}.nii.gz")).dataobj)
+        for k in ("t1", "t2", "seg", "mask")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +80,15 @@ def test_default_subjects_look_like_hcp(default_subjects):
 def test_same_seed_gives_identical_files_and_seeds_differ(default_subjects, tmp_path):
     again = simulate_dataset(tmp_path, 1, seed=0, progress=False)[0]
     for name in HCP_NAMES.values():
-        assert filecmp.cmp(again / "T1w" / f"{name}.nii.gz", default_subjects[0] / "T1w" / f"{name}.nii.gz",
-                           shallow=False), name
+        assert filecmp.cmp(
+            again / "T1w" / f"{name}.nii.gz", default_subjects[0] / "T1w" / f"{name}.nii.gz", shallow=False
+        ), name
     first, second = _read(default_subjects[0]), _read(default_subjects[1])
     assert not np.array_equal(first[2], second[2])  # anatomy deformed differently
     assert np.mean(first[2] != second[2]) > 0.02
-    assert (default_subjects[0] / "simulation.json").read_text() != (default_subjects[1] / "simulation.json").read_text()
+    assert (default_subjects[0] / "simulation.json").read_text() != (
+        default_subjects[1] / "simulation.json"
+    ).read_text()
 
 
 @pytest.mark.slow
@@ -99,8 +108,16 @@ def _small_anatomy(voxel_crop=40) -> Anatomy:
     box = tuple(slice(c - voxel_crop, c + voxel_crop) for c in centre)
     affine = full.affine.copy()
     affine[:3, 3] += full.affine[:3, :3] @ (centre - voxel_crop)
-    return Anatomy("crop", full.codes[box], full.tissue[box], affine, full.mask[box],
-                   full.fractions[(slice(None),) + box], full.gm_tissue[box], full.wm_tissue[box])
+    return Anatomy(
+        "crop",
+        full.codes[box],
+        full.tissue[box],
+        affine,
+        full.mask[box],
+        full.fractions[(slice(None),) + box],
+        full.gm_tissue[box],
+        full.wm_tissue[box],
+    )
 
 
 def test_voxel_size_07_gives_the_requested_grid(tmp_path):
@@ -134,8 +151,12 @@ def test_reference_ratios_match_the_hcp_templates():
 
     data = require_shared("hcp-mni152")
     load = lambda name: np.squeeze(np.asarray(nib.load(str(data / name)).dataobj))
-    r = contrast_ratios(load("MNI152_T1_1mm_brain.nii.gz"), load("MNI152_T2_1mm_brain.nii.gz"),
-                        load("Avgwmparc.nii.gz"), load("MNI152_T1_1mm_brain_mask.nii.gz") > 0)
+    r = contrast_ratios(
+        load("MNI152_T1_1mm_brain.nii.gz"),
+        load("MNI152_T2_1mm_brain.nii.gz"),
+        load("Avgwmparc.nii.gz"),
+        load("MNI152_T1_1mm_brain_mask.nii.gz") > 0,
+    )
     assert r["t1w_white_matter_over_gm"] == pytest.approx(HCP_RATIOS["t1w_wm"], abs=0.01)
     assert r["t2w_white_matter_over_gm"] == pytest.approx(HCP_RATIOS["t2w_wm"], abs=0.01)
     assert r["t2w_subcortical_over_gm"] == pytest.approx(HCP_RATIOS["t2w_subcortical"], abs=0.01)
@@ -183,8 +204,7 @@ def test_each_subject_has_its_own_protocol_within_the_ranges():
 
 
 def test_a_label_maps_brain_mask_follows_hcp_and_leaves_the_csf_beyond_it_to_the_head(tmp_path):
-    from mrsynth.simulate import tissues
-    from mrsynth.simulate import label_map_anatomy
+    from mrsynth.simulate import label_map_anatomy, tissues
 
     grid = np.indices((48, 48, 48)).reshape(3, -1).T
     distance = np.linalg.norm(grid - 23.5, axis=1).reshape((48,) * 3)
@@ -193,8 +213,9 @@ def test_a_label_maps_brain_mask_follows_hcp_and_leaves_the_csf_beyond_it_to_the
     nib.save(nib.Nifti1Image(codes.astype(np.float32), np.eye(4)), str(path))
     anatomy = label_map_anatomy(path)
     centre = np.array(anatomy.codes.shape) // 2
-    depth = np.linalg.norm(np.indices(anatomy.codes.shape).reshape(3, -1).T - (np.array(anatomy.codes.shape) - 1) / 2,
-                           axis=1).reshape(anatomy.codes.shape)
+    depth = np.linalg.norm(
+        np.indices(anatomy.codes.shape).reshape(3, -1).T - (np.array(anatomy.codes.shape) - 1) / 2, axis=1
+    ).reshape(anatomy.codes.shape)
     assert anatomy.mask[tuple(centre)]  # the ventricle
     assert anatomy.mask[(depth <= 14.5)].all() and not anatomy.mask[depth >= 16.5].any()  # cortex + about 1 mm
     beyond = (depth > 16.5) & (depth <= 18.5)

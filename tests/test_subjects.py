@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mrsynth.errors import InputError
-from mrsynth.io.fixtures import make_subject, save_nifti, write_dataset, write_manifest, write_subject
 from mrsynth.io import discover, load_subject
+from mrsynth.io.fixtures import make_subject, save_nifti, write_dataset, write_manifest, write_subject
 
 
 @pytest.mark.parametrize("layout", ["hcp", "hcp-flat", "bids", "csv"])
@@ -83,6 +83,7 @@ def test_unrecognised_root(tmp_path, run_cli):
 
 
 # ----------------------------------------------------------------- validation errors
+
 
 def _break_t1(files, tmp_path):
     files["t1"].write_bytes(gzip.compress(b"this is not a nifti file"))

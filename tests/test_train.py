@@ -1,4 +1,5 @@
-"""Training (mrsynth.training.trainer, mrsynth.training.runs): loss, run folder, eval-mode quality, resume, tiles, memory layouts."""
+"""Training (mrsynth.training.trainer, mrsynth.training.runs): loss, run folder, eval-mode quality, resume, tiles,
+memory layouts."""
 
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ import torch
 from conftest import TINY, tiny_config
 from safetensors.torch import load_file
 
-from mrsynth.training import runs
-from mrsynth.training import load_config
 from mrsynth.errors import InputError
-from mrsynth.training import mean_loss
 from mrsynth.networks import load_model
-from mrsynth.training import build_data
-from mrsynth.training import train
+from mrsynth.training import build_data, load_config, mean_loss, runs, train
 
-BASE = ["data.patch_size=16", "data.stride=8", "data.channels=9", "model.layers=4", "optim.batch_size=16",
-        "optim.lr=0.003", "val_recalibration_batches=2", "bn_recalibration_batches=4",
-        "data.max_patches_per_epoch=128", "data.max_eval_patches=64", "optim.epochs=2"]
+BASE = [
+    "data.patch_size=16",
+    "data.stride=8",
+    "data.channels=9",
+    "model.layers=4",
+    "optim.batch_size=16",
+    "optim.lr=0.003",
+    "val_recalibration_batches=2",
+    "bn_recalibration_batches=4",
+    "data.max_patches_per_epoch=128",
+    "data.max_eval_patches=64",
+    "optim.epochs=2",
+]
 
 
 def test_training_lowers_the_loss_tenfold(trained):
@@ -34,8 +41,18 @@ def test_training_lowers_the_loss_tenfold(trained):
 
 def test_run_folder_contents(trained):
     run, summary, _ = trained
-    for name in (runs.CONFIG, runs.SPLIT, runs.NORMALIZATION, runs.HISTORY, runs.STEPS, runs.LEARNING_CURVE,
-                 runs.CHECKPOINT, runs.SUMMARY, "model/model.json", "model/model.safetensors"):
+    for name in (
+        runs.CONFIG,
+        runs.SPLIT,
+        runs.NORMALIZATION,
+        runs.HISTORY,
+        runs.STEPS,
+        runs.LEARNING_CURVE,
+        runs.CHECKPOINT,
+        runs.SUMMARY,
+        "model/model.json",
+        "model/model.safetensors",
+    ):
         assert (run / name).exists(), name
     rows = runs.read_history(run)
     assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
@@ -69,8 +86,9 @@ def test_eval_mode_after_recalibration_is_as_good_as_batch_statistics(trained):
 @pytest.mark.parametrize("extra", [[], ["optim.ema=0.9"]])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path, extra):
     straight = train(tiny_config(cache, "optim.epochs=3", *extra), tmp_path / "straight", progress=False)
-    stopped = train(tiny_config(cache, "optim.epochs=3", *extra), tmp_path / "resumed", progress=False,
-                    stop_after_epoch=2)
+    stopped = train(
+        tiny_config(cache, "optim.epochs=3", *extra), tmp_path / "resumed", progress=False, stop_after_epoch=2
+    )
     assert stopped == {"stopped_after_epoch": 2}
     with pytest.raises(InputError, match="already holds a run"):
         train(tiny_config(cache, "optim.epochs=3", *extra), tmp_path / "resumed", progress=False)
@@ -80,13 +98,18 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(cache, tmp_path, 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert straight["test_loss"] == resumed["test_loss"]
     assert len(runs.read_history(tmp_path / "resumed")) == 3
-    assert [r["train_loss"] for r in runs.read_history(tmp_path / "resumed")] == \
-        [r["train_loss"] for r in runs.read_history(tmp_path / "straight")]
+    assert [r["train_loss"] for r in runs.read_history(tmp_path / "resumed")] == [
+        r["train_loss"] for r in runs.read_history(tmp_path / "straight")
+    ]
     state = torch.load(tmp_path / "straight" / runs.CHECKPOINT, weights_only=True)
     last = {k: v for k, v in state["model"].items() if k in a}
     if extra:  # the export is the moving average of the weights, not the last weights
         assert state["averaged"]["n_averaged"] > 1
-        assert all(torch.equal(a[k], state["averaged"][f"module.{k}"]) for k in a if "running" not in k and "num_batches" not in k)
+        assert all(
+            torch.equal(a[k], state["averaged"][f"module.{k}"])
+            for k in a
+            if "running" not in k and "num_batches" not in k
+        )
         assert not all(torch.equal(a[k], last[k]) for k in last if "running" not in k and "num_batches" not in k)
     else:
         assert state["averaged"] is None
@@ -98,8 +121,21 @@ def test_resume_config_refuses_a_folder_that_is_not_a_run(tmp_path):
 
 
 def test_cli_train_and_errors(cache, tmp_path, run_cli):
-    code, out, err = run_cli("train", "--cache", cache, "--out", tmp_path / "r", "--train", "001", "--test", "003",
-                             "--epochs", "1", "--quiet", *sum((["--set", s] for s in TINY), []))
+    code, out, err = run_cli(
+        "train",
+        "--cache",
+        cache,
+        "--out",
+        tmp_path / "r",
+        "--train",
+        "001",
+        "--test",
+        "003",
+        "--epochs",
+        "1",
+        "--quiet",
+        *sum((["--set", s] for s in TINY), []),
+    )
     assert code == 0, err
     assert json.loads(out[: out.rindex("}") + 1])["epochs"] == 1
     code, _, err = run_cli("train", "--cache", cache, "--out", tmp_path / "r2", "--train", "nobody", "--quiet")
@@ -109,8 +145,12 @@ def test_cli_train_and_errors(cache, tmp_path, run_cli):
 
 
 def test_tile_training_learns_and_refuses_within_subject_splits(cache, tmp_path):
-    config = load_config(None, [f"data.cache={cache}", "data.train=001", "data.test=003", "data.sampling=tiles",
-                                "data.tile_size=24"] + BASE + ["optim.epochs=4"])
+    config = load_config(
+        None,
+        [f"data.cache={cache}", "data.train=001", "data.test=003", "data.sampling=tiles", "data.tile_size=24"]
+        + BASE
+        + ["optim.epochs=4"],
+    )
     summary = train(config, tmp_path / "tiles", progress=False)
     steps = [float(r["loss"]) for r in runs.read_steps(tmp_path / "tiles")]
     # tiles of 24 px cover each 40 x 48 slice with 2 x 2 tiles: far fewer items than the 16/8 patch grid
@@ -151,14 +191,31 @@ def test_one_training_step_is_the_same_in_both_memory_layouts():
 
 def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_path):
     from mrsynth.data import list_prepared
-    from mrsynth.networks import load_model
     from mrsynth.inference import predict_prepared
+    from mrsynth.networks import load_model
 
-    config = load_config(None, BASE + [f"data.cache={cache}", "data.train=001", "data.test=003", "model.kind=unet",
-                                       "model.features=8,8,8,16,16,8", "data.context=1", "optim.loss=l1+ssim",
-                                "augment.gamma=0.3", "augment.bias=0.2", "augment.noise=0.02", "augment.flips=true",
-                                "augment.rotate=10", "augment.scale=0.05",
-                                       "data.sampling=tiles", "data.tile_size=32", "optim.epochs=3"])
+    config = load_config(
+        None,
+        BASE
+        + [
+            f"data.cache={cache}",
+            "data.train=001",
+            "data.test=003",
+            "model.kind=unet",
+            "model.features=8,8,8,16,16,8",
+            "data.context=1",
+            "optim.loss=l1+ssim",
+            "augment.gamma=0.3",
+            "augment.bias=0.2",
+            "augment.noise=0.02",
+            "augment.flips=true",
+            "augment.rotate=10",
+            "augment.scale=0.05",
+            "data.sampling=tiles",
+            "data.tile_size=32",
+            "optim.epochs=3",
+        ],
+    )
     summary = train(config, tmp_path / "unet", progress=False)
     steps = [float(r["loss"]) for r in runs.read_steps(tmp_path / "unet")]
     assert np.mean(steps[-3:]) < 0.7 * np.mean(steps[:3]), steps
@@ -173,12 +230,9 @@ def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_
 @pytest.mark.parametrize("strip", [False, True])
 def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
     """A patch's prediction equals the whole-slice prediction at the same place (neighbours and stripping included)."""
-    from mrsynth.data import list_prepared
-    from mrsynth.networks import ModelInfo
-    from mrsynth.networks import FCN, recalibrate_batchnorm
-    from mrsynth.data import Normalization
-    from mrsynth.data import PatchDataset, PatchGrid
+    from mrsynth.data import Normalization, PatchDataset, PatchGrid, list_prepared
     from mrsynth.inference import predict_slices
+    from mrsynth.networks import FCN, ModelInfo, recalibrate_batchnorm
 
     subject = list_prepared(cache)[0]
     norm = Normalization.fit("robust", [subject.stats])
@@ -188,11 +242,27 @@ def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
     model = FCN(3, 13)
     recalibrate_batchnorm(model, [dataset[list(range(8))][0]])
     model.eval()
-    info = ModelInfo("fcn", 13, {"method": "robust", "t2_reference_scale": 1.0}, 16, 8, "axial", context=2,
-                     strip=strip, params={"layers": 3})
+    info = ModelInfo(
+        "fcn",
+        13,
+        {"method": "robust", "t2_reference_scale": 1.0},
+        16,
+        8,
+        "axial",
+        context=2,
+        strip=strip,
+        params={"layers": 3},
+    )
     tissue = np.asarray(subject.array("tissue"))
-    whole = predict_slices(model, info, subject.array("t1"), tissue, norm.transform("t1", subject.stats),
-                           optimized=False, brain=(tissue & 1) == 1)
+    whole = predict_slices(
+        model,
+        info,
+        subject.array("t1"),
+        tissue,
+        norm.transform("t1", subject.stats),
+        optimized=False,
+        brain=(tissue & 1) == 1,
+    )
     if strip:  # the T1w channels are zero outside the brain
         inputs = dataset[list(range(len(dataset)))][0]
         outside = inputs[:, 5:6] < 0  # the brain-mask channel (after the 5 T1w channels), coded -1 outside
@@ -203,17 +273,30 @@ def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
         with torch.no_grad():
             patch = model(dataset[item][0][None])[0, 0].numpy()
         # interior of the patch (3 layers: 3-pixel margin) where the patch and the slice see the same pixels
-        np.testing.assert_allclose(patch[3:-3, 3:-3], whole[s, r + 3:r + 13, c + 3:c + 13], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(patch[3:-3, 3:-3], whole[s, r + 3 : r + 13, c + 3 : c + 13], rtol=1e-4, atol=1e-4)
 
 
 def test_lookup_unet_corrects_the_training_brains_table_and_round_trips_through_its_model_file(cache, tmp_path):
-    from mrsynth.training.baselines import brain_voxels
     from mrsynth.data import list_prepared
     from mrsynth.inference import predict_prepared
+    from mrsynth.training.baselines import brain_voxels
 
-    config = load_config(None, BASE + [f"data.cache={cache}", "data.train=001,002", "data.test=003", "model.kind=unet",
-                                       "model.features=8,8,8,16,16,8", "model.norm=none", "model.lookup=true",
-                                       "data.sampling=tiles", "data.tile_size=32", "data.min_brain=0.05"])
+    config = load_config(
+        None,
+        BASE
+        + [
+            f"data.cache={cache}",
+            "data.train=001,002",
+            "data.test=003",
+            "model.kind=unet",
+            "model.features=8,8,8,16,16,8",
+            "model.norm=none",
+            "model.lookup=true",
+            "data.sampling=tiles",
+            "data.tile_size=32",
+            "data.min_brain=0.05",
+        ],
+    )
     train(config, tmp_path / "run", progress=False)
     model, info = load_model(tmp_path / "run" / "model")
     assert info.lookup and info.params["norm"] == "none" and info.in_channels == 9
@@ -225,16 +308,26 @@ def test_lookup_unet_corrects_the_training_brains_table_and_round_trips_through_
     assert knots_x[0] == knots_y[0] == 0 and np.all(np.diff(knots_x) > 0)
     edges = np.quantile(x, np.linspace(0, 1, 65))
     first = x < edges[1]
-    assert knots_x[1] == pytest.approx(x[first].mean(), rel=1e-5) and knots_y[1] == pytest.approx(y[first].mean(), rel=1e-5)
+    assert knots_x[1] == pytest.approx(x[first].mean(), rel=1e-5) and knots_y[1] == pytest.approx(
+        y[first].mean(), rel=1e-5
+    )
     subject = list_prepared(cache)[2]
     volume = predict_prepared(model, info, subject)
     assert volume.shape == tuple(subject.meta["shape"]) and np.isfinite(volume).all()
-    resumed = train(runs.resume_config(tmp_path / "run", ["optim.epochs=3"]), tmp_path / "run", resume=True,
-                    progress=False)
+    resumed = train(
+        runs.resume_config(tmp_path / "run", ["optim.epochs=3"]), tmp_path / "run", resume=True, progress=False
+    )
     assert resumed["epochs"] == 3
     with pytest.raises(InputError, match="scaling normalization"):
-        train(load_config(None, [f"data.cache={cache}", "data.train=001", "data.test=003", "model.lookup=true",
-                                 "data.norm=paper"] + BASE), tmp_path / "paper", progress=False)
+        train(
+            load_config(
+                None,
+                [f"data.cache={cache}", "data.train=001", "data.test=003", "model.lookup=true", "data.norm=paper"]
+                + BASE,
+            ),
+            tmp_path / "paper",
+            progress=False,
+        )
 
 
 def labels_in_brain(subject):

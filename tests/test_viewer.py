@@ -1,4 +1,5 @@
-"""The viewer page (mrsynth.evaluation.viewer, `mrsynth view`): its volumes and table, and the page in a real browser."""
+"""The viewer page (mrsynth.evaluation.viewer, `mrsynth view`): its volumes and table, and the page in a real
+browser."""
 
 from __future__ import annotations
 
@@ -18,9 +19,16 @@ from mrsynth.io.fixtures import make_subject, save_nifti
 CHROMIUM = os.environ.get("MRSYNTH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 #: .ci/run sets this: there the browser test must run, not skip.
 BROWSER_REQUIRED = os.environ.get("MRSYNTH_REQUIRE_BROWSER") == "1"
-CHROMIUM_FLAGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--no-first-run", "--disable-quic"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture
@@ -29,11 +37,13 @@ def page_files(tmp_path):
     subject = make_subject((40, 48, 36), seed=3)
     pred = subject.t2 * np.linspace(0.7, 1.3, 40)[:, None, None]
     pred[18:22, 20:24, 16:20] += subject.t2.max()
-    files = {"t1": save_nifti(subject.t1, subject.affine, tmp_path / "t1.nii.gz"),
-             "ref": save_nifti(subject.t2, subject.affine, tmp_path / "t2.nii.gz"),
-             "mask": save_nifti(subject.mask, subject.affine, tmp_path / "mask.nii.gz"),
-             "seg": save_nifti(subject.seg, subject.affine, tmp_path / "seg.nii.gz"),
-             "pred": save_nifti(pred.astype(np.float32), subject.affine, tmp_path / "pred.nii.gz")}
+    files = {
+        "t1": save_nifti(subject.t1, subject.affine, tmp_path / "t1.nii.gz"),
+        "ref": save_nifti(subject.t2, subject.affine, tmp_path / "t2.nii.gz"),
+        "mask": save_nifti(subject.mask, subject.affine, tmp_path / "mask.nii.gz"),
+        "seg": save_nifti(subject.seg, subject.affine, tmp_path / "seg.nii.gz"),
+        "pred": save_nifti(pred.astype(np.float32), subject.affine, tmp_path / "pred.nii.gz"),
+    }
     return files
 
 
@@ -57,8 +67,9 @@ def test_reduction_keeps_world_coordinates_and_values():
 
 
 def test_page_volumes_are_the_inputs_cropped_and_the_table_is_the_error(page_files):
-    page = viewer.load_page(page_files["pred"], page_files["t1"], page_files["ref"], page_files["mask"],
-                            page_files["seg"])
+    page = viewer.load_page(
+        page_files["pred"], page_files["t1"], page_files["ref"], page_files["mask"], page_files["seg"]
+    )
     specs, shape, factor = viewer._specs(page, viewer.error_map(page), viewer.MAX_VOXELS)
     assert [s["name"] for s in specs] == ["t1", "pred", "ref", "error"] and factor == 1
     box = viewer.crop_box(page)
@@ -99,12 +110,26 @@ def _pixels(png: bytes) -> np.ndarray:
 def test_page_renders_in_chromium_and_follows_the_crosshair_and_window(page_files, tmp_path, run_cli):
     if CHROMIUM is None:
         if BROWSER_REQUIRED:
-            pytest.fail("MRSYNTH_REQUIRE_BROWSER=1 but no Chromium: install Debian's chromium (apt-get install chromium)")
+            pytest.fail(
+                "MRSYNTH_REQUIRE_BROWSER=1 but no Chromium: install Debian's chromium (apt-get install chromium)"
+            )
         pytest.skip("no Chromium here (Debian: apt-get install chromium; .ci/run installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
     out = tmp_path / "view.html"
-    code, stdout, err = run_cli("view", page_files["pred"], "--t1", page_files["t1"], "--ref", page_files["ref"],
-                                "--mask", page_files["mask"], "--seg", page_files["seg"], "--out", out)
+    code, stdout, err = run_cli(
+        "view",
+        page_files["pred"],
+        "--t1",
+        page_files["t1"],
+        "--ref",
+        page_files["ref"],
+        "--mask",
+        page_files["mask"],
+        "--seg",
+        page_files["seg"],
+        "--out",
+        out,
+    )
     assert code == 0, err
     assert "MB" in stdout and "niivue" in out.read_text()[:200_000].lower()
 
@@ -115,8 +140,12 @@ def test_page_renders_in_chromium_and_follows_the_crosshair_and_window(page_file
             tab = browser.new_page(viewport={"width": 1400, "height": 1300})
             tab.on("console", lambda message: message.type == "error" and problems.append(message.text))
             tab.on("pageerror", lambda error: problems.append(str(error)))
-            tab.on("request", lambda request: request.url.startswith(("http:", "https:")) and
-                   problems.append(f"network request {request.url}"))
+            tab.on(
+                "request",
+                lambda request: (
+                    request.url.startswith(("http:", "https:")) and problems.append(f"network request {request.url}")
+                ),
+            )
             tab.goto(out.as_uri())
             tab.wait_for_selector("body[data-ready=true]", timeout=60_000)
             predicted = tab.locator("#view-1")

@@ -20,7 +20,6 @@ from typing import Callable, Iterator
 
 from .errors import InputError
 
-
 #: ``.<name>.<pid>-<random>.<tmp|old><suffix>``: what this module leaves only if its process dies.
 _LEFTOVER = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.(tmp|old)(\.[A-Za-z0-9.]+)?$")
 

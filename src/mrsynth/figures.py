@@ -36,8 +36,9 @@ def tissue_class_image(seg: np.ndarray) -> np.ndarray:
     return labels.exclusive_class(bits).astype(np.int64) - 1
 
 
-def simulated_subjects_figure(subjects: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
-                              path: str | Path) -> Path:
+def simulated_subjects_figure(
+    subjects: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: str | Path
+) -> Path:
     """Mid-axial slices: one row per subject, columns T1w | T2w | tissue classes."""
     rows = len(subjects)
     fig, axes = plt.subplots(rows, 3, figsize=(9, 3.2 * rows), squeeze=False)
@@ -45,17 +46,30 @@ def simulated_subjects_figure(subjects: Sequence[tuple[str, np.ndarray, np.ndarr
     for row, (name, t1, t2, seg) in enumerate(subjects):
         k = t1.shape[2] // 2
         for col, (image, title) in enumerate(((t1, "T1w"), (t2, "T2w"))):
-            axes[row, col].imshow(image[:, :, k].T, origin="lower", cmap="gray",
-                                  vmin=0, vmax=np.percentile(image, 99.5))
+            axes[row, col].imshow(
+                image[:, :, k].T, origin="lower", cmap="gray", vmin=0, vmax=np.percentile(image, 99.5)
+            )
             axes[row, col].set_title(f"{name}: {title}", fontsize=9)
-        axes[row, 2].imshow(tissue_class_image(seg[:, :, k]).T, origin="lower", cmap=cmap,
-                            vmin=-0.5, vmax=len(CLASS_COLOURS) - 0.5, interpolation="nearest")
+        axes[row, 2].imshow(
+            tissue_class_image(seg[:, :, k]).T,
+            origin="lower",
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=len(CLASS_COLOURS) - 0.5,
+            interpolation="nearest",
+        )
         axes[row, 2].set_title(f"{name}: tissue classes", fontsize=9)
         for ax in axes[row]:
             ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CLASS_COLOURS]
-    fig.legend(handles, [n.replace("_", " ") for n in labels.CLASSES[1:]], loc="lower center",
-               ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        [n.replace("_", " ") for n in labels.CLASSES[1:]],
+        loc="lower center",
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+    )
     return _save(fig, path, 80, rect=(0, 0.04, 1, 1))
 
 
@@ -79,14 +93,22 @@ def learning_curve_figure(history: list[dict], steps: list[dict], path: str | Pa
     return _save(fig, path, 90)
 
 
-def prediction_figure(t1: np.ndarray, t2: np.ndarray, predictions: dict[str, np.ndarray], mask: np.ndarray,
-                      path: str | Path, axis: int = 2) -> Path:
+def prediction_figure(
+    t1: np.ndarray,
+    t2: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    mask: np.ndarray,
+    path: str | Path,
+    axis: int = 2,
+) -> Path:
     """Mid slice: T1w | true T2w | each prediction | |error| of the first prediction (brain-median units)."""
     k = t1.shape[axis] // 2
     take = lambda v: np.take(v, k, axis=axis).T
     brain = take(mask) > 0
     scale = lambda v: take(v) / np.median(take(v)[brain]) if brain.any() else take(v)
-    panels = [("T1w", scale(t1)), ("true T2w", scale(t2))] + [(f"predicted: {n}", scale(v)) for n, v in predictions.items()]
+    panels = [("T1w", scale(t1)), ("true T2w", scale(t2))] + [
+        (f"predicted: {n}", scale(v)) for n, v in predictions.items()
+    ]
     first = next(iter(predictions))
     error = np.abs(scale(predictions[first]) - scale(t2)) * brain
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3 * (len(panels) + 1), 3.4))
@@ -94,7 +116,9 @@ def prediction_figure(t1: np.ndarray, t2: np.ndarray, predictions: dict[str, np.
     for ax, (title, image) in zip(axes, panels):
         ax.imshow(image, origin="lower", cmap="gray", vmin=0, vmax=vmax if title != "T1w" else None)
         ax.set_title(title, fontsize=9)
-    shown = axes[-1].imshow(error, origin="lower", cmap="magma", vmin=0, vmax=np.percentile(error[brain], 99) if brain.any() else None)
+    shown = axes[-1].imshow(
+        error, origin="lower", cmap="magma", vmin=0, vmax=np.percentile(error[brain], 99) if brain.any() else None
+    )
     axes[-1].set_title(f"|error| {first} (in brain)", fontsize=9)
     fig.colorbar(shown, ax=axes[-1], fraction=0.046)
     for ax in axes:
@@ -137,8 +161,7 @@ def per_subject_figure(values: dict[str, dict[str, float]], path: str | Path, yl
     return _save(fig, path, 90)
 
 
-def masks_figure(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, zooms, path: str | Path,
-                 title: str = "") -> Path:
+def masks_figure(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, zooms, path: str | Path, title: str = "") -> Path:
     """Quality control of masks: the T1w on three planes through the brain's centre, the tissue classes
     overlaid and the brain mask's outline (red)."""
     classes = np.where(brain, tissue_class_image(seg), -1)
@@ -155,14 +178,28 @@ def masks_figure(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, zooms, path
         others = [z for i, z in enumerate(zooms) if i != axis]
         ax.imshow(t1[plane].T, cmap="gray", origin="lower", vmin=low, vmax=limit, aspect=others[1] / others[0])
         overlay = np.ma.masked_less(classes[plane].T, 0)
-        ax.imshow(overlay, cmap=colours, vmin=0, vmax=len(CLASS_COLOURS) - 1, alpha=0.35, origin="lower",
-                  aspect=others[1] / others[0], interpolation="nearest")
+        ax.imshow(
+            overlay,
+            cmap=colours,
+            vmin=0,
+            vmax=len(CLASS_COLOURS) - 1,
+            alpha=0.35,
+            origin="lower",
+            aspect=others[1] / others[0],
+            interpolation="nearest",
+        )
         ax.contour(brain[plane].T.astype(float), [0.5], colors="red", linewidths=0.8)
         ax.set_title(f"voxel axis {axis}, index {centre[axis]}", fontsize=9)
         ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in CLASS_COLOURS]
-    fig.legend(handles, [name.replace("_", " ") for name in labels.CLASSES[1:]], loc="lower center", ncol=7,
-               fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        [name.replace("_", " ") for name in labels.CLASSES[1:]],
+        loc="lower center",
+        ncol=7,
+        fontsize=8,
+        frameon=False,
+    )
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path, 80, rect=(0, 0.06, 1, 0.95))

@@ -212,6 +212,7 @@ def hcp_brain_mask(labelled: np.ndarray, zooms) -> np.ndarray:
     CSF beyond that (which FreeSurfer leaves unlabelled, SynthSeg's maps and the learned segmenter label
     it) stays outside.  Box-shaped, as fslmaths' kernels: half-widths of ``round(mm / voxel size)`` voxels
     (at least 1) per axis; the filled holes are the ventricles where they are not labelled."""
+
     def box(mm: float) -> tuple[int, ...]:
         return tuple(2 * max(1, int(round(mm / float(z)))) + 1 for z in zooms)
 
@@ -273,9 +274,7 @@ def class_voxel_counts(bits: np.ndarray) -> dict[str, int]:
     """Voxels per class of a bit field (the per-class volume in voxels)."""
     counts = np.bincount(bits.ravel(), minlength=256)
     values = np.arange(256)
-    return {
-        name: int(counts[(values >> i) & 1 == 1].sum()) for i, name in enumerate(CLASSES)
-    }
+    return {name: int(counts[(values >> i) & 1 == 1].sum()) for i, name in enumerate(CLASSES)}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -283,8 +282,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
 
-def class_dice(reference_seg: np.ndarray, reference_brain: np.ndarray, seg: np.ndarray,
-               brain: np.ndarray) -> dict[str, float]:
+def class_dice(
+    reference_seg: np.ndarray, reference_brain: np.ndarray, seg: np.ndarray, brain: np.ndarray
+) -> dict[str, float]:
     """Dice per class of ``CLASSES`` between two segmentations (FreeSurfer codes), each with its brain mask."""
     ref, _ = tissue_bits(reference_seg, reference_brain)
     ours, _ = tissue_bits(seg, brain)

@@ -43,7 +43,9 @@ def configure(verbosity: int = NORMAL, bars: bool | None = None) -> None:
     for handler in list(log.handlers):
         log.removeHandler(handler)
     handler = _StandardError()
-    handler.setFormatter(logging.Formatter("%(message)s" if verbosity < VERBOSE else "%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(message)s" if verbosity < VERBOSE else "%(levelname)s %(name)s: %(message)s")
+    )
     log.addHandler(handler)
     log.propagate = False
     _forced_bars = False if verbosity == QUIET else bars

@@ -28,9 +28,11 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def format_table(results: dict[str, dict],
-                 keys=("mse_fov", "mse", "mae", "psnr", "psnr_p99", "ssim_3d", "ssim_2d")) -> str:
+def format_table(
+    results: dict[str, dict], keys=("mse_fov", "mse", "mae", "psnr", "psnr_p99", "ssim_3d", "ssim_2d")
+) -> str:
     """A Markdown table: one row per method (or subject), columns ``keys``; values or mean +- SD."""
+
     def cell(value):
         if isinstance(value, dict):
             return f"{value['mean']:.4g} ± {value['sd']:.2g}" if value["n"] > 1 else f"{value['mean']:.4g}"
@@ -76,7 +78,11 @@ def render_html(blocks: list, title: str) -> str:
         elif kind == "img":
             data = base64.b64encode(content.read_bytes()).decode()
             body.append(f'<img alt="{escape(content.stem)}" src="data:image/png;base64,{data}">')
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>" \
-           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )

@@ -19,6 +19,7 @@ from ..logs import log
 from .commands import HANDLERS
 from .parser import build_parser as _build_parser
 
+
 def build_parser():
     """The ``mrsynth`` argument parser, every subcommand with its handler."""
     return _build_parser(HANDLERS)
@@ -46,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # an internal error: one line and a hint, never a bare traceback by default
         if args.debug:
             raise
-        log.error("mrsynth: internal error: %s: %s (run again with --debug for the traceback, and please "
-                  "report it)", type(error).__name__, error)
+        log.error(
+            "mrsynth: internal error: %s: %s (run again with --debug for the traceback, and please report it)",
+            type(error).__name__,
+            error,
+        )
         return 1
 
 

@@ -20,8 +20,9 @@ def _prepare(args) -> int:
     subjects = discover(args.root, args.layout)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = prepare_all(subjects, args.out, axis=args.axis, jobs=args.jobs,
-                             strict=args.strict, force=args.force, masks=args.masks)
+        report = prepare_all(
+            subjects, args.out, axis=args.axis, jobs=args.jobs, strict=args.strict, force=args.force, masks=args.masks
+        )
     for warning in caught:
         log.warning("warning: %s", warning.message)
     for status in ("prepared", "up-to-date"):
@@ -61,18 +62,20 @@ def _inspect(args) -> int:
     rows = []
     for subject in list_prepared(args.cache):
         meta = subject.meta
-        rows.append({
-            "id": subject.id,
-            "shape": meta["shape"],
-            "voxel_size": meta["voxel_size"],
-            "orientation": meta["orientation"],
-            "slice_axis": meta["axis"],
-            "slices": meta["stored_shape"][0],
-            "has_t2": subject.has_t2,
-            "voxels_per_class": meta["class_voxels"],
-            "unknown_codes": meta["unknown_codes"],
-            "patches": grid.count(subject.stored_shape),
-        })
+        rows.append(
+            {
+                "id": subject.id,
+                "shape": meta["shape"],
+                "voxel_size": meta["voxel_size"],
+                "orientation": meta["orientation"],
+                "slice_axis": meta["axis"],
+                "slices": meta["stored_shape"][0],
+                "has_t2": subject.has_t2,
+                "voxels_per_class": meta["class_voxels"],
+                "unknown_codes": meta["unknown_codes"],
+                "patches": grid.count(subject.stored_shape),
+            }
+        )
     if args.json:
         print(json.dumps({"patch_size": grid.size, "stride": grid.stride, "subjects": rows}, indent=2))
         return 0
@@ -82,8 +85,10 @@ def _inspect(args) -> int:
     for row in rows:
         shape = "x".join(map(str, row["shape"]))
         voxel = "x".join(f"{v:g}" for v in row["voxel_size"])
-        print(f"{row['id']:<16} {shape:<16} {voxel:<16} {'yes' if row['has_t2'] else 'no':<4} "
-              f"{row['voxels_per_class']['brain']:>9} {row['patches']:>8}")
+        print(
+            f"{row['id']:<16} {shape:<16} {voxel:<16} {'yes' if row['has_t2'] else 'no':<4} "
+            f"{row['voxels_per_class']['brain']:>9} {row['patches']:>8}"
+        )
     print(f"total patches: {sum(r['patches'] for r in rows)}")
     return 0
 
@@ -109,8 +114,7 @@ def _fixtures(args) -> int:
 def _simulate(args) -> int:
     from ..simulate import simulate_dataset, write_figure
 
-    folders = simulate_dataset(args.out, args.subjects, labels=args.labels,
-                               voxel_size=args.voxel_size, seed=args.seed)
+    folders = simulate_dataset(args.out, args.subjects, labels=args.labels, voxel_size=args.voxel_size, seed=args.seed)
     print(f"simulated {len(folders)} subject(s) in the HCP layout under {args.out}")
     if args.figure:
         print(f"figure: {write_figure(folders[:4], Path(args.out) / 'simulated_subjects.png')}")
@@ -160,8 +164,16 @@ def _predict(args) -> int:
         if not args.out_dir:
             raise InputError("--data needs --out-dir")
         output = "bids" if args.bids else "flat" if args.flat else "auto"
-        written = predict_many(model, info, Path(args.data), Path(args.out_dir), masks=args.masks, output=output,
-                               model_folder=Path(args.model), **options)
+        written = predict_many(
+            model,
+            info,
+            Path(args.data),
+            Path(args.out_dir),
+            masks=args.masks,
+            output=output,
+            model_folder=Path(args.model),
+            **options,
+        )
         print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
         return 0
     if not args.out:
@@ -171,8 +183,16 @@ def _predict(args) -> int:
     if args.subject:
         predict_prepared_file(model, info, PreparedSubject.open(args.subject), Path(args.out), **options)
     elif args.t1:
-        predict_files(model, info, Path(args.t1), Path(args.out), args.seg and Path(args.seg),
-                      args.mask and Path(args.mask), masks=args.masks, **options)
+        predict_files(
+            model,
+            info,
+            Path(args.t1),
+            Path(args.out),
+            args.seg and Path(args.seg),
+            args.mask and Path(args.mask),
+            masks=args.masks,
+            **options,
+        )
     else:
         raise InputError("give --t1 (with --seg/--mask), --subject or --data")
     print(f"wrote {args.out}")
@@ -203,16 +223,20 @@ def _evaluate(args) -> int:
     else:
         if not args.mask:
             raise InputError("scoring one file needs the brain mask (--mask)")
-        volumes = load_subject(Subject("reference", t1=Path(args.ref), seg=args.seg and Path(args.seg),
-                                       mask=Path(args.mask)), need_labels=False)
+        volumes = load_subject(
+            Subject("reference", t1=Path(args.ref), seg=args.seg and Path(args.seg), mask=Path(args.mask)),
+            need_labels=False,
+        )
         reference = Reference("reference", volumes.t1, volumes.mask, volumes.affine, volumes.seg, source=str(args.ref))
         result = evaluate_file(pred, reference, args.scale)
         table = format_table({pred.name: result})
         if args.seg:
             tissue = [f"mse_{name}" for name in labels.CLASSES]
             table += "\n\n" + format_table({pred.name: result}, keys=tissue)
-    print(f"scale: {args.scale}; MSE, MAE, PSNR and SSIM inside the brain mask except mse_fov (whole field of view); "
-          "psnr_p99: each volume by its own brain 99th percentile, data range 1")
+    print(
+        f"scale: {args.scale}; MSE, MAE, PSNR and SSIM inside the brain mask except mse_fov (whole field of view); "
+        "psnr_p99: each volume by its own brain 99th percentile, data range 1"
+    )
     print(table)
     if args.json:
         write_text(args.json, json.dumps(_finite_or_null(result), indent=2, allow_nan=False) + "\n")
@@ -230,31 +254,40 @@ def _baselines(args) -> int:
 def _reproduce(args) -> int:
     from ..experiments.reproduce import reproduce
 
-    results = reproduce(args.out, args.data, args.scale, args.seed, compare=args.compare,
-                        compare_label=args.compare_label)
+    results = reproduce(
+        args.out, args.data, args.scale, args.seed, compare=args.compare, compare_label=args.compare_label
+    )
     agree = sum(c["same_direction"] for c in results["comparisons"])
-    print(f"{len(results['runs'])} runs ({sum(r['status'] == 'reused' for r in results['runs'].values())} reused); "
-          f"{agree}/{len(results['comparisons'])} of the paper's effects in the same direction; "
-          f"report: {Path(args.out) / 'report.md'} and report.html; numbers: results.json "
-          f"({results['seconds']:.0f} s)")
+    print(
+        f"{len(results['runs'])} runs ({sum(r['status'] == 'reused' for r in results['runs'].values())} reused); "
+        f"{agree}/{len(results['comparisons'])} of the paper's effects in the same direction; "
+        f"report: {Path(args.out) / 'report.md'} and report.html; numbers: results.json "
+        f"({results['seconds']:.0f} s)"
+    )
     return 0
 
 
 def _crossval(args) -> int:
     from ..experiments.crossval import HEADLINE, NETWORK, crossval
 
-    results = crossval(args.data, args.out, args.folds, args.config, args.preset or [], args.set or [], args.seed,
-                       masks=args.masks)
+    results = crossval(
+        args.data, args.out, args.folds, args.config, args.preset or [], args.set or [], args.seed, masks=args.masks
+    )
     summary = results["summary"]
     for method, scores in summary.items():
-        print(f"{method}: {HEADLINE} {scores[HEADLINE]['mean']:.2f} ± {scores[HEADLINE]['sd']:.2f} dB "
-              f"over {scores[HEADLINE]['n']} held-out subject(s)")
+        print(
+            f"{method}: {HEADLINE} {scores[HEADLINE]['mean']:.2f} ± {scores[HEADLINE]['sd']:.2f} dB "
+            f"over {scores[HEADLINE]['n']} held-out subject(s)"
+        )
     for baseline, by_metric in results["paired"].items():
         for metric, paired in by_metric.items():
-            print(f"{NETWORK} - {baseline}, {metric}: {paired['mean']:+.2f} dB (95 % CI {paired['ci95'][0]:+.2f} to "
-                  f"{paired['ci95'][1]:+.2f}), better in {paired['network_better_in']} of {paired['subjects']}")
-    log.info("report: %s and report.html; numbers: results.json (%.0f s)", Path(args.out) / "report.md",
-             results["seconds"])
+            print(
+                f"{NETWORK} - {baseline}, {metric}: {paired['mean']:+.2f} dB (95 % CI {paired['ci95'][0]:+.2f} to "
+                f"{paired['ci95'][1]:+.2f}), better in {paired['network_better_in']} of {paired['subjects']}"
+            )
+    log.info(
+        "report: %s and report.html; numbers: results.json (%.0f s)", Path(args.out) / "report.md", results["seconds"]
+    )
     return 0
 
 

@@ -13,10 +13,21 @@ from .. import __version__
 
 #: ``train`` shortcuts: flag -> the configuration field it sets (its help is the field's documentation).
 TRAIN_SHORTCUTS = {
-    "--cache": "data.cache", "--split": "data.split", "--subject": "data.subject", "--train": "data.train",
-    "--val": "data.val", "--test": "data.test", "--channels": "data.channels", "--norm": "data.norm",
-    "--patch-size": "data.patch_size", "--stride": "data.stride", "--layers": "model.layers",
-    "--epochs": "optim.epochs", "--batch-size": "optim.batch_size", "--lr": "optim.lr", "--device": "device",
+    "--cache": "data.cache",
+    "--split": "data.split",
+    "--subject": "data.subject",
+    "--train": "data.train",
+    "--val": "data.val",
+    "--test": "data.test",
+    "--channels": "data.channels",
+    "--norm": "data.norm",
+    "--patch-size": "data.patch_size",
+    "--stride": "data.stride",
+    "--layers": "model.layers",
+    "--epochs": "optim.epochs",
+    "--batch-size": "optim.batch_size",
+    "--lr": "optim.lr",
+    "--device": "device",
     "--seed": "seed",
 }
 
@@ -32,29 +43,42 @@ def _messages(group) -> None:
     loudness = group.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
     loudness.add_argument("-v", "--verbose", action="store_true", help="also debug messages")
-    group.add_argument("--progress", action="store_true", help="progress bars even when standard error is not a "
-                                                               "terminal")
+    group.add_argument(
+        "--progress", action="store_true", help="progress bars even when standard error is not a terminal"
+    )
     group.add_argument("--debug", action="store_true", help="show the full traceback of an internal error")
 
 
 def _masks(group) -> None:
     from ..masks import DEFAULT_METHOD, SOURCES
 
-    group.add_argument("--masks", default="files", choices=SOURCES,
-                       help="where the brain mask and tissue labels come from: files (default): each subject's own "
-                            "segmentation and brain mask (--seg/--mask for one T1w); auto: computed from the T1w by "
-                            f"the default method ({DEFAULT_METHOD}); learned: by the shipped segmenter; ants-atlas: "
-                            "by atlas registration (needs the `masks` extra)")
+    group.add_argument(
+        "--masks",
+        default="files",
+        choices=SOURCES,
+        help="where the brain mask and tissue labels come from: files (default): each subject's own "
+        "segmentation and brain mask (--seg/--mask for one T1w); auto: computed from the T1w by "
+        f"the default method ({DEFAULT_METHOD}); learned: by the shipped segmenter; ants-atlas: "
+        "by atlas registration (needs the `masks` extra)",
+    )
 
 
 def _settings(group) -> None:
     from ..training import PRESETS
 
     group.add_argument("--config", help="TOML configuration ([data], [model], [optim], [augment] tables)")
-    group.add_argument("--preset", action="append", choices=list(PRESETS),
-                       help="named settings, applied in order before the config file (repeatable)")
-    group.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
-                       help="override any configuration field (repeatable; docs/training.md lists them)")
+    group.add_argument(
+        "--preset",
+        action="append",
+        choices=list(PRESETS),
+        help="named settings, applied in order before the config file (repeatable)",
+    )
+    group.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.FIELD=VALUE",
+        help="override any configuration field (repeatable; docs/training.md lists them)",
+    )
 
 
 def _seed(group) -> None:
@@ -67,16 +91,24 @@ def _device(group) -> None:
 
 def build_parser(handlers: dict) -> argparse.ArgumentParser:
     """The ``mrsynth`` parser; ``handlers`` maps each subcommand to the function that runs it."""
-    parents = {name: _parent(name, add) for name, add in
-               (("messages", _messages), ("masks", _masks), ("settings", _settings), ("seed", _seed),
-                ("device", _device))}
+    parents = {
+        name: _parent(name, add)
+        for name, add in (
+            ("messages", _messages),
+            ("masks", _masks),
+            ("settings", _settings),
+            ("seed", _seed),
+            ("device", _device),
+        )
+    }
     parser = argparse.ArgumentParser(prog="mrsynth", description="Predict T2w MRI from T1w MRI.")
     parser.add_argument("--version", action="version", version=f"mrsynth {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, *shared: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help,
-                                  parents=[parents["messages"]] + [parents[s] for s in shared])
+        sub = commands.add_parser(
+            name, help=help, description=help, parents=[parents["messages"]] + [parents[s] for s in shared]
+        )
         sub.set_defaults(handler=handlers[name])
         return sub
 
@@ -94,19 +126,25 @@ def _data_commands(command) -> None:
     p.add_argument("root", help="HCP folder, BIDS dataset or CSV manifest")
     p.add_argument("--out", required=True, help="cache folder")
     p.add_argument("--layout", default="auto", choices=LAYOUTS, help="input layout (auto: detected)")
-    p.add_argument("--axis", default="axial",
-                   help="slicing axis: axial (default, as in the paper), coronal, sagittal or 0/1/2")
+    p.add_argument(
+        "--axis", default="axial", help="slicing axis: axial (default, as in the paper), coronal, sagittal or 0/1/2"
+    )
     p.add_argument("--jobs", type=int, default=1, help="subjects prepared in parallel")
     p.add_argument("--strict", action="store_true", help="stop at the first bad subject")
     p.add_argument("--force", action="store_true", help="rebuild subjects even if up to date")
 
     p = command("masks", "brain mask and tissue labels from a bare T1w (no FreeSurfer)")
     p.add_argument("t1", help="T1w NIfTI: whole head or skull-stripped, any orientation and voxel size")
-    p.add_argument("--out", required=True, help="output folder: brainmask, wmparc, tissue_classes, masks.json, QC "
-                                                "figure")
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
-                   help=f"learned: the shipped segmenter (default: {DEFAULT_METHOD}); ants-atlas: atlas registration "
-                        "(needs the `masks` extra)")
+    p.add_argument(
+        "--out", required=True, help="output folder: brainmask, wmparc, tissue_classes, masks.json, QC figure"
+    )
+    p.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=METHODS,
+        help=f"learned: the shipped segmenter (default: {DEFAULT_METHOD}); ants-atlas: atlas registration "
+        "(needs the `masks` extra)",
+    )
     p.add_argument("--no-figure", action="store_true", help="skip the QC figure")
 
     p = command("inspect", "summarise a prepared cache")
@@ -126,8 +164,11 @@ def _data_commands(command) -> None:
     p = command("simulate", "write synthetic T1w/T2w subjects from real anatomy", "seed")
     p.add_argument("out", help="output folder (HCP layout)")
     p.add_argument("--subjects", type=int, default=5, help="how many subjects (subject i uses seed + i)")
-    p.add_argument("--labels", help="a FreeSurfer label map, or a folder of them (one subject each); "
-                                    "default: the MNI152 template shipped with nilearn")
+    p.add_argument(
+        "--labels",
+        help="a FreeSurfer label map, or a folder of them (one subject each); "
+        "default: the MNI152 template shipped with nilearn",
+    )
     p.add_argument("--voxel-size", type=float, default=1.0, help="output voxel size in mm (1.0, or 0.7 as HCP)")
     p.add_argument("--figure", action="store_true", help="also write simulated_subjects.png")
 
@@ -151,25 +192,36 @@ def _model_commands(command) -> None:
     p.add_argument("--subject", help="a prepared subject folder (CACHE/<id>) instead of files")
     p.add_argument("--data", help="predict every subject of a data folder (any layout) or prepared cache")
     p.add_argument("--out", help="output NIfTI (with --t1 or --subject)")
-    p.add_argument("--out-dir", help="output folder (with --data): BIDS derivatives for BIDS input, "
-                                     "else <id>.nii.gz per subject")
+    p.add_argument(
+        "--out-dir", help="output folder (with --data): BIDS derivatives for BIDS input, else <id>.nii.gz per subject"
+    )
     layout = p.add_mutually_exclusive_group()
-    layout.add_argument("--bids", action="store_true",
-                        help="write BIDS derivatives (sub-X/[ses-Y/]anat/..._desc-mrsynth_T2w.nii.gz + JSON sidecar) "
-                             "whatever the input layout")
+    layout.add_argument(
+        "--bids",
+        action="store_true",
+        help="write BIDS derivatives (sub-X/[ses-Y/]anat/..._desc-mrsynth_T2w.nii.gz + JSON sidecar) "
+        "whatever the input layout",
+    )
     layout.add_argument("--flat", action="store_true", help="write <id>.nii.gz per subject, even for BIDS input")
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="at most this many slices per batch (on a CPU also at most 2^18 pixels: a batch stays in "
-                        "cache)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="at most this many slices per batch (on a CPU also at most 2^18 pixels: a batch stays in cache)",
+    )
 
     p = command("evaluate", "score predictions against acquired T2w")
     p.add_argument("--pred", required=True, help="predicted NIfTI, or a folder of <id>.nii.gz")
     p.add_argument("--ref", required=True, help="reference T2w NIfTI, or a prepared cache / data folder")
     p.add_argument("--mask", help="brain mask (single file)")
     p.add_argument("--seg", help="segmentation for per-tissue MSE (single file)")
-    p.add_argument("--scale", default=SCALES[0], choices=SCALES,
-                   help="brain-median (default): each volume divided by its own brain median before scoring; "
-                        "raw: the stored intensities")
+    p.add_argument(
+        "--scale",
+        default=SCALES[0],
+        choices=SCALES,
+        help="brain-median (default): each volume divided by its own brain median before scoring; "
+        "raw: the stored intensities",
+    )
     p.add_argument("--json", help="write every number to this JSON file")
 
     p = command("baselines", "fit the tissue-mean and intensity-map baselines of a run")
@@ -183,8 +235,12 @@ def _model_commands(command) -> None:
     p.add_argument("--seg", help="FreeSurfer segmentation (same grid): per-tissue rows in the error table")
     p.add_argument("--out", required=True, help="the page to write (.html, self-contained)")
     p.add_argument("--title", help="page title")
-    p.add_argument("--max-voxels", type=int, default=4_000_000,
-                   help="per volume, after cropping; larger volumes are block-averaged (default 4,000,000)")
+    p.add_argument(
+        "--max-voxels",
+        type=int,
+        default=4_000_000,
+        help="per volume, after cropping; larger volumes are block-averaged (default 4,000,000)",
+    )
 
 
 def _study_commands(command) -> None:
@@ -192,16 +248,28 @@ def _study_commands(command) -> None:
 
     p = command("reproduce", "the paper's experiment grid: Tables 1-3, Figures 3-5, report", "seed")
     p.add_argument("--data", help="any supported layout (default: simulate subjects)")
-    p.add_argument("--scale", default="small", choices=list(SCALES),
-                   help="small: 2-core CPU in <= 45 min (default); paper: the paper's settings; tiny: tests")
+    p.add_argument(
+        "--scale",
+        default="small",
+        choices=list(SCALES),
+        help="small: 2-core CPU in <= 45 min (default); paper: the paper's settings; tiny: tests",
+    )
     p.add_argument("--out", default="reproduction", help="output folder (re-running reuses its finished runs)")
-    p.add_argument("--compare", metavar="EARLIER",
-                   help="an earlier reproduction's folder (another simulator, other data): its effect sizes beside "
-                        "this run's in the report")
+    p.add_argument(
+        "--compare",
+        metavar="EARLIER",
+        help="an earlier reproduction's folder (another simulator, other data): its effect sizes beside "
+        "this run's in the report",
+    )
     p.add_argument("--compare-label", default="earlier run", help="what to call it in the report")
 
-    p = command("crossval", "cross-validate over subjects: network vs both baselines on held-out volumes",
-                "settings", "seed", "masks")
+    p = command(
+        "crossval",
+        "cross-validate over subjects: network vs both baselines on held-out volumes",
+        "settings",
+        "seed",
+        "masks",
+    )
     p.add_argument("data", help="any supported layout, or a prepared cache")
     p.add_argument("--folds", default="loo", help="loo (leave one subject out, default) or a number of folds")
     p.add_argument("--out", default="crossval", help="output folder (re-running resumes it)")

@@ -104,8 +104,13 @@ class Erode(Augmentation):
     """Zero a band of 0..``erode`` pixels (drawn per patch) along the edge of a stripped T1w's nonzero region."""
 
     settings = (
-        Setting("erode", int, 0, "with data.strip: shrink the stripped T1w's edge by 0 to this many pixels per "
-                "patch (a user's brain mask edge differs from the training masks')"),
+        Setting(
+            "erode",
+            int,
+            0,
+            "with data.strip: shrink the stripped T1w's edge by 0 to this many pixels per "
+            "patch (a user's brain mask edge differs from the training masks')",
+        ),
     )
     needs_strip = True
 
@@ -138,8 +143,9 @@ BIAS_GRID = 4  # control points per side of the smooth bias field
 class BiasField(Augmentation):
     """The T1w times a smooth random field per patch (receive-coil shading)."""
 
-    settings = (Setting("bias", float, 0.0, "SD of a smooth multiplicative log bias field on the T1w per patch "
-                        "(0: off)"),)
+    settings = (
+        Setting("bias", float, 0.0, "SD of a smooth multiplicative log bias field on the T1w per patch (0: off)"),
+    )
 
     def __call__(self, batch: Batch, config) -> None:
         size, _, height, width = batch.inputs.shape
@@ -151,8 +157,7 @@ class BiasField(Augmentation):
 class Noise(Augmentation):
     """Gaussian noise added to the T1w."""
 
-    settings = (Setting("noise", float, 0.0, "SD of Gaussian noise added to the T1w, in brain-median units "
-                        "(0: off)"),)
+    settings = (Setting("noise", float, 0.0, "SD of Gaussian noise added to the T1w, in brain-median units (0: off)"),)
 
     def __call__(self, batch: Batch, config) -> None:
         batch.t1 = batch.t1 + config.noise * torch.randn(batch.t1.shape).to(batch.inputs.device)
@@ -166,9 +171,16 @@ class MaskJitter(Augmentation):
     largest component scaled to a length drawn uniformly in 0..``mask_jitter`` pixels: boundaries move by up to
     that much, structures thicken, thin or merge where the field converges or diverges."""
 
-    settings = (Setting("mask_jitter", float, 0.0, "displace the tissue-mask channels (not the T1w or target) by a "
-                        "smooth random field of up to this many pixels per patch (0: off): automatic masks' "
-                        "boundaries differ from the training masks'"),)
+    settings = (
+        Setting(
+            "mask_jitter",
+            float,
+            0.0,
+            "displace the tissue-mask channels (not the T1w or target) by a "
+            "smooth random field of up to this many pixels per patch (0: off): automatic masks' "
+            "boundaries differ from the training masks'",
+        ),
+    )
     needs_scaled_intensities = False
 
     def __call__(self, batch: Batch, config) -> None:
@@ -180,13 +192,15 @@ class MaskJitter(Augmentation):
         displacement = F.interpolate(displacement, size=(height, width), mode="bicubic", align_corners=True)
         length = torch.rand(size, 1, 1, 1) * config.mask_jitter
         displacement = displacement * length / displacement.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
-        yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                                indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+        )
         y = (yy + displacement[:, 0]) * (2 / max(height - 1, 1)) - 1
         x = (xx + displacement[:, 1]) * (2 / max(width - 1, 1)) - 1
         grid = torch.stack([x, y], dim=-1).to(masks)
-        batch.inputs[:, batch.t1_channels :] = F.grid_sample(masks, grid, mode="nearest", padding_mode="border",
-                                                             align_corners=True)
+        batch.inputs[:, batch.t1_channels :] = F.grid_sample(
+            masks, grid, mode="nearest", padding_mode="border", align_corners=True
+        )
 
 
 class Flips(Augmentation):
@@ -210,8 +224,9 @@ AugmentConfig = make_dataclass(
     "AugmentConfig",
     [(s.name, s.kind, field(default=s.default, metadata={"doc": s.doc})) for a in AUGMENTATIONS for s in a.settings],
 )
-AugmentConfig.__doc__ = ("Random changes of the training input's T1w contrast and pose, so a model learns more than "
-                         "one scanner's T1w.")
+AugmentConfig.__doc__ = (
+    "Random changes of the training input's T1w contrast and pose, so a model learns more than one scanner's T1w."
+)
 AugmentConfig.__module__ = __name__
 
 
@@ -225,8 +240,9 @@ def settings_of(augmentations) -> str:
     return ", ".join(f"augment.{s.name}" for a in augmentations for s in a.settings)
 
 
-def augment_batch(inputs: torch.Tensor, target: torch.Tensor, config,
-                  t1_channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(
+    inputs: torch.Tensor, target: torch.Tensor, config, t1_channels: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Randomly changed copies of ``inputs`` ``(B, C, H, W)`` and ``target`` ``(B, 1, H, W)``."""
     batch = Batch(inputs.clone(), target.clone(), t1_channels)
     for augmentation in active(config):

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
 from .. import labels
 from ..atomic import building_folder, remove_leftovers
 from ..errors import InputError
-from ..logs import bar, log
 from ..io import Subject, SubjectVolumes, load_subject, resolve_axis
+from ..logs import bar, log
 from ..masks import check_source, compute_masks
 from .normalization import intensity_stats
 
@@ -59,8 +60,11 @@ class PreparedSubject:
             names = ["t1", "tissue"] + (["t2"] if "t2" in meta["stats"] else [])
             str(meta["id"]), int(meta["axis"]), meta["affine"], meta["stats"]["t1"]  # raise if missing or mistyped
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise InputError(f"not a prepared subject, or its {META_NAME} is damaged ({type(error).__name__}: "
-                             f"{error}); prepare it again", folder) from None
+            raise InputError(
+                f"not a prepared subject, or its {META_NAME} is damaged ({type(error).__name__}: "
+                f"{error}); prepare it again",
+                folder,
+            ) from None
         subject = cls(folder, meta)
         for name in names:
             found = subject.array(name).shape
@@ -108,8 +112,9 @@ class PreparedSubject:
     def native(self) -> "NativeVolumes":
         """T1w, T2w (when present) and tissue bits in the source file's axis order, read into memory."""
         read = lambda name: self.to_native(np.asarray(self.array(name)))
-        return NativeVolumes(self.id, read("t1"), read("t2") if self.has_t2 else None, read("tissue"),
-                             self.affine, str(self.folder))
+        return NativeVolumes(
+            self.id, read("t1"), read("t2") if self.has_t2 else None, read("tissue"), self.affine, str(self.folder)
+        )
 
 
 @dataclass
@@ -224,8 +229,9 @@ def _write_array(folder: Path, name: str, volume: np.ndarray, axis: int) -> None
     np.save(folder / f"{name}.npy", np.ascontiguousarray(np.moveaxis(volume, axis, 0)))
 
 
-def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "axial",
-                    force: bool = False, masks: str = "files") -> PrepareResult:
+def prepare_subject(
+    subject: Subject, cache_dir: str | Path, axis: str | int = "axial", force: bool = False, masks: str = "files"
+) -> PrepareResult:
     """Validate ``subject`` and write it to ``cache_dir/<id>`` atomically.
 
     ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): the brain mask and
@@ -258,8 +264,9 @@ def prepare_subject(subject: Subject, cache_dir: str | Path, axis: str | int = "
             meta = _metadata(vols, axis, stored_axis, bits, unknown, record)
             (temporary / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     except OSError as error:  # a full disk, a read-only cache: nothing of this subject is left
-        return PrepareResult(subject.id, "failed", f"{final}: cannot write the prepared subject "
-                                                   f"({error.strerror or error})")
+        return PrepareResult(
+            subject.id, "failed", f"{final}: cannot write the prepared subject ({error.strerror or error})"
+        )
     return PrepareResult(subject.id, "prepared", unknown_codes=unknown)
 
 
@@ -288,9 +295,16 @@ class PrepareReport:
         return self.by_status("failed")
 
 
-def prepare_all(subjects: list[Subject], cache_dir: str | Path, axis: str | int = "axial",
-                jobs: int = 1, strict: bool = False, force: bool = False,
-                progress: bool = True, masks: str = "files") -> PrepareReport:
+def prepare_all(
+    subjects: list[Subject],
+    cache_dir: str | Path,
+    axis: str | int = "axial",
+    jobs: int = 1,
+    strict: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    masks: str = "files",
+) -> PrepareReport:
     """Prepare every subject (``jobs`` in parallel); bad subjects are reported, not fatal.
 
     ``masks``: ``files`` (the subjects' own segmentation and brain mask), ``auto`` or a method name

@@ -144,8 +144,10 @@ def _landmarks(stats) -> tuple[float, ...]:
     """A subject's T1w landmarks (``LANDMARK_PERCENTILES`` inside the brain) from its statistics."""
     t1 = stats["t1"]
     if "brain_deciles" not in t1:
-        raise ValueError("histogram normalization needs the T1w's brain deciles, which this subject's statistics "
-                         "lack (prepared by an older mrsynth): prepare it again")
+        raise ValueError(
+            "histogram normalization needs the T1w's brain deciles, which this subject's statistics "
+            "lack (prepared by an older mrsynth): prepare it again"
+        )
     return (t1["brain_p01"], *t1["brain_deciles"], t1["brain_p99"])
 
 

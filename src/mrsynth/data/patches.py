@@ -103,10 +103,17 @@ class PatchDataset(Dataset):
     the number of subjects.
     """
 
-    def __init__(self, subjects: Sequence[PreparedSubject], normalization: Normalization,
-                 grid: PatchGrid = PatchGrid(), channels: int = 9,
-                 indices: np.ndarray | None = None, with_target: bool = True, context: int = 0,
-                 strip: bool = False):
+    def __init__(
+        self,
+        subjects: Sequence[PreparedSubject],
+        normalization: Normalization,
+        grid: PatchGrid = PatchGrid(),
+        channels: int = 9,
+        indices: np.ndarray | None = None,
+        with_target: bool = True,
+        context: int = 0,
+        strip: bool = False,
+    ):
         if channels not in CHANNELS:
             raise ValueError(f"input channels must be one of {CHANNELS}, got {channels}")
         if context < 0:
@@ -120,17 +127,22 @@ class PatchDataset(Dataset):
             height, width = subject.stored_shape[1:]
             rows, cols = grid.starts(height), grid.starts(width)
             try:
-                transforms = (normalization.transform("t1", subject.stats),
-                              normalization.transform("t2", subject.stats) if with_target else None)
+                transforms = (
+                    normalization.transform("t1", subject.stats),
+                    normalization.transform("t2", subject.stats) if with_target else None,
+                )
             except (ValueError, KeyError) as error:
                 raise InputError(f"subject {subject.id}: {error}", subject.folder) from None
-            self.parts.append(_SubjectPatches(
-                subject, rows, cols, subject.stored_shape[0] * len(rows) * len(cols), *transforms))
+            self.parts.append(
+                _SubjectPatches(subject, rows, cols, subject.stored_shape[0] * len(rows) * len(cols), *transforms)
+            )
         self.offsets = np.cumsum([0] + [p.count for p in self.parts])
         self.total = int(self.offsets[-1])
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
-        if self.indices is not None and len(self.indices) and (
-            self.indices.min() < 0 or self.indices.max() >= self.total
+        if (
+            self.indices is not None
+            and len(self.indices)
+            and (self.indices.min() < 0 or self.indices.max() >= self.total)
         ):
             raise IndexError(f"patch indices must lie in [0, {self.total})")
 
@@ -172,8 +184,11 @@ class PatchDataset(Dataset):
         size, (depth, height, width) = self.grid.size, volume.shape
         r = rows[:, None] + np.arange(size)
         c = cols[:, None] + np.arange(size)
-        out = volume[np.clip(slices, 0, depth - 1)[:, None, None], np.clip(r, 0, height - 1)[:, :, None],
-                     np.clip(c, 0, width - 1)[:, None, :]]
+        out = volume[
+            np.clip(slices, 0, depth - 1)[:, None, None],
+            np.clip(r, 0, height - 1)[:, :, None],
+            np.clip(c, 0, width - 1)[:, None, :],
+        ]
         inside = ((r >= 0) & (r < height))[:, :, None] & ((c >= 0) & (c < width))[:, None, :]
         inside = inside & ((slices >= 0) & (slices < depth))[:, None, None]
         return out if inside.all() else np.where(inside, out, fill)
@@ -192,9 +207,8 @@ class PatchDataset(Dataset):
             np.cumsum(np.cumsum(brain, axis=1), axis=2, out=table[:, 1:, 1:])
             r0, c0 = np.clip(part.rows, 0, brain.shape[1]), np.clip(part.cols, 0, brain.shape[2])
             r1, c1 = np.clip(part.rows + size, 0, brain.shape[1]), np.clip(part.cols + size, 0, brain.shape[2])
-            counts = (table[:, r1][:, :, c1] - table[:, r0][:, :, c1] - table[:, r1][:, :, c0]
-                      + table[:, r0][:, :, c0])
-            fractions[self.offsets[p]:self.offsets[p + 1]] = counts.reshape(-1) / size**2
+            counts = table[:, r1][:, :, c1] - table[:, r0][:, :, c1] - table[:, r1][:, :, c0] + table[:, r0][:, :, c0]
+            fractions[self.offsets[p] : self.offsets[p + 1]] = counts.reshape(-1) / size**2
         return fractions if self.indices is None else fractions[self.indices]
 
     def restricted(self, items: np.ndarray) -> "PatchDataset":
@@ -234,7 +248,7 @@ class PatchDataset(Dataset):
                     window = np.where(labels.in_brain(slice_bits), window, 0)
                 inputs[where, channel] = self.parts[p].t1_transform(window)
             if self.channels > 1:
-                inputs[where, len(offsets):] = np.moveaxis(labels.expand_bits(bits), 0, 1)
+                inputs[where, len(offsets) :] = np.moveaxis(labels.expand_bits(bits), 0, 1)
             if targets is not None:
                 targets[where, 0] = self.parts[p].t2_transform(self._windows("t2", *at, 0.0))
         inputs = torch.from_numpy(inputs)

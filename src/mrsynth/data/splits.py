@@ -19,6 +19,7 @@ from ..errors import InputError
 #: The paper's within-subject split: 80 % train, 1 % validation, 19 % test (section 3).
 PAPER_FRACTIONS = (0.80, 0.01, 0.19)
 
+
 @dataclass
 class Split:
     """Which subjects (and, within one subject, which patches) train, validate and test.
@@ -47,7 +48,8 @@ class Split:
                 data["fractions"] = tuple(data["fractions"])
             split = cls(**data)
             if split.kind not in ("within", "across") or not all(
-                    isinstance(getattr(split, part), list) for part in ("train", "val", "test")):
+                isinstance(getattr(split, part), list) for part in ("train", "val", "test")
+            ):
                 raise ValueError("kind must be within or across, and train/val/test lists of subject ids")
         except (OSError, ValueError, TypeError, AttributeError) as error:
             raise InputError(f"not a readable split ({type(error).__name__}: {error})", path) from None
@@ -58,8 +60,9 @@ class Split:
         return np.asarray(self.patches[part], dtype=np.int64) if self.kind == "within" else None
 
 
-def within_subject_split(subject_id: str, n_patches: int, seed: int = 0,
-                         fractions: tuple[float, float, float] = PAPER_FRACTIONS) -> Split:
+def within_subject_split(
+    subject_id: str, n_patches: int, seed: int = 0, fractions: tuple[float, float, float] = PAPER_FRACTIONS
+) -> Split:
     """The paper's within-subject split: shuffled patches cut into train/val/test."""
     if abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
         raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
@@ -68,7 +71,12 @@ def within_subject_split(subject_id: str, n_patches: int, seed: int = 0,
     n_val = int(round(fractions[1] * n_patches))
     parts = np.split(order, [n_train, n_train + n_val])
     return Split(
-        "within", [subject_id], [subject_id], [subject_id], seed, tuple(fractions),
+        "within",
+        [subject_id],
+        [subject_id],
+        [subject_id],
+        seed,
+        tuple(fractions),
         {name: part.tolist() for name, part in zip(("train", "val", "test"), parts)},
     )
 

@@ -9,5 +9,17 @@ from .evaluate import Reference, evaluate_file, evaluate_folder, references, sco
 from .metrics import SCALES, evaluate_volume, psnr_p99, summarize
 from .viewer import load_page, prepared_page, write_page
 
-__all__ = ["Reference", "SCALES", "evaluate_file", "evaluate_folder", "evaluate_volume", "load_page",
-           "prepared_page", "psnr_p99", "references", "score", "summarize", "write_page"]
+__all__ = [
+    "Reference",
+    "SCALES",
+    "evaluate_file",
+    "evaluate_folder",
+    "evaluate_volume",
+    "load_page",
+    "prepared_page",
+    "psnr_p99",
+    "references",
+    "score",
+    "summarize",
+    "write_page",
+]

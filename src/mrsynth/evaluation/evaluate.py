@@ -41,8 +41,15 @@ class Reference:
 
 def score(prediction: np.ndarray, reference: Reference, scale: str = "brain-median") -> dict:
     """Every score of one predicted volume (native axis order) against its reference."""
-    return evaluate_volume(prediction, reference.t2, reference.mask, reference.seg, scale,
-                           resolve_axis("axial", reference.affine), bits=reference.bits)
+    return evaluate_volume(
+        prediction,
+        reference.t2,
+        reference.mask,
+        reference.seg,
+        scale,
+        resolve_axis("axial", reference.affine),
+        bits=reference.bits,
+    )
 
 
 def references(root: str | Path) -> dict[str, Reference]:
@@ -55,8 +62,9 @@ def references(root: str | Path) -> dict[str, Reference]:
         if subject.t2 is None:
             continue
         volumes = load_subject(subject, need_t2=True)
-        found[subject.id] = Reference(subject.id, volumes.t2, volumes.mask, volumes.affine, seg=volumes.seg,
-                                      source=str(subject.t2))
+        found[subject.id] = Reference(
+            subject.id, volumes.t2, volumes.mask, volumes.affine, seg=volumes.seg, source=str(subject.t2)
+        )
     return found
 
 
@@ -97,6 +105,9 @@ def evaluate_folder(pred_dir: Path, refs: dict[str, Reference], scale: str = "br
     for subject_id, path in _predictions(pred_dir, refs):
         per_subject[subject_id] = evaluate_file(path, refs[subject_id], scale)
     if not per_subject:
-        raise InputError(f"no prediction named <subject>.nii.gz (or BIDS derivative) matches a reference subject "
-                         f"({', '.join(sorted(refs)) or 'none with a T2w'})", pred_dir)
+        raise InputError(
+            f"no prediction named <subject>.nii.gz (or BIDS derivative) matches a reference subject "
+            f"({', '.join(sorted(refs)) or 'none with a T2w'})",
+            pred_dir,
+        )
     return {"per_subject": per_subject, "summary": summarize(per_subject)}

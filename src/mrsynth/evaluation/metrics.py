@@ -86,8 +86,9 @@ def masked_ssim(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray, data_range
         inner = (slice(None),) + tuple(slice(half, n - half) for n in brain.shape[1:])
     from monai.metrics.regression import compute_ssim_and_cs
 
-    ssim_map, _ = compute_ssim_and_cs(x, y, spatial_dims, [SSIM_WINDOW] * spatial_dims,
-                                      [SSIM_SIGMA] * spatial_dims, data_range=data_range)
+    ssim_map, _ = compute_ssim_and_cs(
+        x, y, spatial_dims, [SSIM_WINDOW] * spatial_dims, [SSIM_SIGMA] * spatial_dims, data_range=data_range
+    )
     ssim_map = ssim_map[:, 0].numpy()
     weights = brain[inner]
     if spatial_dims == 3:
@@ -96,8 +97,15 @@ def masked_ssim(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray, data_range
     return float(np.mean(per_slice))
 
 
-def evaluate_volume(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, seg: np.ndarray | None = None,
-                    scale: str = "brain-median", slice_axis: int = 2, bits: np.ndarray | None = None) -> dict:
+def evaluate_volume(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    mask: np.ndarray,
+    seg: np.ndarray | None = None,
+    scale: str = "brain-median",
+    slice_axis: int = 2,
+    bits: np.ndarray | None = None,
+) -> dict:
     """All scores of one predicted volume (see the module docstring).
 
     Per-tissue MSE needs the tissue classes: a segmentation ``seg`` or the prepared
@@ -145,10 +153,15 @@ def evaluate_volume(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, seg: np
 
 def summarize(per_subject: dict[str, dict]) -> dict:
     """Mean and SD over subjects of every numeric score."""
-    keys = [k for k, v in next(iter(per_subject.values())).items() if isinstance(v, (int, float)) and k != "brain_voxels"]
+    keys = [
+        k for k, v in next(iter(per_subject.values())).items() if isinstance(v, (int, float)) and k != "brain_voxels"
+    ]
     summary = {}
     for key in keys:
         values = [s[key] for s in per_subject.values() if s.get(key) is not None]
-        summary[key] = {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                        "n": len(values)}
+        summary[key] = {
+            "mean": float(np.mean(values)),
+            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values),
+        }
     return summary

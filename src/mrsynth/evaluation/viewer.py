@@ -70,8 +70,11 @@ def crop_box(page: ViewerInput) -> tuple[slice, ...]:
     for axis in range(inside.ndim):
         others = tuple(a for a in range(inside.ndim) if a != axis)
         present = np.flatnonzero(inside.any(axis=others))
-        box.append(slice(max(int(present[0]) - MARGIN_VOXELS, 0),
-                         min(int(present[-1]) + 1 + MARGIN_VOXELS, inside.shape[axis])))
+        box.append(
+            slice(
+                max(int(present[0]) - MARGIN_VOXELS, 0), min(int(present[-1]) + 1 + MARGIN_VOXELS, inside.shape[axis])
+            )
+        )
     return tuple(box)
 
 
@@ -132,15 +135,25 @@ def error_table(page: ViewerInput, error: np.ndarray | None) -> list[list[str]]:
     brain = page.mask
     rows = [["region", "voxels", "mean error", "MAE", "RMSE"]]
     regions = {"brain": brain}
-    bits = page.bits if page.bits is not None else (
-        labels.tissue_bits(page.seg, brain)[0] if page.seg is not None else None)
+    bits = (
+        page.bits
+        if page.bits is not None
+        else (labels.tissue_bits(page.seg, brain)[0] if page.seg is not None else None)
+    )
     if bits is not None:
         regions.update({name: labels.has_class(bits, name) & brain for name in labels.CLASSES if name != "brain"})
     for name, members in regions.items():
         if members.any():
             values = error[members].astype(np.float64)
-            rows.append([name.replace("_", " "), f"{members.sum():,}", f"{values.mean():+.3f}",
-                         f"{np.abs(values).mean():.3f}", f"{np.sqrt(np.mean(values ** 2)):.3f}"])
+            rows.append(
+                [
+                    name.replace("_", " "),
+                    f"{members.sum():,}",
+                    f"{values.mean():+.3f}",
+                    f"{np.abs(values).mean():.3f}",
+                    f"{np.sqrt(np.mean(values**2)):.3f}",
+                ]
+            )
     return rows
 
 
@@ -162,9 +175,12 @@ def _specs(page: ViewerInput, error: np.ndarray | None, max_voxels: int) -> tupl
     box = crop_box(page)
     factor = shrink_factor(tuple(s.stop - s.start for s in box), max_voxels)
     affine = reduced_affine(page.affine, box, factor)
-    shown = [("t1", "T1w (input)", page.t1, "gray"), ("pred", "T2w predicted", page.pred, "gray"),
-             ("ref", "T2w reference", page.ref, "gray"), ("error", "error: predicted - reference (p99 units), over the reference",
-                                                          error, "warm")]
+    shown = [
+        ("t1", "T1w (input)", page.t1, "gray"),
+        ("pred", "T2w predicted", page.pred, "gray"),
+        ("ref", "T2w reference", page.ref, "gray"),
+        ("error", "error: predicted - reference (p99 units), over the reference", error, "warm"),
+    ]
     specs = []
     for name, label, volume, colormap in shown:
         if volume is None:
@@ -172,9 +188,19 @@ def _specs(page: ViewerInput, error: np.ndarray | None, max_voxels: int) -> tupl
         small = reduce(volume, box, factor)
         symmetric = name == "error"
         value_range, window = _window(small, symmetric)
-        specs.append({"name": name, "label": label, "data": encode(small, affine), "colormap": colormap,
-                      "colormapNegative": "winter" if symmetric else "", "symmetric": symmetric,
-                      "range": value_range, "window": window, "underlay": "ref" if symmetric else ""})
+        specs.append(
+            {
+                "name": name,
+                "label": label,
+                "data": encode(small, affine),
+                "colormap": colormap,
+                "colormapNegative": "winter" if symmetric else "",
+                "symmetric": symmetric,
+                "range": value_range,
+                "window": window,
+                "underlay": "ref" if symmetric else "",
+            }
+        )
     return specs, small.shape, factor
 
 
@@ -183,7 +209,7 @@ def _table_html(rows: list[list[str]], score: float | None) -> str:
         return "<p class='meta'>No reference and brain mask given: no error table.</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    caption = f"<h2>Error by tissue</h2><p class='meta'>In units of each volume's brain 99th percentile"
+    caption = "<h2>Error by tissue</h2><p class='meta'>In units of each volume's brain 99th percentile"
     caption += f"; brain psnr_p99 {score:.2f} dB" if score is not None else ""
     return caption + f".</p><table id='errors'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -194,15 +220,21 @@ def build_page(page: ViewerInput, title: str = "mrsynth prediction", max_voxels:
     specs, shape, factor = _specs(page, error, max_voxels)
     score = psnr_p99(page.pred, page.ref, page.mask) if page.ref is not None and page.mask is not None else None
     zooms = np.sqrt((page.affine[:3, :3] ** 2).sum(axis=0)) * factor
-    meta = (f"{len(specs)} volumes of {' x '.join(map(str, shape))} voxels at "
-            f"{' x '.join(f'{z:.2g}' for z in zooms)} mm (cropped to the brain"
-            f"{f', averaged over blocks of {factor}^3 voxels' if factor > 1 else ''}).")
+    meta = (
+        f"{len(specs)} volumes of {' x '.join(map(str, shape))} voxels at "
+        f"{' x '.join(f'{z:.2g}' for z in zooms)} mm (cropped to the brain"
+        f"{f', averaged over blocks of {factor}^3 voxels' if factor > 1 else ''})."
+    )
     template = resources.files("mrsynth").joinpath("templates/viewer.html").read_text()
     niivue = resources.files("mrsynth").joinpath("assets/niivue/niivue.umd.js").read_text()
     volumes = json.dumps(specs).replace("</", "<\\/")
-    return (template.replace("__TITLE__", html.escape(title)).replace("__META__", html.escape(meta))
-            .replace("__TABLE__", _table_html(error_table(page, error), score)).replace("__VOLUMES__", volumes)
-            .replace("__NIIVUE__", niivue.replace("</script", "<\\/script")))
+    return (
+        template.replace("__TITLE__", html.escape(title))
+        .replace("__META__", html.escape(meta))
+        .replace("__TABLE__", _table_html(error_table(page, error), score))
+        .replace("__VOLUMES__", volumes)
+        .replace("__NIIVUE__", niivue.replace("</script", "<\\/script"))
+    )
 
 
 def prepared_page(prediction: np.ndarray, subject: PreparedSubject) -> ViewerInput:
@@ -223,8 +255,9 @@ def _read(path: Path | None, grid, reference: Path, dtype=np.float32) -> np.ndar
     return np.asarray(data, dtype)
 
 
-def load_page(pred: Path, t1: Path | None = None, ref: Path | None = None, mask: Path | None = None,
-              seg: Path | None = None) -> ViewerInput:
+def load_page(
+    pred: Path, t1: Path | None = None, ref: Path | None = None, mask: Path | None = None, seg: Path | None = None
+) -> ViewerInput:
     """Read and check the page's files (one grid; a mask with a reference for the error map)."""
     data, image = read_volume(Path(pred))
     if data.ndim != 3:
@@ -232,9 +265,14 @@ def load_page(pred: Path, t1: Path | None = None, ref: Path | None = None, mask:
     if not np.isfinite(data).all():
         raise InputError("holds NaN or Inf values", pred)
     grid = (data.shape, image.affine)
-    page = ViewerInput(np.asarray(data, np.float32), image.affine, _read(t1, grid, pred), _read(ref, grid, pred),
-                       None if mask is None else _read(mask, grid, pred, np.float32) > 0,
-                       _read(seg, grid, pred, np.int32))
+    page = ViewerInput(
+        np.asarray(data, np.float32),
+        image.affine,
+        _read(t1, grid, pred),
+        _read(ref, grid, pred),
+        None if mask is None else _read(mask, grid, pred, np.float32) > 0,
+        _read(seg, grid, pred, np.int32),
+    )
     if page.mask is not None and not page.mask.any():
         raise InputError("the brain mask is empty", mask)
     if page.seg is not None and page.mask is None:
@@ -242,8 +280,7 @@ def load_page(pred: Path, t1: Path | None = None, ref: Path | None = None, mask:
     return page
 
 
-def write_page(out: Path, page: ViewerInput, title: str = "mrsynth prediction",
-               max_voxels: int = MAX_VOXELS) -> Path:
+def write_page(out: Path, page: ViewerInput, title: str = "mrsynth prediction", max_voxels: int = MAX_VOXELS) -> Path:
     """Write the page atomically; returns its path."""
     if not Path(out).name.endswith((".html", ".htm")):
         raise InputError("the viewer page must be named .html", out)

@@ -30,17 +30,33 @@ from ..simulate import simulate_dataset, write_figure
 from ..training import BASELINES, Lookup, Network, load_config, read_summary
 
 DEMO_SETTINGS = [
-    "data.train=sim001", "data.val=sim002", "data.test=sim003", "data.channels=9", "model.layers=9",
-    "data.patch_size=64", "data.stride=32", "data.max_patches_per_epoch=1024", "data.max_eval_patches=256",
-    "optim.epochs=6", "optim.batch_size=32", "optim.lr=0.001", "val_recalibration_batches=4",
+    "data.train=sim001",
+    "data.val=sim002",
+    "data.test=sim003",
+    "data.channels=9",
+    "model.layers=9",
+    "data.patch_size=64",
+    "data.stride=32",
+    "data.max_patches_per_epoch=1024",
+    "data.max_eval_patches=256",
+    "optim.epochs=6",
+    "optim.batch_size=32",
+    "optim.lr=0.001",
+    "val_recalibration_batches=4",
     "bn_recalibration_batches=32",
 ]
 #: The recommended preset from a bare T1w, with the same number of training patches per epoch and epochs.
 QUALITY_PRESETS = ["quality"]
 QUALITY_SETTINGS = [
-    "data.train=sim001", "data.val=sim002", "data.test=sim003", "data.channels=1",
-    "data.max_patches_per_epoch=1024", "data.max_eval_patches=256", "optim.epochs=6",
-    "val_recalibration_batches=4", "bn_recalibration_batches=32",
+    "data.train=sim001",
+    "data.val=sim002",
+    "data.test=sim003",
+    "data.channels=1",
+    "data.max_patches_per_epoch=1024",
+    "data.max_eval_patches=256",
+    "optim.epochs=6",
+    "val_recalibration_batches=4",
+    "bn_recalibration_batches=32",
 ]
 PAPER_MODEL, QUALITY_MODEL = "9-layer FCN + masks (paper)", "--preset quality, T1w only"
 
@@ -64,21 +80,33 @@ def run_demo(out: Path) -> dict:
     predictions = {name: model.predict(test) for name, model in models.items()}
     scores = {name: score(volume, reference) for name, volume in predictions.items()}
     prediction_figure(volumes.t1, volumes.t2, predictions, volumes.brain, out / "prediction.png", test.meta["axis"])
-    write_page(out / "view.html", prepared_page(predictions[QUALITY_MODEL], test),
-               f"mrsynth demo: sim003 predicted by {QUALITY_MODEL}")
+    write_page(
+        out / "view.html",
+        prepared_page(predictions[QUALITY_MODEL], test),
+        f"mrsynth demo: sim003 predicted by {QUALITY_MODEL}",
+    )
     table = format_table(scores)
-    tissue = format_table(scores, keys=["mse_grey_matter", "mse_white_matter", "mse_csf", "mse_subcortical",
-                                        "mse_cerebellum", "mse_unknown"])
-    text = (f"# mrsynth demo\n\nTrained on sim001 (the paper's network {summary['train_seconds']:.0f} s, "
-            f"{summary['patches_per_s']:.0f} patches/s of 64 px; --preset quality {quality['train_seconds']:.0f} s), "
-            "tested on the whole volume of sim003. Scores in brain-median units (psnr_p99: each volume by its "
-            "own brain 99th percentile); all but mse_fov inside the brain mask.\n\n"
-            f"{table}\n\nPer-tissue MSE:\n\n{tissue}\n")
+    tissue = format_table(
+        scores,
+        keys=["mse_grey_matter", "mse_white_matter", "mse_csf", "mse_subcortical", "mse_cerebellum", "mse_unknown"],
+    )
+    text = (
+        f"# mrsynth demo\n\nTrained on sim001 (the paper's network {summary['train_seconds']:.0f} s, "
+        f"{summary['patches_per_s']:.0f} patches/s of 64 px; --preset quality {quality['train_seconds']:.0f} s), "
+        "tested on the whole volume of sim003. Scores in brain-median units (psnr_p99: each volume by its "
+        "own brain 99th percentile); all but mse_fov inside the brain mask.\n\n"
+        f"{table}\n\nPer-tissue MSE:\n\n{tissue}\n"
+    )
     write_text(out / "results.md", text)
-    write_text(out / "results.json", json.dumps({"training": summary, "training_quality": quality, "scores": scores},
-                                                indent=2) + "\n")
+    write_text(
+        out / "results.json",
+        json.dumps({"training": summary, "training_quality": quality, "scores": scores}, indent=2) + "\n",
+    )
     print("\n" + text)
-    log.info("outputs in %s: results.md, results.json, prediction.png, view.html (interactive), simulated_subjects.png, "
-             "run/ and run-quality/ (model, history, learning_curve.png); %.0f s in all", out,
-             time.perf_counter() - started)
+    log.info(
+        "outputs in %s: results.md, results.json, prediction.png, view.html (interactive), simulated_subjects.png, "
+        "run/ and run-quality/ (model, history, learning_curve.png); %.0f s in all",
+        out,
+        time.perf_counter() - started,
+    )
     return scores

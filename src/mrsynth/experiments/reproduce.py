@@ -35,22 +35,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import __version__
 from ..atomic import write_text
 from ..data import list_prepared, prepare_all
 from ..errors import InputError
-from ..evaluation import Reference, prepared_page, score, write_page
-from ..figures import learning_curve_figure, patch_grid_figure
+from ..evaluation import Reference, score
 from ..inference import Model
 from ..io import discover
 from ..networks import package_versions
 from ..report import render_html, render_markdown
 from ..simulate import simulate_dataset
-from ..training import (BASELINES, Lookup, Network, TrainConfig, load_config, load_run_data, patch_losses, runs,
-                        to_toml)
-from .paper import INPUTS, PAPER, build_report, comparisons, load_compared
+from ..training import BASELINES, Lookup, Network, TrainConfig, load_config, load_run_data, patch_losses, runs, to_toml
+from .paper import INPUTS, PAPER, build_report, comparisons, experiment, load_compared, paper_figures, viewer_page
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -72,60 +70,107 @@ class Scale:
 
 
 SCALES = {
-    "paper": Scale("paper", subjects=56, voxel_size=0.7, patch_size=128, stride=24, epochs_one=20, epochs_many=8,
-                   batch_one=32, batch_many=128, patches_per_epoch=0, eval_patches=0, volume_subjects=5,
-                   many_subjects=50, norm="paper", recalibration_batches=100),
-    "small": Scale("small", subjects=16, voxel_size=1.4, patch_size=64, stride=12, epochs_one=8, epochs_many=8,
-                   batch_one=32, batch_many=32, patches_per_epoch=1024, eval_patches=512, volume_subjects=5,
-                   many_subjects=11, norm="robust", recalibration_batches=32),
+    "paper": Scale(
+        "paper",
+        subjects=56,
+        voxel_size=0.7,
+        patch_size=128,
+        stride=24,
+        epochs_one=20,
+        epochs_many=8,
+        batch_one=32,
+        batch_many=128,
+        patches_per_epoch=0,
+        eval_patches=0,
+        volume_subjects=5,
+        many_subjects=50,
+        norm="paper",
+        recalibration_batches=100,
+    ),
+    "small": Scale(
+        "small",
+        subjects=16,
+        voxel_size=1.4,
+        patch_size=64,
+        stride=12,
+        epochs_one=8,
+        epochs_many=8,
+        batch_one=32,
+        batch_many=32,
+        patches_per_epoch=1024,
+        eval_patches=512,
+        volume_subjects=5,
+        many_subjects=11,
+        norm="robust",
+        recalibration_batches=32,
+    ),
     # for the test suite only: fixture-sized subjects, a few steps per run
-    "tiny": Scale("tiny", subjects=8, voxel_size=3.0, patch_size=16, stride=8, epochs_one=2, epochs_many=2,
-                  batch_one=16, batch_many=16, patches_per_epoch=64, eval_patches=64, volume_subjects=2,
-                  many_subjects=3, norm="robust", recalibration_batches=4),
+    "tiny": Scale(
+        "tiny",
+        subjects=8,
+        voxel_size=3.0,
+        patch_size=16,
+        stride=8,
+        epochs_one=2,
+        epochs_many=2,
+        batch_one=16,
+        batch_many=16,
+        patches_per_epoch=64,
+        eval_patches=64,
+        volume_subjects=2,
+        many_subjects=3,
+        norm="robust",
+        recalibration_batches=4,
+    ),
 }
 
 
 def assign_subjects(ids: list[str], scale: Scale) -> dict:
     if len(ids) < 7:
-        raise InputError(f"the experiment grid needs at least 7 subjects with a T2w (1 training, 5 test, "
-                         f"1 more for Table 3); found {len(ids)}")
+        raise InputError(
+            f"the experiment grid needs at least 7 subjects with a T2w (1 training, 5 test, "
+            f"1 more for Table 3); found {len(ids)}"
+        )
     ids = sorted(ids)
     one, test = ids[0], ids[1:6]
-    many = [one] + ids[6:6 + scale.many_subjects - 1]
+    many = [one] + ids[6 : 6 + scale.many_subjects - 1]
     return {"one": one, "test": test, "many": many}
 
 
 def _run_configs(cache: Path, scale: Scale, subjects: dict, seed: int) -> dict[str, TrainConfig]:
-    common = [f"data.cache={cache}", f"data.patch_size={scale.patch_size}", f"data.stride={scale.stride}",
-              f"data.norm={scale.norm}", f"data.max_patches_per_epoch={scale.patches_per_epoch}",
-              f"data.max_eval_patches={scale.eval_patches}", f"seed={seed}", "optim.lr=0.001",
-              f"bn_recalibration_batches={scale.recalibration_batches}", "val_recalibration_batches=4"]
+    common = [
+        f"data.cache={cache}",
+        f"data.patch_size={scale.patch_size}",
+        f"data.stride={scale.stride}",
+        f"data.norm={scale.norm}",
+        f"data.max_patches_per_epoch={scale.patches_per_epoch}",
+        f"data.max_eval_patches={scale.eval_patches}",
+        f"seed={seed}",
+        "optim.lr=0.001",
+        f"bn_recalibration_batches={scale.recalibration_batches}",
+        "val_recalibration_batches=4",
+    ]
     one = [f"optim.epochs={scale.epochs_one}", f"optim.batch_size={scale.batch_one}"]
     many = [f"optim.epochs={scale.epochs_many}", f"optim.batch_size={scale.batch_many}"]
     test = f"data.test={','.join(subjects['test'])}"
     configs = {}
     for layers in (3, 9):
-        for inputs, channels in INPUTS.items():
+        for channels in INPUTS.values():
             model = [f"model.layers={layers}", f"data.channels={channels}"]
             tag = f"L{layers}-{'masks' if channels > 1 else 'none'}"
-            configs[f"table1-{tag}"] = load_config(None, common + one + model + [
-                "data.split=within", f"data.subject={subjects['one']}"])
-            configs[f"table2-{tag}"] = load_config(None, common + one + model + [
-                f"data.train={subjects['one']}", test])
+            configs[f"table1-{tag}"] = load_config(
+                None, common + one + model + ["data.split=within", f"data.subject={subjects['one']}"]
+            )
+            configs[f"table2-{tag}"] = load_config(None, common + one + model + [f"data.train={subjects['one']}", test])
             if layers == 9:
-                configs[f"table3-{tag}"] = load_config(None, common + many + model + [
-                    f"data.train={','.join(subjects['many'])}", test])
+                configs[f"table3-{tag}"] = load_config(
+                    None, common + many + model + [f"data.train={','.join(subjects['many'])}", test]
+                )
     return configs
 
 
 def config_hash(config: TrainConfig) -> str:
     return hashlib.sha256(to_toml(config).encode()).hexdigest()[:10]
-
-
-def _experiment(name: str) -> tuple[str, int, str]:
-    table, tag = name.split("-", 1)
-    layers, kind = tag.split("-")
-    return table, int(layers[1:]), "T1w + masks" if kind == "masks" else "T1w"
 
 
 def _reference_volumes(subjects: list, count: int) -> dict:
@@ -148,47 +193,25 @@ def _score_run(network: Model, folder: Path, config: TrainConfig, references: di
     scores = {}
     for key, model in models.items():
         if key == "network":
-            patch = {"mse": summary["test_loss"], "mse_brain": summary["test_loss_brain"],
-                     "patches": summary["test_patches"]}
+            patch = {
+                "mse": summary["test_loss"],
+                "mse_brain": summary["test_loss_brain"],
+                "patches": summary["test_patches"],
+            }
         else:
             patch = patch_losses(model.network, data.test, 32, "cpu", scale.eval_patches, seed)
         entry = {"patch": patch}
         if data.split.kind == "across":
-            volumes = {subject_id: score(model.predict(subject), reference)
-                       for subject_id, (subject, reference) in references.items()}
-            entry["volume"] = {k: float(np.mean([v[k] for v in volumes.values()])) for k in ("mse", "psnr", "psnr_p99", "ssim_3d")}
+            volumes = {
+                subject_id: score(model.predict(subject), reference)
+                for subject_id, (subject, reference) in references.items()
+            }
+            entry["volume"] = {
+                k: float(np.mean([v[k] for v in volumes.values()])) for k in ("mse", "psnr", "psnr_p99", "ssim_3d")
+            }
             entry["volume_subjects"] = list(volumes)
         scores[key] = entry
     return scores
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _figure_patches(config: TrainConfig, folder: Path, count: int = 4) -> list[int]:
-    """Four fixed test patches of the first test subject: the middle slice, most brain, spread out."""
-    data = load_run_data(folder, config)
-    first = data.test.parts[0]
-    per_slice = len(first.rows) * len(first.cols)
-    middle = first.subject.stored_shape[0] // 2
-    candidates = list(range(middle * per_slice, (middle + 1) * per_slice))
-    brain = data.test.brain_windows(candidates).mean(axis=(1, 2)).tolist()
-    ranked = [c for _, c in sorted(zip(brain, candidates), reverse=True)]
-    return sorted(ranked[: count * 2][::2])
-
-
-def _patch_figure(folders: dict[str, Path], models: dict[str, Model], configs: dict[str, TrainConfig],
-                  names: list[str], items: list[int], path: Path, title: str) -> Path:
-    inputs, target = load_run_data(folders[names[-1]], configs[names[-1]]).test[items]
-    columns = [("(a) T1w", inputs[:, 0].numpy()), ("(b) true T2w", target[:, 0].numpy())]
-    for letter, name in zip("cdef", names):
-        run_inputs, _ = load_run_data(folders[name], configs[name]).test[items]
-        with torch.no_grad():
-            prediction = models[name].network(run_inputs)[:, 0].numpy()
-        _, layers, kind = _experiment(name)
-        columns.append((f"({letter}) {layers} layers, {kind}", prediction))
-    rows = [[(label, images[row]) for label, images in columns] for row in range(len(items))]
-    return patch_grid_figure(rows, path, title)
 
 
 # --------------------------------------------------------------------------- the command
@@ -210,8 +233,15 @@ def _prepare_data(out: Path, data: Path | None, scale: Scale, seed: int, progres
     return cache, description
 
 
-def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "small", seed: int = 0,
-              progress: bool = True, compare: str | Path | None = None, compare_label: str = "earlier run") -> dict:
+def reproduce(
+    out: str | Path,
+    data: str | Path | None = None,
+    scale: str = "small",
+    seed: int = 0,
+    progress: bool = True,
+    compare: str | Path | None = None,
+    compare_label: str = "earlier run",
+) -> dict:
     """Run (or reuse) the experiment grid and write report.md, report.html and results.json.
 
     ``compare``: an earlier reproduction's folder; its effects go beside this run's in the report.
@@ -226,41 +256,39 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
     prepared = {s.id: s for s in list_prepared(cache) if s.has_t2}
     subjects = assign_subjects(list(prepared), setting)
     configs = _run_configs(cache, setting, subjects, seed)
-    folders, models, run_info = {}, {}, {}
-    for name, config in configs.items():
-        began = time.perf_counter()
-        folders[name] = out / "runs" / f"{name}-{config_hash(config)}"
-        status = runs.state(folders[name])
-        models[name] = Network(config).fit(folders[name], progress)
-        run_info[name] = {"folder": str(folders[name].relative_to(out)), "status": status,
-                          "config_hash": config_hash(config), "config": asdict(config),
-                          "seconds": time.perf_counter() - began,
-                          "summary": runs.read_summary(folders[name])}
-    tables, detail = {}, {"table1": {}, "table2": {}, "table3": {}}
+    folders, models, run_info = _train_grid(configs, out, progress)
     references = _reference_volumes([prepared[i] for i in subjects["test"]], setting.volume_subjects)
-    for name, config in configs.items():
-        table, layers, kind = _experiment(name)
-        scores = _score_run(models[name], folders[name], config, references, setting, seed)
-        run_info[name]["scores"] = scores
-        tables.setdefault(table, {})[(layers, kind, "network")] = scores["network"]["patch"]["mse"]
-        detail[table][f"{layers} layers, {kind}"] = {"paper_key": [layers, kind], **scores["network"]}
-        for baseline in BASELINES:
-            if baseline in scores:
-                detail[table][f"baseline: {baseline}"] = scores[baseline]
-    beats = {table: {key: _beats(entry["patch"]["mse"], {b: rows[f"baseline: {b}"] for b in BASELINES})
-                     for key, entry in rows.items() if not key.startswith("baseline")}
-             for table, rows in detail.items()}
+    tables, detail = _score_grid(configs, folders, models, run_info, references, setting, seed)
+    beats = {
+        table: {
+            key: _beats(entry["patch"]["mse"], {b: rows[f"baseline: {b}"] for b in BASELINES})
+            for key, entry in rows.items()
+            if not key.startswith("baseline")
+        }
+        for table, rows in detail.items()
+    }
     figures_dir = out / "figures"
     figures_dir.mkdir(exist_ok=True)
-    figures = _figures(folders, models, configs, figures_dir)
-    view = _viewer_page(models, run_info, references, figures_dir / "view.html")
+    figures = paper_figures(folders, models, configs, figures_dir)
+    view = viewer_page(models, run_info, references, figures_dir / "view.html")
     results = {
-        "scale": asdict(setting), "data": description, "seed": seed, "subjects": subjects,
+        "scale": asdict(setting),
+        "data": description,
+        "seed": seed,
+        "subjects": subjects,
         "units": "normalized training units (" + setting.norm + " normalization)",
-        "paper": {table: {f"{layers} layers, {kind}": value for (layers, kind), value in values.items()}
-                  for table, values in PAPER.items()},
-        "runs": run_info, "tables_detail": detail, "comparisons": comparisons(tables),
-        "beats_baselines": beats, "viewer": view and str(view.relative_to(out)), "compared_with": compared, "versions": package_versions(), "mrsynth": __version__,
+        "paper": {
+            table: {f"{layers} layers, {kind}": value for (layers, kind), value in values.items()}
+            for table, values in PAPER.items()
+        },
+        "runs": run_info,
+        "tables_detail": detail,
+        "comparisons": comparisons(tables),
+        "beats_baselines": beats,
+        "viewer": view and str(view.relative_to(out)),
+        "compared_with": compared,
+        "versions": package_versions(),
+        "mrsynth": __version__,
         "seconds": time.perf_counter() - started,
     }
     blocks = build_report(results, figures)
@@ -268,6 +296,40 @@ def reproduce(out: str | Path, data: str | Path | None = None, scale: str = "sma
     write_text(out / "report.html", render_html(blocks, "mrsynth reproduction"))
     write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n")
     return results
+
+
+def _train_grid(configs: dict[str, TrainConfig], out: Path, progress: bool) -> tuple[dict, dict, dict]:
+    """Every run of the grid trained (or reused, or resumed) in a folder named after its configuration."""
+    folders, models, run_info = {}, {}, {}
+    for name, config in configs.items():
+        began = time.perf_counter()
+        folders[name] = out / "runs" / f"{name}-{config_hash(config)}"
+        status = runs.state(folders[name])
+        models[name] = Network(config).fit(folders[name], progress)
+        run_info[name] = {
+            "folder": str(folders[name].relative_to(out)),
+            "status": status,
+            "config_hash": config_hash(config),
+            "config": asdict(config),
+            "seconds": time.perf_counter() - began,
+            "summary": runs.read_summary(folders[name]),
+        }
+    return folders, models, run_info
+
+
+def _score_grid(configs, folders, models, run_info, references, setting: Scale, seed: int) -> tuple[dict, dict]:
+    """Each run's scores (into ``run_info``), the networks' test losses by table, and every row of the tables."""
+    tables, detail = {}, {"table1": {}, "table2": {}, "table3": {}}
+    for name, config in configs.items():
+        table, layers, kind = experiment(name)
+        scores = _score_run(models[name], folders[name], config, references, setting, seed)
+        run_info[name]["scores"] = scores
+        tables.setdefault(table, {})[(layers, kind, "network")] = scores["network"]["patch"]["mse"]
+        detail[table][f"{layers} layers, {kind}"] = {"paper_key": [layers, kind], **scores["network"]}
+        for baseline in BASELINES:
+            if baseline in scores:
+                detail[table][f"baseline: {baseline}"] = scores[baseline]
+    return tables, detail
 
 
 def _beats(network: float, scores: dict) -> dict:
@@ -279,31 +341,3 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot serialize {type(value)}")
-
-
-def _viewer_page(models: dict[str, Model], run_info: dict, references: dict, path: Path) -> Path | None:
-    """An interactive page of the first test subject predicted by the last across-subject network with masks."""
-    across = [name for name, info in run_info.items() if "volume" in info["scores"]["network"]
-              and info["config"]["data"]["channels"] > 1]
-    if not across or not references:
-        return None
-    name = across[-1]
-    subject, _ = next(iter(references.values()))
-    return write_page(path, prepared_page(models[name].predict(subject), subject),
-                      f"mrsynth reproduce: {subject.id} predicted by {name}")
-
-
-def _figures(folders: dict[str, Path], models: dict[str, Model], configs: dict[str, TrainConfig],
-             folder: Path) -> dict[str, Path]:
-    figures = {}
-    within = folders["table1-L9-masks"]
-    figures["figure3"] = learning_curve_figure(runs.read_history(within), runs.read_steps(within),
-                                               folder / "figure3_learning_curves.png")
-    items = _figure_patches(configs["table2-L9-masks"], folders["table2-L9-masks"])
-    order2 = ["table2-L9-none", "table2-L9-masks", "table2-L3-none", "table2-L3-masks"]
-    figures["figure4"] = _patch_figure(folders, models, configs, order2, items, folder / "figure4_one_subject.png",
-                                       "Training set = 1 subject")
-    order3 = ["table3-L9-none", "table3-L9-masks"]
-    figures["figure5"] = _patch_figure(folders, models, configs, order3, items, folder / "figure5_many_subjects.png",
-                                       "Training set = many subjects")
-    return figures

@@ -8,10 +8,37 @@ Inference needs no training code: training hands back its models through :class:
 
 from .derivatives import ModelProvenance, Output, bids_prefix, output_is_bids, relative_path, sidecar_path
 from .model import Model
-from .predict import (check_inputs, check_output, needs_masks, predict_arrays, predict_files, predict_many,
-                      predict_prepared, predict_prepared_file, t1_transform, write_like)
+from .predict import (
+    check_inputs,
+    check_output,
+    needs_masks,
+    predict_arrays,
+    predict_files,
+    predict_many,
+    predict_prepared,
+    predict_prepared_file,
+    t1_transform,
+    write_like,
+)
 from .slices import predict_slices
 
-__all__ = ["Model", "ModelProvenance", "Output", "bids_prefix", "check_inputs", "check_output", "needs_masks",
-           "output_is_bids", "predict_arrays", "predict_files", "predict_many", "predict_prepared",
-           "predict_prepared_file", "predict_slices", "relative_path", "sidecar_path", "t1_transform", "write_like"]
+__all__ = [
+    "Model",
+    "ModelProvenance",
+    "Output",
+    "bids_prefix",
+    "check_inputs",
+    "check_output",
+    "needs_masks",
+    "output_is_bids",
+    "predict_arrays",
+    "predict_files",
+    "predict_many",
+    "predict_prepared",
+    "predict_prepared_file",
+    "predict_slices",
+    "relative_path",
+    "sidecar_path",
+    "t1_transform",
+    "write_like",
+]

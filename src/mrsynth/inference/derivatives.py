@@ -26,9 +26,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import check_writable, write_text
+from ..data.normalization import Transform
 from ..errors import InputError
 from ..networks.modelfile import WEIGHTS, ModelInfo, file_sha256
-from ..data.normalization import Transform
 
 BIDS_VERSION = "1.9.0"
 PIPELINE = "mrsynth"
@@ -73,15 +73,20 @@ class ModelProvenance:
     def describe(self) -> dict:
         sha = self.info.weights_sha256 or file_sha256(self.folder / WEIGHTS)
         description = {k: v for k, v in asdict(self.info).items() if k not in ("weights_sha256", "versions")}
-        return {"folder": str(Path(self.folder).resolve()), "weights_sha256": sha,
-                "trained_with": self.info.versions, "description": description}
+        return {
+            "folder": str(Path(self.folder).resolve()),
+            "weights_sha256": sha,
+            "trained_with": self.info.versions,
+            "description": description,
+        }
 
 
 class Output:
     """Where each subject's prediction is written; flat (``<id>.nii.gz``) or BIDS derivatives."""
 
-    def __init__(self, out_dir: Path, bids: bool, source_root: Path | None = None,
-                 provenance: ModelProvenance | None = None):
+    def __init__(
+        self, out_dir: Path, bids: bool, source_root: Path | None = None, provenance: ModelProvenance | None = None
+    ):
         self.out_dir, self.bids, self.source_root, self.provenance = Path(out_dir), bids, source_root, provenance
 
     def prepare(self, subject_ids: list[str]) -> None:
@@ -93,8 +98,9 @@ class Output:
         for subject_id in subject_ids:
             path = relative_path(subject_id)
             if path in paths:
-                raise InputError(f"subjects {paths[path]!r} and {subject_id!r} would share the BIDS name {path}",
-                                 self.out_dir)
+                raise InputError(
+                    f"subjects {paths[path]!r} and {subject_id!r} would share the BIDS name {path}", self.out_dir
+                )
             paths[path] = subject_id
         write_dataset_description(self.out_dir, self.source_root)
 
@@ -103,8 +109,9 @@ class Output:
             return self.out_dir / relative_path(subject_id)
         return self.out_dir / f"{subject_id}.nii.gz"
 
-    def write_sidecar(self, subject_id: str, sources: dict[str, Path], masks: str,
-                      transform: Transform | None) -> Path | None:
+    def write_sidecar(
+        self, subject_id: str, sources: dict[str, Path], masks: str, transform: Transform | None
+    ) -> Path | None:
         """The prediction's JSON sidecar (BIDS output only), written before its image."""
         if not self.bids:
             return None
@@ -125,8 +132,13 @@ def source_uri(path: Path, root: Path | None) -> str:
     return path.as_uri()
 
 
-def sidecar(sources: dict[str, Path], root: Path | None, provenance: ModelProvenance | None, masks: str,
-            transform: Transform | None) -> dict:
+def sidecar(
+    sources: dict[str, Path],
+    root: Path | None,
+    provenance: ModelProvenance | None,
+    masks: str,
+    transform: Transform | None,
+) -> dict:
     """The sidecar of one prediction (BIDS keys first, then mrsynth's own record)."""
     order = ("t1", "seg", "mask")
     record = {
@@ -149,8 +161,13 @@ def dataset_description(source_root: Path | None) -> dict:
         "Name": "mrsynth predicted T2w",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": PIPELINE, "Version": __version__,
-                         "Description": "T2w predicted from T1w (fully convolutional network)"}],
+        "GeneratedBy": [
+            {
+                "Name": PIPELINE,
+                "Version": __version__,
+                "Description": "T2w predicted from T1w (fully convolutional network)",
+            }
+        ],
     }
     if source_root is not None:
         source = Path(source_root).resolve()
@@ -169,8 +186,11 @@ def write_dataset_description(out_dir: Path, source_root: Path | None) -> Path:
         except (OSError, ValueError, AttributeError) as error:
             raise InputError(f"cannot read the existing dataset description ({error})", path) from error
         if PIPELINE not in owners:
-            raise InputError(f"this folder holds derivatives of {', '.join(map(str, owners)) or 'another pipeline'}; "
-                             "write mrsynth's predictions to a folder of their own", path)
+            raise InputError(
+                f"this folder holds derivatives of {', '.join(map(str, owners)) or 'another pipeline'}; "
+                "write mrsynth's predictions to a folder of their own",
+                path,
+            )
     return write_text(path, json.dumps(dataset_description(source_root), indent=2) + "\n")
 
 

@@ -42,7 +42,13 @@ class Model:
         :func:`~.predict.predict_prepared`)."""
         return predict_prepared(self.network, self.info, subject, **options)
 
-    def predict_volume(self, t1: np.ndarray, affine: np.ndarray, seg: np.ndarray | None = None,
-                       mask: np.ndarray | None = None, **options) -> np.ndarray:
+    def predict_volume(
+        self,
+        t1: np.ndarray,
+        affine: np.ndarray,
+        seg: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        **options,
+    ) -> np.ndarray:
         """The T2w of an in-memory T1w (with the segmentation and brain mask the model needs)."""
         return predict_arrays(self.network, self.info, t1, affine, seg, mask, **options)

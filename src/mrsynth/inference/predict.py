@@ -45,9 +45,19 @@ def t1_transform(info: ModelInfo, t1: np.ndarray, mask: np.ndarray | None, sourc
         raise InputError(str(error), source) from error
 
 
-def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, seg: np.ndarray | None = None,
-                   mask: np.ndarray | None = None, batch_size: int = 8, device="cpu",
-                   progress: bool = False, source: str = "input", transform: Transform | None = None) -> np.ndarray:
+def predict_arrays(
+    model,
+    info: ModelInfo,
+    t1: np.ndarray,
+    affine: np.ndarray,
+    seg: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    batch_size: int = 8,
+    device="cpu",
+    progress: bool = False,
+    source: str = "input",
+    transform: Transform | None = None,
+) -> np.ndarray:
     """Predict a T2w volume (native axis order) from in-memory T1w, segmentation and mask.
 
     ``transform``: the subject's T1w transform when already computed (:func:`t1_transform`).
@@ -57,22 +67,40 @@ def predict_arrays(model, info: ModelInfo, t1: np.ndarray, affine: np.ndarray, s
     transform = transform or t1_transform(info, t1, mask, source)
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
-    out = predict_slices(model, info, front(t1), front(bits), transform, batch_size, device, progress,
-                         brain=front(mask))
+    out = predict_slices(
+        model, info, front(t1), front(bits), transform, batch_size, device, progress, brain=front(mask)
+    )
     return np.moveaxis(out, 0, axis)
 
 
-def predict_prepared(model, info: ModelInfo, subject: PreparedSubject, batch_size: int = 8, device="cpu",
-                     progress: bool = False, transform: Transform | None = None) -> np.ndarray:
+def predict_prepared(
+    model,
+    info: ModelInfo,
+    subject: PreparedSubject,
+    batch_size: int = 8,
+    device="cpu",
+    progress: bool = False,
+    transform: Transform | None = None,
+) -> np.ndarray:
     """Predict a prepared subject (same statistics as training); returns native axis order."""
     if subject.axis_request != info.axis:
-        raise InputError(f"prepared with slicing axis {subject.axis_request!r}, "
-                         f"the model uses {info.axis!r}", subject.folder)
+        raise InputError(
+            f"prepared with slicing axis {subject.axis_request!r}, the model uses {info.axis!r}", subject.folder
+        )
     transform = transform or info.norm().transform("t1", subject.stats)
     tissue = subject.array("tissue")
     brain = labels.in_brain(np.asarray(tissue)) if info.strip else None
-    out = predict_slices(model, info, subject.array("t1"), tissue if info.uses_masks else None, transform,
-                         batch_size, device, progress, brain=brain)
+    out = predict_slices(
+        model,
+        info,
+        subject.array("t1"),
+        tissue if info.uses_masks else None,
+        transform,
+        batch_size,
+        device,
+        progress,
+        brain=brain,
+    )
     return subject.to_native(out)
 
 
@@ -106,13 +134,26 @@ def warn_if_masks_differ(info: ModelInfo, used: str, source) -> None:
     is the atlas method."""
     trained = recorded_method(info.masks)
     if needs_masks(info) and used != trained:
-        log.warning("%s: masks from %s, but the model was trained on masks from %s: masks from different sources "
-                    "differ systematically, expect some loss of accuracy", source, used, trained)
+        log.warning(
+            "%s: masks from %s, but the model was trained on masks from %s: masks from different sources "
+            "differ systematically, expect some loss of accuracy",
+            source,
+            used,
+            trained,
+        )
 
 
-def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None = None, mask: Path | None = None,
-                  masks: str = "files", before_write: Callable[[Transform], object] | None = None,
-                  **kwargs) -> Path:
+def predict_files(
+    model,
+    info: ModelInfo,
+    t1: Path,
+    out: Path,
+    seg: Path | None = None,
+    mask: Path | None = None,
+    masks: str = "files",
+    before_write: Callable[[Transform], object] | None = None,
+    **kwargs,
+) -> Path:
     """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine.
 
     ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): the brain mask and
@@ -132,15 +173,30 @@ def predict_files(model, info: ModelInfo, t1: Path, out: Path, seg: Path | None 
     warn_if_masks_differ(info, masks, t1)
     check_inputs(info, volumes.seg, volumes.mask, t1)
     transform = t1_transform(info, volumes.t1, volumes.mask, t1)
-    volume = predict_arrays(model, info, volumes.t1, volumes.affine, volumes.seg, volumes.mask,
-                            source=str(t1), transform=transform, **kwargs)
+    volume = predict_arrays(
+        model,
+        info,
+        volumes.t1,
+        volumes.affine,
+        volumes.seg,
+        volumes.mask,
+        source=str(t1),
+        transform=transform,
+        **kwargs,
+    )
     if before_write is not None:
         before_write(transform)
     return write_like(volume, nib.load(str(t1)), volumes.affine, out)  # the header only: lazy
 
 
-def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out: Path,
-                          before_write: Callable[[Transform], object] | None = None, **kwargs) -> Path:
+def predict_prepared_file(
+    model,
+    info: ModelInfo,
+    subject: PreparedSubject,
+    out: Path,
+    before_write: Callable[[Transform], object] | None = None,
+    **kwargs,
+) -> Path:
     """Predict a prepared subject into a NIfTI with its source T1w's header (when still there) and affine."""
     check_output(out)
     warn_if_masks_differ(info, masks_source(subject.meta), subject.folder)
@@ -153,8 +209,16 @@ def predict_prepared_file(model, info: ModelInfo, subject: PreparedSubject, out:
     return write_like(volume, reference, subject.affine, out)
 
 
-def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str = "files", output: str = "auto",
-                 model_folder: Path | None = None, **kwargs) -> list[Path]:
+def predict_many(
+    model,
+    info: ModelInfo,
+    root: Path,
+    out_dir: Path,
+    masks: str = "files",
+    output: str = "auto",
+    model_folder: Path | None = None,
+    **kwargs,
+) -> list[Path]:
     """Predict every subject of a prepared cache or a data folder (any layout) into ``out_dir``.
 
     ``output``: ``flat`` (``out_dir/<id>.nii.gz``), ``bids`` (a BIDS derivatives dataset with a
@@ -174,8 +238,11 @@ def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str =
         for subject in subjects:
             sources = {role: Path(source["path"]) for role, source in subject.meta["sources"].items()}
             sidecar = partial(target.write_sidecar, subject.id, sources, masks_source(subject.meta))
-            written.append(predict_prepared_file(model, info, subject, target.image_path(subject.id),
-                                                 before_write=sidecar, **kwargs))
+            written.append(
+                predict_prepared_file(
+                    model, info, subject, target.image_path(subject.id), before_write=sidecar, **kwargs
+                )
+            )
             log.info("predict %s: %s", subject.id, written[-1])
         return written
     subjects = discover(root)
@@ -188,7 +255,17 @@ def predict_many(model, info: ModelInfo, root: Path, out_dir: Path, masks: str =
         own = (None, None) if masks != "files" else (subject.seg, subject.mask)
         sources = {"t1": subject.t1, "seg": own[0], "mask": own[1]}
         sidecar = partial(target.write_sidecar, subject.id, sources, masks)
-        written.append(predict_files(model, info, subject.t1, target.image_path(subject.id), *own,
-                                     masks=masks, before_write=sidecar, **kwargs))
+        written.append(
+            predict_files(
+                model,
+                info,
+                subject.t1,
+                target.image_path(subject.id),
+                *own,
+                masks=masks,
+                before_write=sidecar,
+                **kwargs,
+            )
+        )
         log.info("predict %s: %s", subject.id, written[-1])
     return written

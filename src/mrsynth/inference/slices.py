@@ -3,6 +3,17 @@ the output can differ from background.
 
 The network is fully convolutional, so a volume is predicted slice by slice as whole slices (no patches, no
 seams), with the normalization the model was trained with.
+
+Skipping background: the network runs only where its output can differ from its output on a background slice
+(T1w 0, tissue classes of code 0 outside the brain).  Batches whose slices (and 2.5D neighbours) are all
+background take the background slice's output, computed once; with a network of finite receptive radius ``R``
+(the FCN, the lookup baselines) each batch is cropped in-plane to the bounding box of its non-background voxels
+plus ``R``, the rest taken from the background slice.  The paper's FCN (a plain stack of 3x3 convolutions) is
+computed on that window with every layer padded by the background slice's activation
+(:class:`~mrsynth.networks.windowed.WindowedStack`); other networks of finite radius on the box plus ``2R``, of
+which the box plus ``R`` is kept.  Exact: an output voxel depends only on the inputs within ``R`` and on the image
+edges, which the crop keeps (tested against the full computation).  A U-Net's pooling grid would move with a
+crop: it skips whole batches only.
 """
 
 from __future__ import annotations
@@ -18,10 +29,19 @@ from ..runtime import tune_allocator
 
 
 @torch.inference_mode()
-def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits: np.ndarray | None,
-                   t1_transform: Transform, batch_size: int = 8, device="cpu",
-                   progress: bool = False, optimized: bool = True, brain: np.ndarray | None = None,
-                   skip_background: bool = True) -> np.ndarray:
+def predict_slices(
+    model: torch.nn.Module,
+    info: ModelInfo,
+    t1: np.ndarray,
+    bits: np.ndarray | None,
+    t1_transform: Transform,
+    batch_size: int = 8,
+    device="cpu",
+    progress: bool = False,
+    optimized: bool = True,
+    brain: np.ndarray | None = None,
+    skip_background: bool = True,
+) -> np.ndarray:
     """Predict a slice-major volume ``(S, H, W)``; returns T2w in intensity units.
 
     ``bits`` (tissue bit field) is needed by models with tissue masks, ``brain`` (bool) by
@@ -31,18 +51,8 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
     layout (same numbers within float tolerance); ``False`` runs the eval-mode network
     as is, for comparison.
 
-    ``skip_background`` (default): the network runs only where its output can differ from
-    its output on a background slice (T1w 0, tissue classes of code 0 outside the brain):
-    batches whose slices (and 2.5D neighbours) are all background take the background
-    slice's output, computed once; with a network of finite receptive radius ``R`` (the
-    FCN, the lookup baselines) each batch is cropped in-plane to the bounding box of its
-    non-background voxels plus ``R``, the rest taken from the background slice.  The paper's
-    FCN (a plain stack of 3x3 convolutions) is computed on that window with every layer
-    padded by the background slice's activation (:class:`~mrsynth.networks.windowed.WindowedStack`);
-    other networks of finite radius on the box plus ``2R``, of which the box plus ``R`` is kept.
-    Exact: an output voxel depends only on the inputs within ``R`` and on the image edges,
-    which the crop keeps (tested against the full computation).  A U-Net's pooling grid would
-    move with a crop: it skips whole batches only.
+    ``skip_background`` (default): compute only where the output can differ from background (the module
+    docstring); ``False`` runs the network on every whole slice.
     """
     tune_allocator()
     if info.strip and brain is None:
@@ -94,7 +104,7 @@ def predict_slices(model: torch.nn.Module, info: ModelInfo, t1: np.ndarray, bits
 
 #: On a CPU, a batch holds at most this many pixels (or one slice): its activations then stay in
 #: the processor's cache; measured faster than 8 whole crops (benchmarks/RESULTS.md, prediction).
-CPU_BATCH_PIXELS = 2 ** 18
+CPU_BATCH_PIXELS = 2**18
 
 
 def _batches(total: int, batch_size: int, pixel_budget: int | None, crop):
@@ -123,8 +133,9 @@ CROP_STEP = 8  # crop windows are multiples of this many pixels (or the whole sl
 class _InputSlices:
     """The network input of a slice-major volume, batch by batch (optionally cropped in-plane)."""
 
-    def __init__(self, info: ModelInfo, t1: np.ndarray, bits: np.ndarray | None, brain: np.ndarray | None,
-                 transform: Transform):
+    def __init__(
+        self, info: ModelInfo, t1: np.ndarray, bits: np.ndarray | None, brain: np.ndarray | None, transform: Transform
+    ):
         self.info, self.t1, self.bits, self.brain, self.transform = info, t1, bits, brain, transform
         #: the tissue bit field of background (segmentation code 0 outside the brain mask)
         self.background_bits = labels.tissue_bits(np.zeros(1, np.int32), np.zeros(1, bool))[0][0]
@@ -165,8 +176,9 @@ class _InputSlices:
         return rows, cols
 
 
-def _crop(content: tuple[np.ndarray, np.ndarray], low: int, high: int, radius: int | None,
-          background_padding: bool = False):
+def _crop(
+    content: tuple[np.ndarray, np.ndarray], low: int, high: int, radius: int | None, background_padding: bool = False
+):
     """(window to compute, region to keep) for slices ``low:high``, or ``(None, None)`` if all background.
 
     Without a finite ``radius`` the window is the whole slice.  With ``background_padding``
@@ -174,7 +186,7 @@ def _crop(content: tuple[np.ndarray, np.ndarray], low: int, high: int, radius: i
     content grown by ``radius``; otherwise it is grown by ``2 * radius`` and its outer ``radius``
     computed with the wrong (zero) padding around it.
     """
-    rows, cols = (c[max(low, 0):max(high, 0)].any(axis=0) for c in content)
+    rows, cols = (c[max(low, 0) : max(high, 0)].any(axis=0) for c in content)
     if not rows.any():
         return None, None
     full = (slice(0, rows.size), slice(0, cols.size))
@@ -212,5 +224,5 @@ def _slices(volume: np.ndarray, start: int, stop: int, window=(slice(None), slic
     out = np.zeros((stop - start, height, width), np.float32)
     low, high = max(start, 0), min(stop, volume.shape[0])
     if low < high:
-        out[low - start:high - start] = volume[low:high, rows, cols]
+        out[low - start : high - start] = volume[low:high, rows, cols]
     return out

@@ -7,8 +7,34 @@ generated subjects that the tests and ``mrsynth fixtures`` use.
 
 from . import nifti
 from .nifti import resolve_axis
-from .subjects import (HCP_FOLDER, HCP_NAMES, LAYOUTS, NIFTI_SUFFIXES, Subject, SubjectVolumes, check_affine,
-                       check_same_grid, detect_layout, discover, load_subject, read_volume)
+from .subjects import (
+    HCP_FOLDER,
+    HCP_NAMES,
+    LAYOUTS,
+    NIFTI_SUFFIXES,
+    Subject,
+    SubjectVolumes,
+    check_affine,
+    check_same_grid,
+    detect_layout,
+    discover,
+    load_subject,
+    read_volume,
+)
 
-__all__ = ["HCP_FOLDER", "HCP_NAMES", "LAYOUTS", "NIFTI_SUFFIXES", "Subject", "SubjectVolumes", "check_affine",
-           "check_same_grid", "detect_layout", "discover", "load_subject", "nifti", "read_volume", "resolve_axis"]
+__all__ = [
+    "HCP_FOLDER",
+    "HCP_NAMES",
+    "LAYOUTS",
+    "NIFTI_SUFFIXES",
+    "Subject",
+    "SubjectVolumes",
+    "check_affine",
+    "check_same_grid",
+    "detect_layout",
+    "discover",
+    "load_subject",
+    "nifti",
+    "read_volume",
+    "resolve_axis",
+]

@@ -27,12 +27,23 @@ _CONTRAST = {
     0: (0.0, 0.0),
     258: (0.9, 0.5),
     24: (0.3, 1.6),
-    3: (0.75, 0.85), 42: (0.75, 0.85),
-    2: (1.0, 0.6), 41: (1.0, 0.6), 3001: (1.0, 0.6), 4001: (1.0, 0.6), 5001: (1.0, 0.6), 5002: (1.0, 0.6),
-    4: (0.3, 1.6), 43: (0.3, 1.6),
-    10: (0.85, 0.7), 49: (0.85, 0.7),
+    3: (0.75, 0.85),
+    42: (0.75, 0.85),
+    2: (1.0, 0.6),
+    41: (1.0, 0.6),
+    3001: (1.0, 0.6),
+    4001: (1.0, 0.6),
+    5001: (1.0, 0.6),
+    5002: (1.0, 0.6),
+    4: (0.3, 1.6),
+    43: (0.3, 1.6),
+    10: (0.85, 0.7),
+    49: (0.85, 0.7),
     30: (0.5, 0.4),
-    8: (0.8, 0.8), 47: (0.8, 0.8), 7: (0.95, 0.62), 46: (0.95, 0.62),
+    8: (0.8, 0.8),
+    47: (0.8, 0.8),
+    7: (0.95, 0.62),
+    46: (0.95, 0.62),
 }
 
 
@@ -45,8 +56,7 @@ class FixtureSubject:
     affine: np.ndarray
 
 
-def make_subject(shape=(40, 48, 36), seed: int = 0, voxel_size: float = 1.5,
-                 scale: float = 500.0) -> FixtureSubject:
+def make_subject(shape=(40, 48, 36), seed: int = 0, voxel_size: float = 1.5, scale: float = 500.0) -> FixtureSubject:
     """One fixture head (arrays in RAS order, axial = last axis)."""
     rng = np.random.default_rng(seed)
     grids = np.meshgrid(*[np.linspace(-1.1, 1.1, n) for n in shape], indexing="ij")
@@ -60,7 +70,8 @@ def make_subject(shape=(40, 48, 36), seed: int = 0, voxel_size: float = 1.5,
     wm = r < 0.62
     seg[wm] = np.where(z > 0, np.where(left, 3001, 4001), np.where(left, 5001, 5002))[wm]
     seg[(np.abs(x) < 0.3) & (np.abs(y) < 0.15) & (np.abs(z) < 0.15)] = np.where(left, 4, 43)[
-        (np.abs(x) < 0.3) & (np.abs(y) < 0.15) & (np.abs(z) < 0.15)]
+        (np.abs(x) < 0.3) & (np.abs(y) < 0.15) & (np.abs(z) < 0.15)
+    ]
     thalamus = (np.abs(np.abs(x) - 0.25) < 0.12) & (np.abs(y + 0.25) < 0.12) & (np.abs(z) < 0.12)
     seg[thalamus] = np.where(left, 10, 49)[thalamus]
     seg[(np.abs(x) < 0.05) & (np.abs(z - 0.3) < 0.05) & (np.abs(y) < 0.5)] = 30
@@ -89,8 +100,9 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     return path
 
 
-def write_subject(root: str | Path, subject_id: str, subject: FixtureSubject,
-                  layout: str = "hcp", with_t2: bool = True) -> dict[str, Path]:
+def write_subject(
+    root: str | Path, subject_id: str, subject: FixtureSubject, layout: str = "hcp", with_t2: bool = True
+) -> dict[str, Path]:
     """Write one fixture subject under ``root`` in ``layout``; returns the files by role.
 
     For ``csv`` the files go to ``root/files/`` and the caller writes the manifest
@@ -131,15 +143,19 @@ def write_manifest(path: str | Path, rows: dict[str, dict[str, Path]]) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["subject", "t1", "t2", "seg", "mask"])
         for subject_id, files in rows.items():
-            writer.writerow([subject_id] + [
-                files[role].relative_to(path.parent).as_posix() if role in files else ""
-                for role in ("t1", "t2", "seg", "mask")
-            ])
+            writer.writerow(
+                [subject_id]
+                + [
+                    files[role].relative_to(path.parent).as_posix() if role in files else ""
+                    for role in ("t1", "t2", "seg", "mask")
+                ]
+            )
     return path
 
 
-def write_dataset(root: str | Path, n_subjects: int = 3, layout: str = "hcp",
-                  shape=(40, 48, 36), seed: int = 0) -> Path:
+def write_dataset(
+    root: str | Path, n_subjects: int = 3, layout: str = "hcp", shape=(40, 48, 36), seed: int = 0
+) -> Path:
     """``n_subjects`` fixture subjects under ``root``; returns what to pass to ``prepare``."""
     root = Path(root)
     rows = {}

@@ -39,8 +39,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from . import nifti
 from ..errors import InputError
+from . import nifti
 
 LAYOUTS = ("auto", "hcp", "bids", "csv")
 HCP_FOLDER = "T1w"  # <subject>/T1w/ in the HCP release
@@ -109,9 +109,7 @@ def discover(root: str | Path, layout: str = "auto") -> list[Subject]:
         raise InputError(f"duplicate subject ids: {', '.join(duplicates)}", root)
     for subject in subjects:
         if not _SAFE_ID.match(subject.id):
-            raise InputError(
-                f"subject id {subject.id!r} must be letters, digits, '.', '_' or '-'", root
-            )
+            raise InputError(f"subject id {subject.id!r} must be letters, digits, '.', '_' or '-'", root)
     return sorted(subjects, key=lambda s: s.id)
 
 
@@ -191,9 +189,7 @@ def _pick(candidates: list[Path], ranked_patterns: list[str], what: str, where: 
 
 def _discover_bids(root: Path) -> list[Subject]:
     subjects = []
-    for t1 in sorted(root.glob("sub-*/anat/*_T1w.nii*")) + sorted(
-        root.glob("sub-*/ses-*/anat/*_T1w.nii*")
-    ):
+    for t1 in sorted(root.glob("sub-*/anat/*_T1w.nii*")) + sorted(root.glob("sub-*/ses-*/anat/*_T1w.nii*")):
         anat = t1.parent
         prefix = _strip_nifti(t1.name)[: -len("_T1w")]
         session = anat.parent.name if anat.parent.name.startswith("ses-") else None
@@ -201,9 +197,7 @@ def _discover_bids(root: Path) -> list[Subject]:
         base = subject_dir.name + (f"_{session}" if session else "")
         relative = anat.relative_to(root)
         folders = [anat] + sorted((root / "derivatives").glob(f"*/{relative}"))
-        candidates = [
-            p for folder in folders for p in _nifti_files(folder) if p.name.startswith(base + "_")
-        ]
+        candidates = [p for folder in folders for p in _nifti_files(folder) if p.name.startswith(base + "_")]
         try:
             t2 = _find_nifti(anat, f"{prefix}_T2w") or _pick(
                 [p for p in candidates if p.parent == anat], [r"_T2w$"], "T2w image", anat
@@ -228,13 +222,13 @@ def _discover_csv(manifest: Path) -> list[Subject]:
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InputError(f"cannot read the manifest: {error}", manifest) from error
     if not header:
-        raise InputError("the manifest is empty: expected the header subject,t1,t2,seg,mask and one row per "
-                         "subject", manifest)
+        raise InputError(
+            "the manifest is empty: expected the header subject,t1,t2,seg,mask and one row per subject", manifest
+        )
     missing = [c for c in ("subject", "t1", "t2", "seg", "mask") if c not in header]
     if missing:
         raise InputError(
-            f"manifest lacks column(s) {', '.join(missing)}; "
-            "the header must be subject,t1,t2,seg,mask",
+            f"manifest lacks column(s) {', '.join(missing)}; the header must be subject,t1,t2,seg,mask",
             manifest,
         )
 
@@ -279,8 +273,7 @@ def read_volume(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 def _finite_float32(data: np.ndarray, path: Path) -> np.ndarray:
     if np.iscomplexobj(data):
-        raise InputError("complex-valued image: give a magnitude image (casting would drop the imaginary part)",
-                         path)
+        raise InputError("complex-valued image: give a magnitude image (casting would drop the imaginary part)", path)
     volume = data.astype(np.float32, copy=False)
     if not np.isfinite(volume).all():
         raise InputError("contains NaN or Inf values", path)
@@ -299,8 +292,9 @@ def _integer_codes(data: np.ndarray, path: Path) -> np.ndarray:
     if np.abs(data - codes).max(initial=0) > 1e-3:
         raise InputError("segmentation has non-integer values (is it a label map?)", path)
     if np.abs(codes).max(initial=0) > np.iinfo(np.int32).max:
-        raise InputError(f"segmentation codes up to {np.abs(codes).max():.0f} do not fit 32 bits: not FreeSurfer codes",
-                         path)
+        raise InputError(
+            f"segmentation codes up to {np.abs(codes).max():.0f} do not fit 32 bits: not FreeSurfer codes", path
+        )
     return codes.astype(np.int32)
 
 
@@ -351,8 +345,11 @@ def check_affine(affine: np.ndarray, path: Path) -> None:
         raise InputError("the affine (voxel-to-world matrix) holds NaN or Inf values", path)
     sizes = np.linalg.norm(matrix, axis=0)
     if sizes.min() < 1e-6 or abs(np.linalg.det(matrix)) < 1e-9 * sizes.prod():
-        raise InputError(f"the affine is singular (voxel sizes {', '.join(f'{v:.4g}' for v in sizes)} mm): "
-                         "no orientation or voxel size", path)
+        raise InputError(
+            f"the affine is singular (voxel sizes {', '.join(f'{v:.4g}' for v in sizes)} mm): "
+            "no orientation or voxel size",
+            path,
+        )
 
 
 def check_same_grid(shape, affine, grid, path: Path, reference: Path) -> None:

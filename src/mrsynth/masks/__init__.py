@@ -10,9 +10,31 @@ command.  Everything is local: no download at run time.
 
 from .common import AutoMasks, looks_skull_stripped
 from .files import OUTPUTS, class_volume, write_masks
-from .sources import (DEFAULT_METHOD, METHODS, SOURCES, check_method, check_source, compute_masks, describe,
-                      recorded_method, refuse_auto_on_cache)
+from .sources import (
+    DEFAULT_METHOD,
+    METHODS,
+    SOURCES,
+    check_method,
+    check_source,
+    compute_masks,
+    describe,
+    recorded_method,
+    refuse_auto_on_cache,
+)
 
-__all__ = ["AutoMasks", "DEFAULT_METHOD", "METHODS", "OUTPUTS", "SOURCES", "check_method", "check_source",
-           "class_volume", "compute_masks", "describe", "looks_skull_stripped", "recorded_method", "refuse_auto_on_cache",
-           "write_masks"]
+__all__ = [
+    "AutoMasks",
+    "DEFAULT_METHOD",
+    "METHODS",
+    "OUTPUTS",
+    "SOURCES",
+    "check_method",
+    "check_source",
+    "class_volume",
+    "compute_masks",
+    "describe",
+    "looks_skull_stripped",
+    "recorded_method",
+    "refuse_auto_on_cache",
+    "write_masks",
+]

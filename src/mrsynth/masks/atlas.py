@@ -77,82 +77,118 @@ def to_ants(volume: np.ndarray, affine: np.ndarray):
     spacing = np.linalg.norm(lps[:, :3], axis=0)
     u, _, vt = np.linalg.svd(lps[:, :3] / spacing)
     direction = u @ vt
-    return ants.from_numpy(np.asarray(volume, np.float32), origin=tuple(lps[:, 3]), spacing=tuple(spacing),
-                           direction=direction)
+    return ants.from_numpy(
+        np.asarray(volume, np.float32), origin=tuple(lps[:, 3]), spacing=tuple(spacing), direction=direction
+    )
 
 
-def atlas_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
-    """Atlas registration with ANTs (the module docstring)."""
-    ants = _ants()
-    subject = to_ants(t1, affine)
-    guess = STRIPPED if looks_skull_stripped(t1, affine) else WHOLE_HEAD
-    head = ants.image_read(str(atlas_file("MNI152_T1_2mm.nii.gz")))
-    brain_1mm = ants.image_read(str(atlas_file("MNI152_T1_1mm_brain_mask.nii.gz")))
-    codes_1mm = _read_labels(ants)
-    templates = {WHOLE_HEAD: head,
-                 STRIPPED: head * ants.resample_image_to_target(brain_1mm, head, interp_type="linear")}
-    fixed = ants.resample_image(subject, (REGISTRATION_MM,) * 3, use_voxels=False, interp_type=0)
-    log.info("%s: registering the %s template (%s input)", source, ATLAS, guess)
+class _Template:
+    """The template registered to one subject: its head (or brain) and 1 mm brain mask, and the subject at 2 mm."""
 
-    def fit_of(registration: dict) -> tuple[float, np.ndarray]:
-        warped_brain = ants.apply_transforms(fixed=fixed, moving=brain_1mm, transformlist=registration["fwdtransforms"],
-                                             interpolator="linear").numpy() > 0.5
-        return registration_fit(registration["warpedmovout"].numpy(), fixed.numpy(), warped_brain), warped_brain
+    def __init__(self, subject):
+        self.ants = ants = _ants()
+        head = ants.image_read(str(atlas_file("MNI152_T1_2mm.nii.gz")))
+        self.brain_1mm = ants.image_read(str(atlas_file("MNI152_T1_1mm_brain_mask.nii.gz")))
+        self.images = {
+            WHOLE_HEAD: head,
+            STRIPPED: head * ants.resample_image_to_target(self.brain_1mm, head, interp_type="linear"),
+        }
+        self.fixed = ants.resample_image(subject, (REGISTRATION_MM,) * 3, use_voxels=False, interp_type=0)
 
-    def register(seed: int, kind: str) -> tuple[float, dict]:
+    def fit_of(self, registration: dict) -> tuple[float, np.ndarray]:
+        """How well a registration fits (:func:`registration_fit`), and the warped brain it was measured in."""
+        warped_brain = self.warp(self.brain_1mm, registration, self.fixed, "linear") > 0.5
+        return registration_fit(registration["warpedmovout"].numpy(), self.fixed.numpy(), warped_brain), warped_brain
+
+    def warp(self, image, registration: dict, onto, interpolator: str) -> np.ndarray:
+        return self.ants.apply_transforms(
+            fixed=onto, moving=image, transformlist=registration["fwdtransforms"], interpolator=interpolator
+        ).numpy()
+
+    def register(self, seed: int, kind: str) -> tuple[float, dict]:
+        """The template of ``kind`` (head or brain) registered rigidly, affinely, then by SyN, with ANTs' seed."""
         os.environ["ANTS_RANDOM_SEED"] = str(seed)  # fixes ANTs' sampling; ITK's threaded metric still varies
-        registration = ants.registration(fixed=fixed, moving=templates[kind], type_of_transform="SyNRA",
-                                         aff_iterations=(200, 100, 50), aff_shrink_factors=(4, 2, 1),
-                                         aff_smoothing_sigmas=(2, 1, 0), reg_iterations=(40, 20, 0), verbose=False)
-        return fit_of(registration)[0], registration
+        registration = self.ants.registration(
+            fixed=self.fixed,
+            moving=self.images[kind],
+            type_of_transform="SyNRA",
+            aff_iterations=(200, 100, 50),
+            aff_shrink_factors=(4, 2, 1),
+            aff_smoothing_sigmas=(2, 1, 0),
+            reg_iterations=(40, 20, 0),
+            verbose=False,
+        )
+        return self.fit_of(registration)[0], registration
 
-    def refine_on_brain(registration: dict, fit: float) -> tuple[float, dict, bool]:
+    def refine_on_brain(self, registration: dict, fit: float) -> tuple[float, dict, bool]:
         """A whole-head registration again, brain to brain (the fit inside a band around the warped brain): the
         scalp and skull no longer pull the brain out of place.  Kept only where it fits better."""
         from scipy import ndimage
 
-        _, warped_brain = fit_of(registration)
+        _, warped_brain = self.fit_of(registration)
         band = ndimage.binary_dilation(warped_brain, iterations=max(1, round(BRAIN_BAND_MM / REGISTRATION_MM)))
-        mask = fixed.new_image_like(band.astype(np.float32))
-        refined = ants.registration(fixed=fixed, moving=templates[STRIPPED], type_of_transform="SyN",
-                                    initial_transform=[registration["fwdtransforms"][-1]], mask=mask,
-                                    mask_all_stages=True, aff_iterations=(100, 50), aff_shrink_factors=(2, 1),
-                                    aff_smoothing_sigmas=(1, 0), reg_iterations=(40, 20, 0), verbose=False)
-        refined_fit = fit_of(refined)[0]
+        refined = self.ants.registration(
+            fixed=self.fixed,
+            moving=self.images[STRIPPED],
+            type_of_transform="SyN",
+            initial_transform=[registration["fwdtransforms"][-1]],
+            mask=self.fixed.new_image_like(band.astype(np.float32)),
+            mask_all_stages=True,
+            aff_iterations=(100, 50),
+            aff_shrink_factors=(2, 1),
+            aff_smoothing_sigmas=(1, 0),
+            reg_iterations=(40, 20, 0),
+            verbose=False,
+        )
+        refined_fit = self.fit_of(refined)[0]
         return (refined_fit, refined, True) if refined_fit > fit else (fit, registration, False)
 
+
+def _best_of_both_kinds(template: _Template, guess: str, source) -> tuple[float, dict, int, str]:
+    """:func:`best_registration` with ANTs' seed set for the attempts and restored after them."""
     user_seed = os.environ.get("ANTS_RANDOM_SEED")
     try:
         other = WHOLE_HEAD if guess == STRIPPED else STRIPPED
-        fit, registration, attempts, kind = best_registration(register, int(user_seed or DEFAULT_ANTS_SEED), source,
-                                                              (guess, other))
+        return best_registration(template.register, int(user_seed or DEFAULT_ANTS_SEED), source, (guess, other))
     finally:
         if user_seed is None:
             os.environ.pop("ANTS_RANDOM_SEED", None)
         else:
             os.environ["ANTS_RANDOM_SEED"] = user_seed
+
+
+def atlas_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
+    """Atlas registration with ANTs (the module docstring)."""
+    subject = to_ants(t1, affine)
+    guess = STRIPPED if looks_skull_stripped(t1, affine) else WHOLE_HEAD
+    template = _Template(subject)
+    log.info("%s: registering the %s template (%s input)", source, ATLAS, guess)
+    fit, registration, attempts, kind = _best_of_both_kinds(template, guess, source)
     refined = False
     if kind == WHOLE_HEAD and fit < MIN_REGISTRATION_FIT:
-        fit, registration, refined = refine_on_brain(registration, fit)
-    transforms = registration["fwdtransforms"]
-    brain = ants.apply_transforms(fixed=subject, moving=brain_1mm, transformlist=transforms,
-                                  interpolator="linear").numpy() > 0.5
-    seg = ants.apply_transforms(fixed=subject, moving=codes_1mm, transformlist=transforms,
-                                interpolator="genericLabel").numpy()
+        fit, registration, refined = template.refine_on_brain(registration, fit)
+    brain = template.warp(template.brain_1mm, registration, subject, "linear") > 0.5
+    seg = template.warp(_read_labels(template.ants), registration, subject, "genericLabel")
     if kind == STRIPPED:
         brain &= t1 > 0
     seg = np.where(brain, np.rint(seg), 0).astype(np.int32)
     if not brain.any():
         raise InputError("the registered brain mask is empty: is this a T1w of a head?", source)
-    corrected = ants.n4_bias_field_correction(subject, mask=to_ants(brain.astype(np.float32), affine)).numpy()
-    seg = refine_cerebrum(corrected, seg, brain, np.linalg.norm(affine[:3, :3], axis=0))
+    corrected = template.ants.n4_bias_field_correction(subject, mask=to_ants(brain.astype(np.float32), affine))
+    seg = refine_cerebrum(corrected.numpy(), seg, brain, np.linalg.norm(affine[:3, :3], axis=0))
     notes = contrast_warnings(t1, seg, brain, source)
     if fit < MIN_REGISTRATION_FIT:
-        notes.append(f"{source}: the template fits this T1w poorly (correlation {fit:.2f} after {attempts} "
-                     "registrations): check the masks in the QC figure before using them")
+        notes.append(
+            f"{source}: the template fits this T1w poorly (correlation {fit:.2f} after {attempts} "
+            "registrations): check the masks in the QC figure before using them"
+        )
         log.warning(notes[-1])
-    record = {"input": kind, "registration_fit": round(fit, 3),
-              "registration_attempts": attempts, "refined_on_brain": refined}
+    record = {
+        "input": kind,
+        "registration_fit": round(fit, 3),
+        "registration_attempts": attempts,
+        "refined_on_brain": refined,
+    }
     return AutoMasks(brain, seg, provenance() | record, notes)
 
 
@@ -166,8 +202,14 @@ def registration_fit(warped: np.ndarray, fixed: np.ndarray, brain: np.ndarray) -
     return float((a * b).sum() / norm) if norm > 0 else 0.0
 
 
-def best_registration(register, seed: int, source, kinds=(WHOLE_HEAD,), attempts: int = REGISTRATION_ATTEMPTS,
-                      good_enough: float = MIN_REGISTRATION_FIT) -> tuple[float, dict, int, str]:
+def best_registration(
+    register,
+    seed: int,
+    source,
+    kinds=(WHOLE_HEAD,),
+    attempts: int = REGISTRATION_ATTEMPTS,
+    good_enough: float = MIN_REGISTRATION_FIT,
+) -> tuple[float, dict, int, str]:
     """Call ``register(seed, kind)`` -> (fit, registration) until a fit reaches ``good_enough`` or ``attempts`` are
     spent, each time with the next seed: the first with ``kinds[0]`` (the input kind guessed), the second with
     ``kinds[1]`` where given (the other guess), later ones with the kind that fitted best.  Returns the best
@@ -181,8 +223,13 @@ def best_registration(register, seed: int, source, kinds=(WHOLE_HEAD,), attempts
         if fit >= good_enough:
             break
         if attempt + 1 < attempts:
-            log.info("%s: registration fit %.2f < %.2f, trying again with another sampling seed%s", source, fit,
-                     good_enough, f" ({kinds[attempt + 1]} input)" if attempt + 1 < len(kinds) else "")
+            log.info(
+                "%s: registration fit %.2f < %.2f, trying again with another sampling seed%s",
+                source,
+                fit,
+                good_enough,
+                f" ({kinds[attempt + 1]} input)" if attempt + 1 < len(kinds) else "",
+            )
     return best[0], best[1], attempt + 1, best[2]
 
 

@@ -61,8 +61,12 @@ def contrast_warnings(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, source
     white = t1[labels.has_class(bits, "white_matter") & brain]
     grey = t1[labels.has_class(bits, "grey_matter") & brain]
     if white.size and grey.size and np.median(white) < np.median(grey):
-        return [warn(f"{source}: white matter is darker than grey matter (medians {np.median(white):.4g} < "
-                      f"{np.median(grey):.4g}): is this a T2w rather than a T1w? The masks assume a T1w")]
+        return [
+            warn(
+                f"{source}: white matter is darker than grey matter (medians {np.median(white):.4g} < "
+                f"{np.median(grey):.4g}): is this a T2w rather than a T1w? The masks assume a T1w"
+            )
+        ]
     return []
 
 

@@ -16,10 +16,14 @@ from ..figures import masks_figure
 from ..io.subjects import Subject, load_subject
 from .sources import compute_masks, describe
 
-
 #: Files written by :func:`write_masks`.
-OUTPUTS = {"brain": "brainmask.nii.gz", "seg": "wmparc.nii.gz", "classes": "tissue_classes.nii.gz",
-           "record": "masks.json", "figure": "masks_qc.png"}
+OUTPUTS = {
+    "brain": "brainmask.nii.gz",
+    "seg": "wmparc.nii.gz",
+    "classes": "tissue_classes.nii.gz",
+    "record": "masks.json",
+    "figure": "masks_qc.png",
+}
 
 
 def class_volume(seg: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -27,8 +31,9 @@ def class_volume(seg: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return np.where(brain, labels.exclusive_class(labels.tissue_bits(seg, brain)[0]), 0).astype(np.uint8)
 
 
-def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True,
-                method: str | None = None) -> dict[str, Path]:
+def write_masks(
+    t1_path: str | Path, out_dir: str | Path, figure: bool = True, method: str | None = None
+) -> dict[str, Path]:
     """``mrsynth masks``: compute a T1w's masks (by ``method``, default ``DEFAULT_METHOD``) and write them beside
     a record of how (on the T1w's grid).
 
@@ -58,15 +63,28 @@ def write_masks(t1_path: str | Path, out_dir: str | Path, figure: bool = True,
     save("brain", result.brain, np.uint8)
     save("seg", result.seg, np.int32)
     save("classes", class_volume(result.seg, result.brain), np.uint8)
-    record = {"input": str(t1_path.resolve()), "masks": result.provenance, "seconds": round(seconds, 1),
-              "warnings": result.warnings, "brain_ml": float(result.brain.sum() * np.prod(volumes.zooms) / 1000),
-              "tissue_classes": {str(i): name for i, name in enumerate(labels.CLASSES) if i},
-              "class_voxels": labels.class_voxel_counts(labels.tissue_bits(result.seg, result.brain)[0])}
+    record = {
+        "input": str(t1_path.resolve()),
+        "masks": result.provenance,
+        "seconds": round(seconds, 1),
+        "warnings": result.warnings,
+        "brain_ml": float(result.brain.sum() * np.prod(volumes.zooms) / 1000),
+        "tissue_classes": {str(i): name for i, name in enumerate(labels.CLASSES) if i},
+        "class_voxels": labels.class_voxel_counts(labels.tissue_bits(result.seg, result.brain)[0]),
+    }
     write_text(paths["record"], json.dumps(record, indent=1) + "\n")
     if figure:
-        write_file(paths["figure"], lambda temporary: masks_figure(
-            volumes.t1, result.seg, result.brain, volumes.zooms, temporary,
-            f"{t1_path.name}: automatic masks ({describe(result.provenance)})"))
+        write_file(
+            paths["figure"],
+            lambda temporary: masks_figure(
+                volumes.t1,
+                result.seg,
+                result.brain,
+                volumes.zooms,
+                temporary,
+                f"{t1_path.name}: automatic masks ({describe(result.provenance)})",
+            ),
+        )
     else:
         del paths["figure"]
     return paths

@@ -34,8 +34,15 @@ METHOD = "learned"  # the method's name in records
 #: Output classes: 0 outside the brain, then the seven exclusive tissue classes in ``labels.CLASSES`` order.
 OUTPUTS = ("outside",) + labels.CLASSES[1:]
 #: The FreeSurfer code written for each tissue class (a representative code: the segmenter knows no parcels).
-CLASS_CODES = {"grey_matter": 3, "white_matter": 2, "csf": 24, "subcortical": 10, "vessel": 30, "cerebellum": 8,
-               "unknown": 0}
+CLASS_CODES = {
+    "grey_matter": 3,
+    "white_matter": 2,
+    "csf": 24,
+    "subcortical": 10,
+    "vessel": 30,
+    "cerebellum": 8,
+    "unknown": 0,
+}
 WORK_MM = 1.4
 CONTEXT = 1  # neighbouring slices on each side
 FEATURES = (16, 24, 48, 96, 192, 16)
@@ -60,8 +67,9 @@ class WorkGrid:
 def network(features=FEATURES) -> torch.nn.Module:
     from monai.networks.nets import BasicUNet
 
-    return BasicUNet(spatial_dims=2, in_channels=1 + 2 * CONTEXT, out_channels=len(OUTPUTS), features=features,
-                     norm=("batch", {}))
+    return BasicUNet(
+        spatial_dims=2, in_channels=1 + 2 * CONTEXT, out_channels=len(OUTPUTS), features=features, norm=("batch", {})
+    )
 
 
 def class_target(codes: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -89,7 +97,8 @@ def _voxel_coordinates(from_shape, from_affine: np.ndarray, to_affine: np.ndarra
     grid = np.stack(np.meshgrid(np.arange(from_shape[0]), np.arange(from_shape[1]), np.asarray(z), indexing="ij"))
     shape = grid.shape[1:]
     out = matrix[:3, :3].astype(np.float32) @ grid.reshape(3, -1).astype(np.float32) + matrix[:3, 3:4].astype(
-        np.float32)
+        np.float32
+    )
     return out.reshape((3,) + shape)
 
 
@@ -97,8 +106,9 @@ def to_work_grid(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Wo
     """The input resampled (trilinear, 0 outside) onto its work grid."""
     grid = work_grid(volume.shape, affine)
     coordinates = _voxel_coordinates(grid.shape, grid.affine, affine)
-    return ndimage.map_coordinates(np.asarray(volume, np.float32), coordinates, order=1, mode="constant",
-                                   cval=0.0), grid
+    return ndimage.map_coordinates(
+        np.asarray(volume, np.float32), coordinates, order=1, mode="constant", cval=0.0
+    ), grid
 
 
 def normalize(volume: np.ndarray) -> np.ndarray:
@@ -121,8 +131,13 @@ def _padded(shape) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, volume: np.ndarray, batch_size: int = 16, progress=None,
-                  flips: tuple[tuple[int, ...], ...] = ((),)) -> np.ndarray:
+def probabilities(
+    model: torch.nn.Module,
+    volume: np.ndarray,
+    batch_size: int = 16,
+    progress=None,
+    flips: tuple[tuple[int, ...], ...] = ((),),
+) -> np.ndarray:
     """Class probabilities ``(len(OUTPUTS), *volume.shape)`` of a normalized work-grid volume, slice by slice,
     averaged over the in-plane ``flips`` of each slice (``()`` as given, ``(0,)`` left-right, ``(1,)``
     front-back, ``(0, 1)`` both; the network was trained with both flips)."""
@@ -192,8 +207,13 @@ def inverted(volume: np.ndarray) -> np.ndarray:
     return np.where(foreground, np.clip(1.1 * top - volume, 0, None), 0).astype(np.float32)
 
 
-def segment(t1: np.ndarray, affine: np.ndarray, model: torch.nn.Module | None = None,
-            chunk: int = 32, flips: tuple[tuple[int, ...], ...] = FLIPS) -> Segmentation:
+def segment(
+    t1: np.ndarray,
+    affine: np.ndarray,
+    model: torch.nn.Module | None = None,
+    chunk: int = 32,
+    flips: tuple[tuple[int, ...], ...] = FLIPS,
+) -> Segmentation:
     """Brain mask and exclusive classes on the input grid, and how sure the network is of them (as given and
     inverted; the probabilities as given averaged over ``flips``).  The brain follows HCP's mask rule
     (:func:`brain_mask`); voxels it takes in that the network called outside get the nearest tissue class."""
@@ -211,11 +231,12 @@ def segment(t1: np.ndarray, affine: np.ndarray, model: torch.nn.Module | None = 
         slab_best = np.full(coordinates.shape[1:], -1.0, np.float32)
         slab_class = np.zeros(coordinates.shape[1:], np.uint8)
         for index in range(len(OUTPUTS)):
-            p = ndimage.map_coordinates(probs[index], coordinates, order=1, mode="constant",
-                                        cval=1.0 if index == 0 else 0.0)
+            p = ndimage.map_coordinates(
+                probs[index], coordinates, order=1, mode="constant", cval=1.0 if index == 0 else 0.0
+            )
             better = p > slab_best
             slab_best[better], slab_class[better] = p[better], index
-        classes[:, :, z.start:z.stop] = slab_class
+        classes[:, :, z.start : z.stop] = slab_class
     brain = brain_mask(classes, np.linalg.norm(affine[:3, :3], axis=0))
     filled = brain & (classes == 0)
     if filled.any():  # holes the network called outside: the nearest tissue class
@@ -261,12 +282,21 @@ def learned_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
     if not brain.any():
         raise InputError("the segmented brain mask is empty: is this a T1w of a head?", source)
     seg = np.where(brain, class_codes(result.classes), 0).astype(np.int32)
-    record = {"method": METHOD, "version": description["version"], "weights_sha256": description["weights_sha256"],
-              "input": STRIPPED if stripped else WHOLE_HEAD, "confidence": round(result.confidence, 3),
-              "inverted_confidence": round(result.inverted_confidence, 3)}
+    record = {
+        "method": METHOD,
+        "version": description["version"],
+        "weights_sha256": description["weights_sha256"],
+        "input": STRIPPED if stripped else WHOLE_HEAD,
+        "confidence": round(result.confidence, 3),
+        "inverted_confidence": round(result.inverted_confidence, 3),
+    }
     notes = []
     if result.looks_inverted:
-        notes.append(warn(f"{source}: the segmenter is surer of this image with its intensities inverted "
-                           f"(confidence {result.inverted_confidence:.2f} against {result.confidence:.2f}): is this "
-                           "a T2w rather than a T1w? The masks assume a T1w"))
+        notes.append(
+            warn(
+                f"{source}: the segmenter is surer of this image with its intensities inverted "
+                f"(confidence {result.inverted_confidence:.2f} against {result.confidence:.2f}): is this "
+                "a T2w rather than a T1w? The masks assume a T1w"
+            )
+        )
     return AutoMasks(brain, seg, record, notes or contrast_warnings(t1, seg, brain, source))

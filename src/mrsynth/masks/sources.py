@@ -24,8 +24,11 @@ SOURCES = ("files", "auto") + METHODS
 
 def refuse_auto_on_cache(cache: str | Path) -> None:
     """Automatic masks asked for a prepared cache: its masks were fixed when it was prepared."""
-    raise InputError("automatic --masks apply to data folders; a prepared cache has its masks already "
-                     "(prepare it with --masks auto)", cache)
+    raise InputError(
+        "automatic --masks apply to data folders; a prepared cache has its masks already "
+        "(prepare it with --masks auto)",
+        cache,
+    )
 
 
 def check_source(masks: str) -> str:
@@ -54,8 +57,9 @@ def describe(record: dict | None) -> str:
     return f"{record['method']} v{record['version']}"
 
 
-def compute_masks(t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w",
-                  method: str | None = None) -> AutoMasks:
+def compute_masks(
+    t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w", method: str | None = None
+) -> AutoMasks:
     """Brain mask and FreeSurfer-style labels of one T1w (array + affine), on its grid, by ``method`` (one of
     ``METHODS``; ``None``: ``DEFAULT_METHOD``)."""
     method = check_method(method or DEFAULT_METHOD)

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__, labels
-from . import segmenter
 from ..simulate.subject import Variation
+from . import segmenter
 
 #: Written as ``version`` into ``segmenter.json``.  2: random non-brain intensities; 3: vessel crops 0.1 -> 0.25 and
 #: a cross-entropy weight for it (version 2 never gave vessel a probability above 0.06 on the held-out heads), and
@@ -35,9 +35,18 @@ from ..simulate.subject import Variation
 RECIPE_VERSION = 3
 
 #: Wider than the simulator's defaults (which stay near HCP's protocol), so that contrast and pose vary a lot.
-TRAINING_VARIATION = replace(Variation(), rotation_deg=8.0, shift_mm=8.0, scale_sd=0.06, relaxation_sd=0.06,
-                             bias_strength=0.25, snr_range=(12.0, 60.0), ti_range_ms=(750.0, 1100.0),
-                             flip_range_deg=(6.0, 12.0), texture_sd=0.06)
+TRAINING_VARIATION = replace(
+    Variation(),
+    rotation_deg=8.0,
+    shift_mm=8.0,
+    scale_sd=0.06,
+    relaxation_sd=0.06,
+    bias_strength=0.25,
+    snr_range=(12.0, 60.0),
+    ti_range_ms=(750.0, 1100.0),
+    flip_range_deg=(6.0, 12.0),
+    texture_sd=0.06,
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ def brain_above_the_medulla(codes: np.ndarray, brain: np.ndarray, affine: np.nda
         return brain
     lowest = int(slices.min() - round(BELOW_CEREBELLUM_MM / abs(affine[2, 2])))
     out = brain.copy()
-    out[:, :, :max(lowest, 0)] = False
+    out[:, :, : max(lowest, 0)] = False
     return out
 
 
@@ -158,10 +167,12 @@ def _crop_batch(sampler: CropSampler, rng: np.random.Generator, config: Training
     for b in range(config.batch):
         index, z, (x0, y0) = sampler.origin(rng, config)
         t1, target, head = sampler.volumes[index]
-        stack = segmenter.slice_stack(t1, z)[:, x0:x0 + size, y0:y0 + size]
-        images[b, :, :stack.shape[1], :stack.shape[2]] = stack
-        heads[b, :, :stack.shape[1], :stack.shape[2]] = segmenter.slice_stack(head, z)[:, x0:x0 + size, y0:y0 + size]
-        targets[b, :stack.shape[1], :stack.shape[2]] = target[x0:x0 + size, y0:y0 + size, z]
+        stack = segmenter.slice_stack(t1, z)[:, x0 : x0 + size, y0 : y0 + size]
+        images[b, :, : stack.shape[1], : stack.shape[2]] = stack
+        heads[b, :, : stack.shape[1], : stack.shape[2]] = segmenter.slice_stack(head, z)[
+            :, x0 : x0 + size, y0 : y0 + size
+        ]
+        targets[b, : stack.shape[1], : stack.shape[2]] = target[x0 : x0 + size, y0 : y0 + size, z]
     return torch.from_numpy(images), torch.from_numpy(targets), torch.from_numpy(heads)
 
 
@@ -182,15 +193,21 @@ def _random_head(image: torch.Tensor, head: torch.Tensor, generator: torch.Gener
     table = 1.5 * uniform(max(int(head.max()), AIR) + 1)
     table[AIR] = table[AIR] / 6
     painted = table[head.long()]
-    texture = F.interpolate(torch.randn(1, 1, 8, 8, generator=generator), size=image.shape[1:], mode="bicubic",
-                            align_corners=True)[0]
+    texture = F.interpolate(
+        torch.randn(1, 1, 8, 8, generator=generator), size=image.shape[1:], mode="bicubic", align_corners=True
+    )[0]
     painted = painted * torch.exp(0.2 * uniform(1) * texture)
     painted = _gaussian_blur(painted[None], 0.4 + 0.8 * uniform(1).item())[0]
     return torch.where(head > 0, painted, image)
 
 
-def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig, generator: torch.Generator,
-            heads: torch.Tensor | None = None):
+def augment(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    config: TrainingConfig,
+    generator: torch.Generator,
+    heads: torch.Tensor | None = None,
+):
     """Random non-brain intensities (where ``heads`` are given), skull stripping, blur, gamma, bias field, noise
     and flips, per crop."""
     batch = len(images)
@@ -207,7 +224,7 @@ def augment(images: torch.Tensor, targets: torch.Tensor, config: TrainingConfig,
                 brain = -F.max_pool2d(-brain, -2 * width + 1, stride=1, padding=-width)
             images[b] *= brain[0]
         if uniform(1).item() < 0.5:
-            images[b:b + 1] = _gaussian_blur(images[b:b + 1], 0.3 + 1.2 * uniform(1).item())
+            images[b : b + 1] = _gaussian_blur(images[b : b + 1], 0.3 + 1.2 * uniform(1).item())
     gamma = torch.exp((uniform(batch, 1, 1, 1) * 2 - 1) * math.log(1.8))
     images = images.clamp(min=0) ** gamma
     grid = torch.randn(batch, 1, 4, 4, generator=generator)
@@ -264,13 +281,24 @@ def export(model: torch.nn.Module, config: TrainingConfig, out: Path, seconds: f
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(out / segmenter.WEIGHTS))
-    description = {"version": RECIPE_VERSION, "network": "monai BasicUNet 2D", "features": list(config.features), "outputs": list(segmenter.OUTPUTS),
-                   "work_mm": segmenter.WORK_MM, "context": segmenter.CONTEXT, "training": asdict(config),
-                   "variation": asdict(TRAINING_VARIATION), "training_seconds": round(seconds),
-                   "mrsynth": __version__, "torch": torch.__version__}
+    description = {
+        "version": RECIPE_VERSION,
+        "network": "monai BasicUNet 2D",
+        "features": list(config.features),
+        "outputs": list(segmenter.OUTPUTS),
+        "work_mm": segmenter.WORK_MM,
+        "context": segmenter.CONTEXT,
+        "training": asdict(config),
+        "variation": asdict(TRAINING_VARIATION),
+        "training_seconds": round(seconds),
+        "mrsynth": __version__,
+        "torch": torch.__version__,
+    }
     (out / segmenter.DESCRIPTION).write_text(json.dumps(description, indent=1) + "\n")
 
 

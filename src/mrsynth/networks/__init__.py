@@ -22,7 +22,29 @@ register(TissueMean)
 register(IntensityMap)
 
 
-__all__ = ["FCN", "UNet", "IntensityMap", "TissueMean", "LookupResidual", "Parameter", "build", "build_network",
-           "defaults", "kinds", "network_class", "parameters", "register", "unregister", "fold_batchnorm",
-           "inference_model", "recalibrate_batchnorm", "WindowedStack", "is_plain_stack", "ModelInfo",
-           "file_sha256", "load_model", "package_versions", "save_model"]
+__all__ = [
+    "FCN",
+    "UNet",
+    "IntensityMap",
+    "TissueMean",
+    "LookupResidual",
+    "Parameter",
+    "build",
+    "build_network",
+    "defaults",
+    "kinds",
+    "network_class",
+    "parameters",
+    "register",
+    "unregister",
+    "fold_batchnorm",
+    "inference_model",
+    "recalibrate_batchnorm",
+    "WindowedStack",
+    "is_plain_stack",
+    "ModelInfo",
+    "file_sha256",
+    "load_model",
+    "package_versions",
+    "save_model",
+]

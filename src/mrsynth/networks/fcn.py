@@ -19,8 +19,10 @@ class FCN(nn.Module):
     """``layers`` 3x3 convolutions: (layers - 1) x [Conv-BN-ReLU], then Conv to one channel."""
 
     kind = "fcn"
-    parameter_docs = {"layers": "convolution layers (the paper: 3 or 9)",
-                      "width": "filters per hidden layer (the paper: 32)"}
+    parameter_docs = {
+        "layers": "convolution layers (the paper: 3 or 9)",
+        "width": "filters per hidden layer (the paper: 32)",
+    }
 
     def __init__(self, layers: int = 9, in_channels: int = 9, width: int = 32):
         super().__init__()

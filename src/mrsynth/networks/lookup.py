@@ -68,4 +68,3 @@ class IntensityMap(nn.Module):
         x0, x1, y0, y1 = kx[right - 1], kx[right], ky[right - 1], ky[right]
         weight = torch.clamp((t1 - x0) / torch.clamp(x1 - x0, min=1e-12), 0, 1)
         return y0 + weight * (y1 - y0)
-

@@ -81,8 +81,10 @@ def _from_format_1(record: dict) -> dict:
     zeros for the lookup tables): keep those of the record's own kind, under its parameter names."""
     record = dict(record)
     kind = record.get("kind", "fcn")
-    own = {"fcn": {"layers": record.get("n_layers"), "width": record.get("width")},
-           "unet": {"features": record.get("features"), "norm": record.get("feature_norm", "batch")}}
+    own = {
+        "fcn": {"layers": record.get("n_layers"), "width": record.get("width")},
+        "unet": {"features": record.get("features"), "norm": record.get("feature_norm", "batch")},
+    }
     for old in ("n_layers", "width", "features", "feature_norm"):
         record.pop(old, None)
     record["kind"], record["params"] = kind, own.get(kind, {})
@@ -92,8 +94,12 @@ def _from_format_1(record: dict) -> dict:
 def package_versions() -> dict:
     import numpy
 
-    return {"mrsynth": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+    return {
+        "mrsynth": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def save_model(folder: str | Path, model: nn.Module, info: ModelInfo) -> Path:
@@ -135,7 +141,9 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     if info.label_table != labels.TABLE_VERSION and info.uses_masks:
         raise InputError(
             f"model was trained with label table version {info.label_table}, this mrsynth has "
-            f"{labels.TABLE_VERSION}: its tissue masks would differ", folder)
+            f"{labels.TABLE_VERSION}: its tissue masks would differ",
+            folder,
+        )
     try:
         network_class(info.kind)
     except ValueError as error:
@@ -143,13 +151,18 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     weights = folder / WEIGHTS
     try:
         if info.weights_sha256 and file_sha256(weights) != info.weights_sha256:
-            raise InputError(f"the weights' SHA-256 differs from the one in {DESCRIPTION}: the file is corrupted "
-                             "or was replaced", weights)
+            raise InputError(
+                f"the weights' SHA-256 differs from the one in {DESCRIPTION}: the file is corrupted or was replaced",
+                weights,
+            )
         state = load_file(str(weights))
-        bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        bad = [
+            name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        ]
         if bad:
-            raise InputError(f"weights hold NaN or Inf values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})",
-                             weights)
+            raise InputError(
+                f"weights hold NaN or Inf values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})", weights
+            )
         model = _network(info, state)
     except (OSError, RuntimeError, TypeError, ValueError, SafetensorError) as error:
         raise InputError(f"cannot load the weights ({error})", weights) from error

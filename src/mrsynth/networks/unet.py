@@ -18,8 +18,10 @@ NORMS = {"batch": ("batch", {"momentum": 0.1}), "none": None}
 
 class UNet(nn.Module):
     kind = "unet"
-    parameter_docs = {"features": "feature counts of BasicUNet's 5 levels and its last layer",
-                      "norm": "feature normalization, `batch` (BatchNorm, recalibrated before export) or `none`"}
+    parameter_docs = {
+        "features": "feature counts of BasicUNet's 5 levels and its last layer",
+        "norm": "feature normalization, `batch` (BatchNorm, recalibrated before export) or `none`",
+    }
 
     def __init__(self, in_channels: int, features: tuple[int, ...] = DEFAULT_FEATURES, norm: str = "batch"):
         super().__init__()
@@ -30,8 +32,9 @@ class UNet(nn.Module):
             raise ValueError(f"unknown U-Net norm {norm!r}; choose from {', '.join(NORMS)}")
         from monai.networks.nets import BasicUNet  # here, not at the top: importing MONAI takes ~2 s
 
-        self.net = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, features=self.features,
-                             norm=NORMS[norm])
+        self.net = BasicUNet(
+            spatial_dims=2, in_channels=in_channels, out_channels=1, features=self.features, norm=NORMS[norm]
+        )
 
     def forward(self, x):
         return self.net(x)

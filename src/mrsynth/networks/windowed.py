@@ -27,8 +27,14 @@ def is_plain_stack(model: nn.Module) -> bool:
     for layer in model:
         if isinstance(layer, nn.ReLU):
             continue
-        if not (isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and layer.stride == (1, 1)
-                and layer.padding == (1, 1) and layer.dilation == (1, 1) and layer.padding_mode == "zeros"):
+        if not (
+            isinstance(layer, nn.Conv2d)
+            and layer.kernel_size == (3, 3)
+            and layer.stride == (1, 1)
+            and layer.padding == (1, 1)
+            and layer.dilation == (1, 1)
+            and layer.padding_mode == "zeros"
+        ):
             return False
     return True
 
@@ -73,9 +79,10 @@ class WindowedStack:
 
     def _padded(self, n: int, channels: int, layer: int, rows: slice, cols: slice) -> torch.Tensor:
         """An input buffer for convolution ``layer``: its one-voxel ring holds the background's activation."""
-        ring = self.padding[layer][:, :, rows.start:rows.stop + 2, cols.start:cols.stop + 2]
-        out = torch.empty((n, channels) + ring.shape[2:], dtype=ring.dtype, device=ring.device,
-                          memory_format=torch.channels_last)
+        ring = self.padding[layer][:, :, rows.start : rows.stop + 2, cols.start : cols.stop + 2]
+        out = torch.empty(
+            (n, channels) + ring.shape[2:], dtype=ring.dtype, device=ring.device, memory_format=torch.channels_last
+        )
         for edge in (0, -1):
             out[:, :, edge] = ring[:, :, edge]
             out[:, :, :, edge] = ring[:, :, :, edge]

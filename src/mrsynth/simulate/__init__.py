@@ -12,5 +12,16 @@ from .dataset import simulate_dataset, write_figure, write_hcp_subject
 from .realism import contrast_ratios, within_tissue_statistics
 from .subject import SimulatedSubject, Variation, simulate_subject
 
-__all__ = ["Anatomy", "SimulatedSubject", "Variation", "contrast_ratios", "within_tissue_statistics", "default_anatomy", "label_map_anatomy",
-           "simulate_dataset", "simulate_subject", "write_figure", "write_hcp_subject"]
+__all__ = [
+    "Anatomy",
+    "SimulatedSubject",
+    "Variation",
+    "contrast_ratios",
+    "within_tissue_statistics",
+    "default_anatomy",
+    "label_map_anatomy",
+    "simulate_dataset",
+    "simulate_subject",
+    "write_figure",
+    "write_hcp_subject",
+]

@@ -38,15 +38,13 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..labels import hcp_brain_mask
 from ..io.subjects import NIFTI_SUFFIXES, read_volume
+from ..labels import hcp_brain_mask
 from . import tissues as T
 
 HEAD_CODES = (0, 165, 258, 259, 126)  # outside the brain mask
 CSF_CODE, EXTRA_CEREBRAL_HEAD = 24, 258  # FreeSurfer's CSF; what the CSF outside the brain mask becomes
-TEMPLATE_FILES = {
-    name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")
-}
+TEMPLATE_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}
 
 
 @dataclass
@@ -93,9 +91,7 @@ def default_anatomy() -> Anatomy:
     dominant = np.argmax(np.stack([p_gm, p_wm, p_csf]), axis=0)
     left = np.broadcast_to(x < 0, t1.shape)
     codes = np.zeros(t1.shape, np.int32)
-    codes[brain] = np.select(
-        [dominant == 0, dominant == 1], [np.where(left, 3, 42), np.where(left, 2, 41)], 24
-    )[brain]
+    codes[brain] = np.select([dominant == 0, dominant == 1], [np.where(left, 3, 42), np.where(left, 2, 41)], 24)[brain]
     cerebellum = brain & (y < -40) & (z < -8 - 0.25 * np.abs(x) + 0.35 * np.minimum(0, y + 55))
     stem = brain & (np.abs(x) < 13) & (y > -45) & (y < -12) & (z < -8) & ~cerebellum
     deep_box = (np.abs(x) < 34) & (y > -38) & (y < 26) & (z > -24) & (z < 22)
@@ -151,7 +147,7 @@ def label_map_anatomy(path: Path) -> Anatomy:
         raise InputError("label map is empty", path)
     low = np.maximum(occupied.min(0) - 4, 0)
     high = np.minimum(occupied.max(0) + 5, labels.shape)
-    labels = labels[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
+    labels = labels[low[0] : high[0], low[1] : high[1], low[2] : high[2]]
     affine = canonical.affine.copy()
     affine[:3, 3] = canonical.affine[:3, :3] @ low + canonical.affine[:3, 3]
     written = np.vectorize(T.written_code, otypes=[np.int32])

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..atomic import building_folder
 from ..errors import InputError
-from ..logs import bar, log
 from ..io.subjects import HCP_FOLDER, HCP_NAMES
+from ..logs import bar, log
 from .anatomy import Anatomy, default_anatomy, label_map_anatomy, label_map_paths
 from .subject import SimulatedSubject, simulate_subject
 
@@ -39,8 +39,14 @@ def write_hcp_subject(subject: SimulatedSubject, out: Path, subject_id: str) -> 
     return final
 
 
-def simulate_dataset(out: str | Path, n_subjects: int, labels: str | Path | None = None,
-                     voxel_size: float = 1.0, seed: int = 0, progress: bool = True) -> list[Path]:
+def simulate_dataset(
+    out: str | Path,
+    n_subjects: int,
+    labels: str | Path | None = None,
+    voxel_size: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Path]:
     """Simulate ``n_subjects`` into ``out`` in the HCP layout; returns the subject folders.
 
     Subject ``i`` uses seed ``seed + i`` and, with ``labels``, label map ``i mod n_maps``.
@@ -74,7 +80,9 @@ def write_figure(subject_folders: list[Path], path: Path) -> Path:
 
     rows = []
     for folder in subject_folders:
-        volumes = [np.asarray(nib.load(str(folder / HCP_FOLDER / f"{HCP_NAMES[role]}.nii.gz")).dataobj)
-                   for role in ("t1", "t2", "seg")]
+        volumes = [
+            np.asarray(nib.load(str(folder / HCP_FOLDER / f"{HCP_NAMES[role]}.nii.gz")).dataobj)
+            for role in ("t1", "t2", "seg")
+        ]
         rows.append((folder.name, *volumes))
     return simulated_subjects_figure(rows, path)

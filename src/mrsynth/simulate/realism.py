@@ -1,4 +1,5 @@
-"""The simulator's realism checks: tissue contrast ratios and within-tissue statistics, to compare with real templates."""
+"""The simulator's realism checks: tissue contrast ratios and within-tissue statistics, to compare with real
+templates."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def contrast_ratios(t1: np.ndarray, t2: np.ndarray, seg: np.ndarray, mask: np.nd
     return ratios
 
 
-def within_tissue_statistics(t1: np.ndarray, t2: np.ndarray, seg: np.ndarray, mask: np.ndarray,
-                             tissues=("grey_matter", "white_matter")) -> dict[str, float]:
+def within_tissue_statistics(
+    t1: np.ndarray, t2: np.ndarray, seg: np.ndarray, mask: np.ndarray, tissues=("grey_matter", "white_matter")
+) -> dict[str, float]:
     """How much intensities vary inside a tissue, and how far T1w predicts T2w there.
 
     Per tissue (inside the brain mask, eroded by one voxel so partial volume at tissue borders

@@ -58,16 +58,20 @@ class SimulatedSubject:
 
 def _protocol(rng: np.random.Generator, variation: Variation) -> tuple[MPRAGE, SpinEcho]:
     """This subject's T1w and T2w protocols."""
-    return (MPRAGE(ti=float(rng.uniform(*variation.ti_range_ms)), flip_deg=float(rng.uniform(*variation.flip_range_deg))),
-            SpinEcho(te=float(rng.uniform(*variation.te_range_ms))))
+    return (
+        MPRAGE(ti=float(rng.uniform(*variation.ti_range_ms)), flip_deg=float(rng.uniform(*variation.flip_range_deg))),
+        SpinEcho(te=float(rng.uniform(*variation.te_range_ms))),
+    )
 
 
 def _sensitivities(sequence, tissues: list[T.Tissue], step: float = 1e-3) -> np.ndarray:
     """``(3, n_tissues)``: d ln(signal) / d ln(T1, T2, PD) per tissue, by central differences."""
     out = []
     for field in ("t1", "t2", "pd"):
-        scaled = [[T.Tissue(**{**vars(t), field: getattr(t, field) * np.exp(sign * step)}) for t in tissues]
-                  for sign in (1, -1)]
+        scaled = [
+            [T.Tissue(**{**vars(t), field: getattr(t, field) * np.exp(sign * step)}) for t in tissues]
+            for sign in (1, -1)
+        ]
         up, down = (np.log(np.maximum(sequence.signal(ts), 1e-12)) for ts in scaled)
         out.append((up - down) / (2 * step))
     return np.asarray(out, np.float32)
@@ -81,12 +85,17 @@ def _texture(rng: np.random.Generator, anatomy: Anatomy, variation: Variation) -
     points = max(3, int(round(extent / variation.texture_spacing_mm)))
     t1, own, pd = (smooth_random_field(rng, anatomy.codes.shape, points) for _ in range(3))
     shared = variation.texture_shared
-    t2 = shared * t1 + np.sqrt(1 - shared ** 2) * own
+    t2 = shared * t1 + np.sqrt(1 - shared**2) * own
     return variation.texture_sd * np.stack([t1, t2, pd])
 
 
-def _signal_images(anatomy: Anatomy, values: dict[str, T.Tissue], variation: Variation,
-                   protocol: tuple = (MPRAGE(), SpinEcho()), texture: np.ndarray | None = None):
+def _signal_images(
+    anatomy: Anatomy,
+    values: dict[str, T.Tissue],
+    variation: Variation,
+    protocol: tuple = (MPRAGE(), SpinEcho()),
+    texture: np.ndarray | None = None,
+):
     """Noise-free T1w and T2w on the anatomy grid, with partial volume and within-tissue texture.
 
     The texture changes T1, T2 and PD voxel by voxel; its effect on each contrast is applied to
@@ -101,8 +110,11 @@ def _signal_images(anatomy: Anatomy, values: dict[str, T.Tissue], variation: Var
         if anatomy.fractions is not None:
             p_gm, p_wm, p_csf = anatomy.fractions
             brain = (p_gm + p_wm + p_csf) > 0
-            mixed = (p_gm * per_tissue[anatomy.gm_tissue] + p_wm * per_tissue[anatomy.wm_tissue]
-                     + p_csf * per_tissue[T.INDEX["csf"]])
+            mixed = (
+                p_gm * per_tissue[anatomy.gm_tissue]
+                + p_wm * per_tissue[anatomy.wm_tissue]
+                + p_csf * per_tissue[T.INDEX["csf"]]
+            )
             image = np.where(brain, mixed, image)
         else:
             image = ndimage.gaussian_filter(image, variation.partial_volume_sigma_vox)
@@ -147,12 +159,16 @@ def _sample_coordinates(anatomy: Anatomy, out_shape, out_affine, rng, variation:
 
 
 def _angles(rotation: np.ndarray):
-    return (np.arctan2(rotation[2, 1], rotation[2, 2]), -np.arcsin(rotation[2, 0]),
-            np.arctan2(rotation[1, 0], rotation[0, 0]))
+    return (
+        np.arctan2(rotation[2, 1], rotation[2, 2]),
+        -np.arcsin(rotation[2, 0]),
+        np.arctan2(rotation[1, 0], rotation[0, 0]),
+    )
 
 
-def simulate_subject(anatomy: Anatomy, seed: int, voxel_size: float = 1.0,
-                     variation: Variation = Variation()) -> SimulatedSubject:
+def simulate_subject(
+    anatomy: Anatomy, seed: int, voxel_size: float = 1.0, variation: Variation = Variation()
+) -> SimulatedSubject:
     """One synthetic subject from ``anatomy`` and ``seed`` (deterministic)."""
     rng = np.random.default_rng(seed)
     values = T.jittered(rng, variation.relaxation_sd)

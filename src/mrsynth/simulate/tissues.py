@@ -73,17 +73,39 @@ INDEX = {name: i for i, name in enumerate(NAMES)}
 #: ``CLASS_TISSUE`` of their mrsynth.labels class.
 CODE_TISSUE: dict[int, str] = {
     0: "background",
-    2: "wm", 41: "wm", 77: "wm", 85: "wm", 251: "wm", 252: "wm", 253: "wm", 254: "wm", 255: "wm",
-    5001: "wm", 5002: "wm",
-    3: "gm", 42: "gm",
-    7: "cerebellar_wm", 46: "cerebellar_wm", 8: "cerebellar_gm", 47: "cerebellar_gm",
-    16: "brainstem", 126: "brainstem",
-    30: "blood", 62: "blood",
-    165: "bone", 258: "muscle", 259: "eye",
+    2: "wm",
+    41: "wm",
+    77: "wm",
+    85: "wm",
+    251: "wm",
+    252: "wm",
+    253: "wm",
+    254: "wm",
+    255: "wm",
+    5001: "wm",
+    5002: "wm",
+    3: "gm",
+    42: "gm",
+    7: "cerebellar_wm",
+    46: "cerebellar_wm",
+    8: "cerebellar_gm",
+    47: "cerebellar_gm",
+    16: "brainstem",
+    126: "brainstem",
+    30: "blood",
+    62: "blood",
+    165: "bone",
+    258: "muscle",
+    259: "eye",
 }
 CLASS_TISSUE = {
-    "grey_matter": "gm", "white_matter": "wm", "csf": "csf", "subcortical": "deep_gm",
-    "vessel": "blood", "cerebellum": "cerebellar_gm", "unknown": "muscle",
+    "grey_matter": "gm",
+    "white_matter": "wm",
+    "csf": "csf",
+    "subcortical": "deep_gm",
+    "vessel": "blood",
+    "cerebellum": "cerebellar_gm",
+    "unknown": "muscle",
 }
 
 #: SynthSeg's undocumented extra-cerebral codes (500s): our reading of each, from where
@@ -125,5 +147,7 @@ def jittered(rng: np.random.Generator, relative_sd: float = 0.05) -> dict[str, T
     out = {}
     for name, tissue in TISSUES.items():
         f1, f2, fp = np.exp(rng.normal(0.0, relative_sd, 3))
-        out[name] = Tissue(tissue.t1 * f1, tissue.t2 * f2, tissue.pd * min(fp, 1.0 / max(tissue.pd, 1e-6)), tissue.source)
+        out[name] = Tissue(
+            tissue.t1 * f1, tissue.t2 * f2, tissue.pd * min(fp, 1.0 / max(tissue.pd, 1e-6)), tissue.source
+        )
     return out

@@ -14,7 +14,30 @@ from .methods import Lookup, Method, Network, with_baselines
 from .runs import RunData, build_data, is_finished, load_run_data, read_summary, resume_config
 from .trainer import Trainer, epoch_order, train, train_or_reuse
 
-__all__ = ["BASELINES", "Lookup", "Method", "Network", "PRESETS", "RunData", "TrainConfig", "Trainer",
-           "build_data", "epoch_order", "fit_for_run", "fit_lookup", "is_finished", "load_config",
-           "load_run_data", "loss_function", "mean_loss", "patch_losses", "read_summary", "reference_markdown",
-           "resume_config", "to_toml", "train", "train_or_reuse", "with_baselines"]
+__all__ = [
+    "BASELINES",
+    "Lookup",
+    "Method",
+    "Network",
+    "PRESETS",
+    "RunData",
+    "TrainConfig",
+    "Trainer",
+    "build_data",
+    "epoch_order",
+    "fit_for_run",
+    "fit_lookup",
+    "is_finished",
+    "load_config",
+    "load_run_data",
+    "loss_function",
+    "mean_loss",
+    "patch_losses",
+    "read_summary",
+    "reference_markdown",
+    "resume_config",
+    "to_toml",
+    "train",
+    "train_or_reuse",
+    "with_baselines",
+]

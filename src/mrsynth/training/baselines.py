@@ -153,7 +153,13 @@ def _fit_and_save(run_dir, kind: str, config, data: runs.RunData, max_patches: i
     else:
         model = FITTERS[kind](data.train, max_patches, config.seed)
         fitted_on = {"patches": min(len(data.train), max_patches), "patch_size": data.train.grid.size}
-    info = ModelInfo(kind=kind, in_channels=model.in_channels, normalization=asdict(data.normalization),
-                     patch_size=data.grid.size, stride=data.grid.stride, axis=data.axis,
-                     training={"subjects": data.split.train, **fitted_on})
+    info = ModelInfo(
+        kind=kind,
+        in_channels=model.in_channels,
+        normalization=asdict(data.normalization),
+        patch_size=data.grid.size,
+        stride=data.grid.stride,
+        axis=data.axis,
+        training={"subjects": data.split.train, **fitted_on},
+    )
     return save_model(Path(run_dir) / runs.BASELINES / kind, model, info)

@@ -44,8 +44,16 @@ def load_checkpoint(trainer) -> None:
         trainer.scheduler.load_state_dict(state["scheduler"])
         trainer.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
-    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError, IndexError,
-            pickle.UnpicklingError) as error:
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        KeyError,
+        TypeError,
+        ValueError,
+        IndexError,
+        pickle.UnpicklingError,
+    ) as error:
         raise InputError(f"cannot resume from this checkpoint ({type(error).__name__}: {error})", path) from None
     trainer.distributed.barrier()  # every rank has read the files before rank 0 rewrites them
     if trainer.distributed.main:

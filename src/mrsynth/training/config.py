@@ -38,22 +38,33 @@ class DataConfig:
     val: list[str] = _field(factory=list, doc="across: validation subjects")
     test: list[str] = _field(factory=list, doc="across: test subjects")
     subject: str = _field("", "within: the subject (empty: the first)")
-    fractions: list[float] = _field(factory=lambda: list(PAPER_FRACTIONS), doc="within: train/val/test fractions (the paper's 80/1/19)")
+    fractions: list[float] = _field(
+        factory=lambda: list(PAPER_FRACTIONS), doc="within: train/val/test fractions (the paper's 80/1/19)"
+    )
     patch_size: int = _field(128, "patch side in pixels (the paper: 128)")
     stride: int = _field(24, "patch grid stride in pixels (the paper: 24)")
     channels: int = _field(9, "1 (T1w) or 9 (T1w + eight tissue masks)")
-    norm: str = _field("robust", "`robust` (each volume by its brain median), `percentile` (by its brain 99th "
-                                 "percentile), `histogram` (T1w histogram standardized to the training "
-                                 "landmarks, T2w as `percentile`) or `paper` (training-set mean subtracted)")
+    norm: str = _field(
+        "robust",
+        "`robust` (each volume by its brain median), `percentile` (by its brain 99th "
+        "percentile), `histogram` (T1w histogram standardized to the training "
+        "landmarks, T2w as `percentile`) or `paper` (training-set mean subtracted)",
+    )
     max_patches_per_epoch: int = _field(0, "0: every training patch each epoch; else a fresh random subset")
     max_eval_patches: int = _field(0, "0: score every validation / test patch; else a fixed seeded subset")
     sampling: str = _field("patches", "`patches`: the paper's overlapping grid; `tiles`: each slice covered about once")
-    tile_size: int = _field(128, "tile side in pixels, with `sampling = \"tiles\"`")
-    min_brain: float = _field(0.0, "training patches or tiles with a smaller fraction of brain pixels are left out "
-                                   "(0: all; a tile of background teaches nothing about the brain)")
+    tile_size: int = _field(128, 'tile side in pixels, with `sampling = "tiles"`')
+    min_brain: float = _field(
+        0.0,
+        "training patches or tiles with a smaller fraction of brain pixels are left out "
+        "(0: all; a tile of background teaches nothing about the brain)",
+    )
     context: int = _field(0, "2.5D input: neighbouring slices on each side given as extra T1w channels (0: 2D)")
-    strip: bool = _field(False, "T1w set to 0 outside the brain mask, in training and prediction alike "
-                                "(whole-head and skull-stripped inputs then look the same to the network)")
+    strip: bool = _field(
+        False,
+        "T1w set to 0 outside the brain mask, in training and prediction alike "
+        "(whole-head and skull-stripped inputs then look the same to the network)",
+    )
 
 
 @dataclass
@@ -61,10 +72,14 @@ class ModelConfig:
     """The network: its ``kind``, whether it corrects a lookup table, and the kind's own parameters (``params``,
     each readable as an attribute: ``config.model.layers``)."""
 
-    kind: str = _field("fcn", "a trainable network kind: `fcn` (the paper's network) or `unet` (a small 2D U-Net, "
-                              "MONAI's BasicUNet)")
-    lookup: bool = _field(False, "predict a correction to a T1w -> T2w lookup table fitted on the training brains "
-                                 "(the table is also an input channel)")
+    kind: str = _field(
+        "fcn", "a trainable network kind: `fcn` (the paper's network) or `unet` (a small 2D U-Net, MONAI's BasicUNet)"
+    )
+    lookup: bool = _field(
+        False,
+        "predict a correction to a T1w -> T2w lookup table fitted on the training brains "
+        "(the table is also an input channel)",
+    )
     params: dict = _field(factory=dict, doc="the kind's own parameters (`model.<name>` in files and overrides)")
 
     def __post_init__(self):
@@ -88,10 +103,16 @@ class OptimConfig:
     beta2: float = _field(0.999, "Adam beta2 (paper)")
     eps: float = _field(1e-9, "Adam epsilon (paper)")
     loss: str = _field("mse", "`mse` (the paper), `l1`, or `l1+ssim` (L1 plus 0.5 x (1 - SSIM))")
-    clip: float = _field(0.0, "clip each step's gradient to this norm (0: off): a rare step's huge gradient then "
-                              "cannot throw a network without normalization layers off course")
-    ema: float = _field(0.0, "export an exponential moving average of the weights with this decay per step "
-                             "(e.g. 0.999; 0: the last weights)")
+    clip: float = _field(
+        0.0,
+        "clip each step's gradient to this norm (0: off): a rare step's huge gradient then "
+        "cannot throw a network without normalization layers off course",
+    )
+    ema: float = _field(
+        0.0,
+        "export an exponential moving average of the weights with this decay per step "
+        "(e.g. 0.999; 0: the last weights)",
+    )
 
 
 @dataclass
@@ -118,26 +139,52 @@ class Preset:
 
 
 PRESETS = {
-    "paper": Preset("the paper, section 4.2: Adam lr 0.1 halved every 4 epochs, eps 1e-9, 128/24 patches, "
-                    "mean subtraction",
-                    ("optim.lr=0.1", "optim.lr_step_epochs=4", "optim.lr_gamma=0.5", "optim.eps=1e-9",
-                     "data.patch_size=128", "data.stride=24", "data.norm=paper")),
-    "paper-one-subject": Preset("the paper's schedule for one training subject: batch 32, 20 epochs",
-                                ("optim.batch_size=32", "optim.epochs=20")),
-    "paper-many-subjects": Preset("the paper's schedule for several training subjects: batch 128, 8 epochs",
-                                  ("optim.batch_size=128", "optim.epochs=8")),
-    "fast": Preset("tile training with small steps: reaches the paper protocol's test MSE several times sooner "
-                   "on a CPU (benchmarks/RESULTS.md, tile_training); needs an across-subject split",
-                   ("data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8")),
-    "quality": Preset("the recommended settings, chosen from measurements on held-out subjects of the training "
-                      "site and of other sites (docs/training.md, benchmarks/RESULTS.md: site_transfer, real_quality, "
-                      "sim_crossval): a small U-Net without BatchNorm that corrects a lookup table, trained like "
-                      "`fast` for 6 epochs with T1w contrast augmentation and flips, from the T1w alone (add "
-                      "`--channels 9` for the tissue masks); needs an across-subject split",
-                      ("model.kind=unet", "model.norm=none", "model.lookup=true", "data.channels=1",
-                       "data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8", "optim.epochs=6",
-                       "optim.clip=1.0", "augment.gamma=0.2", "augment.bias=0.2", "augment.noise=0.03",
-                       "augment.flips=true")),
+    "paper": Preset(
+        "the paper, section 4.2: Adam lr 0.1 halved every 4 epochs, eps 1e-9, 128/24 patches, mean subtraction",
+        (
+            "optim.lr=0.1",
+            "optim.lr_step_epochs=4",
+            "optim.lr_gamma=0.5",
+            "optim.eps=1e-9",
+            "data.patch_size=128",
+            "data.stride=24",
+            "data.norm=paper",
+        ),
+    ),
+    "paper-one-subject": Preset(
+        "the paper's schedule for one training subject: batch 32, 20 epochs", ("optim.batch_size=32", "optim.epochs=20")
+    ),
+    "paper-many-subjects": Preset(
+        "the paper's schedule for several training subjects: batch 128, 8 epochs",
+        ("optim.batch_size=128", "optim.epochs=8"),
+    ),
+    "fast": Preset(
+        "tile training with small steps: reaches the paper protocol's test MSE several times sooner "
+        "on a CPU (benchmarks/RESULTS.md, tile_training); needs an across-subject split",
+        ("data.sampling=tiles", "data.tile_size=64", "optim.batch_size=8"),
+    ),
+    "quality": Preset(
+        "the recommended settings, chosen from measurements on held-out subjects of the training "
+        "site and of other sites (docs/training.md, benchmarks/RESULTS.md: site_transfer, real_quality, "
+        "sim_crossval): a small U-Net without BatchNorm that corrects a lookup table, trained like "
+        "`fast` for 6 epochs with T1w contrast augmentation and flips, from the T1w alone (add "
+        "`--channels 9` for the tissue masks); needs an across-subject split",
+        (
+            "model.kind=unet",
+            "model.norm=none",
+            "model.lookup=true",
+            "data.channels=1",
+            "data.sampling=tiles",
+            "data.tile_size=64",
+            "optim.batch_size=8",
+            "optim.epochs=6",
+            "optim.clip=1.0",
+            "augment.gamma=0.2",
+            "augment.bias=0.2",
+            "augment.noise=0.03",
+            "augment.flips=true",
+        ),
+    ),
 }
 
 
@@ -200,8 +247,10 @@ def _fill_model(cls, values: dict, prefix: str) -> ModelConfig:
             raise InputError(f"unknown config field {prefix}{key}")
         parameter = next(p for p in networks.parameters(owner) if p.name == key)
         if _convert(value, parameter.kind, prefix + key) != parameter.default:  # run folders written before 0.2
-            raise InputError(f"config field {prefix}{key} is a parameter of `{owner}` networks; this model is "  # list
-                             f"`{kind}` (its parameters: {', '.join(own) or 'none'})")  # every kind's, at default
+            raise InputError(
+                f"config field {prefix}{key} is a parameter of `{owner}` networks; this model is "  # list
+                f"`{kind}` (its parameters: {', '.join(own) or 'none'})"
+            )  # every kind's, at default
     return cls(kind, lookup, params)
 
 

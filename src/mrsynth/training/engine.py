@@ -74,8 +74,9 @@ class StepNetwork:
         self.model = model
         self.forward = self._compiled() if compile else model
         if ranks.world > 1:
-            self.forward = DistributedDataParallel(self.forward, device_ids=[device.index] if device.type == "cuda"
-                                                   else None)
+            self.forward = DistributedDataParallel(
+                self.forward, device_ids=[device.index] if device.type == "cuda" else None
+            )
         #: seconds the first compiled call took (compilation), 0 if nothing was compiled
         self.compile_seconds = 0.0
 

@@ -22,15 +22,29 @@ def export(trainer, data: runs.RunData) -> dict:
     for part in ("val", "test"):
         dataset = getattr(data, part)
         if dataset is not None:
-            losses = patch_losses(trainer.final_model, dataset, config.optim.batch_size, trainer.device,
-                                  config.data.max_eval_patches, config.seed)
+            losses = patch_losses(
+                trainer.final_model,
+                dataset,
+                config.optim.batch_size,
+                trainer.device,
+                config.data.max_eval_patches,
+                config.seed,
+            )
             summary[f"{part}_loss"] = losses["mse"]
             summary[f"{part}_loss_brain"] = losses["mse_brain"]
             summary[f"{part}_patches"] = losses["patches"]
     info = ModelInfo(
-        kind=config.model.kind, params=dict(config.model.params), lookup=config.model.lookup,
-        in_channels=trainer.in_channels, context=config.data.context, strip=config.data.strip, masks=data.masks,
-        normalization=asdict(data.normalization), patch_size=data.grid.size, stride=data.grid.stride, axis=data.axis,
+        kind=config.model.kind,
+        params=dict(config.model.params),
+        lookup=config.model.lookup,
+        in_channels=trainer.in_channels,
+        context=config.data.context,
+        strip=config.data.strip,
+        masks=data.masks,
+        normalization=asdict(data.normalization),
+        patch_size=data.grid.size,
+        stride=data.grid.stride,
+        axis=data.axis,
         training={k: summary[k] for k in ("epochs", "train_patches", "subjects", "train_loss")},
     )
     save_model(run_dir / runs.MODEL, trainer.final_model.cpu(), info)

@@ -41,8 +41,9 @@ def _evaluation_order(n: int, limit: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
-def patch_losses(model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
-                 seed: int = 0) -> dict:
+def patch_losses(
+    model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0, seed: int = 0
+) -> dict:
     """The paper's patch MSE (every pixel of every patch) and the MSE over brain pixels only.
 
     Normalized units; eval mode; over the whole dataset or a seeded subset of ``limit`` patches.
@@ -52,7 +53,7 @@ def patch_losses(model: torch.nn.Module, dataset: PatchDataset, batch_size: int,
     total = brain_total = 0.0
     count = brain_count = 0
     for start in range(0, len(order), batch_size):
-        items = order[start:start + batch_size]
+        items = order[start : start + batch_size]
         inputs, target = dataset[items]
         brain = torch.from_numpy(dataset.brain_windows(items))[:, None].to(device)
         error = (model(inputs.to(device)) - target.to(device)) ** 2
@@ -63,7 +64,8 @@ def patch_losses(model: torch.nn.Module, dataset: PatchDataset, batch_size: int,
     return {"mse": total / max(count, 1), "mse_brain": brain_total / max(brain_count, 1), "patches": len(order)}
 
 
-def mean_loss(model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0,
-              seed: int = 0) -> float:
+def mean_loss(
+    model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0, seed: int = 0
+) -> float:
     """Mean per-pixel MSE of the model (eval mode) over a dataset (or a seeded subset)."""
     return patch_losses(model, dataset, batch_size, device, limit, seed)["mse"]

@@ -25,8 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import (Normalization, PatchDataset, PatchGrid, PreparedSubject, Split, across_subject_split,
-                    list_prepared, masks_source, within_subject_split)
+from ..data import (
+    Normalization,
+    PatchDataset,
+    PatchGrid,
+    PreparedSubject,
+    Split,
+    across_subject_split,
+    list_prepared,
+    masks_source,
+    within_subject_split,
+)
 from ..errors import InputError
 from ..masks import METHODS
 from ..networks.modelfile import DESCRIPTION
@@ -76,10 +85,14 @@ def check_masks_agree(subjects: list[PreparedSubject]) -> None:
     for subject in subjects:
         by_source.setdefault(masks_source(subject.meta), []).append(subject.id)
     if len(by_source) > 1:
-        groups = [f"{'from files' if source == 'files' else 'automatic by ' + source} ({', '.join(ids)})"
-                  for source, ids in sorted(by_source.items(), key=lambda item: (item[0] != "files", item[0]))]
-        raise InputError("the run's subjects mix masks " + " with masks ".join(groups) + ": prepare them all the "
-                         "same way (prepare --masks files|auto|" + "|".join(METHODS) + ")")
+        groups = [
+            f"{'from files' if source == 'files' else 'automatic by ' + source} ({', '.join(ids)})"
+            for source, ids in sorted(by_source.items(), key=lambda item: (item[0] != "files", item[0]))
+        ]
+        raise InputError(
+            "the run's subjects mix masks " + " with masks ".join(groups) + ": prepare them all the "
+            "same way (prepare --masks files|auto|" + "|".join(METHODS) + ")"
+        )
 
 
 def _pick(subjects: dict[str, PreparedSubject], ids: list[str], cache) -> list[PreparedSubject]:
@@ -94,8 +107,7 @@ def make_split(config: TrainConfig, subjects: dict[str, PreparedSubject], grid: 
     if data.split == "within":
         subject_id = data.subject or next(iter(subjects))
         subject = _pick(subjects, [subject_id], data.cache)[0]
-        return within_subject_split(subject_id, grid.count(subject.stored_shape), config.seed,
-                                    tuple(data.fractions))
+        return within_subject_split(subject_id, grid.count(subject.stored_shape), config.seed, tuple(data.fractions))
     if data.split != "across":
         raise InputError(f"data.split must be one of {', '.join(SPLIT_KINDS)}, got {data.split!r}")
     train = data.train or [i for i in subjects if i not in data.val and i not in data.test]
@@ -116,8 +128,9 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
     try:
         norm = Normalization.fit(data.norm, [s.stats for s in train_subjects])
     except (ValueError, KeyError) as error:
-        raise InputError(f"cannot fit {data.norm} normalization on subjects {', '.join(split.train)}: {error}",
-                         data.cache) from None
+        raise InputError(
+            f"cannot fit {data.norm} normalization on subjects {', '.join(split.train)}: {error}", data.cache
+        ) from None
 
     if data.sampling not in SAMPLINGS:
         raise InputError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {data.sampling!r}")
@@ -132,13 +145,21 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
         if indices is not None and not len(indices):
             return None
         part_grid = PatchGrid.tiles(data.tile_size) if part == "train" and data.sampling == "tiles" else grid
-        built = PatchDataset(_pick(subjects, ids, data.cache), norm, part_grid, data.channels, indices,
-                             context=data.context, strip=data.strip)
+        built = PatchDataset(
+            _pick(subjects, ids, data.cache),
+            norm,
+            part_grid,
+            data.channels,
+            indices,
+            context=data.context,
+            strip=data.strip,
+        )
         if part == "train" and data.min_brain > 0:
             kept = np.flatnonzero(built.brain_fractions() >= data.min_brain)
             if not len(kept):
-                raise InputError(f"no training patch has a brain fraction of at least {data.min_brain} "
-                                 "(data.min_brain)", data.cache)
+                raise InputError(
+                    f"no training patch has a brain fraction of at least {data.min_brain} (data.min_brain)", data.cache
+                )
             built = built.restricted(kept)
         return built
 

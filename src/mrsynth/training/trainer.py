@@ -53,20 +53,30 @@ def _augmentations(config: TrainConfig) -> list:
     active = augment.active(config.augment)
     unstripped = [a for a in active if a.needs_strip]
     if unstripped and not config.data.strip:
-        raise InputError(f"{augment.settings_of(unstripped)} shrinks the edge of a stripped T1w: it needs "
-                         "data.strip = true")
+        raise InputError(
+            f"{augment.settings_of(unstripped)} shrinks the edge of a stripped T1w: it needs data.strip = true"
+        )
     scaled = [a for a in active if a.needs_scaled_intensities]
     if scaled and config.data.norm == "paper":
-        raise InputError(f"{augment.settings_of(scaled)} need a scaling normalization (data.norm = \"robust\", "
-                         "\"percentile\" or \"histogram\"), not the paper's mean subtraction")
+        raise InputError(
+            f'{augment.settings_of(scaled)} need a scaling normalization (data.norm = "robust", '
+            '"percentile" or "histogram"), not the paper\'s mean subtraction'
+        )
     return active
 
 
 class Trainer:
     """The network, its optimizer and schedule, and the epoch loop of one run."""
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
-                 distributed: Distributed = Distributed(), lookup: IntensityMap | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        progress: bool = True,
+        distributed: Distributed | None = None,
+        lookup: IntensityMap | None = None,
+    ):
+        distributed = distributed or Distributed()  # one process, not a torchrun job
         self.config, self.run_dir, self.distributed = config, Path(run_dir), distributed
         tune_allocator()
         self.progress = progress and distributed.main
@@ -83,13 +93,17 @@ class Trainer:
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = self.model.to(self.device).to(memory_format=self.memory_format)
         optim = config.optim
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=optim.lr,
-                                          betas=(optim.beta1, optim.beta2), eps=optim.eps)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps
+        )
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, optim.lr_step_epochs, optim.lr_gamma)
         self.epoch = 0
         #: an exponential moving average of the weights (optim.ema): what is validated and exported
-        self.averaged = None if not optim.ema else AveragedModel(
-            self.model, multi_avg_fn=get_ema_multi_avg_fn(optim.ema), use_buffers=True)
+        self.averaged = (
+            None
+            if not optim.ema
+            else AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(optim.ema), use_buffers=True)
+        )
         self.step = StepNetwork(self.model, config.compile, distributed, self.device)
 
     def start(self, data: RunData) -> None:
@@ -104,13 +118,14 @@ class Trainer:
         config, epoch, ranks = self.config, self.epoch + 1, self.distributed
         order = epoch_order(len(data.train), config.seed, epoch, config.data.max_patches_per_epoch)
         if ranks.world > 1:  # each rank takes every world-th patch: equal shards of one global order
-            order = order[: len(order) // ranks.world * ranks.world][ranks.rank::ranks.world]
+            order = order[: len(order) // ranks.world * ranks.world][ranks.rank :: ranks.world]
         loader = batch_loader(data.train, order, config.optim.batch_size // ranks.world, config.workers)
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         started, seen, total, steps = time.perf_counter(), 0, 0.0, []
-        batches = bar(loader, allowed=self.progress, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch",
-                      leave=False)
+        batches = bar(
+            loader, allowed=self.progress, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", leave=False
+        )
         for inputs, target in batches:
             if self.augmentations:
                 inputs, target = augment_batch(inputs, target, config.augment, self.t1_channels)
@@ -127,19 +142,32 @@ class Trainer:
             value = ranks.mean(loss.item())
             if not np.isfinite(value):
                 raise FloatingPointError(
-                    f"training diverged at epoch {epoch} (loss {value}); lower optim.lr (now {lr})")
+                    f"training diverged at epoch {epoch} (loss {value}); lower optim.lr (now {lr})"
+                )
             seen += len(inputs) * ranks.world
             total += value * len(inputs) * ranks.world
             steps.append(value)
             batches.set_postfix(loss=f"{value:.4g}", patches_s=f"{seen / (time.perf_counter() - started):.1f}")
         seconds = time.perf_counter() - started
         self.scheduler.step()
-        row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": "", "lr": lr,
-               "seconds": round(seconds, 2), "patches_per_s": round(seen / seconds, 2)}
+        row = {
+            "epoch": epoch,
+            "train_loss": total / max(seen, 1),
+            "val_loss": "",
+            "lr": lr,
+            "seconds": round(seconds, 2),
+            "patches_per_s": round(seen / seconds, 2),
+        }
         if data.val is not None and ranks.main:
             self.recalibrate(data, config.val_recalibration_batches)
-            row["val_loss"] = mean_loss(self.final_model, data.val, config.optim.batch_size, self.device,
-                                        config.data.max_eval_patches, config.seed)
+            row["val_loss"] = mean_loss(
+                self.final_model,
+                data.val,
+                config.optim.batch_size,
+                self.device,
+                config.data.max_eval_patches,
+                config.seed,
+            )
         self.epoch = epoch
         if ranks.main:
             runs.append_history(self.run_dir, row, steps)
@@ -164,19 +192,28 @@ def network_lookup(config: TrainConfig, data: RunData) -> IntensityMap | None:
     if not config.model.lookup:
         return None
     if config.data.norm == "paper":
-        raise InputError("model.lookup needs a scaling normalization (data.norm = \"robust\", \"percentile\" or "
-                         "\"histogram\"), not the paper's mean subtraction")
+        raise InputError(
+            'model.lookup needs a scaling normalization (data.norm = "robust", "percentile" or '
+            '"histogram"), not the paper\'s mean subtraction'
+        )
     return fit_network_lookup([part.subject for part in data.train.parts], data.normalization)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
     val = f", val {row['val_loss']:.4g}" if row["val_loss"] != "" else ""
-    return (f"epoch {row['epoch']}/{epochs}: train {row['train_loss']:.4g}{val}, lr {row['lr']:.3g}, "
-            f"{row['seconds']:.1f} s, {row['patches_per_s']:.1f} patches/s")
+    return (
+        f"epoch {row['epoch']}/{epochs}: train {row['train_loss']:.4g}{val}, lr {row['lr']:.3g}, "
+        f"{row['seconds']:.1f} s, {row['patches_per_s']:.1f} patches/s"
+    )
 
 
-def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          stop_after_epoch: int | None = None) -> dict:
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+) -> dict:
     """Train (or resume) a run; returns the summary (``stop_after_epoch`` stops early, for tests)."""
     run_dir = Path(run_dir)
     ranks = init_distributed(config.device)
@@ -194,13 +231,14 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
         load_checkpoint(trainer)
     elif ranks.main:
         trainer.start(data)
-    epochs = bar(total=config.optim.epochs, initial=trainer.epoch, allowed=trainer.progress, desc="train",
-                 unit="epoch")
+    epochs = bar(total=config.optim.epochs, initial=trainer.epoch, allowed=trainer.progress, desc="train", unit="epoch")
     while trainer.epoch < config.optim.epochs:
         row = trainer.train_epoch(data)
         save_checkpoint(trainer)
         epochs.update()
-        epochs.set_postfix(train=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}" if row["val_loss"] != "" else "-")
+        epochs.set_postfix(
+            train=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}" if row["val_loss"] != "" else "-"
+        )
         if ranks.main and epochs.disable:
             log.info(_epoch_line(row, config.optim.epochs))
         if stop_after_epoch is not None and trainer.epoch >= stop_after_epoch:
