@@ -41,6 +41,30 @@ def test_readme_usage_lists_every_command_and_only_real_flags():
 
 
 @pytest.mark.parametrize("command", sorted(subparsers()))
+def test_every_option_and_argument_of_every_command_has_a_help_text(command):
+    import argparse
+
+    silent = [
+        a.option_strings or a.dest for a in subparsers()[command]._actions if not a.help or a.help == argparse.SUPPRESS
+    ]
+    assert not silent, f"{command}: no help for {silent}"
+
+
+def test_shared_options_are_declared_once():
+    """--masks, --set, --preset, --config and --seed come from one declaration each (parent parsers): the same
+    help text wherever they appear."""
+    helps: dict[str, set[str]] = {}
+    for name, sub in subparsers().items():
+        for action in sub._actions:
+            for flag in set(action.option_strings) & {"--masks", "--set", "--preset", "--config"}:
+                helps.setdefault(flag, set()).add(action.help)
+            if "--seed" in action.option_strings and name != "train":  # train's --seed is a config field
+                helps.setdefault("--seed", set()).add(action.help)
+    assert set(helps) == {"--masks", "--set", "--preset", "--config", "--seed"}
+    assert all(len(texts) == 1 for texts in helps.values()), helps
+
+
+@pytest.mark.parametrize("command", sorted(subparsers()))
 def test_every_command_has_help_and_the_common_message_options(command, run_cli, capsys):
     with pytest.raises(SystemExit) as stop:
         build_parser().parse_args([command, "--help"])
