@@ -30,7 +30,7 @@ test: lint
 	$(BIN)/python -m pytest -q -m "not long"
 
 test-long: $(VENV)/.installed
-	MRSYNTH_RELIABILITY_REPORT=docs/reliability.md $(BIN)/python -m pytest -q -m "long or not slow" tests/test_fuzz.py tests/test_kill.py
+	MRSYNTH_RELIABILITY_REPORT=docs/reliability.md $(BIN)/python -m pytest -q -m "long or not slow" tests/test_fuzz.py tests/test_fuzz_settings.py tests/test_kill.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks

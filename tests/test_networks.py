@@ -189,7 +189,7 @@ def test_a_network_registered_from_outside_trains_exports_and_predicts(toy_netwo
     from mrsynth.inference import Model
     from mrsynth.training import reference_markdown, train
 
-    assert "| `model.width` | int | `4` | toy: hidden channels |" in reference_markdown()
+    assert "| `model.width` | int | `4` | any | toy: hidden channels |" in reference_markdown()
     config = tiny_config(cache, "model.kind=toy", "model.width=3", "optim.epochs=1")
     assert config.model.params == {"width": 3}
     summary = train(config, tmp_path / "run", progress=False)

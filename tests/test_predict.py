@@ -94,8 +94,10 @@ def test_optimized_prediction_equals_the_plain_path(cache):
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Untrained weights with non-zero biases and BatchNorm statistics: a background response that is not flat."""
+    """Untrained weights with non-zero biases and BatchNorm statistics: a background response that is not flat,
+    and above 0 (predictions are clipped at 0, which would hide differences below it)."""
     generator = torch.Generator().manual_seed(seed)
+    convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2, generator=generator)
@@ -103,6 +105,7 @@ def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             module.bias.data.uniform_(-0.2, 0.2, generator=generator)
         elif isinstance(module, torch.nn.Conv2d):
             module.bias.data.uniform_(-0.1, 0.1, generator=generator)
+    convolutions[-1].bias.data += 5.0
     return model.eval()
 
 

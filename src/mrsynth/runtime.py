@@ -21,6 +21,8 @@ import ctypes.util
 import os
 import sys
 
+from .errors import InputError
+
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 THRESHOLD_BYTES = 1 << 30
@@ -60,8 +62,32 @@ def tune_allocator() -> bool:
     return _applied
 
 
+class Device:
+    """The check of a device setting: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, one this machine has."""
+
+    def problem(self, name) -> str | None:
+        import torch
+
+        kind, _, index = str(name).partition(":")
+        if name in ("auto", "cpu"):
+            return None
+        if kind == "cuda" and (not index or index.isdigit()):
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if not count:
+                return "must be auto or cpu here: this PyTorch sees no CUDA device (a CPU build, or no GPU)"
+            return None if not index or int(index) < count else f"must be cuda:0 to cuda:{count - 1} here"
+        if name == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            return None if mps and mps.is_available() else "must be auto or cpu here: no Apple MPS device"
+        return f"must be {self}"
+
+    def __str__(self) -> str:
+        return "auto, cpu, cuda, cuda:N or mps (one this machine has)"
+
+
 def pick_device(requested: str = "auto"):
-    """``auto``: CUDA, then Apple MPS, then CPU; otherwise the named device (a ``torch.device``).
+    """``auto``: CUDA, then Apple MPS, then CPU; otherwise the named device (a ``torch.device``), refused with an
+    :class:`~mrsynth.errors.InputError` when this machine has no such device.
 
     torch is imported here, not at the top, so that :func:`tune_allocator` can run before
     torch's own start-up allocations.
@@ -69,6 +95,9 @@ def pick_device(requested: str = "auto"):
     import torch
 
     if requested != "auto":
+        problem = Device().problem(requested)
+        if problem:
+            raise InputError(f"device = {requested!r}: {problem}")
         return torch.device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")

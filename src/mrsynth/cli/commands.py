@@ -129,17 +129,23 @@ def _train_overrides(args) -> list[str]:
 
 
 def _train(args) -> int:
-    from ..training import load_config, resume_config, train
+    from ..training import check, load_config, reference_markdown, resume_config, train
 
+    if args.list_settings:
+        print(reference_markdown(), end="")
+        return 0
     overrides = _train_overrides(args)
     if args.resume:
         config, run_dir = resume_config(args.resume, overrides), Path(args.resume)
     else:
-        if not args.out:
+        if not args.out and not args.check:
             raise InputError("give the run folder with --out (or --resume RUN)")
-        config, run_dir = load_config(args.config, overrides, args.preset or []), Path(args.out)
+        config, run_dir = load_config(args.config, overrides, args.preset or []), Path(args.out or ".")
         if not config.data.cache:
             raise InputError("no prepared cache: give --cache CACHE or data.cache in the config")
+    if args.check:
+        print(json.dumps(check(config), indent=2))
+        return 0
     try:
         summary = train(config, run_dir, resume=bool(args.resume))
     except FloatingPointError as error:
@@ -218,7 +224,7 @@ def _evaluate(args) -> int:
 
     pred = Path(args.pred)
     if pred.is_dir():
-        result = evaluate_folder(pred, references(args.ref), args.scale)
+        result = evaluate_folder(pred, references(args.ref), args.scale, strict=args.strict)
         table = format_table({**result["per_subject"], "mean ± SD": result["summary"]})
     else:
         if not args.mask:
@@ -246,7 +252,7 @@ def _evaluate(args) -> int:
 def _baselines(args) -> int:
     from ..training import fit_for_run
 
-    for kind, folder in fit_for_run(args.run).items():
+    for kind, folder in fit_for_run(args.run, cache=args.cache).items():
         print(f"{kind}: {folder}")
     return 0
 

@@ -112,7 +112,7 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
         sub.set_defaults(handler=handlers[name])
         return sub
 
-    for add in (_data_commands, _model_commands, _study_commands):
+    for add in (_data_commands, _train_command, _model_commands, _study_commands):
         add(command)
     return parser
 
@@ -173,16 +173,30 @@ def _data_commands(command) -> None:
     p.add_argument("--figure", action="store_true", help="also write simulated_subjects.png")
 
 
-def _model_commands(command) -> None:
-    from ..evaluation import SCALES
+def _train_command(command) -> None:
     from ..training import load_config
 
     p = command("train", "train a network (writes a run folder)", "settings")
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped run from its checkpoint")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the settings, the prepared data and the network (one batch through it), print a summary and "
+        "write nothing",
+    )
+    p.add_argument(
+        "--list-settings",
+        action="store_true",
+        help="print every configuration field (type, default, allowed values) and preset, and exit",
+    )
     fields = _config_fields(load_config())
     for flag, name in TRAIN_SHORTCUTS.items():
         p.add_argument(flag, help=f"{fields[name]} ({name})")
+
+
+def _model_commands(command) -> None:
+    from ..evaluation import SCALES
 
     p = command("predict", "predict whole T2w volumes", "masks", "device")
     p.add_argument("--model", required=True, help="model folder (RUN/model, or RUN/baselines/KIND)")
@@ -223,9 +237,16 @@ def _model_commands(command) -> None:
         "raw: the stored intensities",
     )
     p.add_argument("--json", help="write every number to this JSON file")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a folder of predictions must match the references one to one: a reference subject "
+        "without a prediction, or a prediction without a reference, is an error (else a warning)",
+    )
 
     p = command("baselines", "fit the tissue-mean and intensity-map baselines of a run")
     p.add_argument("run", help="run folder (baselines go to RUN/baselines/<kind>)")
+    p.add_argument("--cache", help="the run's prepared cache, if it is no longer where the run recorded it")
 
     p = command("view", "an interactive viewer page (NiiVue): T1w, prediction, reference, error map")
     p.add_argument("pred", help="predicted T2w NIfTI")

@@ -24,15 +24,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..checks import Range
+
 
 @dataclass(frozen=True)
 class Setting:
-    """One ``augment.<name>`` configuration field: its type, its default (off) and its documentation line."""
+    """One ``augment.<name>`` configuration field: its type, its default (off), its documentation line and its
+    allowed values."""
 
     name: str
     kind: type
     default: Any
     doc: str
+    check: Any = None  # the allowed values (mrsynth.checks)
 
 
 class Augmentation:
@@ -81,8 +85,20 @@ class RotateZoom(Augmentation):
     """
 
     settings = (
-        Setting("rotate", float, 0.0, "in-plane rotation of input and target, uniform in +-this many degrees (0: off)"),
-        Setting("scale", float, 0.0, "in-plane zoom of input and target, uniform in 1 +- this fraction (0: off)"),
+        Setting(
+            "rotate",
+            float,
+            0.0,
+            "in-plane rotation of input and target, uniform in +-this many degrees (0: off)",
+            Range(0, 180),
+        ),
+        Setting(
+            "scale",
+            float,
+            0.0,
+            "in-plane zoom of input and target, uniform in 1 +- this fraction (0: off)",
+            Range(0, 1, high_open=True),
+        ),
     )
 
     def __call__(self, batch: Batch, config) -> None:
@@ -110,6 +126,7 @@ class Erode(Augmentation):
             0,
             "with data.strip: shrink the stripped T1w's edge by 0 to this many pixels per "
             "patch (a user's brain mask edge differs from the training masks')",
+            Range(0, 32),
         ),
     )
     needs_strip = True
@@ -129,7 +146,9 @@ class Erode(Augmentation):
 class Gamma(Augmentation):
     """The T1w raised to a random power per patch: grey/white contrast stronger or milder."""
 
-    settings = (Setting("gamma", float, 0.0, "T1w^g with log g uniform in +-log(1 + gamma) per patch (0: off)"),)
+    settings = (
+        Setting("gamma", float, 0.0, "T1w^g with log g uniform in +-log(1 + gamma) per patch (0: off)", Range(0, 10)),
+    )
 
     def __call__(self, batch: Batch, config) -> None:
         limit = math.log1p(config.gamma)
@@ -144,7 +163,13 @@ class BiasField(Augmentation):
     """The T1w times a smooth random field per patch (receive-coil shading)."""
 
     settings = (
-        Setting("bias", float, 0.0, "SD of a smooth multiplicative log bias field on the T1w per patch (0: off)"),
+        Setting(
+            "bias",
+            float,
+            0.0,
+            "SD of a smooth multiplicative log bias field on the T1w per patch (0: off)",
+            Range(0, 10),
+        ),
     )
 
     def __call__(self, batch: Batch, config) -> None:
@@ -157,7 +182,11 @@ class BiasField(Augmentation):
 class Noise(Augmentation):
     """Gaussian noise added to the T1w."""
 
-    settings = (Setting("noise", float, 0.0, "SD of Gaussian noise added to the T1w, in brain-median units (0: off)"),)
+    settings = (
+        Setting(
+            "noise", float, 0.0, "SD of Gaussian noise added to the T1w, in brain-median units (0: off)", Range(0, 10)
+        ),
+    )
 
     def __call__(self, batch: Batch, config) -> None:
         batch.t1 = batch.t1 + config.noise * torch.randn(batch.t1.shape).to(batch.inputs.device)
@@ -179,6 +208,7 @@ class MaskJitter(Augmentation):
             "displace the tissue-mask channels (not the T1w or target) by a "
             "smooth random field of up to this many pixels per patch (0: off): automatic masks' "
             "boundaries differ from the training masks'",
+            Range(0, 32),
         ),
     )
     needs_scaled_intensities = False
@@ -222,7 +252,11 @@ AUGMENTATIONS = (RotateZoom(), Erode(), Gamma(), BiasField(), Noise(), MaskJitte
 #: The ``[augment]`` table of a training configuration: one field per setting of :data:`AUGMENTATIONS`.
 AugmentConfig = make_dataclass(
     "AugmentConfig",
-    [(s.name, s.kind, field(default=s.default, metadata={"doc": s.doc})) for a in AUGMENTATIONS for s in a.settings],
+    [
+        (s.name, s.kind, field(default=s.default, metadata={"doc": s.doc, "check": s.check}))
+        for a in AUGMENTATIONS
+        for s in a.settings
+    ],
 )
 AugmentConfig.__doc__ = (
     "Random changes of the training input's T1w contrast and pose, so a model learns more than one scanner's T1w."

@@ -16,6 +16,7 @@ from ..data import PreparedSubject, is_prepared_cache, list_prepared
 from ..errors import InputError
 from ..inference import relative_path
 from ..io import check_same_grid, discover, load_subject, read_volume, resolve_axis
+from ..logs import log
 from .metrics import evaluate_volume, summarize
 
 
@@ -71,7 +72,7 @@ def references(root: str | Path) -> dict[str, Reference]:
 def evaluate_file(pred: Path, ref: Reference, scale: str = "brain-median") -> dict:
     """Score one prediction file against a reference (grids must match)."""
     data, image = read_volume(Path(pred))
-    check_same_grid(data.shape, image.affine, (ref.t2.shape, ref.affine), Path(pred), Path(ref.source))
+    check_same_grid(data.shape, image.affine, (ref.t2.shape, ref.affine), Path(pred), Path(ref.source), "reference")
     prediction = data.astype(np.float32)
     if not np.isfinite(prediction).all():
         raise InputError("prediction contains NaN or Inf values", pred)
@@ -81,33 +82,67 @@ def evaluate_file(pred: Path, ref: Reference, scale: str = "brain-median") -> di
         raise InputError(str(error), pred) from error
 
 
-def _predictions(pred_dir: Path, refs: dict[str, Reference]):
-    """(subject id, prediction file) pairs: flat ``<id>.nii[.gz]`` files, then BIDS derivatives."""
+def _predictions(pred_dir: Path, refs: dict[str, Reference]) -> tuple[dict[str, Path], list[Path]]:
+    """Prediction files by subject id (flat ``<id>.nii[.gz]`` files, then BIDS derivatives), and the prediction
+    files that match no reference subject."""
+    matched, unmatched = {}, []
     for path in sorted(pred_dir.glob("*.nii*")):
         subject_id = path.name.split(".nii")[0]
         if subject_id in refs:
-            yield subject_id, path
+            matched.setdefault(subject_id, path)
+        else:
+            unmatched.append(path)
     if (pred_dir / "dataset_description.json").exists():
-        for subject_id in sorted(refs):
-            path = pred_dir / relative_path(subject_id)
-            if path.exists():
-                yield subject_id, path
+        expected = {pred_dir / relative_path(subject_id): subject_id for subject_id in refs}
+        for path in sorted(pred_dir.glob("sub-*/**/anat/*_T2w.nii*")):
+            if path in expected:
+                matched.setdefault(expected[path], path)
+            else:
+                unmatched.append(path)
+    return matched, unmatched
 
 
-def evaluate_folder(pred_dir: Path, refs: dict[str, Reference], scale: str = "brain-median") -> dict:
+def evaluate_folder(
+    pred_dir: Path, refs: dict[str, Reference], scale: str = "brain-median", strict: bool = False
+) -> dict:
     """Score every prediction in ``pred_dir`` whose subject has a reference: per subject, mean and SD.
 
     ``pred_dir`` is a flat folder of ``<id>.nii[.gz]`` or mrsynth's BIDS derivatives
-    (``sub-X/[ses-Y/]anat/<entities>_desc-mrsynth_T2w.nii.gz``).
+    (``sub-X/[ses-Y/]anat/<entities>_desc-mrsynth_T2w.nii.gz``).  Reference subjects without a prediction and
+    predictions without a reference are named in a warning (and in the result's ``unmatched``), or refused
+    with ``strict``: a table over fewer subjects than expected must not pass for the whole result.
     """
     pred_dir = Path(pred_dir)
-    per_subject = {}
-    for subject_id, path in _predictions(pred_dir, refs):
-        per_subject[subject_id] = evaluate_file(path, refs[subject_id], scale)
+    matched, extra = _predictions(pred_dir, refs)
+    missing = sorted(set(refs) - set(matched))
+    unmatched = {
+        "references_without_prediction": missing,
+        "predictions_without_reference": [str(p.relative_to(pred_dir)) for p in extra],
+    }
+    _report_unmatched(unmatched, pred_dir, strict)
+    per_subject = {subject_id: evaluate_file(path, refs[subject_id], scale) for subject_id, path in matched.items()}
     if not per_subject:
         raise InputError(
             f"no prediction named <subject>.nii.gz (or BIDS derivative) matches a reference subject "
             f"({', '.join(sorted(refs)) or 'none with a T2w'})",
             pred_dir,
         )
-    return {"per_subject": per_subject, "summary": summarize(per_subject)}
+    return {"per_subject": per_subject, "summary": summarize(per_subject), "unmatched": unmatched}
+
+
+def _report_unmatched(unmatched: dict[str, list[str]], pred_dir: Path, strict: bool) -> None:
+    problems = []
+    if unmatched["references_without_prediction"]:
+        problems.append(
+            f"{len(unmatched['references_without_prediction'])} reference subject(s) without a "
+            f"prediction: {', '.join(unmatched['references_without_prediction'])}"
+        )
+    if unmatched["predictions_without_reference"]:
+        problems.append(
+            f"{len(unmatched['predictions_without_reference'])} prediction(s) without a reference "
+            f"subject: {', '.join(unmatched['predictions_without_reference'])}"
+        )
+    if problems and strict:
+        raise InputError("; ".join(problems) + " (--strict)", pred_dir)
+    for problem in problems:
+        log.warning("%s: %s; scored the others", pred_dir, problem)

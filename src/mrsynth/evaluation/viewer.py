@@ -247,7 +247,7 @@ def _read(path: Path | None, grid, reference: Path, dtype=np.float32) -> np.ndar
     if path is None:
         return None
     data, image = read_volume(Path(path))
-    check_same_grid(data.shape, image.affine, grid, Path(path), reference)
+    check_same_grid(data.shape, image.affine, grid, Path(path), reference, "prediction")
     if data.ndim != 3:
         raise InputError(f"expected a 3D volume, got shape {data.shape}", path)
     if dtype is np.float32 and not np.isfinite(data).all():

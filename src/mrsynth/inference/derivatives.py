@@ -148,6 +148,7 @@ def sidecar(
             "version": __version__,
             "masks": masks,
             "normalization_t1": None if transform is None else asdict(transform),
+            "negative_values": "set to 0: T2w signal is never negative",
         },
     }
     if provenance is not None:

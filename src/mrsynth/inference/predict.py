@@ -89,7 +89,7 @@ def predict_prepared(
         )
     transform = transform or info.norm().transform("t1", subject.stats)
     tissue = subject.array("tissue")
-    brain = labels.in_brain(np.asarray(tissue)) if info.strip else None
+    brain = labels.in_brain(np.asarray(tissue)) if info.strip or getattr(model, "brain_only", False) else None
     out = predict_slices(
         model,
         info,

@@ -42,7 +42,8 @@ def predict_slices(
     brain: np.ndarray | None = None,
     skip_background: bool = True,
 ) -> np.ndarray:
-    """Predict a slice-major volume ``(S, H, W)``; returns T2w in intensity units.
+    """Predict a slice-major volume ``(S, H, W)``; returns T2w in intensity units, clipped at 0 (and 0 outside the
+    brain for a predictor of brain tissue only, ``brain_only``: the plain lookup table).
 
     ``bits`` (tissue bit field) is needed by models with tissue masks, ``brain`` (bool) by
     models that strip the T1w (``info.strip``); both slice-major like ``t1``.
@@ -59,6 +60,7 @@ def predict_slices(
         raise ValueError("this model strips the T1w outside the brain mask: give the brain mask")
     out_scale, out_shift = info.norm().to_intensity()
     radius = getattr(model, "receptive_radius", None)
+    brain_only = getattr(model, "brain_only", False)
     model = inference_model(model, device) if optimized else model.to(device).eval()
     layout = torch.channels_last if optimized else torch.contiguous_format
     windowed = skip_background and optimized and is_plain_stack(model)
@@ -99,6 +101,9 @@ def predict_slices(
         inner = tuple(slice(k.start - w.start, k.stop - w.start) for k, w in zip(keep, window))
         out[start:stop, keep[0], keep[1]] = prediction[:, inner[0], inner[1]]
     progress_bar.close()
+    np.maximum(out, 0, out=out)  # T2w signal is never negative
+    if brain_only and brain is not None:  # a table of brain tissue says nothing outside the brain
+        out[~np.asarray(brain, bool)] = 0
     return out
 
 

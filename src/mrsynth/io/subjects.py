@@ -352,18 +352,18 @@ def check_affine(affine: np.ndarray, path: Path) -> None:
         )
 
 
-def check_same_grid(shape, affine, grid, path: Path, reference: Path) -> None:
-    """Raise :class:`InputError` naming ``path`` if its grid (shape, affine) differs from ``grid``."""
+def check_same_grid(shape, affine, grid, path: Path, reference: Path, role: str = "T1w") -> None:
+    """Raise :class:`InputError` naming ``path`` if its grid (shape, affine) differs from ``grid``, the grid of
+    ``reference`` (what it is to the user: the ``role``, e.g. the T1w, the prediction)."""
     ref_shape, ref_affine = grid
     if tuple(shape) != tuple(ref_shape):
         raise InputError(
-            f"grid differs from the T1w {reference.name}: shape {tuple(shape)} vs {tuple(ref_shape)}",
-            path,
+            f"grid differs from the {role} {reference.name}: shape {tuple(shape)} vs {tuple(ref_shape)}", path
         )
     if not np.allclose(affine, ref_affine, atol=AFFINE_TOLERANCE_MM, rtol=0):
         worst = float(np.abs(np.asarray(affine) - ref_affine).max())
         raise InputError(
-            f"grid differs from the T1w {reference.name}: affines differ by up to {worst:.4g} mm "
+            f"grid differs from the {role} {reference.name}: affines differ by up to {worst:.4g} mm "
             f"(tolerance {AFFINE_TOLERANCE_MM} mm)",
             path,
         )

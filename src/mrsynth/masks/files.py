@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 
 from .. import labels
-from ..atomic import remove_leftovers, write_file, write_text
+from ..atomic import check_writable, remove_leftovers, write_file, write_text
 from ..errors import InputError
 from ..figures import masks_figure
 from ..io.subjects import Subject, load_subject
@@ -39,12 +39,15 @@ def write_masks(
 
     Writes ``brainmask.nii.gz`` (0/1), ``wmparc.nii.gz`` (FreeSurfer codes),
     ``tissue_classes.nii.gz`` (1 grey matter ... 7 unknown, as ``labels.CLASSES``; 0 outside the
-    brain), ``masks.json`` and the QC figure ``masks_qc.png``.  Everything is computed before the
+    brain), ``masks.json`` and the QC figure ``masks_qc.png``.  The output folder is checked before the
+    masks are computed (a minute's work lost to an unwritable folder otherwise), everything is computed before the
     first file is written, and each file is written atomically.
     """
     t1_path, out_dir = Path(t1_path), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError("exists and is not a folder", out_dir)
+    for name in OUTPUTS.values():
+        check_writable(out_dir / name)
     started = time.perf_counter()
     volumes = load_subject(Subject(id="input", t1=t1_path, seg=None, mask=None), need_labels=False)
     result = compute_masks(volumes.t1, volumes.affine, source=t1_path, method=method)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import Range
+
 KERAS_BN_MOMENTUM = 0.01  # Keras momentum 0.99 in PyTorch's convention
 KERAS_BN_EPS = 1e-3
 
@@ -23,6 +25,7 @@ class FCN(nn.Module):
         "layers": "convolution layers (the paper: 3 or 9)",
         "width": "filters per hidden layer (the paper: 32)",
     }
+    parameter_checks = {"layers": Range(2, 100), "width": Range(1, 1024)}
 
     def __init__(self, layers: int = 9, in_channels: int = 9, width: int = 32):
         super().__init__()

@@ -50,6 +50,7 @@ class IntensityMap(nn.Module):
     kind = "intensity-map"
     trainable = False  # fitted in closed form (mrsynth.training.baselines)
     in_channels = 1  # reads the T1w only
+    brain_only = True  # fitted on brain voxels: its prediction outside the brain is 0, not a guess
     receptive_radius = 0  # voxel by voxel
 
     def __init__(self, knots_x: torch.Tensor | None = None, knots_y: torch.Tensor | None = None, bins: int = 64):

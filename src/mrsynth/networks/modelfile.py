@@ -88,6 +88,9 @@ def _from_format_1(record: dict) -> dict:
     for old in ("n_layers", "width", "features", "feature_norm"):
         record.pop(old, None)
     record["kind"], record["params"] = kind, own.get(kind, {})
+    training = record.get("training")
+    if isinstance(training, dict) and isinstance(training.get("train_loss"), str):  # format 1 kept its CSV text
+        record["training"] = {**training, "train_loss": float(training["train_loss"])}
     return record
 
 

@@ -2,7 +2,8 @@
 
 A network kind is an ``nn.Module`` class with a ``kind`` name, built as ``cls(in_channels=C, **params)``:
 its own parameters are the keyword arguments of its constructor after ``in_channels`` (their
-annotations give the types, their defaults the defaults) and ``parameter_docs`` documents each.
+annotations give the types, their defaults the defaults); ``parameter_docs`` documents each and
+``parameter_checks`` states its allowed values (:mod:`mrsynth.checks`).
 ``trainable = False`` marks the lookup tables, fitted in closed form rather than trained; they are
 rebuilt from their stored tables by ``from_state``.  Adding a network is one file with its class and
 one :func:`register` line in :mod:`mrsynth.networks`.
@@ -28,6 +29,7 @@ class Parameter:
     kind: Any  # int, float, str, bool or list[int]
     default: Any
     doc: str
+    check: Any = None  # the allowed values (mrsynth.checks), or None: any value of the type
 
 
 def register(network: type[nn.Module]) -> type[nn.Module]:
@@ -55,7 +57,7 @@ def parameters(kind: str) -> tuple[Parameter, ...]:
     """A kind's own parameters, from its constructor's signature and ``parameter_docs``."""
     cls = network_class(kind)
     hints = typing.get_type_hints(cls.__init__)
-    docs = getattr(cls, "parameter_docs", {})
+    docs, checks = getattr(cls, "parameter_docs", {}), getattr(cls, "parameter_checks", {})
     found = []
     for name, parameter in inspect.signature(cls.__init__).parameters.items():
         if name in ("self", "in_channels") or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -64,7 +66,7 @@ def parameters(kind: str) -> tuple[Parameter, ...]:
         if typing.get_origin(kind_of) is tuple:  # a fixed-length sequence is a list in a configuration file
             kind_of = list[typing.get_args(kind_of)[0]]
         default = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
-        found.append(Parameter(name, kind_of, default, docs.get(name, "")))
+        found.append(Parameter(name, kind_of, default, docs.get(name, ""), checks.get(name)))
     return tuple(found)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..checks import Each, OneOf, Range
+
 DEFAULT_FEATURES = (16, 16, 32, 64, 128, 16)
 #: Feature normalization inside the U-Net's blocks, by ``model.norm``.
 NORMS = {"batch": ("batch", {"momentum": 0.1}), "none": None}
@@ -22,6 +24,8 @@ class UNet(nn.Module):
         "features": "feature counts of BasicUNet's 5 levels and its last layer",
         "norm": "feature normalization, `batch` (BatchNorm, recalibrated before export) or `none`",
     }
+    parameter_checks = {"features": Each(Range(1, 1024), count=6), "norm": OneOf(tuple(NORMS))}
+    min_size = 16  # four poolings halve a side to 1 pixel: a smaller input has nothing left to pool
 
     def __init__(self, in_channels: int, features: tuple[int, ...] = DEFAULT_FEATURES, norm: str = "batch"):
         super().__init__()

@@ -1,6 +1,7 @@
 """Training: a configuration and prepared subjects -> a run folder with the trained model, and the baselines.
 
-:mod:`.config` is the typed configuration (TOML, presets, overrides); :mod:`.runs` the run folder (data, split,
+:mod:`.config` is the typed configuration (what can be set, and its presets), read and written by
+:mod:`.configfile` (TOML, presets, overrides); :mod:`.runs` the run folder (data, split,
 history); :mod:`.trainer` the epoch loop, with :mod:`.engine` (device, torchrun ranks, compiled step),
 :mod:`.losses`, :mod:`.checkpoints` and :mod:`.export` beside it; :mod:`.baselines` fits the lookup tables;
 :mod:`.methods` is the one fit protocol for networks and lookup tables.
@@ -8,11 +9,12 @@ history); :mod:`.trainer` the epoch loop, with :mod:`.engine` (device, torchrun 
 
 from .baselines import KINDS as BASELINES
 from .baselines import fit_for_run, fit_lookup
-from .config import PRESETS, TrainConfig, load_config, reference_markdown, to_toml
+from .config import PRESETS, TrainConfig, validate
+from .configfile import load_config, reference_markdown, to_toml
 from .losses import loss_function, mean_loss, patch_losses
 from .methods import Lookup, Method, Network, with_baselines
 from .runs import RunData, build_data, is_finished, load_run_data, read_summary, resume_config
-from .trainer import Trainer, epoch_order, train, train_or_reuse
+from .trainer import Trainer, check, epoch_order, train, train_or_reuse
 
 __all__ = [
     "BASELINES",
@@ -24,6 +26,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "build_data",
+    "check",
     "epoch_order",
     "fit_for_run",
     "fit_lookup",
@@ -39,5 +42,6 @@ __all__ = [
     "to_toml",
     "train",
     "train_or_reuse",
+    "validate",
     "with_baselines",
 ]

@@ -134,14 +134,16 @@ def fit_lookup(run_dir: str | Path, kind: str, max_patches: int = 2000) -> Path:
     return _fit_and_save(run_dir, kind, *_run_data(run_dir), max_patches)
 
 
-def fit_for_run(run_dir: str | Path, max_patches: int = 2000) -> dict[str, Path]:
-    """Both baselines of a run (:func:`fit_lookup`), the run's data read once: their model folders by kind."""
-    data = _run_data(run_dir)
+def fit_for_run(run_dir: str | Path, max_patches: int = 2000, cache: str | Path | None = None) -> dict[str, Path]:
+    """Both baselines of a run (:func:`fit_lookup`), the run's data read once: their model folders by kind.
+
+    ``cache``: the run's prepared cache, where it cannot be found from the run folder's record."""
+    data = _run_data(run_dir, cache)
     return {kind: _fit_and_save(run_dir, kind, *data, max_patches) for kind in KINDS}
 
 
-def _run_data(run_dir: str | Path) -> tuple:
-    config = runs.resume_config(run_dir)
+def _run_data(run_dir: str | Path, cache: str | Path | None = None) -> tuple:
+    config = runs.resume_config(run_dir, [f"data.cache={cache}"] if cache else [])
     config.data.channels, config.data.context, config.data.min_brain = MASK_CHANNELS, 0, 0.0  # 2D, with the masks
     return config, runs.load_run_data(run_dir, config)
 

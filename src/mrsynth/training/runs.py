@@ -2,7 +2,8 @@
 
 Run folder::
 
-    config.toml          the configuration as run (reload with --config)
+    config.toml          the configuration as run (reload with --config), its cache as an absolute path
+    cache.json           where the prepared cache is: absolute, and relative to the run folder
     split.json           which subjects / patches train, validate and test
     normalization.json   fitted on the training subjects only
     history.csv          per epoch: train loss, validation loss, learning rate, seconds, patches/s
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from ..data import (
     Normalization,
     PatchDataset,
@@ -32,6 +35,7 @@ from ..data import (
     PreparedSubject,
     Split,
     across_subject_split,
+    is_prepared_cache,
     list_prepared,
     masks_source,
     within_subject_split,
@@ -39,9 +43,11 @@ from ..data import (
 from ..errors import InputError
 from ..masks import METHODS
 from ..networks.modelfile import DESCRIPTION
-from .config import TrainConfig, load_config
+from .config import TrainConfig
+from .configfile import load_config
 
 CONFIG = "config.toml"
+CACHE_RECORD = "cache.json"
 SPLIT = "split.json"
 NORMALIZATION = "normalization.json"
 HISTORY = "history.csv"
@@ -54,8 +60,6 @@ BASELINES = "baselines"
 
 HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "patches_per_s"]
 STEP_FIELDS = ["step", "epoch", "loss"]
-SPLIT_KINDS = ("across", "within")
-SAMPLINGS = ("patches", "tiles")
 
 
 @dataclass
@@ -108,8 +112,6 @@ def make_split(config: TrainConfig, subjects: dict[str, PreparedSubject], grid: 
         subject_id = data.subject or next(iter(subjects))
         subject = _pick(subjects, [subject_id], data.cache)[0]
         return within_subject_split(subject_id, grid.count(subject.stored_shape), config.seed, tuple(data.fractions))
-    if data.split != "across":
-        raise InputError(f"data.split must be one of {', '.join(SPLIT_KINDS)}, got {data.split!r}")
     train = data.train or [i for i in subjects if i not in data.val and i not in data.test]
     try:
         return across_subject_split(train, data.test, data.val)
@@ -132,8 +134,6 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
             f"cannot fit {data.norm} normalization on subjects {', '.join(split.train)}: {error}", data.cache
         ) from None
 
-    if data.sampling not in SAMPLINGS:
-        raise InputError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {data.sampling!r}")
     if data.sampling == "tiles" and split.kind == "within":
         raise InputError("tile sampling needs an across-subject split: tiles would cover the test patches")
 
@@ -173,11 +173,46 @@ def load_run_data(run_dir: str | Path, config: TrainConfig | None = None) -> Run
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """The config a run was started with (``config.toml``), with optional overrides (e.g. more epochs)."""
+    """The config a run was started with (``config.toml``), with optional overrides (e.g. more epochs); its
+    prepared cache found wherever the run is opened from (:func:`locate_cache`) unless an override names one."""
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise InputError(f"not a run folder (no {CONFIG})", run_dir)
-    return load_config(path, overrides)
+    config = load_config(path, overrides)
+    if not any(override.strip().startswith("data.cache=") for override in overrides):
+        config.data.cache = str(locate_cache(run_dir, config.data.cache))
+    return config
+
+
+def record_cache(run_dir: Path, cache: str | Path) -> Path:
+    """Write ``cache.json``: the run's cache as an absolute path and relative to the run folder; returns the
+    absolute path (what ``config.toml`` records)."""
+    cache, run_dir = Path(cache).resolve(), Path(run_dir).resolve()
+    record = {"cache": str(cache), "cache_from_run": os.path.relpath(cache, run_dir)}
+    write_text(run_dir / CACHE_RECORD, json.dumps(record, indent=1) + "\n")
+    return cache
+
+
+def locate_cache(run_dir: str | Path, recorded: str) -> Path:
+    """The run's prepared cache: where it lies relative to the run folder (the two moved together), else at its
+    absolute path (the run moved alone), else as its ``config.toml`` names it (runs written before
+    ``cache.json``: relative to the folder training started in).  Refused, naming every place looked at, when
+    none holds prepared subjects."""
+    run_dir = Path(run_dir)
+    candidates = []
+    if (run_dir / CACHE_RECORD).exists():
+        record = json.loads((run_dir / CACHE_RECORD).read_text())
+        candidates += [run_dir / record["cache_from_run"], Path(record["cache"])]
+    candidates.append(Path(recorded))
+    for candidate in candidates:
+        if is_prepared_cache(candidate):
+            return candidate
+    looked = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    raise InputError(
+        f"the run's prepared cache is not where it was: looked in {looked}; give its folder "
+        "(--cache CACHE, or --set data.cache=CACHE)",
+        run_dir,
+    )
 
 
 def is_finished(run_dir: str | Path) -> bool:

@@ -12,6 +12,7 @@ path of an uninterrupted one (on the CPU).
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .. import networks
 from ..atomic import write_text
 from ..data import augment, augment_batch, batch_loader, input_channels
 from ..errors import InputError
@@ -29,7 +31,8 @@ from ..runtime import tune_allocator
 from . import runs
 from .baselines import fit_network_lookup
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import TrainConfig, to_toml
+from .config import TrainConfig, validate
+from .configfile import to_toml
 from .engine import Distributed, StepNetwork, init_distributed, training_device
 from .export import export
 from .losses import loss_function, mean_loss
@@ -65,6 +68,17 @@ def _augmentations(config: TrainConfig) -> list:
     return active
 
 
+def _check_input_size(config: TrainConfig) -> None:
+    """Training patches (or tiles) at least as large as the network can take (a U-Net's poolings need 16)."""
+    smallest = getattr(networks.network_class(config.model.kind), "min_size", 1)
+    name = "data.tile_size" if config.data.sampling == "tiles" else "data.patch_size"
+    size = config.data.tile_size if config.data.sampling == "tiles" else config.data.patch_size
+    if size < smallest:
+        raise InputError(
+            f"config field {name} = {size}: a {config.model.kind} network needs at least {smallest} pixels per side"
+        )
+
+
 class Trainer:
     """The network, its optimizer and schedule, and the epoch loop of one run."""
 
@@ -86,6 +100,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.t1_channels = input_channels(1, config.data.context)
         self.in_channels = input_channels(config.data.channels, config.data.context)
+        _check_input_size(config)
         try:
             self.model = build_network(config.model.kind, self.in_channels, config.model.params, lookup)
         except ValueError as error:
@@ -107,9 +122,12 @@ class Trainer:
         self.step = StepNetwork(self.model, config.compile, distributed, self.device)
 
     def start(self, data: RunData) -> None:
-        """A new run folder: its configuration, split, normalization and empty history."""
+        """A new run folder: its configuration (the cache recorded so that the run reopens from anywhere), split,
+        normalization and empty history."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / runs.CONFIG, to_toml(self.config))
+        recorded = copy.deepcopy(self.config)
+        recorded.data.cache = str(runs.record_cache(self.run_dir, self.config.data.cache))
+        write_text(self.run_dir / runs.CONFIG, to_toml(recorded))
         data.split.save(self.run_dir / runs.SPLIT)
         data.normalization.save(self.run_dir / runs.NORMALIZATION)
         runs.start_history(self.run_dir)
@@ -199,6 +217,29 @@ def network_lookup(config: TrainConfig, data: RunData) -> IntensityMap | None:
     return fit_network_lookup([part.subject for part in data.train.parts], data.normalization)
 
 
+@torch.no_grad()
+def check(config: TrainConfig) -> dict:
+    """What :func:`train` checks before it writes anything, and one batch through the network and the loss:
+    the configuration, the prepared subjects and split, the network.  Writes nothing; returns a summary."""
+    validate(config)
+    data = build_data(config)
+    trainer = Trainer(config, Path("."), progress=False, lookup=network_lookup(config, data))
+    order = epoch_order(len(data.train), config.seed, 1)[: min(config.optim.batch_size, 2)]
+    inputs, target = next(iter(batch_loader(data.train, order, len(order))))
+    if trainer.augmentations:
+        inputs, target = augment_batch(inputs, target, config.augment, trainer.t1_channels)
+    inputs = inputs.to(trainer.device).contiguous(memory_format=trainer.memory_format)
+    loss = float(trainer.loss(trainer.model.eval()(inputs), target.to(trainer.device)))
+    return {
+        "train_patches": len(data.train),
+        "val_patches": len(data.val) if data.val is not None else 0,
+        "test_patches": len(data.test) if data.test is not None else 0,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "device": str(trainer.device),
+        "first_batch_loss": loss,
+    }
+
+
 def _epoch_line(row: dict, epochs: int) -> str:
     val = f", val {row['val_loss']:.4g}" if row["val_loss"] != "" else ""
     return (
@@ -214,8 +255,12 @@ def train(
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> dict:
-    """Train (or resume) a run; returns the summary (``stop_after_epoch`` stops early, for tests)."""
+    """Train (or resume) a run; returns the summary (``stop_after_epoch`` stops early, for tests).
+
+    A configuration with a value its field does not allow is refused before anything is written.
+    """
     run_dir = Path(run_dir)
+    validate(config)
     ranks = init_distributed(config.device)
     if resume:
         if not (run_dir / runs.CHECKPOINT).exists():
