@@ -24,7 +24,7 @@ def test_the_work_grid_covers_an_oblique_input_and_resamples_a_ras_one_unchanged
     oblique = np.eye(4)
     oblique[:3, :3] = np.array([[0, 0, 1], [-c, -s, 0], [s, -c, 0]]) @ np.diag([0.9, 1.1, 2.0])
     shape = (30, 20, 12)
-    grid = segmenter.work_grid(shape, oblique)
+    grid = segmenter.work_grid(shape, oblique, segmenter.WORK_MM)
     corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1)
     inside = np.linalg.inv(grid.affine) @ (oblique @ np.vstack([corners, np.ones(corners.shape[1])]))
     assert (inside[:3] >= -1e-6).all() and (inside[:3] <= np.array(grid.shape)[:, None] - 1 + 1e-6).all()

@@ -161,7 +161,7 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from ..data import PreparedSubject
     from ..inference import predict_files, predict_many, predict_prepared_file
-    from ..networks import load_model
+    from ..networks import load_model, model_folder
     from ..runtime import pick_device
 
     model, info = load_model(args.model)
@@ -177,7 +177,7 @@ def _predict(args) -> int:
             Path(args.out_dir),
             masks=args.masks,
             output=output,
-            model_folder=Path(args.model),
+            model_folder=model_folder(args.model),
             **options,
         )
         print(f"wrote {len(written)} prediction(s) to {args.out_dir}")
@@ -186,6 +186,8 @@ def _predict(args) -> int:
         raise InputError("give the output file with --out")
     if args.bids or args.flat:
         raise InputError("--bids and --flat choose the layout of --out-dir (with --data)")
+    if args.match and not args.t1:
+        raise InputError("--match goes with --t1 (one T1w, and a T2w of its site)")
     if args.subject:
         predict_prepared_file(model, info, PreparedSubject.open(args.subject), Path(args.out), **options)
     elif args.t1:
@@ -197,6 +199,7 @@ def _predict(args) -> int:
             args.seg and Path(args.seg),
             args.mask and Path(args.mask),
             masks=args.masks,
+            match=args.match and Path(args.match),
             **options,
         )
     else:
@@ -297,6 +300,21 @@ def _crossval(args) -> int:
     return 0
 
 
+def _pretrain(args) -> int:
+    import sys
+
+    from ..training.pretrain import PretrainConfig, pretrain
+
+    if args.steps < 1 or args.workers < 0:
+        raise InputError(f"--steps must be at least 1 and --workers at least 0, got {args.steps} and {args.workers}")
+    config = PretrainConfig(
+        maps=str(args.maps), steps=args.steps, workers=args.workers, seed=args.seed, device=args.device
+    )
+    folder = pretrain(config, Path(args.out), resume=args.resume, command="mrsynth " + " ".join(sys.argv[1:]))
+    print(f"wrote {folder}")
+    return 0
+
+
 def _demo(args) -> int:
     from ..experiments.demo import run_demo
 
@@ -320,4 +338,5 @@ HANDLERS = {
     "reproduce": _reproduce,
     "crossval": _crossval,
     "demo": _demo,
+    "pretrain": _pretrain,
 }

@@ -199,10 +199,21 @@ def _model_commands(command) -> None:
     from ..evaluation import SCALES
 
     p = command("predict", "predict whole T2w volumes", "masks", "device")
-    p.add_argument("--model", required=True, help="model folder (RUN/model, or RUN/baselines/KIND)")
+    p.add_argument(
+        "--model",
+        default="pretrained",
+        help="pretrained (default: the model shipped with mrsynth, for any T1w), or a model folder (RUN/model, "
+        "RUN/baselines/KIND)",
+    )
     p.add_argument("--t1", help="T1w NIfTI")
     p.add_argument("--seg", help="FreeSurfer segmentation on the T1w grid (models with tissue masks)")
     p.add_argument("--mask", help="brain mask on the T1w grid")
+    p.add_argument(
+        "--match",
+        metavar="T2w.nii.gz",
+        help="a T2w of the T1w's site (another subject, not registered): the prediction's tissue contrast is "
+        "mapped onto the site's",
+    )
     p.add_argument("--subject", help="a prepared subject folder (CACHE/<id>) instead of files")
     p.add_argument("--data", help="predict every subject of a data folder (any layout) or prepared cache")
     p.add_argument("--out", help="output NIfTI (with --t1 or --subject)")
@@ -294,6 +305,14 @@ def _study_commands(command) -> None:
     p.add_argument("data", help="any supported layout, or a prepared cache")
     p.add_argument("--folds", default="loo", help="loo (leave one subject out, default) or a number of folds")
     p.add_argument("--out", default="crossval", help="output folder (re-running resumes it)")
+
+    p = command("pretrain", "train the network of the shipped pretrained model on simulated subjects", "device")
+    p.add_argument("out", help="output folder: checkpoint, progress.log, pretrain.json and the model (OUT/model)")
+    p.add_argument("--maps", required=True, help="folder of FreeSurfer label maps (the 20 SynthSeg maps)")
+    p.add_argument("--steps", type=int, default=6000, help="optimizer steps (the shipped model's: see its card)")
+    p.add_argument("--workers", type=int, default=1, help="processes simulating subjects while the network trains")
+    p.add_argument("--seed", type=int, default=0, help="draws every subject and every batch")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint, with the same settings")
 
     p = command("demo", "run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output", help="output folder")

@@ -17,11 +17,13 @@ from .. import labels
 from ..atomic import check_writable, remove_leftovers, write_file
 from ..data import PreparedSubject, Transform, intensity_stats, is_prepared_cache, list_prepared, masks_source
 from ..errors import InputError
-from ..io import Subject, detect_layout, discover, load_subject, nifti, resolve_axis
+from ..io import Subject, detect_layout, discover, load_subject, nifti, read_volume, resolve_axis
+from ..io.grids import resample_onto, work_grid
 from ..logs import log
 from ..masks import check_source, compute_masks, recorded_method, refuse_auto_on_cache
 from ..networks import ModelInfo
 from .derivatives import ModelProvenance, Output, output_is_bids
+from .match import match_to_site
 from .slices import predict_slices
 
 
@@ -63,14 +65,32 @@ def predict_arrays(
     ``transform``: the subject's T1w transform when already computed (:func:`t1_transform`).
     """
     check_inputs(info, seg, mask, source)
-    axis = resolve_axis(info.axis, affine)
     transform = transform or t1_transform(info, t1, mask, source)
+    options = {"batch_size": batch_size, "device": device, "progress": progress}
+    if info.grid_mm:
+        return _on_work_grid(model, info, t1, affine, seg, mask, transform, options)
+    axis = resolve_axis(info.axis, affine)
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
-    out = predict_slices(
-        model, info, front(t1), front(bits), transform, batch_size, device, progress, brain=front(mask)
-    )
+    out = predict_slices(model, info, front(t1), front(bits), transform, brain=front(mask), **options)
     return np.moveaxis(out, 0, axis)
+
+
+def _on_work_grid(model, info: ModelInfo, t1, affine, seg, mask, transform: Transform, options: dict) -> np.ndarray:
+    """A model that works on its own grid (``info.grid_mm``: RAS, isotropic): the input resampled onto it
+    (trilinear; labels nearest), predicted there, the prediction resampled back onto the input's grid."""
+    grid = work_grid(t1.shape, affine, info.grid_mm)
+    onto = lambda volume, order: resample_onto(volume, affine, grid.shape, grid.affine, order)
+    t1_work = onto(t1, 1)
+    mask_work = None if mask is None else onto(np.asarray(mask, np.float32), 1) > 0.5
+    bits = labels.tissue_bits(np.rint(onto(seg, 0)).astype(np.int32), mask_work)[0] if info.uses_masks else None
+    axis = resolve_axis(info.axis, grid.affine)
+    front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
+    out = predict_slices(model, info, front(t1_work), front(bits), transform, brain=front(mask_work), **options)
+    back = resample_onto(np.moveaxis(out, 0, axis), grid.affine, t1.shape, affine, order=1)
+    if info.brain_only and mask is not None:
+        back[~np.asarray(mask, bool)] = 0
+    return back
 
 
 def predict_prepared(
@@ -83,13 +103,28 @@ def predict_prepared(
     transform: Transform | None = None,
 ) -> np.ndarray:
     """Predict a prepared subject (same statistics as training); returns native axis order."""
+    transform = transform or info.norm().transform("t1", subject.stats)
+    if info.grid_mm:  # a model with a grid of its own predicts the subject's volumes on that grid
+        volumes = subject.native()
+        options = {"batch_size": batch_size, "device": device, "progress": progress}
+        return predict_arrays(
+            model,
+            info,
+            volumes.t1,
+            volumes.affine,
+            None,
+            volumes.brain,
+            source=str(subject.folder),
+            transform=transform,
+            **options,
+        )
     if subject.axis_request != info.axis:
         raise InputError(
             f"prepared with slicing axis {subject.axis_request!r}, the model uses {info.axis!r}", subject.folder
         )
-    transform = transform or info.norm().transform("t1", subject.stats)
     tissue = subject.array("tissue")
-    brain = labels.in_brain(np.asarray(tissue)) if info.strip or getattr(model, "brain_only", False) else None
+    brain_only = info.brain_only or getattr(model, "brain_only", False)
+    brain = labels.in_brain(np.asarray(tissue)) if info.strip or brain_only else None
     out = predict_slices(
         model,
         info,
@@ -133,7 +168,7 @@ def warn_if_masks_differ(info: ModelInfo, used: str, source) -> None:
     ``used``: ``files`` or an automatic method; a model's ``auto`` (written before there were two methods)
     is the atlas method."""
     trained = recorded_method(info.masks)
-    if needs_masks(info) and used != trained:
+    if needs_masks(info) and used != trained and trained != "any":
         log.warning(
             "%s: masks from %s, but the model was trained on masks from %s: masks from different sources "
             "differ systematically, expect some loss of accuracy",
@@ -152,12 +187,16 @@ def predict_files(
     mask: Path | None = None,
     masks: str = "files",
     before_write: Callable[[Transform], object] | None = None,
+    match: Path | None = None,
     **kwargs,
 ) -> Path:
     """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine.
 
+    ``match``: a T2w of the site; the prediction's tissue contrast is mapped onto it (:mod:`.match`).
+
     ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): the brain mask and
-    segmentation are computed from the T1w (``seg`` and ``mask`` must then be absent).  ``before_write``
+    segmentation are computed from the T1w (``seg`` and ``mask`` must then be absent); so is the brain mask of a
+    model that reads the T1w alone when none is given.  ``before_write``
     is called with the subject's T1w transform once the volume is predicted, before it is
     written (the BIDS sidecar goes first).
     """
@@ -165,6 +204,9 @@ def predict_files(
     if masks != "files" and (seg or mask):
         raise InputError("give either automatic --masks or --seg/--mask files, not both", t1)
     check_output(out)
+    if masks == "files" and mask is None and needs_masks(info) and not info.uses_masks:
+        masks = check_source("auto")  # a T1w-only model needs only a brain mask: computed, and said so
+        log.info("%s: no brain mask given (--mask): computing one from the T1w (%s)", t1, masks)
     subject = Subject(id="input", t1=Path(t1), seg=seg and Path(seg), mask=mask and Path(mask))
     volumes = load_subject(subject, need_labels=False)
     if masks != "files" and needs_masks(info):
@@ -172,6 +214,7 @@ def predict_files(
         volumes.seg, volumes.mask = automatic.seg, automatic.brain
     warn_if_masks_differ(info, masks, t1)
     check_inputs(info, volumes.seg, volumes.mask, t1)
+    site = read_volume(Path(match)) if match is not None else None  # read (and refused) before predicting
     transform = t1_transform(info, volumes.t1, volumes.mask, t1)
     volume = predict_arrays(
         model,
@@ -184,9 +227,22 @@ def predict_files(
         transform=transform,
         **kwargs,
     )
+    if site is not None:
+        volume = _matched(volume, volumes, site, Path(match), t1)
     if before_write is not None:
         before_write(transform)
     return write_like(volume, nib.load(str(t1)), volumes.affine, out)  # the header only: lazy
+
+
+def _matched(volume: np.ndarray, volumes, site, path: Path, t1: Path) -> np.ndarray:
+    """The prediction with the site's contrast: its classes from the T1w's segmentation (computed if not given)."""
+    seg = volumes.seg if volumes.seg is not None else compute_masks(volumes.t1, volumes.affine, source=t1).seg
+    classes = labels.exclusive_class(labels.tissue_bits(seg, volumes.mask)[0])
+    data, image = site
+    if data.ndim != 3 or not np.isfinite(data).all():
+        raise InputError("expected a 3D T2w with finite values", path)
+    matched, _ = match_to_site(volume, classes, np.asarray(volumes.mask, bool), data, image.affine, path)
+    return matched
 
 
 def predict_prepared_file(

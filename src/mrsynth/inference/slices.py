@@ -60,7 +60,7 @@ def predict_slices(
         raise ValueError("this model strips the T1w outside the brain mask: give the brain mask")
     out_scale, out_shift = info.norm().to_intensity()
     radius = getattr(model, "receptive_radius", None)
-    brain_only = getattr(model, "brain_only", False)
+    brain_only = info.brain_only or getattr(model, "brain_only", False)
     model = inference_model(model, device) if optimized else model.to(device).eval()
     layout = torch.channels_last if optimized else torch.contiguous_format
     windowed = skip_background and optimized and is_plain_stack(model)

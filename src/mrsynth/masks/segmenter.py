@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from .. import labels
 from ..errors import InputError
+from ..io.grids import WorkGrid, resample_onto, voxel_coordinates, work_grid
 from ..logs import bar, log
 from .common import STRIPPED, WHOLE_HEAD, AutoMasks, contrast_warnings, looks_skull_stripped, warn
 
@@ -56,14 +57,6 @@ ASSET = "segmenter"
 WEIGHTS, DESCRIPTION = "segmenter.safetensors", "segmenter.json"
 
 
-@dataclass(frozen=True)
-class WorkGrid:
-    """An axis-aligned RAS grid of ``WORK_MM`` voxels covering an input volume."""
-
-    shape: tuple[int, int, int]
-    affine: np.ndarray
-
-
 def network(features=FEATURES) -> torch.nn.Module:
     from monai.networks.nets import BasicUNet
 
@@ -78,37 +71,10 @@ def class_target(codes: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return np.where(brain, labels.exclusive_class(bits), 0).astype(np.uint8)
 
 
-def work_grid(shape, affine: np.ndarray) -> WorkGrid:
-    """The RAS grid of ``WORK_MM`` voxels whose box holds every voxel centre of the input."""
-    corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1)
-    world = affine[:3, :3] @ corners + affine[:3, 3:4]
-    low, high = world.min(axis=1), world.max(axis=1)
-    out_shape = tuple(int(n) for n in np.ceil((high - low) / WORK_MM - 1e-6) + 1)
-    out = np.diag([WORK_MM] * 3 + [1.0])
-    out[:3, 3] = low
-    return WorkGrid(out_shape, out)
-
-
-def _voxel_coordinates(from_shape, from_affine: np.ndarray, to_affine: np.ndarray, z_range=None) -> np.ndarray:
-    """For every voxel of the ``from`` grid (slices ``z_range`` of its last axis), its coordinates in the ``to``
-    grid's voxels: ``(3, *shape)`` float32."""
-    matrix = np.linalg.inv(to_affine) @ from_affine
-    z = range(from_shape[2]) if z_range is None else z_range
-    grid = np.stack(np.meshgrid(np.arange(from_shape[0]), np.arange(from_shape[1]), np.asarray(z), indexing="ij"))
-    shape = grid.shape[1:]
-    out = matrix[:3, :3].astype(np.float32) @ grid.reshape(3, -1).astype(np.float32) + matrix[:3, 3:4].astype(
-        np.float32
-    )
-    return out.reshape((3,) + shape)
-
-
 def to_work_grid(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, WorkGrid]:
-    """The input resampled (trilinear, 0 outside) onto its work grid."""
-    grid = work_grid(volume.shape, affine)
-    coordinates = _voxel_coordinates(grid.shape, grid.affine, affine)
-    return ndimage.map_coordinates(
-        np.asarray(volume, np.float32), coordinates, order=1, mode="constant", cval=0.0
-    ), grid
+    """The input resampled (trilinear, 0 outside) onto its ``WORK_MM`` work grid."""
+    grid = work_grid(volume.shape, affine, WORK_MM)
+    return resample_onto(volume, affine, grid.shape, grid.affine), grid
 
 
 def normalize(volume: np.ndarray) -> np.ndarray:
@@ -227,7 +193,7 @@ def segment(
     classes = np.zeros(t1.shape, np.uint8)
     for start in range(0, t1.shape[2], chunk):  # back onto the input grid, a slab at a time (bounded memory)
         z = range(start, min(start + chunk, t1.shape[2]))
-        coordinates = _voxel_coordinates(t1.shape, affine, grid.affine, z)
+        coordinates = voxel_coordinates(t1.shape, affine, grid.affine, z)
         slab_best = np.full(coordinates.shape[1:], -1.0, np.float32)
         slab_class = np.zeros(coordinates.shape[1:], np.uint8)
         for index in range(len(OUTPUTS)):

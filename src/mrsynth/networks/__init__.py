@@ -10,7 +10,7 @@ kind by name with its own parameters; :mod:`.residual` builds a network, one tha
 from .batchnorm import fold_batchnorm, inference_model, recalibrate_batchnorm
 from .fcn import FCN
 from .lookup import IntensityMap, TissueMean
-from .modelfile import ModelInfo, file_sha256, load_model, package_versions, save_model
+from .modelfile import PRETRAINED, ModelInfo, file_sha256, load_model, model_folder, package_versions, save_model
 from .registry import Parameter, build, defaults, kinds, network_class, parameters, register, unregister
 from .residual import LookupResidual, build_network
 from .unet import UNet
@@ -45,6 +45,8 @@ __all__ = [
     "ModelInfo",
     "file_sha256",
     "load_model",
+    "model_folder",
+    "PRETRAINED",
     "package_versions",
     "save_model",
 ]

@@ -13,6 +13,7 @@ import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -46,7 +47,10 @@ class ModelInfo:
     lookup: bool = False  # the network corrects a lookup table stored with its weights (networks.LookupResidual)
     context: int = 0  # 2.5D: neighbouring slices on each side given as extra T1w channels
     strip: bool = False  # T1w set to 0 outside the brain mask before prediction
-    masks: str = "files"  # where the training masks came from: "files" or a mrsynth.masks method ("auto": atlas)
+    masks: str = "files"  # where the training masks came from: "files", a mrsynth.masks method ("auto": atlas), or
+    # "any" (a model trained to be indifferent to the mask's source: the pretrained one)
+    grid_mm: float = 0.0  # > 0: the network works on a RAS grid of these isotropic voxels (the input resampled)
+    brain_only: bool = False  # the prediction is 0 outside the brain mask (the network learnt only the brain)
     label_table: int = labels.TABLE_VERSION
     weights_sha256: str = ""  # of model.safetensors, checked at load (empty: written before mrsynth checked it)
     training: dict = field(default_factory=dict)
@@ -134,9 +138,23 @@ def _network(info: ModelInfo, state: dict) -> nn.Module:
     return from_state(info.kind, info.in_channels, info.params, state)
 
 
+#: The name of the model shipped with mrsynth (``--model pretrained``): a folder of the package's assets.
+PRETRAINED = "pretrained"
+
+
+def model_folder(name: str | Path) -> Path:
+    """A model folder: ``pretrained`` (the shipped model), else the folder given."""
+    if str(name) != PRETRAINED:
+        return Path(name)
+    folder = Path(str(resources.files("mrsynth") / "assets" / PRETRAINED))
+    if not (folder / DESCRIPTION).exists():
+        raise InputError("this installation of mrsynth has no pretrained model (assets/pretrained is missing)", folder)
+    return folder
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
-    """Load a model folder in eval mode (weights read as tensors only; no code unpickled)."""
-    folder = Path(folder)
+    """Load a model folder (or ``pretrained``) in eval mode (weights read as tensors only; no code unpickled)."""
+    folder = model_folder(folder)
     try:
         info = ModelInfo.from_json(json.loads((folder / DESCRIPTION).read_text()))
     except (OSError, ValueError, TypeError, AttributeError) as error:

@@ -102,7 +102,7 @@ def _signal_images(
     first order, through each tissue's signal sensitivities (a per-voxel Bloch simulation of
     the MPRAGE would take minutes per subject).
     """
-    tissue_list = [values[name] for name in T.NAMES]
+    tissue_list = list(values.values())  # the tissue table's order (and any tissues added after it)
     images = []
     for sequence in protocol:
         per_tissue = sequence.signal(tissue_list).astype(np.float32)

@@ -41,7 +41,7 @@ class Tissue:
     source: str
 
 
-def _mix(a: Tissue, b: Tissue, weight_a: float, source: str) -> Tissue:
+def mix(a: Tissue, b: Tissue, weight_a: float, source: str) -> Tissue:
     """A *derived* tissue: relaxation rates and PD mixed linearly (fast-exchange model)."""
     rate = lambda x, y: 1.0 / (weight_a / x + (1 - weight_a) / y)
     return Tissue(rate(a.t1, b.t1), rate(a.t2, b.t2), weight_a * a.pd + (1 - weight_a) * b.pd, source)
@@ -56,8 +56,8 @@ TISSUES: dict[str, Tissue] = {
     "gm": GM,
     "wm": WM,
     "csf": CSF,
-    "deep_gm": _mix(GM, WM, 0.6, "derived: 60 % GM / 40 % WM"),
-    "brainstem": _mix(GM, WM, 0.3, "derived: 30 % GM / 70 % WM"),
+    "deep_gm": mix(GM, WM, 0.6, "derived: 60 % GM / 40 % WM"),
+    "brainstem": mix(GM, WM, 0.3, "derived: 30 % GM / 70 % WM"),
     "cerebellar_gm": GM,
     "cerebellar_wm": WM,
     "blood": Tissue(1932.0, 275.0, 0.85, "T1/T2 [S05] (arterial blood), PD derived"),

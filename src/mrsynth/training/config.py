@@ -154,6 +154,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = _field(0, "initial weights and the patch order of every epoch", check=at_least(0))
+    init: str = _field(
+        "",
+        "start from a model's weights (fine-tuning): `pretrained` (the shipped model) or a model folder; its network "
+        "must be the one configured (kind, parameters, input channels). Empty: random initial weights",
+    )
     device: str = _field("auto", "`auto` (CUDA, then MPS, then CPU), `cpu`, `cuda`, `cuda:1`, `mps`", check=Device())
     workers: int = _field(0, "DataLoader worker processes", check=Range(0, 64))
     channels_last: bool = _field(True, "NHWC memory layout: faster convolutions on CPUs and GPUs")
@@ -218,6 +223,29 @@ PRESETS = {
             "augment.gamma=0.2",
             "augment.bias=0.2",
             "augment.noise=0.03",
+            "augment.flips=true",
+        ),
+    ),
+    "finetune": Preset(
+        "the shipped pretrained model (`mrsynth predict` without --model) fine-tuned on a site's T1w/T2w pairs: its "
+        "network (a 2.5D U-Net from the T1w alone), a tenth of `quality`'s learning rate for 4 epochs of tiles, "
+        "mild contrast augmentation; chosen by measurement for one to a few training subjects "
+        "(benchmarks/RESULTS.md, pretrained); needs an across-subject split",
+        (
+            "init=pretrained",
+            "model.kind=unet",
+            "model.features=16,32,64,128,256,32",
+            "model.norm=none",
+            "data.channels=1",
+            "data.context=1",
+            "data.sampling=tiles",
+            "data.tile_size=64",
+            "optim.batch_size=8",
+            "optim.epochs=4",
+            "optim.lr=0.0001",
+            "optim.clip=1.0",
+            "augment.gamma=0.1",
+            "augment.bias=0.1",
             "augment.flips=true",
         ),
     ),

@@ -79,6 +79,28 @@ def _check_input_size(config: TrainConfig) -> None:
         )
 
 
+def _start_from(model: torch.nn.Module, init: str, in_channels: int, config: TrainConfig) -> None:
+    """The weights of the model ``init`` (``pretrained`` or a folder) copied into ``model``, whose network must be
+    the same; a network that corrects a lookup table keeps the table fitted on this run's subjects."""
+    source, info = networks.load_model(init)
+    found = {"kind": info.kind, "parameters": info.params, "input channels": info.in_channels, "lookup": info.lookup}
+    wanted = {
+        "kind": config.model.kind,
+        "parameters": config.model.params,
+        "input channels": in_channels,
+        "lookup": config.model.lookup,
+    }
+    differ = [f"{k} {found[k]} (configured: {wanted[k]})" for k in found if found[k] != wanted[k]]
+    if differ:
+        raise InputError(
+            f"init = {init!r}: that model's network differs from this run's: {'; '.join(differ)} "
+            "(set them as the model has them, e.g. --preset finetune for the pretrained model)"
+        )
+    own_table = {k for k in model.state_dict() if k.startswith("lookup.")}
+    state = {k: v for k, v in source.state_dict().items() if k not in own_table}
+    model.load_state_dict({**{k: model.state_dict()[k] for k in own_table}, **state})
+
+
 class Trainer:
     """The network, its optimizer and schedule, and the epoch loop of one run."""
 
@@ -105,6 +127,8 @@ class Trainer:
             self.model = build_network(config.model.kind, self.in_channels, config.model.params, lookup)
         except ValueError as error:
             raise InputError(f"model: {error}") from error
+        if config.init:
+            _start_from(self.model, config.init, self.in_channels, config)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = self.model.to(self.device).to(memory_format=self.memory_format)
         optim = config.optim

@@ -1,0 +1,324 @@
+"""Pretraining the shipped model: a U-Net that maps any T1w to the canonical T2w, trained on the engine's subjects.
+
+``mrsynth pretrain OUT --maps MAPS [--steps N] [--resume]`` trains on subjects drawn on the fly from label maps
+(:mod:`mrsynth.simulate.engine`: any T1w sequence, field, resolution, artefact and pathology; always HCP's T2w
+as the target), made by worker processes while the network trains on the last ``pool`` of them, a new one every
+``subject_every`` steps.  Everything is drawn from the seed: the subject at place ``k`` of the stream, the batch
+at step ``s``, so a resumed run (``--resume``, from the checkpoint written every ``checkpoint_every`` steps)
+follows the same path.  It runs on a GPU where there is one (``device`` auto).
+
+The network: a 2D U-Net (the ``unet`` kind, no normalization layers) reading a slice and its two neighbours
+(2.5D) of the T1w on a 1 mm RAS work grid, in brain-median units, predicting the T2w there; the loss is L1
+inside the brain mask grown by ``loss_margin_mm`` (outside it the target is not the network's to guess).
+``OUT/model`` is a mrsynth model file (float16 weights), with ``MODEL_CARD.md`` and ``pretrain.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .. import __version__
+from ..atomic import write_file, write_text
+from ..data import Normalization
+from ..errors import InputError
+from ..logs import bar, log
+from ..networks import ModelInfo, build_network, save_model
+from ..runtime import pick_device, tune_allocator
+from ..simulate.anatomy import label_map_paths
+from ..simulate.engine import EngineSettings, engine_subject
+
+RECIPE_VERSION = 1
+CHECKPOINT, LOG, RECORD, MODEL = "checkpoint.pt", "progress.log", "pretrain.json", "model"
+#: Output brain median of the shipped model (the T2w it writes is in these units).
+OUTPUT_BRAIN_MEDIAN = 1000.0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    maps: str  # folder of label maps
+    map_indices: tuple[int, ...] = tuple(range(5, 21))  # 1-based, sorted by name: maps 1-4 are held out for tests
+    steps: int = 6000
+    batch: int = 8
+    crop: int = 128
+    lr: float = 1e-3
+    features: tuple[int, ...] = (16, 32, 64, 128, 256, 32)
+    context: int = 1  # neighbouring slices on each side
+    pool: int = 12  # subjects held for sampling
+    subject_every: int = 25  # steps between new subjects
+    workers: int = 1  # processes making subjects
+    loss_margin_mm: float = 3.0
+    clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 250
+    device: str = "auto"
+
+
+def subject_seed(seed: int, index: int) -> int:
+    return seed * 1_000_003 + index
+
+
+class SubjectStream(IterableDataset):
+    """The engine's subjects in order, from place ``start`` on, shared among the DataLoader's workers (each makes
+    every ``n``-th, the loader hands them back in order)."""
+
+    def __init__(self, paths: list[str], seed: int, start: int, work_mm: float):
+        self.paths, self.seed, self.start, self.work_mm = paths, seed, start, work_mm
+
+    def __iter__(self):
+        worker = get_worker_info()
+        offset, step = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        index = self.start + offset
+        while True:
+            seed = subject_seed(self.seed, index)
+            path = self.paths[np.random.default_rng(seed).integers(len(self.paths))]
+            subject = engine_subject(path, seed, EngineSettings(work_mm=self.work_mm))
+            margin = ndimage.binary_dilation(subject.brain, iterations=3)
+            yield index, _stack_ready(subject.t1), _stack_ready(subject.t2), _stack_ready(margin)
+            index += step
+
+
+def _stack_ready(volume: np.ndarray) -> torch.Tensor:
+    """A volume with its slicing axis (the last, axial on the RAS work grid) first, as a tensor."""
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 2, 0)))
+
+
+def _crops(pool: deque, rng: np.random.Generator, config: PretrainConfig):
+    """A batch of 2.5D crops (input ``(B, 1 + 2 context, crop, crop)``, target and loss weight ``(B, 1, ...)``),
+    from random subjects of the pool, slices through the brain, random positions; zero padded at the edges."""
+    size, channels = config.crop, 1 + 2 * config.context
+    inputs = torch.zeros(config.batch, channels, size, size)
+    target = torch.zeros(config.batch, 1, size, size)
+    weight = torch.zeros(config.batch, 1, size, size)
+    for b in range(config.batch):
+        _, t1, t2, margin = pool[int(rng.integers(len(pool)))]
+        slices = torch.nonzero(margin.flatten(1).any(1)).flatten()
+        z = int(slices[rng.integers(len(slices))]) if len(slices) else int(rng.integers(t1.shape[0]))
+        x0, y0 = (int(rng.integers(0, max(n - size, 0) + 1)) for n in t1.shape[1:])
+        window = (slice(x0, x0 + size), slice(y0, y0 + size))
+        for c, dz in enumerate(range(-config.context, config.context + 1)):
+            stack = t1[int(np.clip(z + dz, 0, t1.shape[0] - 1))][window]
+            inputs[b, c, : stack.shape[0], : stack.shape[1]] = stack
+        target[b, 0, : stack.shape[0], : stack.shape[1]] = t2[z][window]
+        weight[b, 0, : stack.shape[0], : stack.shape[1]] = margin[z][window].float()
+        if rng.random() < 0.5:  # left-right: the brain is (nearly) symmetric, its T1w/T2w relation is
+            inputs[b], target[b], weight[b] = inputs[b].flip(1), target[b].flip(1), weight[b].flip(1)
+    return inputs, target, weight
+
+
+def _network(config: PretrainConfig) -> torch.nn.Module:
+    return build_network("unet", 1 + 2 * config.context, {"features": config.features, "norm": "none"})
+
+
+class Pretraining:
+    """The state of one pretraining run: network, optimizer, schedule, step, and its folder."""
+
+    def __init__(self, config: PretrainConfig, out: Path):
+        self.config, self.out = config, Path(out)
+        self.device = pick_device(config.device)
+        torch.manual_seed(config.seed)
+        self.model = _network(config).to(self.device).to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=1e-4)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, config.lr, total_steps=config.steps, pct_start=min(0.5, max(0.05, 3 / config.steps))
+        )
+        self.step = 0
+
+    def save(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "step": self.step,
+            "config": asdict(self.config),
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_file(self.out / CHECKPOINT, lambda temporary: temporary.write_bytes(buffer.getvalue()))
+
+    def load(self) -> None:
+        path = self.out / CHECKPOINT
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except (OSError, RuntimeError, EOFError) as error:
+            raise InputError(f"cannot resume from this checkpoint ({error})", path) from None
+        if state["config"] != asdict(self.config):
+            raise InputError("the checkpoint was written with other settings; resume with the same ones", path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.step = int(state["step"])
+
+    def train_step(self, inputs, target, weight) -> float:
+        inputs = inputs.to(self.device).contiguous(memory_format=torch.channels_last)
+        target, weight = target.to(self.device), weight.to(self.device)
+        self.model.train()
+        error = F.l1_loss(self.model(inputs), target, reduction="none")
+        loss = (error * weight).sum() / weight.sum().clamp(min=1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.step += 1
+        return loss.item()
+
+
+def pretrain(
+    config: PretrainConfig, out: str | Path, resume: bool = False, progress: bool = True, command: str = ""
+) -> Path:
+    """Run (or resume) a pretraining into ``out``; returns the exported model folder ``out/model``."""
+    out = Path(out)
+    paths = [str(p) for p in label_map_paths(config.maps)]
+    if max(config.map_indices) > len(paths):
+        raise InputError(
+            f"{len(paths)} label maps here, the recipe uses maps {min(config.map_indices)}-{max(config.map_indices)}",
+            config.maps,
+        )
+    paths = [paths[i - 1] for i in config.map_indices]
+    if not resume and (out / CHECKPOINT).exists():
+        raise InputError("holds a pretraining already: --resume it, or choose another folder", out)
+    out.mkdir(parents=True, exist_ok=True)
+    tune_allocator()
+    run = Pretraining(config, out)
+    if resume:
+        run.load()
+    started, last = time.perf_counter(), run.step
+    _train(run, paths, progress)
+    seconds = time.perf_counter() - started
+    folder = export(run, seconds, command, resumed_at=last if resume else None)
+    log.info("pretrained model: %s (%.0f s)", folder, seconds)
+    return folder
+
+
+def _train(run: Pretraining, paths: list[str], progress: bool) -> None:
+    config = run.config
+    newest = run.step // config.subject_every
+    first = max(0, newest - config.pool + 1)
+    stream = SubjectStream(paths, config.seed, first, EngineSettings().work_mm)
+    loader = DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+        prefetch_factor=2 if config.workers else None,
+    )
+    subjects, pool, recent = iter(loader), deque(maxlen=config.pool), []
+    steps = bar(total=config.steps, initial=run.step, allowed=progress, desc="pretrain", unit="step")
+    with (run.out / LOG).open("a") as record:
+        while run.step < config.steps:
+            while not pool or pool[-1][0] < run.step // config.subject_every:
+                pool.append(next(subjects))
+            rng = np.random.default_rng([config.seed, run.step])
+            recent.append(run.train_step(*_crops(pool, rng, config)))
+            steps.update()
+            if run.step % 50 == 0 or run.step == config.steps:
+                line = f"step {run.step}/{config.steps}: loss {np.mean(recent):.4f}, subjects {pool[-1][0] + 1}"
+                steps.set_postfix(loss=f"{np.mean(recent):.4f}")
+                record.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+                record.flush()
+                recent = []
+            if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+                run.save()
+    steps.close()
+
+
+def model_info(config: PretrainConfig, training: dict) -> ModelInfo:
+    """The shipped model's description: a T1w-only 2.5D U-Net on a 1 mm RAS work grid, brain only."""
+    return ModelInfo(
+        kind="unet",
+        params={"features": list(config.features), "norm": "none"},
+        in_channels=1 + 2 * config.context,
+        context=config.context,
+        normalization=asdict(Normalization("robust", t2_reference_scale=OUTPUT_BRAIN_MEDIAN)),
+        patch_size=config.crop,
+        stride=config.crop,
+        axis="axial",
+        grid_mm=EngineSettings().work_mm,
+        brain_only=True,
+        masks="learned",
+        training=training,
+    )
+
+
+def export(run: Pretraining, seconds: float, command: str, resumed_at: int | None = None) -> Path:
+    """``OUT/model`` (float16 weights, a model card, ``MODEL_CARD.md``) and ``pretrain.json`` (the recipe)."""
+    config = run.config
+    half = copy.deepcopy(run.model).cpu().to(torch.float16)
+    recipe = {
+        "recipe_version": RECIPE_VERSION,
+        "config": asdict(config),
+        "command": command,
+        "seconds_this_session": round(seconds),
+        "resumed_at_step": resumed_at,
+        "mrsynth": __version__,
+        "torch": torch.__version__,
+        "device": str(run.device),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+    }
+    folder = save_model(run.out / MODEL, half, model_info(config, {"pretraining": recipe}))
+    write_text(run.out / RECORD, json.dumps(recipe, indent=1) + "\n")
+    write_text(folder / CARD, model_card(recipe))
+    return folder
+
+
+CARD = "MODEL_CARD.md"
+FIGURES_START, FIGURES_END = "<!-- measured figures: python -m benchmarks pretrained -->", "<!-- end of figures -->"
+
+
+def model_card(recipe: dict, figures: str = "Not measured yet: run `python -m benchmarks pretrained`.") -> str:
+    """The model card of a pretrained model, from its recipe; ``figures`` (Markdown) between the markers that
+    ``benchmarks/pretrained.py`` rewrites."""
+    config = recipe["config"]
+    maps = config["map_indices"]
+    resumed = "" if recipe["resumed_at_step"] is None else f" (resumed at step {recipe['resumed_at_step']:,})"
+    return f"""# mrsynth pretrained T1w -> T2w (recipe version {recipe["recipe_version"]})
+
+**What it is.** A 2.5D U-Net (MONAI `BasicUNet`, features {tuple(config["features"])}, no normalization layers,
+{recipe["parameters"]:,} parameters, float16 weights) that predicts a T2-weighted image with the contrast of the
+Human Connectome Project's T2w (brain median {OUTPUT_BRAIN_MEDIAN:g}) from any T1-weighted image. It works
+slice by slice (each with its two neighbours) on a 1 mm RAS grid: `mrsynth predict` resamples the input onto it
+and the prediction back onto the input's grid, and writes 0 outside the brain mask (given with `--mask`, or
+computed by the learned segmenter).
+
+**Training data.** No real image: {config["steps"]:,} steps on subjects simulated on the fly by
+`mrsynth.simulate.engine` from the SynthSeg label maps {min(maps)}-{max(maps)} of 20 (sorted by name; maps
+1-{min(maps) - 1} are held out for tests; neither the HCP MNI152 nor the ICBM 2009c template entered training).
+Each subject: a random deformation and pose, T1w by a random sequence (MPRAGE with any TI/TR/flip angle, spoiled
+gradient echo, spin echo) at 1.5 T or 3 T, voxels of 0.7-1.5 mm and slices up to 5 mm thick, bias field, Rician
+noise, ghosting at times, skull-stripped or whole head with random intensities outside the brain, and at times
+MS-like lesions or a tumour-like mass. The label maps come from BBillot/SynthSeg (commit
+66342c1f05e520f3729a6d7ca1042eb7f01b6266, `data/training_label_maps/`), Apache License 2.0, like these weights
+(`LICENSE`).
+
+**How it was made.** `{recipe["command"] or "mrsynth pretrain"}` (recipe version {recipe["recipe_version"]},
+seed {config["seed"]}, batch {config["batch"]} crops of {config["crop"]} pixels, AdamW with a one-cycle learning
+rate to {config["lr"]:g}, L1 inside the brain mask grown by {config["loss_margin_mm"]:g} mm), mrsynth
+{recipe["mrsynth"]}, torch {recipe["torch"]}, on {recipe["device"]}: {recipe["seconds_this_session"]:,} s in its
+last session{resumed}.
+
+**Intended use.** A T2w where none was acquired, for research: visual reference, registration targets,
+pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynth train --preset finetune`) or
+map it onto a site's contrast with any T2w of the site (`mrsynth predict --match`).
+
+**Known limits.** It predicts HCP's T2w contrast, not the site's: no T1w can tell which T2w protocol a site runs.
+Pathology it was not shown (haemorrhage, calcification, contrast-enhanced T1w, children's brains) is not
+predicted faithfully; lesions come out with the contrast of the simulated ones. Not for diagnosis.
+
+## Measured figures
+
+{FIGURES_START}
+{figures}
+{FIGURES_END}
+"""
