@@ -6,7 +6,7 @@
 """
 
 from .evaluate import Reference, evaluate_file, evaluate_folder, references, score
-from .metrics import SCALES, evaluate_volume, psnr_p99, summarize
+from .metrics import SCALES, evaluate_volume, psnr_optimal, psnr_p99, summarize
 from .viewer import load_page, prepared_page, write_page
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "evaluate_volume",
     "load_page",
     "prepared_page",
+    "psnr_optimal",
     "psnr_p99",
     "references",
     "score",

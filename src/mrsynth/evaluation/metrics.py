@@ -14,6 +14,10 @@ Whole volumes (:func:`evaluate_volume`); the paper's patch losses are training's
   divided by their own 99th percentile inside the brain mask, PSNR over brain voxels with
   data range 1 (MONAI).  No test information reaches the prediction, and unlike ``psnr``
   the peak does not depend on the reference's brightest voxel;
+* ``psnr_optimal``: the scale-optimal score: the reference divided by its own brain 99th
+  percentile, the prediction times its least-squares gain to it (no T1w tells the global
+  scale, so no method gains or loses from a scale convention), PSNR over brain voxels with
+  data range 1;
 * ``mse_<class>``: MSE inside each of the eight tissue classes (with a segmentation).
 
 Intensity scale (``scale``): ``brain-median`` (default) divides prediction and reference
@@ -46,6 +50,18 @@ def _rescale(volume: np.ndarray, brain: np.ndarray, scale: str, what: str = "vol
     if not median > 0:
         raise ValueError(f"the {what}'s median inside the brain mask is {median}: use scale 'raw'")
     return (volume / median).astype(np.float32)
+
+
+def psnr_optimal(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> float | None:
+    """PSNR (data range 1) over brain voxels of the reference divided by its brain 99th percentile and the
+    prediction times the gain that fits it best (least squares)."""
+    x, y = (np.asarray(v[brain], np.float64) for v in (pred, ref))
+    peak, energy = float(np.percentile(y, 99)), float(x @ x)
+    if peak <= 0 or energy <= 0:
+        return None
+    y = y / peak
+    error = float(np.mean((x * (x @ y / energy) - y) ** 2))
+    return float(10 * np.log10(1 / error)) if error > 0 else math.inf
 
 
 def psnr_p99(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> float | None:
@@ -138,6 +154,7 @@ def evaluate_volume(
         "rmse": math.sqrt(mse),
         "psnr": float(psnr.item()),
         "psnr_p99": psnr_p99(pred, ref, brain),
+        "psnr_optimal": psnr_optimal(pred, ref, brain),
         "ssim_3d": masked_ssim(pred, ref, brain, data_range, 3),
         "ssim_2d": masked_ssim(*(np.moveaxis(v, slice_axis, 0) for v in (pred, ref, brain)), data_range, 2),
         "brain_voxels": int(brain.sum()),

@@ -52,6 +52,7 @@ class ViewerInput:
     mask: np.ndarray | None = None  # bool
     seg: np.ndarray | None = None  # FreeSurfer codes
     bits: np.ndarray | None = None  # or the tissue bit field of a prepared subject (mrsynth.labels)
+    made_by: str = ""  # what made the prediction (its NIfTI header's stamp)
 
 
 def crop_box(page: ViewerInput) -> tuple[slice, ...]:
@@ -225,6 +226,8 @@ def build_page(page: ViewerInput, title: str = "mrsynth prediction", max_voxels:
         f"{' x '.join(f'{z:.2g}' for z in zooms)} mm (cropped to the brain"
         f"{f', averaged over blocks of {factor}^3 voxels' if factor > 1 else ''})."
     )
+    if page.made_by:
+        meta += f" Predicted by {page.made_by}."
     template = resources.files("mrsynth").joinpath("templates/viewer.html").read_text()
     niivue = resources.files("mrsynth").joinpath("assets/niivue/niivue.umd.js").read_text()
     volumes = json.dumps(specs).replace("</", "<\\/")
@@ -255,6 +258,15 @@ def _read(path: Path | None, grid, reference: Path, dtype=np.float32) -> np.ndar
     return np.asarray(data, dtype)
 
 
+def _stamp(image) -> str:
+    """What made a prediction, as mrsynth wrote it into the NIfTI header (empty for other files)."""
+    try:
+        text = bytes(image.header["descrip"]).split(b"\0")[0].decode("ascii", "replace")
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return text if text.startswith("mrsynth") else ""
+
+
 def load_page(
     pred: Path, t1: Path | None = None, ref: Path | None = None, mask: Path | None = None, seg: Path | None = None
 ) -> ViewerInput:
@@ -272,6 +284,7 @@ def load_page(
         _read(ref, grid, pred),
         None if mask is None else _read(mask, grid, pred, np.float32) > 0,
         _read(seg, grid, pred, np.int32),
+        made_by=_stamp(image),
     )
     if page.mask is not None and not page.mask.any():
         raise InputError("the brain mask is empty", mask)

@@ -74,6 +74,7 @@ class ModelProvenance:
         sha = self.info.weights_sha256 or file_sha256(self.folder / WEIGHTS)
         description = {k: v for k, v in asdict(self.info).items() if k not in ("weights_sha256", "versions")}
         return {
+            "name": self.info.name(),
             "folder": str(Path(self.folder).resolve()),
             "weights_sha256": sha,
             "trained_with": self.info.versions,

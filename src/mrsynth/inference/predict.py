@@ -139,12 +139,16 @@ def predict_prepared(
     return subject.to_native(out)
 
 
-def write_like(volume: np.ndarray, reference: nib.Nifti1Image | None, affine: np.ndarray, path: str | Path) -> Path:
+def write_like(
+    volume: np.ndarray, reference: nib.Nifti1Image | None, affine: np.ndarray, path: str | Path, stamp: str = ""
+) -> Path:
     """Write float32 ``volume`` with the reference image's header and affine, atomically
-    (and remove what killed predictions left beside it)."""
+    (and remove what killed predictions left beside it); ``stamp`` (what made it) goes into ``descrip``."""
     remove_leftovers(Path(path).parent)
     header = reference.header.copy() if reference is not None else None
     image = nib.Nifti1Image(volume.astype(np.float32), affine, header=header)
+    if stamp:
+        image.header["descrip"] = stamp.encode()[:79]
     image.set_data_dtype(np.float32)
     image.header.set_slope_inter(1.0, 0.0)
     return write_file(path, lambda temporary: nifti.save(image, temporary))
@@ -231,7 +235,7 @@ def predict_files(
         volume = _matched(volume, volumes, site, Path(match), t1)
     if before_write is not None:
         before_write(transform)
-    return write_like(volume, nib.load(str(t1)), volumes.affine, out)  # the header only: lazy
+    return write_like(volume, nib.load(str(t1)), volumes.affine, out, info.stamp())  # the header only: lazy
 
 
 def _matched(volume: np.ndarray, volumes, site, path: Path, t1: Path) -> np.ndarray:
@@ -262,7 +266,7 @@ def predict_prepared_file(
         before_write(transform)
     source = Path(subject.meta["sources"]["t1"]["path"])
     reference = nifti.load(source) if source.exists() else None
-    return write_like(volume, reference, subject.affine, out)
+    return write_like(volume, reference, subject.affine, out, info.stamp())
 
 
 def predict_many(

@@ -69,6 +69,19 @@ class ModelInfo:
     def norm(self) -> Normalization:
         return Normalization(**self.normalization)
 
+    def name(self) -> str:
+        """What made a prediction, in a few words: the pretrained model and its recipe, or the kind and its
+        training subjects."""
+        pretraining = self.training.get("pretraining")
+        if pretraining:
+            return f"pretrained (recipe {pretraining.get('recipe_version')})"
+        subjects = (self.training.get("subjects") or {}).get("train") or []
+        return f"{self.kind} trained on {', '.join(subjects)}" if subjects else self.kind
+
+    def stamp(self) -> str:
+        """The line a prediction's NIfTI header carries (``descrip``, 79 characters at most)."""
+        return f"mrsynth {__version__}: {self.name()} {self.weights_sha256[:8]}"[:79]
+
     @classmethod
     def from_json(cls, record: dict) -> ModelInfo:
         """A description as written by any mrsynth (format 1 converted)."""

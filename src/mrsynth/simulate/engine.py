@@ -68,7 +68,7 @@ class EngineSubject:
 
 
 def draw_t1w_sequence(rng: np.random.Generator):
-    """A T1w sequence and its description: MPRAGE (TI 600-1200 ms, a readout of 100-200 pulses 6-10 ms apart, TR
+    """A T1w sequence and its description: MPRAGE (TI 700-1200 ms, a readout of 100-200 pulses 6-10 ms apart, TR
     200-1400 ms longer than inversion and readout, flip 6-12 degrees), spoiled
     gradient echo (TR 8-40 ms, TE 2-6 ms, flip 12-40 degrees) or spin echo (TR 350-800 ms, TE 8-25 ms)."""
     kind = rng.choice(["mprage", "spgr", "spin-echo"], p=[0.45, 0.3, 0.25])
@@ -77,7 +77,7 @@ def draw_t1w_sequence(rng: np.random.Generator):
     elif kind == "spin-echo":
         sequence = SpinEcho(tr=rng.uniform(350, 800), te=rng.uniform(8, 25))
     else:  # the readout train, centred on the k-space centre at TI, fits between inversions
-        ti, spacing = rng.uniform(600, 1200), rng.uniform(6.0, 10.0)
+        ti, spacing = rng.uniform(700, 1200), rng.uniform(6.0, 10.0)
         pulses = int(min(rng.integers(100, 201), 2 * ((ti - 100) // spacing)))
         tr = ti + pulses * spacing / 2 + rng.uniform(200, 1400)
         sequence = MPRAGE(tr=tr, ti=ti, flip_deg=rng.uniform(6, 12), echo_spacing=spacing, readout_pulses=pulses)
@@ -89,14 +89,21 @@ def _anatomy(path: str) -> Anatomy:
     return label_map_anatomy(Path(path))
 
 
-def engine_subject(map_path: str | Path, seed: int, settings: EngineSettings = EngineSettings()) -> EngineSubject:
-    """One subject of the engine from a label map and a seed (deterministic)."""
+def engine_subject(
+    anatomy: str | Path | Anatomy, seed: int, settings: EngineSettings = EngineSettings(), sequence=None
+) -> EngineSubject:
+    """One subject of the engine from a label map (a path, loaded once per process, or an anatomy) and a seed
+    (deterministic); ``sequence`` imposes the T1w sequence (benchmarks: sequences outside the drawn ranges)."""
     rng = np.random.default_rng(seed)
-    anatomy = _anatomy(str(map_path))
+    name = anatomy.name if isinstance(anatomy, Anatomy) else Path(anatomy).name
+    anatomy = anatomy if isinstance(anatomy, Anatomy) else _anatomy(str(anatomy))
     variation = settings.variation
     pathology = add_pathology(anatomy, rng, settings.pathology)
     values = {**T.jittered(rng, variation.relaxation_sd), **pathology.tissues}
-    sequence, acquisition = draw_t1w_sequence(rng)
+    drawn, acquisition = draw_t1w_sequence(rng)
+    if sequence is not None:
+        acquisition = {"kind": type(sequence).__name__, **{k: float(v) for k, v in asdict(sequence).items()}}
+    sequence = sequence or drawn
     tesla = 1.5 if rng.random() < settings.tesla_1_5 else 3.0
     texture = _texture(rng, anatomy, variation)
     (t1,) = _signal_images(pathology.anatomy, at_field(values, tesla), variation, (sequence,), texture)
@@ -113,7 +120,7 @@ def engine_subject(map_path: str | Path, seed: int, settings: EngineSettings = E
     t1, degradation = degrade(t1, brain, codes, rng, settings)
     parameters = {
         "seed": seed,
-        "map": Path(map_path).name,
+        "map": name,
         "t1w": acquisition | {"tesla": tesla},
         "geometry": geometry,
         "degradation": degradation,

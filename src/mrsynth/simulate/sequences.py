@@ -9,9 +9,11 @@ Besides the MPRAGE of :mod:`.signal` (drawn here with any TI, TR and flip angle)
   are: weak grey/white contrast, CSF dark.
 
 At 1.5 T, T1 is shorter than at 3 T and T2 about the same: :func:`at_field` scales each tissue's T1 and T2 by
-the ratios of Stanisz et al. (Magn Reson Med 2005;54:507-512, who measured both fields): white matter T1
-x0.82 and T2 x1.04, grey matter T1 x0.62 and T2 x0.96, blood T1 x0.75, muscle T1 x0.71 and T2 x0.88; fat
-from de Bazelaire et al. (Radiology 2004;230:652-659), T1 x0.90 and T2 x0.85; CSF and the eye unchanged.
+ratios of measurements at both fields: grey and white matter T1 x0.78 (about what Rooney et al., Magn Reson
+Med 2007;57:308-318, and Stanisz et al., Magn Reson Med 2005;54:507-512, found for white matter; Stanisz's own
+grey-matter ratio, 0.62, rests on a 3 T value far above the 1331 ms of our table, so the white-matter ratio is
+taken for both), blood T1 x0.75 and muscle T1 x0.71, T2 x0.88 (Stanisz); fat T1 x0.90 and T2 x0.85 (de
+Bazelaire et al., Radiology 2004;230:652-659); CSF and the eye unchanged.
 Derived tissues (deep grey nuclei, brain stem) are mixed again from the scaled grey and white matter.
 """
 
@@ -40,17 +42,17 @@ class SPGR:
 
 #: T1 and T2 at 1.5 T relative to 3 T, per tissue of :data:`.tissues.TISSUES` (see the module docstring).
 AT_1_5T = {
-    "wm": (0.82, 1.04),
-    "cerebellar_wm": (0.82, 1.04),
-    "gm": (0.62, 0.96),
-    "cerebellar_gm": (0.62, 0.96),
+    "wm": (0.78, 1.0),
+    "cerebellar_wm": (0.78, 1.0),
+    "gm": (0.78, 1.0),
+    "cerebellar_gm": (0.78, 1.0),
     "blood": (0.75, 1.05),
     "muscle": (0.71, 0.88),
     "fat": (0.90, 0.85),
     # pathology (mrsynth.simulate.pathology): water-rich tissue, taken to change like white matter; necrosis as fluid
-    "ms_lesion": (0.82, 1.04),
-    "tumour": (0.82, 1.04),
-    "oedema": (0.82, 1.04),
+    "ms_lesion": (0.78, 1.0),
+    "tumour": (0.78, 1.0),
+    "oedema": (0.78, 1.0),
 }
 #: Tissues mixed from grey and white matter (:data:`.tissues.TISSUES`): the weight of grey matter.
 MIXED = {"deep_gm": 0.6, "brainstem": 0.3}
