@@ -31,6 +31,7 @@ BENCHMARKS = [
     "masks",
     "mask_jitter",
     "site_transfer",
+    "pretrained",
 ]
 
 

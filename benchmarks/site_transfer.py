@@ -6,9 +6,11 @@ its own SynthSeg anatomy. Site A: the simulator's default per-subject protocol v
 other protocols (B: MPRAGE TI 850-880 ms, flip 10-11 degrees, T2w TE 100-110 ms, SNR 15-25, stronger bias; C: TI
 1040-1080 ms, flip 6-7 degrees, TE 165-185 ms, SNR 50-70, weaker bias; 5 subjects in all), so their T1w and T2w
 contrasts differ from site A's. Leave-one-subject-out over site A: each fold trains on two subjects and predicts the
-third; the first fold's model also predicts the five other-site subjects, as the issue's fold-A model did. Every
-method is compared with the plain lookup table fitted on the same two subjects (numpy: mean T2w of 64 quantile bins of
-the brain T1w). Scores: `psnr_p99` (each volume divided by its own brain 99th percentile, data range 1), the table
+third; the first fold's model also predicts the five other-site subjects, as the issue's fold-A model did. Rows:
+`--preset quality` from scratch, `--preset finetune` (the shipped pretrained model fine-tuned), and the pretrained
+model zero-shot, as it is and with `--match` another subject of the same site. Every method is compared with the
+plain lookup table fitted on the same two subjects (numpy: mean T2w of 64 quantile bins of the brain T1w).
+Scores: `psnr_p99` (each volume divided by its own brain 99th percentile, data range 1), the table
 also in the issue's convention (fitted in p99 units, its prediction not divided by its own p99), and brain-median PSNR.
 """
 
@@ -20,8 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
-from benchmarks.sim_crossval import BATCHNORM_UNET
 
 MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label-maps"
 #: site -> (protocol and noise changes from the default variation, label-map indices)
@@ -49,13 +49,29 @@ SITES = {
     ),
 }
 #: label -> (presets, overrides).  The paper's FCN is compared in `real_quality` and `sim_crossval`: here its
-#: `--preset fast` epoch over two 1 mm subjects takes 6 minutes.
+#: `--preset fast` epoch over two 1 mm subjects takes 6 minutes.  Since the pretrained model (issue 29) the rows
+#: are the recommended from-scratch preset and the pretrained model fine-tuned; the variants of `quality` measured
+#: before it (without the table, 2.5D, with BatchNorm) are in git history (benchmarks/results/site_transfer.json).
 ROWS = {
-    "U-Net with BatchNorm, no augmentation (the previous --preset quality, 6 epochs)": (["quality"], BATCHNORM_UNET),
-    "--preset quality without the lookup table": (["quality"], ["model.lookup=false"]),
     "--preset quality": (["quality"], []),
-    "--preset quality, 2.5D (one slice each side)": (["quality"], ["data.context=1"]),
+    "--preset finetune (the pretrained model fine-tuned)": (["finetune"], []),
 }
+#: The shipped model, trained on none of these subjects: scored on every held-out subject without a fold, as it is
+#: and mapped onto its site's contrast by --match with another subject of the site (classes from the learned masks).
+ZERO_SHOT, MATCHED = "pretrained, zero-shot", "pretrained, zero-shot, --match another subject of the site"
+
+
+def _matched(prediction: np.ndarray, subject, reference) -> np.ndarray:
+    """``predict --match``: the prediction's classes from the learned segmenter on its T1w, the site's from the
+    other subject's T2w."""
+    from mrsynth import labels
+    from mrsynth.inference.match import match_to_site
+    from mrsynth.masks import compute_masks
+
+    volumes, other = subject.native(), reference.native()
+    seg = compute_masks(volumes.t1, volumes.affine, source=subject.id).seg
+    classes = labels.exclusive_class(labels.tissue_bits(seg, volumes.brain)[0])
+    return match_to_site(prediction, classes, volumes.brain, other.t2, other.affine, reference.id)[0]
 
 
 def _simulate(root: Path) -> dict[str, list[str]]:
@@ -97,7 +113,7 @@ def _scores(prediction: np.ndarray, t2: np.ndarray, brain: np.ndarray) -> dict:
     from mrsynth.evaluation import evaluate_volume
 
     scores = evaluate_volume(prediction.astype(np.float32), t2.astype(np.float32), brain)
-    return {"psnr_p99": scores["psnr_p99"], "psnr": scores["psnr"]}
+    return {"psnr_p99": scores["psnr_p99"], "psnr": scores["psnr"], "psnr_optimal": scores["psnr_optimal"]}
 
 
 def _as_is(prediction_p99_units: np.ndarray, t2: np.ndarray, brain: np.ndarray) -> float:
@@ -107,9 +123,9 @@ def _as_is(prediction_p99_units: np.ndarray, t2: np.ndarray, brain: np.ndarray) 
 
 def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
     from mrsynth.data import list_prepared, prepare_all
-    from mrsynth.inference import predict_prepared
+    from mrsynth.inference import Model, predict_prepared
     from mrsynth.io import discover
-    from mrsynth.networks import load_model
+    from mrsynth.networks import PRETRAINED, load_model
     from mrsynth.training import load_config, runs, train
 
     if not MAPS.exists():
@@ -128,6 +144,7 @@ def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
         subjects = {s.id: s for s in list_prepared(tmp / "cache")}
         pairs = {i: _brain_pairs(s) for i, s in subjects.items()}
         others = ids["B"] + ids["C"]
+        zero_shot = Model.load(PRETRAINED)
         for k, held_out in enumerate(ids["A"]):
             training = [i for i in ids["A"] if i != held_out]
             tests = [held_out] + (others if k == 0 else [])
@@ -141,6 +158,10 @@ def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
                 entry["lookup table"]["psnr_p99_as_is"] = _as_is(
                     numpy_lookup([pairs[i] for i in training], t1, brain, "p99"), t2, brain
                 )
+                zero = zero_shot.predict(subjects[test])
+                entry[ZERO_SHOT] = _scores(zero, t2, brain)
+                site = [i for i in ids[test[0]] if i != test][0]
+                entry[MATCHED] = _scores(_matched(zero, subjects[test], subjects[site]), t2, brain)
             for n, (label, (presets, overrides)) in enumerate(rows.items()):
                 run_dir = tmp / f"run-{k}-{n}"
                 config = load_config(
@@ -167,6 +188,7 @@ def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
 
 def markdown(result: dict) -> str:
     labels = ["lookup table"] + list(result["rows"])
+    labels += [label for label in (ZERO_SHOT, MATCHED) if label in next(iter(result["scores"].values()))]
     tests = list(result["scores"])
     site_a = [f["test"][0] for f in result["folds"]]
     lines = [
@@ -207,7 +229,7 @@ def markdown(result: dict) -> str:
         median = [scores[t][label]["psnr"] - scores[t]["lookup table"]["psnr"] for t in tests]
         a = [i for i, t in enumerate(tests) if t in site_a]
         o = [i for i, t in enumerate(tests) if t not in site_a]
-        minutes = np.median(result["train_seconds"][label]) / 60
+        minutes = np.median(result["train_seconds"].get(label, [0.0])) / 60
         lines.append(
             f"| {label} | "
             + " | ".join(f"{p:+.2f} ({m:+.2f})" for p, m in zip(p99, median))
@@ -215,6 +237,18 @@ def markdown(result: dict) -> str:
             + f" | {np.mean([p99[i] for i in o]):+.2f} ({np.mean([median[i] for i in o]):+.2f})"
             + f" | {min(p99):+.2f} ({min(median):+.2f}) | {minutes:.1f} |"
         )
+    if "psnr_optimal" in scores[tests[0]]["lookup table"]:
+        lines += [
+            "",
+            "Scale-optimal PSNR (`psnr_optimal`: the prediction times its least-squares gain to the reference "
+            "in its p99 units), difference to the lookup table:",
+            "",
+            "| method | " + " | ".join(tests) + " | worst |",
+            "|---|" + "---|" * (len(tests) + 1),
+        ]
+        for label in labels[1:]:
+            gains = [scores[t][label]["psnr_optimal"] - scores[t]["lookup table"]["psnr_optimal"] for t in tests]
+            lines.append(f"| {label} | " + " | ".join(f"{g:+.2f}" for g in gains) + f" | {min(gains):+.2f} |")
     if result.get("note"):
         lines += ["", result["note"]]
     return "\n".join(lines)

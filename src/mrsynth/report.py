@@ -29,7 +29,7 @@ def pct(value: float | None) -> str:
 
 
 def format_table(
-    results: dict[str, dict], keys=("mse_fov", "mse", "mae", "psnr", "psnr_p99", "ssim_3d", "ssim_2d")
+    results: dict[str, dict], keys=("mse_fov", "mse", "mae", "psnr", "psnr_p99", "psnr_optimal", "ssim_3d", "ssim_2d")
 ) -> str:
     """A Markdown table: one row per method (or subject), columns ``keys``; values or mean +- SD."""
 

@@ -4,7 +4,8 @@ simulate 3 subjects from the package-shipped MNI152 anatomy -> prepare -> train 
 paper's 9-layer network with tissue masks on one subject (validation on a second), and
 a second model with the recommended preset (``--preset quality``) from the T1w alone ->
 fit the two baselines on the same training subject -> predict the third subject's whole
-T2w volume with all four -> score them -> figure and table.
+T2w volume with all four, and with the shipped pretrained model (zero-shot: it has seen no
+pair of this site) -> score them -> figure and table.
 
 Reductions from the paper, for a 2-core CPU: 64 x 64 patches at stride 32 (the network is
 fully convolutional with a 19-pixel receptive field, so it predicts whole slices all the
@@ -23,8 +24,10 @@ from ..data import list_prepared, prepare_all
 from ..errors import InputError
 from ..evaluation import Reference, prepared_page, score, write_page
 from ..figures import prediction_figure
+from ..inference import Model
 from ..io import discover
 from ..logs import log
+from ..networks import PRETRAINED
 from ..report import format_table
 from ..simulate import simulate_dataset, write_figure
 from ..training import BASELINES, Lookup, Network, load_config, read_summary
@@ -59,6 +62,7 @@ QUALITY_SETTINGS = [
     "bn_recalibration_batches=32",
 ]
 PAPER_MODEL, QUALITY_MODEL = "9-layer FCN + masks (paper)", "--preset quality, T1w only"
+ZERO_SHOT = "pretrained, zero-shot (no training)"
 
 
 def run_demo(out: Path) -> dict:
@@ -73,6 +77,7 @@ def run_demo(out: Path) -> dict:
     quality = Network(load_config(None, [f"data.cache={cache}"] + QUALITY_SETTINGS, QUALITY_PRESETS))
     models = {PAPER_MODEL: paper.fit(run), QUALITY_MODEL: quality.fit(quality_run)}
     models.update({kind: Lookup(kind).fit(run) for kind in BASELINES})  # on the paper model's training subject
+    models[ZERO_SHOT] = Model.load(PRETRAINED)  # the shipped model: no pair of this site seen
     summary, quality = read_summary(run), read_summary(quality_run)
     test = {s.id: s for s in list_prepared(cache)}["sim003"]
     volumes = test.native()
@@ -93,8 +98,10 @@ def run_demo(out: Path) -> dict:
     text = (
         f"# mrsynth demo\n\nTrained on sim001 (the paper's network {summary['train_seconds']:.0f} s, "
         f"{summary['patches_per_s']:.0f} patches/s of 64 px; --preset quality {quality['train_seconds']:.0f} s), "
-        "tested on the whole volume of sim003. Scores in brain-median units (psnr_p99: each volume by its "
-        "own brain 99th percentile); all but mse_fov inside the brain mask.\n\n"
+        "tested on the whole volume of sim003; the pretrained model predicts it zero-shot (trained on nothing of this "
+        "site). Scores in brain-median units (psnr_p99: each volume by its own brain 99th percentile; psnr_optimal: "
+        "the prediction times its best gain to the reference in its p99 units); all but mse_fov inside the brain "
+        "mask.\n\n"
         f"{table}\n\nPer-tissue MSE:\n\n{tissue}\n"
     )
     write_text(out / "results.md", text)

@@ -30,8 +30,20 @@ from .subject import Variation, _sample_coordinates, _signal_images, _texture
 #: The target of every subject: HCP's T2w as the simulator models it (TR 3200 ms, equivalent TE 140 ms), 3 T.
 CANONICAL_T2W = SpinEcho()
 #: Pose and tissue variety of the engine's subjects (wider than :class:`.subject.Variation`'s HCP-like defaults).
+#: Every field the engine reads is set here, so that the simulator's defaults (:class:`.subject.Variation`) may change
+#: without changing the recipe of the shipped weights.
 ENGINE_VARIATION = replace(
-    Variation(), rotation_deg=6.0, shift_mm=6.0, scale_sd=0.06, relaxation_sd=0.06, texture_sd=0.05
+    Variation(),
+    deformation_mm=2.5,
+    deformation_spacing_mm=30.0,
+    rotation_deg=6.0,
+    shift_mm=6.0,
+    scale_sd=0.06,
+    relaxation_sd=0.06,
+    partial_volume_sigma_vox=0.6,
+    texture_sd=0.05,
+    texture_spacing_mm=12.0,
+    texture_shared=0.5,
 )
 
 
@@ -63,6 +75,7 @@ class EngineSubject:
     t2: np.ndarray  # float32, the canonical T2w divided by its brain median
     brain: np.ndarray  # bool, the brain mask
     lesions: np.ndarray  # uint8, mrsynth.simulate.pathology.LESIONS labels
+    codes: np.ndarray  # int32, the label map's FreeSurfer codes (lesions not among them)
     affine: np.ndarray
     parameters: dict
 
@@ -127,7 +140,7 @@ def engine_subject(
         "lesions": {int(k): int(n) for k, n in zip(*np.unique(lesions[lesions > 0], return_counts=True))},
     }
     normalizing = _jittered_mask(brain, rng, settings.mask_jitter_vox)
-    return EngineSubject(_by_median(t1, normalizing), _by_median(t2, brain), brain, lesions, affine, parameters)
+    return EngineSubject(_by_median(t1, normalizing), _by_median(t2, brain), brain, lesions, codes, affine, parameters)
 
 
 def _by_median(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -247,7 +247,7 @@ def model_info(config: PretrainConfig, training: dict) -> ModelInfo:
         axis="axial",
         grid_mm=EngineSettings().work_mm,
         brain_only=True,
-        masks="learned",
+        masks="any",
         training=training,
     )
 
