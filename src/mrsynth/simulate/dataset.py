@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..io.subjects import HCP_FOLDER, HCP_NAMES
 from ..logs import bar, log
 from .anatomy import Anatomy, default_anatomy, label_map_anatomy, label_map_paths
-from .subject import SimulatedSubject, simulate_subject
+from .subject import SimulatedSubject, Variation, simulate_subject
 
 #: The HCP file role of each simulated volume.
 VOLUME_ROLES = {"t1": "t1", "t2": "t2", "codes": "seg", "mask": "mask"}
@@ -46,11 +46,14 @@ def simulate_dataset(
     voxel_size: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    variation: Variation | None = None,
 ) -> list[Path]:
     """Simulate ``n_subjects`` into ``out`` in the HCP layout; returns the subject folders.
 
-    Subject ``i`` uses seed ``seed + i`` and, with ``labels``, label map ``i mod n_maps``.
+    Subject ``i`` uses seed ``seed + i`` and, with ``labels``, label map ``i mod n_maps``;
+    ``variation``: the ranges subjects are drawn from (default ``Variation()``: calibrated to the HCP templates).
     """
+    variation = variation or Variation()
     if voxel_size <= 0:
         raise InputError(f"voxel size must be positive, got {voxel_size}")
     out = Path(out)
@@ -65,7 +68,7 @@ def simulate_dataset(
             cache.clear()
             cache[source] = label_map_anatomy(source) if source else default_anatomy()
         started = time.perf_counter()
-        subject = simulate_subject(cache[source], seed + i, voxel_size)
+        subject = simulate_subject(cache[source], seed + i, voxel_size, variation)
         subject.parameters["label_map"] = str(source) if source else None
         subject.parameters["seconds"] = round(time.perf_counter() - started, 2)
         written.append(write_hcp_subject(subject, out, f"sim{i + 1:03d}"))

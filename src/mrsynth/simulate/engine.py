@@ -41,9 +41,14 @@ ENGINE_VARIATION = replace(
     scale_sd=0.06,
     relaxation_sd=0.06,
     partial_volume_sigma_vox=0.6,
+    partial_volume_sharpness=1.0,
     texture_sd=0.05,
     texture_spacing_mm=12.0,
     texture_shared=0.5,
+    texture_pd_shared=0.0,
+    texture_t2_sd=None,
+    texture_pd_sd=None,
+    texture_grey_gain=1.0,
 )
 
 

@@ -30,20 +30,29 @@ class Variation:
     scale_sd: float = 0.04  # SD of the per-axis scaling
     shift_mm: float = 2.0  # SD per axis
     relaxation_sd: float = 0.03  # relative SD of T1, T2, PD per tissue
-    bias_strength: float = 0.12  # SD of log bias field
-    snr_range: tuple[float, float] = (25.0, 45.0)  # brain-median signal / noise SD
+    # noise, bias, partial volume and texture: calibrated so that the within-tissue statistics of simulated subjects
+    # (CV of T1w and T2w, T1w-T2w correlation, in grey and white matter) lie within 25 % of the HCP MNI152 template
+    # pair's (benchmarks/RESULTS.md, simulate_realism): a bias-corrected, low-noise image, as HCP's preprocessed are
+    bias_strength: float = 0.015  # SD of log bias field
+    snr_range: tuple[float, float] = (80.0, 120.0)  # brain-median signal / noise SD
     gain_range: tuple[float, float] = (0.7, 1.4)  # global intensity scale
     partial_volume_sigma_vox: float = 0.6  # smoothing of label boundaries (label maps)
+    partial_volume_sharpness: float = 2.3  # fractions^s renormalized (the default anatomy): above 1, thinner borders
     # acquisition: each subject's protocol drawn around HCP's (MPRAGE TI 1000 ms, flip 8 degrees);
     # the ranges stop where CSF would be less dark in T1w or less bright in T2w than in the HCP templates,
     # or T1w WM/GM contrast 20 % stronger (TI outside ~925-1000 ms, TE below ~125 ms: tests/test_simulate.py)
     ti_range_ms: tuple[float, float] = (925.0, 1000.0)  # MPRAGE inversion time
     flip_range_deg: tuple[float, float] = (7.0, 9.0)  # MPRAGE readout flip angle
     te_range_ms: tuple[float, float] = (130.0, 160.0)  # T2w equivalent echo time
-    # within-tissue texture: smooth random relative variation of T1, T2 and PD inside every tissue
-    texture_sd: float = 0.04
+    # within-tissue texture: smooth random relative variation of T1, T2 and PD inside every tissue (myelination:
+    # T1 and T2 longer together), grey matter's T1 varying more than white matter's
+    texture_sd: float = 0.03  # relative SD of the T1 field
     texture_spacing_mm: float = 12.0  # control-point spacing of the texture fields
-    texture_shared: float = 0.5  # correlation between the T2 and the T1 texture field
+    texture_shared: float = 0.55  # correlation between the T2 and the T1 texture field
+    texture_pd_shared: float = 0.0  # correlation between the PD and the T1 texture field
+    texture_t2_sd: float | None = 0.048  # the T2 field's relative SD (None: texture_sd)
+    texture_pd_sd: float | None = 0.0  # the PD field's relative SD (None: texture_sd)
+    texture_grey_gain: float = 2.0  # the T1 texture in grey-matter tissues (cortex, nuclei, cerebellar cortex) x this
 
 
 @dataclass
@@ -77,6 +86,10 @@ def _sensitivities(sequence, tissues: list[T.Tissue], step: float = 1e-3) -> np.
     return np.asarray(out, np.float32)
 
 
+#: Tissues whose texture ``texture_grey_gain`` scales.
+GREY_TISSUES = ("gm", "deep_gm", "cerebellar_gm")
+
+
 def _texture(rng: np.random.Generator, anatomy: Anatomy, variation: Variation) -> np.ndarray | None:
     """``(3, *grid)`` smooth relative variations of T1, T2 and PD (T2's partly shared with T1's)."""
     if not variation.texture_sd:
@@ -84,9 +97,32 @@ def _texture(rng: np.random.Generator, anatomy: Anatomy, variation: Variation) -
     extent = max(anatomy.codes.shape) * abs(anatomy.affine[0, 0])
     points = max(3, int(round(extent / variation.texture_spacing_mm)))
     t1, own, pd = (smooth_random_field(rng, anatomy.codes.shape, points) for _ in range(3))
-    shared = variation.texture_shared
+    shared, pd_shared = variation.texture_shared, variation.texture_pd_shared
     t2 = shared * t1 + np.sqrt(1 - shared**2) * own
-    return variation.texture_sd * np.stack([t1, t2, pd])
+    pd = pd_shared * t1 + np.sqrt(1 - pd_shared**2) * pd
+    sd = variation.texture_sd
+    amplitudes = np.array(
+        [
+            sd,
+            sd if variation.texture_t2_sd is None else variation.texture_t2_sd,
+            sd if variation.texture_pd_sd is None else variation.texture_pd_sd,
+        ],
+        np.float32,
+    )
+    texture = amplitudes[:, None, None, None] * np.stack([t1, t2, pd])
+    if variation.texture_grey_gain != 1.0:  # grey matter's T1 varies more (myelination differs across cortex)
+        grey = np.isin(anatomy.tissue, [T.INDEX[name] for name in GREY_TISSUES])
+        texture[0] *= np.where(grey, np.float32(variation.texture_grey_gain), np.float32(1.0))
+    return texture
+
+
+def _sharpened(fractions: np.ndarray, sharpness: float) -> np.ndarray:
+    """Partial-volume fractions raised to ``sharpness`` and renormalized (1: as given)."""
+    if sharpness == 1.0:
+        return fractions
+    total = fractions.sum(axis=0)
+    powered = fractions**sharpness
+    return powered * (total / np.maximum(powered.sum(axis=0), 1e-12))
 
 
 def _signal_images(
@@ -108,7 +144,7 @@ def _signal_images(
         per_tissue = sequence.signal(tissue_list).astype(np.float32)
         image = per_tissue[anatomy.tissue]
         if anatomy.fractions is not None:
-            p_gm, p_wm, p_csf = anatomy.fractions
+            p_gm, p_wm, p_csf = _sharpened(anatomy.fractions, variation.partial_volume_sharpness)
             brain = (p_gm + p_wm + p_csf) > 0
             mixed = (
                 p_gm * per_tissue[anatomy.gm_tissue]
