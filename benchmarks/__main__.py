@@ -23,7 +23,6 @@ BENCHMARKS = [
     "tile_training",
     "hcp_within_subject",
     "hcp_within_subject_paper_norm",
-    "reproduce_small",
     "real_quality",
     "sim_crossval",
     "simulate_realism",

@@ -148,6 +148,7 @@ def test_demo_writes_its_table_from_its_numbers(tmp_path, run_cli):
         "--preset quality, T1w only",
         "tissue-mean",
         "intensity-map",
+        "pretrained, zero-shot (no training)",
     }
     for name, scores in results["scores"].items():
         assert f"| {name} | {scores['mse_fov']:.4g} | {scores['mse']:.4g} |" in text

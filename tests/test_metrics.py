@@ -8,7 +8,7 @@ import torch
 
 from mrsynth.data import Normalization, PatchDataset, PatchGrid, list_prepared
 from mrsynth.evaluation import evaluate_volume
-from mrsynth.training import patch_losses
+from mrsynth.training import patch_errors, patch_losses
 
 
 def test_perfect_prediction_scores_zero_error_and_ssim_one():
@@ -55,3 +55,15 @@ def test_patch_losses_are_the_mean_squared_error_over_all_and_brain_pixels(cache
     assert losses["mse"] == pytest.approx(((target - 0.5) ** 2).mean().item(), rel=1e-5)
     assert losses["mse_brain"] == pytest.approx(((target - 0.5) ** 2)[brain].mean().item(), rel=1e-5)
     assert patch_losses(_Constant(0.5), dataset, 64, "cpu", limit=10)["patches"] == 10
+
+
+def test_patch_errors_keep_each_patch_and_its_subject(cache):
+    subjects = list_prepared(cache)[:2]
+    dataset = PatchDataset(subjects, Normalization(), PatchGrid(16, 8), channels=1)
+    errors = patch_errors(_Constant(0.5), dataset, 7, "cpu", limit=30, seed=3)
+    assert len(errors["item"]) == 30 and sorted(set(errors["subject"].tolist())) == [0, 1]
+    _, target = dataset[errors["item"].tolist()]
+    per_patch = ((target - 0.5) ** 2).sum(dim=(1, 2, 3)).double().numpy()
+    np.testing.assert_allclose(errors["sse"], per_patch, rtol=1e-5)
+    assert (errors["pixels"] == 16 * 16).all() and (errors["brain_pixels"] <= errors["pixels"]).all()
+    assert (errors["subject"] == dataset.locate_many(errors["item"])[0]).all()

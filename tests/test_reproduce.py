@@ -5,8 +5,18 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
+from mrsynth.experiments.effects import (
+    HOLDS,
+    NOT_SIGNIFICANT,
+    OPPOSITE,
+    bootstrap_interval,
+    experiment,
+    reduction,
+    unit_errors,
+)
 from mrsynth.experiments.reproduce import SCALES, _run_configs, assign_subjects, reproduce
 from mrsynth.report import fmt, pct
 
@@ -28,7 +38,11 @@ def _numbers(value, found: set) -> set:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduction")
-    return out, reproduce(out, scale="tiny", progress=False)
+    return out, reproduce(out, scale="tiny", progress=False, seeds=2)
+
+
+def _runs(results) -> list[dict]:
+    return [run for grid in results["per_seed"].values() for run in grid["runs"].values()]
 
 
 @pytest.mark.slow
@@ -44,7 +58,7 @@ def test_report_structure(grid):
         "figures/view.html",
     ):
         assert (out / name).exists(), name
-    assert len(results["runs"]) == 10  # 4 + 4 + 2
+    assert results["seeds"] == [0, 1] and all(len(g["runs"]) == 10 for g in results["per_seed"].values())  # 4+4+2
     assert results["subjects"]["test"] == sorted(results["subjects"]["test"]) and len(results["subjects"]["test"]) == 5
     text = (out / "report.md").read_text()
     for heading in (
@@ -56,14 +70,17 @@ def test_report_structure(grid):
         "Figure 5",
         "baseline: tissue-mean",
         "baseline: intensity-map",
-        "same direction",
+        "verdict",
+        "95% CI",
+        " ± ",
     ):
         assert heading in text, heading
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and 'src="figures' not in html
     saved = json.loads((out / "results.json").read_text())
     assert saved["comparisons"] == results["comparisons"]
-    assert all(r["config"]["seed"] == 0 and "summary" in r for r in saved["runs"].values())
+    for seed, grid in saved["per_seed"].items():
+        assert all(r["config"]["seed"] == int(seed) and "summary" in r for r in grid["runs"].values())
     assert "torch" in saved["versions"]
 
 
@@ -81,20 +98,78 @@ def test_every_number_in_the_report_comes_from_results_json(grid):
 
 @pytest.mark.slow
 def test_verdicts_follow_the_numbers(grid):
+    """Each effect: the point estimate from the tables' means, the interval from the seeds' unit errors, the words
+    from the rule (the paper's direction and an interval excluding 0, the paper's direction, or not)."""
     _, results = grid
+    assert len(results["comparisons"]) == 11
+    detail = results["tables_detail"]
     for c in results["comparisons"]:
+        low, high = c["ci95"]
+        assert low <= high
+        if c["ours_reduction"] * c["paper_reduction"] < 0:
+            assert c["verdict"] == OPPOSITE
+        elif low > 0 or high < 0:
+            assert c["verdict"] == HOLDS, c
+        else:
+            assert c["verdict"] == NOT_SIGNIFICANT, c
         assert c["same_direction"] == ((c["paper_reduction"] > 0) == (c["ours_reduction"] > 0))
         assert c["size_ratio"] == pytest.approx(c["ours_reduction"] / c["paper_reduction"])
+        assert c["within_factor_2"] == (0.5 <= c["size_ratio"] <= 2)
+    masks = next(
+        c for c in results["comparisons"] if c["effect"] == "masks vs T1w only, 9 layers" and c["table"] == "table2"
+    )
+    rows = detail["table2"]
+    assert masks["ours_reduction"] == pytest.approx(
+        reduction(rows["9 layers, T1w"]["patch"]["mse"], rows["9 layers, T1w + masks"]["patch"]["mse"])
+    )
+    for grid in results["per_seed"].values():
+        for name, units in grid["unit_errors"].items():
+            table, layers, kind = experiment(name)
+            pooled = sum(units["sse"]) / sum(units["pixels"])
+            assert pooled == pytest.approx(grid["tables_detail"][table][f"{layers} layers, {kind}"]["patch"]["mse"])
+            assert units["units"] == (sorted(results["subjects"]["test"]) if table != "table1" else units["units"])
     for table in results["beats_baselines"].values():
         for outcome in table.values():
             assert outcome["beats_both"] == (outcome["network"] < min(outcome["tissue-mean"], outcome["intensity-map"]))
+            assert 0 <= outcome["seeds_beating_both"] <= outcome["seeds"] == 2
+
+
+def _units(sse, pixels=1.0):
+    return {"units": [f"u{i}" for i in range(len(sse))], "sse": list(sse), "pixels": [pixels] * len(sse)}
+
+
+def test_bootstrap_interval_over_seeds_and_units():
+    rng = np.random.default_rng(0)
+    before = [_units(rng.uniform(1, 2, 20)) for _ in range(3)]
+    halved = [_units(np.array(b["sse"]) / 2) for b in before]
+    assert bootstrap_interval(before, halved) == pytest.approx((0.5, 0.5))
+    # half the units better, half worse by as much: no effect to detect
+    mixed = [_units(np.array(b["sse"]) * np.tile([0.7, 1.3], 10)) for b in before]
+    low, high = bootstrap_interval(before, mixed)
+    assert low < 0 < high
+    # one seed much better than the others: resampling seeds widens the interval
+    seeds_differ = [_units(np.array(b["sse"]) * f) for b, f in zip(before, (0.5, 0.9, 0.95))]
+    wide, narrow = bootstrap_interval(before, seeds_differ), bootstrap_interval(before[:1], seeds_differ[:1])
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]
+    assert bootstrap_interval(before, mixed) == bootstrap_interval(before, mixed)  # seeded
+
+
+def test_unit_errors_sum_patches_by_subject_or_keep_patches():
+    errors = {
+        "item": np.array([4, 9, 11]),
+        "subject": np.array([1, 0, 1]),
+        "sse": np.array([1.0, 2.0, 3.0]),
+        "pixels": np.array([10, 10, 10]),
+    }
+    assert unit_errors(errors, ["a", "b"]) == {"units": ["a", "b"], "sse": [2.0, 4.0], "pixels": [10.0, 20.0]}
+    assert unit_errors(errors, None)["units"] == ["11", "4", "9"]
 
 
 @pytest.mark.slow
 def test_second_run_reuses_finished_runs(grid):
     out, first = grid
-    again = reproduce(out, scale="tiny", progress=False)
-    assert {r["status"] for r in again["runs"].values()} == {"reused"}
+    again = reproduce(out, scale="tiny", progress=False, seeds=2)
+    assert {r["status"] for r in _runs(again)} == {"reused"}
     assert again["tables_detail"] == first["tables_detail"]
 
 
@@ -102,20 +177,25 @@ def test_second_run_reuses_finished_runs(grid):
 def test_compare_puts_an_earlier_runs_effect_sizes_beside_this_runs(grid, tmp_path):
     out, first = grid
     earlier = json.loads((out / "results.json").read_text())
-    for c in earlier["comparisons"]:  # an older results.json: other reductions, no size_ratio yet
+    for c in earlier["comparisons"]:  # an older results.json: other reductions, no size_ratio, CI or verdict yet
         c["ours_reduction"] = -0.5 * c["paper_reduction"]
-        del c["size_ratio"]
+        for key in ("size_ratio", "ci95", "verdict", "within_factor_2"):
+            del c[key]
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "results.json").write_text(json.dumps(earlier))
-    again = reproduce(out, scale="tiny", progress=False, compare=tmp_path / "old", compare_label="old simulator")
-    assert {r["status"] for r in again["runs"].values()} == {"reused"}
+    again = reproduce(
+        out, scale="tiny", progress=False, compare=tmp_path / "old", compare_label="old simulator", seeds=2
+    )
+    assert {r["status"] for r in _runs(again)} == {"reused"}
     compared = {c["effect"] + c["table"]: c for c in again["compared_with"]["comparisons"]}
     assert all(c["size_ratio"] == pytest.approx(-0.5) and not c["same_direction"] for c in compared.values())
     text = (out / "report.md").read_text()
-    assert "old simulator: ours / paper" in text and f"0 of {len(first['comparisons'])} effects" in text
+    n = len(first["comparisons"])
+    assert "old simulator: ours / paper" in text and f"0 of {n} effects in the paper's direction with a CI" in text
+    assert f"{n} opposite" in text
     for c in again["comparisons"]:
         row = next(line for line in text.splitlines() if line.startswith(f"| {c['effect']} | {c['table']} |"))
-        assert row.rstrip(" |").endswith(f"{pct(-0.5 * c['paper_reduction'])} | {fmt(-0.5)} | no"), row
+        assert row.rstrip(" |").endswith(f"{pct(-0.5 * c['paper_reduction'])} | - | {fmt(-0.5)} | {OPPOSITE}"), row
 
 
 def test_compare_with_something_that_is_not_a_reproduction_is_refused_before_any_work(tmp_path, run_cli):

@@ -261,15 +261,23 @@ def _baselines(args) -> int:
 
 
 def _reproduce(args) -> int:
+    from ..experiments.effects import HOLDS
     from ..experiments.reproduce import reproduce
 
     results = reproduce(
-        args.out, args.data, args.scale, args.seed, compare=args.compare, compare_label=args.compare_label
+        args.out,
+        args.data,
+        args.scale,
+        args.seed,
+        compare=args.compare,
+        compare_label=args.compare_label,
+        seeds=args.seeds,
     )
-    agree = sum(c["same_direction"] for c in results["comparisons"])
+    runs = [run for grid in results["per_seed"].values() for run in grid["runs"].values()]
+    holds = sum(c["verdict"] == HOLDS for c in results["comparisons"])
     print(
-        f"{len(results['runs'])} runs ({sum(r['status'] == 'reused' for r in results['runs'].values())} reused); "
-        f"{agree}/{len(results['comparisons'])} of the paper's effects in the same direction; "
+        f"{len(runs)} runs over {len(results['seeds'])} seeds ({sum(r['status'] == 'reused' for r in runs)} reused); "
+        f"{holds}/{len(results['comparisons'])} of the paper's effects in its direction with a 95% CI excluding 0; "
         f"report: {Path(args.out) / 'report.md'} and report.html; numbers: results.json "
         f"({results['seconds']:.0f} s)"
     )

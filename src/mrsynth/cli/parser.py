@@ -284,9 +284,15 @@ def _study_commands(command) -> None:
         "--scale",
         default="small",
         choices=list(SCALES),
-        help="small: 2-core CPU in <= 45 min (default); paper: the paper's settings; tiny: tests",
+        help="small: 2-core CPU, about 20 min a seed (default); paper: the paper's settings; tiny: tests",
     )
     p.add_argument("--out", default="reproduction", help="output folder (re-running reuses its finished runs)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help="training seeds (--seed, --seed + 1, ...): each table cell as mean ± SD, each effect with a bootstrap "
+        "95%% CI; default: the scale's (small 3, paper 1, tiny 1)",
+    )
     p.add_argument(
         "--compare",
         metavar="EARLIER",
@@ -306,12 +312,11 @@ def _study_commands(command) -> None:
     p.add_argument("--folds", default="loo", help="loo (leave one subject out, default) or a number of folds")
     p.add_argument("--out", default="crossval", help="output folder (re-running resumes it)")
 
-    p = command("pretrain", "train the network of the shipped pretrained model on simulated subjects", "device")
+    p = command("pretrain", "train the network of the shipped pretrained model on simulated subjects", "seed", "device")
     p.add_argument("out", help="output folder: checkpoint, progress.log, pretrain.json and the model (OUT/model)")
     p.add_argument("--maps", required=True, help="folder of FreeSurfer label maps (the 20 SynthSeg maps)")
     p.add_argument("--steps", type=int, default=6000, help="optimizer steps (the shipped model's: see its card)")
     p.add_argument("--workers", type=int, default=1, help="processes simulating subjects while the network trains")
-    p.add_argument("--seed", type=int, default=0, help="draws every subject and every batch")
     p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint, with the same settings")
 
     p = command("demo", "run the main job on the embedded default data")

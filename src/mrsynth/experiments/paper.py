@@ -1,119 +1,27 @@
-"""The paper's Tables 1-3 as published, its effects checked against ours, its Figures 3-5 made from our runs, and
-the reproduction's report.
+"""The reproduction's report (Tables 1-3 with ours beside the paper's, the effects with their intervals and
+verdicts) and the paper's Figures 3-5 made from our runs.
 
 Every text of the report is computed from the results' numbers; this module holds no number of ours.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..errors import InputError
 from ..evaluation import prepared_page, write_page
 from ..figures import learning_curve_figure, patch_grid_figure
 from ..inference import Model
 from ..report import fmt, pct
 from ..training import TrainConfig, load_run_data, runs
-
-#: The paper's loss values (section 5.2, Tables 1-3), keyed by (layers, input).
-PAPER = {
-    "table1": {(3, "T1w"): 12795, (3, "T1w + masks"): 10664, (9, "T1w"): 5177, (9, "T1w + masks"): 4091},
-    "table2": {(3, "T1w"): 20385, (3, "T1w + masks"): 16627, (9, "T1w"): 12643, (9, "T1w + masks"): 9783},
-    "table3": {(9, "T1w"): 9093, (9, "T1w + masks"): 7728},
-}
-INPUTS = {"T1w": 1, "T1w + masks": 9}
+from .effects import HOLDS, NOT_SIGNIFICANT, OPPOSITE, PAPER, RESAMPLES, SIZE_FACTOR, experiment, median_ratio
 
 
-def experiment(name: str) -> tuple[str, int, str]:
-    table, tag = name.split("-", 1)
-    layers, kind = tag.split("-")
-    return table, int(layers[1:]), "T1w + masks" if kind == "masks" else "T1w"
-
-
-def reduction(before: float, after: float) -> float:
-    """Relative reduction of the loss from ``before`` to ``after`` (positive: lower is better)."""
-    return (before - after) / before
-
-
-def comparisons(tables: dict) -> list[dict]:
-    """The paper's three effects, paper vs ours, with a verdict computed from the signs."""
-    rows = []
-
-    def add(effect, table, before, after):
-        paper_before, paper_after = PAPER[table].get(before[:2]), PAPER[table].get(after[:2])
-        ours_before, ours_after = tables[table][before], tables[table][after]
-        paper = reduction(paper_before, paper_after)
-        ours = reduction(ours_before, ours_after)
-        rows.append(_comparison(effect, table, paper, ours))
-
-    for table in ("table1", "table2"):
-        for layers in (3, 9):
-            add(
-                f"masks vs T1w only, {layers} layers",
-                table,
-                (layers, "T1w", "network"),
-                (layers, "T1w + masks", "network"),
-            )
-        for kind in INPUTS:
-            add(f"9 vs 3 layers, {kind}", table, (3, kind, "network"), (9, kind, "network"))
-    add("masks vs T1w only, 9 layers", "table3", (9, "T1w", "network"), (9, "T1w + masks", "network"))
-    for kind in INPUTS:
-        paper = reduction(PAPER["table2"][(9, kind)], PAPER["table3"][(9, kind)])
-        ours = reduction(tables["table2"][(9, kind, "network")], tables["table3"][(9, kind, "network")])
-        rows.append(_comparison(f"many vs 1 training subjects, 9 layers, {kind}", "table2->table3", paper, ours))
-    return rows
-
-
-def _comparison(effect: str, table: str, paper: float, ours: float) -> dict:
-    """One effect: both loss reductions, whether they agree in sign, and ours as a fraction of the paper's size."""
-    return {
-        "effect": effect,
-        "table": table,
-        "paper_reduction": paper,
-        "ours_reduction": ours,
-        "same_direction": bool(np.sign(paper) == np.sign(ours)),
-        "size_ratio": ours / paper if paper else None,
-    }
-
-
-def load_compared(path: str | Path, label: str) -> dict:
-    """The effects of an earlier reproduction (its folder or ``results.json``), to report beside this one's.
-
-    For example a run made with an earlier simulator, or on other data: each effect's size
-    relative to the paper's, before and after, shows what the change did to fidelity.
-    """
-    path = Path(path)
-    path = path / "results.json" if path.is_dir() else path
-    try:
-        earlier = json.loads(path.read_text())
-        comparisons = {
-            (c["effect"], c["table"]): _comparison(c["effect"], c["table"], c["paper_reduction"], c["ours_reduction"])
-            for c in earlier["comparisons"]
-        }
-    except FileNotFoundError:
-        raise InputError(
-            "no reproduction results here (expected the folder of an earlier `mrsynth reproduce` or its results.json)",
-            path,
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise InputError(f"not the results of a reproduction ({type(error).__name__}: {error})", path) from None
-    return {
-        "label": label,
-        "source": str(path),
-        "data": earlier.get("data"),
-        "mrsynth": earlier.get("mrsynth"),
-        "scale": (earlier.get("scale") or {}).get("name"),
-        "comparisons": list(comparisons.values()),
-    }
-
-
-def _median_ratio(comparisons: list[dict]) -> float | None:
-    ratios = [c["size_ratio"] for c in comparisons if c.get("size_ratio") is not None]
-    return float(np.median(ratios)) if ratios else None
+def _cell(scores: dict, key: str) -> str:
+    """A table cell: the mean over seeds, ± the SD where there are several."""
+    sd = scores.get(f"{key}_sd")
+    return fmt(scores.get(key)) + (f" ± {fmt(sd)}" if sd is not None else "")
 
 
 def _table_blocks(table: str, title: str, results: dict) -> list:
@@ -135,11 +43,11 @@ def _table_blocks(table: str, title: str, results: dict) -> list:
             [
                 key,
                 fmt(paper),
-                fmt(scores["patch"]["mse"]),
-                fmt(scores["patch"]["mse_brain"]),
-                fmt(volume.get("psnr")),
-                fmt(volume.get("psnr_p99")),
-                fmt(volume.get("ssim_3d")),
+                _cell(scores["patch"], "mse"),
+                _cell(scores["patch"], "mse_brain"),
+                _cell(volume, "psnr"),
+                _cell(volume, "psnr_p99"),
+                _cell(volume, "ssim_3d"),
             ]
         )
     return [("h2", title), ("table", rows)]
@@ -147,11 +55,14 @@ def _table_blocks(table: str, title: str, results: dict) -> list:
 
 def build_report(results: dict, figures: dict[str, Path]) -> list:
     """The report as blocks (heading, paragraph, table, image); all text computed from ``results``."""
+    seeds = results["seeds"]
+    runs_count = sum(len(grid["runs"]) for grid in results["per_seed"].values())
     blocks = [
         ("h1", "mrsynth: reproduction of Alkan, Cocjin & Weitz, Tables 1-3 and Figures 3-5"),
         (
             "p",
-            f"Scale {results['scale']['name']}; data: {results['data']}; {len(results['runs'])} training runs; "
+            f"Scale {results['scale']['name']}; data: {results['data']}; training seeds "
+            f"{', '.join(map(str, seeds))} ({runs_count} training runs; the same data and subjects for every seed); "
             f"loss units: {results['units']}. The paper's losses are MSE in HCP T2w intensity units, so compare "
             "relative changes, not absolute values.",
         ),
@@ -159,7 +70,7 @@ def build_report(results: dict, figures: dict[str, Path]) -> list:
             "p",
             "Every network and baseline of a table is scored on the same test patches; volume scores are whole "
             "predicted test volumes, inside the brain mask (within-subject runs have test patches, not test "
-            "volumes).",
+            "volumes). " + ("Cells: mean ± SD over the seeds." if len(seeds) > 1 else "Cells: one seed."),
         ),
     ]
     many = len(results["subjects"]["many"])
@@ -172,8 +83,13 @@ def build_report(results: dict, figures: dict[str, Path]) -> list:
     return blocks + _effect_blocks(results) + _baseline_blocks(results) + _figure_blocks(results, figures)
 
 
+def _interval(c: dict) -> str:
+    return f"{pct(c['ci95'][0])} to {pct(c['ci95'][1])}" if c.get("ci95") else "-"
+
+
 def _effect_blocks(results: dict) -> list:
-    """The paper's effects, ours beside the paper's (and an earlier reproduction's, when compared)."""
+    """The paper's effects, ours beside the paper's with a 95 % interval and a verdict (and an earlier
+    reproduction's, when compared)."""
     compared, comparisons = results.get("compared_with"), results["comparisons"]
     earlier = {(c["effect"], c["table"]): c for c in compared["comparisons"]} if compared else {}
     header = [
@@ -181,12 +97,13 @@ def _effect_blocks(results: dict) -> list:
         "table",
         "paper: loss reduction",
         "ours: loss reduction",
+        "ours: 95% CI",
         "ours / paper (effect size)",
-        "same direction",
+        "verdict",
     ]
     if compared:
         label = compared["label"]
-        header += [f"{label}: loss reduction", f"{label}: ours / paper", f"{label}: same direction"]
+        header += [f"{label}: loss reduction", f"{label}: 95% CI", f"{label}: ours / paper", f"{label}: verdict"]
     rows = [header]
     for c in comparisons:
         row = [
@@ -194,20 +111,21 @@ def _effect_blocks(results: dict) -> list:
             c["table"],
             pct(c["paper_reduction"]),
             pct(c["ours_reduction"]),
+            _interval(c),
             fmt(c.get("size_ratio")),
-            _yes(c["same_direction"]),
+            _verdict(c),
         ]
         if compared:
             e = earlier.get((c["effect"], c["table"]))
             row += (
-                ["-"] * 3 if e is None else [pct(e["ours_reduction"]), fmt(e["size_ratio"]), _yes(e["same_direction"])]
+                ["-"] * 4 if e is None else [pct(e["ours_reduction"]), _interval(e), fmt(e["size_ratio"]), _verdict(e)]
             )
         rows.append(row)
-    agree = sum(c["same_direction"] for c in comparisons)
     blocks = [
         ("h2", "The paper's findings, checked"),
+        ("p", _interval_note(results)),
         ("table", rows),
-        ("p", f"{agree} of {len(comparisons)} effects go in the paper's direction in this run."),
+        ("p", "Here: " + _tally(comparisons)),
     ]
     if compared:
         matched = [earlier[k] for k in ((c["effect"], c["table"]) for c in comparisons) if k in earlier]
@@ -215,27 +133,39 @@ def _effect_blocks(results: dict) -> list:
             (
                 "p",
                 f"{compared['label']}: {compared['source']} (data: {compared['data']}; scale "
-                f"{compared['scale']}; mrsynth {compared['mrsynth']}); "
-                f"{sum(e['same_direction'] for e in matched)} of {len(matched)} effects in the paper's "
-                f"direction there. Median effect size relative to the paper's: "
-                f"{fmt(_median_ratio(comparisons))} here, {fmt(_median_ratio(matched))} there.",
-            )
-        )
-    for c in comparisons:
-        verb = "reduces" if c["ours_reduction"] > 0 else "increases"
-        blocks.append(
-            (
-                "p",
-                f"{c['effect']} ({c['table']}): our loss changes by {pct(-c['ours_reduction'])} "
-                f"(the paper: {pct(-c['paper_reduction'])}); the change {verb} our loss, "
-                f"{'as' if c['same_direction'] else 'unlike'} in the paper.",
+                f"{compared['scale']}; mrsynth {compared['mrsynth']}): {_tally(matched)} "
+                f"Median effect size relative to the paper's: {fmt(median_ratio(comparisons))} here, "
+                f"{fmt(median_ratio(matched))} there.",
             )
         )
     return blocks
 
 
-def _yes(value: bool) -> str:
-    return "yes" if value else "no"
+def _interval_note(results: dict) -> str:
+    seeds = len(results["seeds"])
+    return (
+        "Loss reduction: (before - after) / before of the test patch MSE, ours from the means over "
+        f"{seeds} seed{'s' if seeds > 1 else ''}. 95% CI: percentile bootstrap ({RESAMPLES} resamples) over seeds "
+        "and test units (test subjects; test patches in Table 1), both models of an effect on the same draw. "
+        f"Verdict: '{HOLDS}', '{NOT_SIGNIFICANT}' (the CI includes 0) or '{OPPOSITE}'."
+    )
+
+
+def _verdict(c: dict) -> str:
+    """The effect's verdict; an earlier reproduction without intervals has only its direction."""
+    return c.get("verdict") or ("same direction (no CI)" if c["same_direction"] else OPPOSITE)
+
+
+def _tally(comparisons: list[dict]) -> str:
+    """How many effects hold, go the paper's way without significance, go the other way; how many are near in
+    size."""
+    count = lambda verdict: sum(_verdict(c) == verdict for c in comparisons)  # noqa: E731
+    near = sum(c.get("within_factor_2", False) for c in comparisons)
+    return (
+        f"{count(HOLDS)} of {len(comparisons)} effects in the paper's direction with a CI that excludes 0, "
+        f"{count(NOT_SIGNIFICANT)} in its direction but not significant, {count(OPPOSITE)} opposite; "
+        f"{near} of {len(comparisons)} within a factor of {SIZE_FACTOR:g} of the paper's size."
+    )
 
 
 def _baseline_blocks(results: dict) -> list:
@@ -246,8 +176,9 @@ def _baseline_blocks(results: dict) -> list:
                 (
                     "p",
                     f"{table}, {model}: test patch MSE {fmt(outcome['network'])} vs tissue-mean "
-                    f"{fmt(outcome['tissue-mean'])} and intensity-map {fmt(outcome['intensity-map'])}: "
-                    f"{'beats both' if outcome['beats_both'] else 'does not beat both'}.",
+                    f"{fmt(outcome['tissue-mean'])} and intensity-map {fmt(outcome['intensity-map'])} "
+                    f"(means over seeds): {'beats both' if outcome['beats_both'] else 'does not beat both'}; "
+                    f"beats both in {outcome['seeds_beating_both']} of {outcome['seeds']} seeds.",
                 )
             )
     return blocks

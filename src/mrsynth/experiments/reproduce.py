@@ -14,7 +14,7 @@ Scales (every reduction of ``small`` and why the comparison stays fair):
     epochs for one training subject, batch 128 and 8 epochs for several, every patch every
     epoch, the paper's mean-subtraction normalization.  Learning rate 1e-3 instead of 0.1
     (0.1 does not train: docs/training.md).  Simulated default data at 0.7 mm.
-``small`` (default; 2-core CPU, within 45 minutes)
+``small`` (default; a 2-core CPU, 3 training seeds: wall clock in benchmarks/RESULTS.md, reproduce_simulator)
     16 simulated subjects at 1.4 mm instead of HCP's 0.7 mm, with 64 x 64 patches at stride
     12: each patch covers the same 90 mm of anatomy as the paper's 128 x 128 at 0.7 mm, with
     4x fewer pixels.  Every run sees the same number of patches (1,024 random training
@@ -46,8 +46,20 @@ from ..io import discover
 from ..networks import package_versions
 from ..report import render_html, render_markdown
 from ..simulate import simulate_dataset
-from ..training import BASELINES, Lookup, Network, TrainConfig, load_config, load_run_data, patch_losses, runs, to_toml
-from .paper import INPUTS, PAPER, build_report, comparisons, experiment, load_compared, paper_figures, viewer_page
+from ..training import (
+    BASELINES,
+    Lookup,
+    Network,
+    TrainConfig,
+    load_config,
+    load_run_data,
+    patch_errors,
+    pooled_losses,
+    runs,
+    to_toml,
+)
+from .effects import INPUTS, PAPER, baseline_outcomes, effects, experiment, load_compared, mean_and_sd, unit_errors
+from .paper import build_report, paper_figures, viewer_page
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class Scale:
     many_subjects: int  # training subjects of Table 3
     norm: str
     recalibration_batches: int = 50
+    seeds: int = 1  # training seeds run by default (--seeds)
 
 
 SCALES = {
@@ -103,6 +116,7 @@ SCALES = {
         many_subjects=11,
         norm="robust",
         recalibration_batches=32,
+        seeds=3,
     ),
     # for the test suite only: fixture-sized subjects, a few steps per run
     "tiny": Scale(
@@ -178,30 +192,25 @@ def _reference_volumes(subjects: list, count: int) -> dict:
     return {subject.id: (subject, Reference.from_prepared(subject)) for subject in subjects[:count]}
 
 
-def _score_run(network: Model, folder: Path, config: TrainConfig, references: dict, scale: Scale, seed: int) -> dict:
-    """Test patch losses of the network and the baselines; whole-volume scores for across-subject runs.
+def _score_run(network: Model, folder: Path, config: TrainConfig, references: dict, scale: Scale, seed: int):
+    """Test patch losses of the network and the baselines, whole-volume scores for across-subject runs, and the
+    network's errors by test unit (subjects across subjects, patches within one).
 
-    The network's patch losses are the ones training computed at export (same model, same
-    seeded test patches); the baselines, fitted on the run's training data once per table, are
-    scored on those same patches here.
+    Every model of a table is scored on the same seeded test patches; the baselines are fitted
+    on the run's training data.
     """
     data = load_run_data(folder, config)
-    summary = runs.read_summary(folder)
     models = {"network": network}
     if config.data.channels > 1 and config.model.layers == 9:
         models.update({kind: Lookup(kind).fit(folder) for kind in BASELINES})
-    scores = {}
+    across = data.split.kind == "across"
+    scores, units = {}, None
     for key, model in models.items():
+        errors = patch_errors(model.network, data.test, 32, "cpu", scale.eval_patches, seed)
         if key == "network":
-            patch = {
-                "mse": summary["test_loss"],
-                "mse_brain": summary["test_loss_brain"],
-                "patches": summary["test_patches"],
-            }
-        else:
-            patch = patch_losses(model.network, data.test, 32, "cpu", scale.eval_patches, seed)
-        entry = {"patch": patch}
-        if data.split.kind == "across":
+            units = unit_errors(errors, [part.subject.id for part in data.test.parts] if across else None)
+        entry = {"patch": pooled_losses(errors)}
+        if across:
             volumes = {
                 subject_id: score(model.predict(subject), reference)
                 for subject_id, (subject, reference) in references.items()
@@ -211,7 +220,7 @@ def _score_run(network: Model, folder: Path, config: TrainConfig, references: di
             }
             entry["volume_subjects"] = list(volumes)
         scores[key] = entry
-    return scores
+    return scores, units
 
 
 # --------------------------------------------------------------------------- the command
@@ -241,50 +250,57 @@ def reproduce(
     progress: bool = True,
     compare: str | Path | None = None,
     compare_label: str = "earlier run",
+    seeds: int | None = None,
 ) -> dict:
-    """Run (or reuse) the experiment grid and write report.md, report.html and results.json.
+    """Run (or reuse) the experiment grid under ``seeds`` training seeds; write report.md, report.html, results.json.
 
+    Training seeds are ``seed``, ``seed + 1``, ...; the data (simulated with ``seed`` when
+    ``data`` is None) and the subjects' roles are the same for every seed. ``seeds`` defaults to
+    the scale's (3 at small). Figures 3-5 and the viewer come from the first seed.
     ``compare``: an earlier reproduction's folder; its effects go beside this run's in the report.
     """
     if scale not in SCALES:
         raise InputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    setting = SCALES[scale]
+    seeds = setting.seeds if seeds is None else seeds
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InputError(f"seeds must be a whole number >= 1, got {seeds!r}")
     compared = load_compared(compare, compare_label) if compare else None
     started = time.perf_counter()
-    out, setting = Path(out), SCALES[scale]
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache, description = _prepare_data(out, Path(data) if data else None, setting, seed, progress)
     prepared = {s.id: s for s in list_prepared(cache) if s.has_t2}
     subjects = assign_subjects(list(prepared), setting)
-    configs = _run_configs(cache, setting, subjects, seed)
-    folders, models, run_info = _train_grid(configs, out, progress)
     references = _reference_volumes([prepared[i] for i in subjects["test"]], setting.volume_subjects)
-    tables, detail = _score_grid(configs, folders, models, run_info, references, setting, seed)
-    beats = {
-        table: {
-            key: _beats(entry["patch"]["mse"], {b: rows[f"baseline: {b}"] for b in BASELINES})
-            for key, entry in rows.items()
-            if not key.startswith("baseline")
-        }
-        for table, rows in detail.items()
-    }
     figures_dir = out / "figures"
     figures_dir.mkdir(exist_ok=True)
-    figures = paper_figures(folders, models, configs, figures_dir)
-    view = viewer_page(models, run_info, references, figures_dir / "view.html")
+    per_seed, figures, view = {}, {}, None
+    for training_seed in range(seed, seed + seeds):
+        configs = _run_configs(cache, setting, subjects, training_seed)
+        folders, models, run_info = _train_grid(configs, out, progress)
+        per_seed[str(training_seed)] = _score_grid(
+            configs, folders, models, run_info, references, setting, training_seed
+        )
+        if training_seed == seed:
+            figures = paper_figures(folders, models, configs, figures_dir)
+            view = viewer_page(models, run_info, references, figures_dir / "view.html")
+    detail, comparisons = _aggregate(per_seed)
     results = {
         "scale": asdict(setting),
         "data": description,
         "seed": seed,
+        "seeds": [int(s) for s in per_seed],
         "subjects": subjects,
         "units": "normalized training units (" + setting.norm + " normalization)",
         "paper": {
             table: {f"{layers} layers, {kind}": value for (layers, kind), value in values.items()}
             for table, values in PAPER.items()
         },
-        "runs": run_info,
         "tables_detail": detail,
-        "comparisons": comparisons(tables),
-        "beats_baselines": beats,
+        "comparisons": comparisons,
+        "beats_baselines": baseline_outcomes(detail, per_seed),
+        "per_seed": per_seed,
         "viewer": view and str(view.relative_to(out)),
         "compared_with": compared,
         "versions": package_versions(),
@@ -317,24 +333,34 @@ def _train_grid(configs: dict[str, TrainConfig], out: Path, progress: bool) -> t
     return folders, models, run_info
 
 
-def _score_grid(configs, folders, models, run_info, references, setting: Scale, seed: int) -> tuple[dict, dict]:
-    """Each run's scores (into ``run_info``), the networks' test losses by table, and every row of the tables."""
-    tables, detail = {}, {"table1": {}, "table2": {}, "table3": {}}
+def _score_grid(configs, folders, models, run_info, references, setting: Scale, seed: int) -> dict:
+    """One seed's grid scored: each run's scores (into ``run_info``), every row of the tables, and the networks'
+    errors by test unit."""
+    detail, units = {"table1": {}, "table2": {}, "table3": {}}, {}
     for name, config in configs.items():
         table, layers, kind = experiment(name)
-        scores = _score_run(models[name], folders[name], config, references, setting, seed)
+        scores, units[name] = _score_run(models[name], folders[name], config, references, setting, seed)
         run_info[name]["scores"] = scores
-        tables.setdefault(table, {})[(layers, kind, "network")] = scores["network"]["patch"]["mse"]
         detail[table][f"{layers} layers, {kind}"] = {"paper_key": [layers, kind], **scores["network"]}
         for baseline in BASELINES:
             if baseline in scores:
                 detail[table][f"baseline: {baseline}"] = scores[baseline]
-    return tables, detail
+    return {"runs": run_info, "tables_detail": detail, "unit_errors": units}
 
 
-def _beats(network: float, scores: dict) -> dict:
-    base = {b: scores[b]["patch"]["mse"] for b in BASELINES}
-    return {"network": network, **base, "beats_both": bool(network < min(base.values()))}
+def _aggregate(per_seed: dict) -> tuple[dict, list[dict]]:
+    """Every table row as mean and SD over seeds, and the paper's effects with their bootstrap intervals."""
+    grids = list(per_seed.values())
+    detail = {
+        table: {row: mean_and_sd([grid["tables_detail"][table][row] for grid in grids]) for row in rows}
+        for table, rows in grids[0]["tables_detail"].items()
+    }
+    losses, units = {}, {}
+    for name in grids[0]["unit_errors"]:
+        table, layers, kind = experiment(name)
+        losses[(table, layers, kind)] = detail[table][f"{layers} layers, {kind}"]["patch"]["mse"]
+        units[(table, layers, kind)] = [grid["unit_errors"][name] for grid in grids]
+    return detail, effects(losses, units)
 
 
 def _json_default(value):

@@ -11,7 +11,7 @@ from .baselines import KINDS as BASELINES
 from .baselines import fit_for_run, fit_lookup
 from .config import PRESETS, TrainConfig, validate
 from .configfile import load_config, reference_markdown, to_toml
-from .losses import loss_function, mean_loss, patch_losses
+from .losses import loss_function, mean_loss, patch_errors, patch_losses, pooled_losses
 from .methods import Lookup, Method, Network, with_baselines
 from .runs import RunData, build_data, is_finished, load_run_data, read_summary, resume_config
 from .trainer import Trainer, check, epoch_order, train, train_or_reuse
@@ -35,7 +35,9 @@ __all__ = [
     "load_run_data",
     "loss_function",
     "mean_loss",
+    "patch_errors",
     "patch_losses",
+    "pooled_losses",
     "read_summary",
     "reference_markdown",
     "resume_config",

@@ -41,6 +41,32 @@ def _evaluation_order(n: int, limit: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
+def patch_errors(
+    model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Per test patch: its item, its subject's position, and the summed squared error and pixel count, over every
+    pixel and over brain pixels (normalized units, eval mode, the whole dataset or a seeded subset of ``limit``).
+
+    Kept per patch so that an experiment can resample patches or subjects (bootstrap confidence intervals).
+    """
+    order = _evaluation_order(len(dataset), limit, seed)
+    model.eval()
+    sums: dict[str, list] = {"sse": [], "pixels": [], "brain_sse": [], "brain_pixels": []}
+    for start in range(0, len(order), batch_size):
+        items = order[start : start + batch_size]
+        inputs, target = dataset[items]
+        brain = torch.from_numpy(dataset.brain_windows(items))[:, None].to(device)
+        error = (model(inputs.to(device)) - target.to(device)) ** 2
+        sums["sse"].append(error.sum(dim=(1, 2, 3)).double().cpu().numpy())
+        sums["pixels"].append(np.full(len(items), error[0].numel()))
+        sums["brain_sse"].append((error * brain).sum(dim=(1, 2, 3)).double().cpu().numpy())
+        sums["brain_pixels"].append(brain.sum(dim=(1, 2, 3)).cpu().numpy())
+    errors = {k: np.concatenate(v) if v else np.zeros(0) for k, v in sums.items()}
+    errors["item"] = np.asarray(order, dtype=np.int64)
+    errors["subject"] = dataset.locate_many(order)[0]
+    return errors
+
+
 def patch_losses(
     model: torch.nn.Module, dataset: PatchDataset, batch_size: int, device, limit: int = 0, seed: int = 0
 ) -> dict:
@@ -48,20 +74,16 @@ def patch_losses(
 
     Normalized units; eval mode; over the whole dataset or a seeded subset of ``limit`` patches.
     """
-    order = _evaluation_order(len(dataset), limit, seed)
-    model.eval()
-    total = brain_total = 0.0
-    count = brain_count = 0
-    for start in range(0, len(order), batch_size):
-        items = order[start : start + batch_size]
-        inputs, target = dataset[items]
-        brain = torch.from_numpy(dataset.brain_windows(items))[:, None].to(device)
-        error = (model(inputs.to(device)) - target.to(device)) ** 2
-        total += error.sum().item()
-        count += error.numel()
-        brain_total += error[brain].sum().item()
-        brain_count += int(brain.sum())
-    return {"mse": total / max(count, 1), "mse_brain": brain_total / max(brain_count, 1), "patches": len(order)}
+    return pooled_losses(patch_errors(model, dataset, batch_size, device, limit, seed))
+
+
+def pooled_losses(errors: dict[str, np.ndarray]) -> dict:
+    """:func:`patch_errors` pooled: the MSE over all pixels and over brain pixels, and the number of patches."""
+    return {
+        "mse": float(errors["sse"].sum() / max(errors["pixels"].sum(), 1)),
+        "mse_brain": float(errors["brain_sse"].sum() / max(errors["brain_pixels"].sum(), 1)),
+        "patches": len(errors["item"]),
+    }
 
 
 def mean_loss(
