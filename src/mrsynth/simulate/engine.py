@@ -3,7 +3,7 @@
 A subject (:func:`engine_subject`, deterministic from its seed) is a label map (one of those given) deformed
 and posed at random, with per-subject relaxation jitter, within-tissue texture shared by both contrasts, and
 lesions at times (:mod:`.pathology`).  Its T1w is acquired by a random sequence (:func:`draw_t1w_sequence`:
-MPRAGE with any TI, TR and flip angle, a spoiled gradient echo, or a spin-echo T1w) at 1.5 T or 3 T
+MPRAGE over a range of TI, TR and flip angle, a spoiled gradient echo, or a spin-echo T1w) at 1.5 T or 3 T
 (:mod:`.sequences`), then degraded as scanners and users do (:func:`degrade`): bias field, voxels of 0.7-1.5 mm
 and thick slices up to 5 mm along any axis (partial volume), Rician noise, motion-like ghosting at times,
 skull stripping, or random intensities for every tissue outside the brain.  Its target is always the same:
