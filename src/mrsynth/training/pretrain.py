@@ -296,8 +296,9 @@ computed by the learned segmenter).
 `mrsynth.simulate.engine` from the SynthSeg label maps {min(maps)}-{max(maps)} of 20 (sorted by name; maps
 1-{min(maps) - 1} are held out for tests; neither the HCP MNI152 nor the ICBM 2009c template entered training).
 Each subject: a random deformation and pose, T1w by a random sequence (MPRAGE: TI 700-1200 ms, flip 6-12 degrees;
-spoiled gradient echo: TR 8-40 ms, flip 12-40 degrees; spin echo: TR 350-800 ms, TE 8-25 ms) at 1.5 T or 3 T, voxels of 0.7-1.5 mm and slices up to 5 mm thick, bias field, Rician
-noise, ghosting at times, skull-stripped or whole head with random intensities outside the brain, and at times
+spoiled gradient echo: TR 8-40 ms, flip 12-40 degrees; spin echo: TR 350-800 ms, TE 8-25 ms) at 1.5 T or 3 T,
+voxels of 0.7-1.5 mm and slices up to 5 mm thick, bias field, Rician noise, ghosting at times, skull-stripped or
+whole head with random intensities outside the brain, and at times
 MS-like lesions or a tumour-like mass. The label maps come from BBillot/SynthSeg (commit
 66342c1f05e520f3729a6d7ca1042eb7f01b6266, `data/training_label_maps/`), Apache License 2.0, like these weights
 (`LICENSE`).
