@@ -262,6 +262,7 @@ def export(run: Pretraining, seconds: float, command: str, resumed_at: int | Non
         "command": command,
         "seconds_this_session": round(seconds),
         "resumed_at_step": resumed_at,
+        **logged_wall_time((run.out / LOG).read_text() if (run.out / LOG).exists() else ""),
         "mrsynth": __version__,
         "torch": torch.__version__,
         "device": str(run.device),
@@ -271,6 +272,27 @@ def export(run: Pretraining, seconds: float, command: str, resumed_at: int | Non
     write_text(run.out / RECORD, json.dumps(recipe, indent=1) + "\n")
     write_text(folder / CARD, model_card(recipe))
     return folder
+
+
+def logged_wall_time(log_text: str) -> dict:
+    """Wall time of every session of a pretraining, from its progress log: a session starts where the step count
+    goes back (a resume repeats the steps after its checkpoint); each lasts from its first line to its last plus one
+    logging interval for the steps before its first line. Interruptions between sessions are not counted."""
+    sessions: list[list[tuple[float, int]]] = []
+    for line in log_text.splitlines():
+        stamp, _, rest = line.partition(" step ")
+        if not rest:
+            continue
+        when = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+        step = int(rest.split("/")[0])
+        if not sessions or step <= sessions[-1][-1][1]:
+            sessions.append([])
+        sessions[-1].append((when, step))
+    total = 0.0
+    for lines in sessions:
+        span = lines[-1][0] - lines[0][0]
+        total += span + (span / (len(lines) - 1) if len(lines) > 1 else 0.0)
+    return {"sessions": len(sessions), "logged_wall_seconds": round(total)}
 
 
 CARD = "MODEL_CARD.md"
@@ -307,7 +329,8 @@ MS-like lesions or a tumour-like mass. The label maps come from BBillot/SynthSeg
 seed {config["seed"]}, batch {config["batch"]} crops of {config["crop"]} pixels, AdamW with a one-cycle learning
 rate to {config["lr"]:g}, L1 inside the brain mask grown by {config["loss_margin_mm"]:g} mm), mrsynth
 {recipe["mrsynth"]}, torch {recipe["torch"]}, on {recipe["device"]}: {recipe["seconds_this_session"]:,} s in its
-last session{resumed}.
+last session{resumed}; {recipe["logged_wall_seconds"] / 3600:.1f} hours of wall time in {recipe["sessions"]}
+session(s) in all, from its progress log.
 
 **Intended use.** A T2w where none was acquired, for research: visual reference, registration targets,
 pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynth train --preset finetune`) or

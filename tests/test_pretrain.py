@@ -1,0 +1,89 @@
+"""The pretraining recipe (mrsynth.training.pretrain): a run on a tiny network resumes from its checkpoint and
+exports a model that loads, with its recipe and a card; the card's wall time comes from the progress log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mrsynth.errors import InputError
+from mrsynth.io.fixtures import make_subject, save_nifti
+from mrsynth.networks import load_model
+from mrsynth.training.pretrain import CARD, RECORD, PretrainConfig, Pretraining, logged_wall_time, pretrain
+
+
+@pytest.fixture(scope="module")
+def maps(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("maps")
+    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
+    save_nifti(subject.seg.astype(np.float32), subject.affine, folder / "map01.nii.gz")
+    return folder
+
+
+def tiny(maps, steps: int) -> PretrainConfig:
+    return PretrainConfig(
+        maps=str(maps),
+        map_indices=(1,),
+        steps=steps,
+        batch=2,
+        crop=32,
+        features=(4, 4, 8, 8, 8, 4),
+        pool=2,
+        subject_every=3,
+        workers=0,
+        checkpoint_every=2,
+        device="cpu",
+    )
+
+
+@pytest.mark.slow
+def test_an_interrupted_pretraining_resumes_to_the_same_weights_with_its_recipe_and_card(maps, tmp_path, monkeypatch):
+    whole = pretrain(tiny(maps, 6), tmp_path / "whole", progress=False)
+    original = Pretraining.train_step
+
+    def interrupted(self, *batch):
+        if self.step == 5:  # after the checkpoint of step 4
+            raise KeyboardInterrupt
+        return original(self, *batch)
+
+    monkeypatch.setattr(Pretraining, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny(maps, 6), tmp_path / "run", progress=False)
+    monkeypatch.setattr(Pretraining, "train_step", original)
+    with pytest.raises(InputError, match="--resume it"):
+        pretrain(tiny(maps, 6), tmp_path / "run", progress=False)
+    folder = pretrain(tiny(maps, 6), tmp_path / "run", resume=True, progress=False, command="mrsynth pretrain X")
+    (model, info), (reference, _) = load_model(folder), load_model(whole)
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[name]), name
+    assert info.kind == "unet" and info.brain_only and info.grid_mm == 1.0
+    assert {t.dtype for t in load_file(folder / "model.safetensors").values()} == {torch.float16}
+    recipe = json.loads((tmp_path / "run" / RECORD).read_text())
+    assert recipe["resumed_at_step"] == 4 and recipe["config"]["steps"] == 6
+    card = (folder / CARD).read_text()
+    assert "`mrsynth pretrain X`" in card and "resumed at step 4" in card
+
+
+def test_the_wall_time_counts_each_session_and_skips_the_interruption():
+    log = "\n".join(
+        [
+            "2026-01-01 10:00:00 step 50/300: loss 1.0, subjects 2",
+            "2026-01-01 10:01:00 step 100/300: loss 0.9, subjects 4",
+            "2026-01-01 10:02:00 step 150/300: loss 0.8, subjects 6",  # killed here; checkpoint at 100
+            "2026-01-01 12:00:00 step 150/300: loss 0.8, subjects 6",  # resumed two hours later
+            "2026-01-01 12:01:00 step 200/300: loss 0.7, subjects 8",
+        ]
+    )
+    # 2 minutes + one interval (1 minute) for steps 0-50, then 1 minute + 1 minute for steps 100-150
+    assert logged_wall_time(log) == {"sessions": 2, "logged_wall_seconds": 5 * 60}
+    assert logged_wall_time("") == {"sessions": 0, "logged_wall_seconds": 0}
+
+
+def test_too_few_label_maps_for_the_recipe_is_a_clean_error(maps, tmp_path):
+    with pytest.raises(InputError, match="1 label maps here"):
+        pretrain(replace(tiny(maps, 2), map_indices=(1, 2)), tmp_path / "run", progress=False)
