@@ -117,12 +117,18 @@ def _texture(rng: np.random.Generator, anatomy: Anatomy, variation: Variation) -
 
 
 def _sharpened(fractions: np.ndarray, sharpness: float) -> np.ndarray:
-    """Partial-volume fractions raised to ``sharpness`` and renormalized (1: as given)."""
+    """Partial-volume fractions raised to ``sharpness`` and renormalized (1: as given).
+
+    Only voxels with a fraction strictly between 0 and 1 change, so only they are computed (a thin band).
+    """
     if sharpness == 1.0:
         return fractions
-    total = fractions.sum(axis=0)
-    powered = fractions**sharpness
-    return powered * (total / np.maximum(powered.sum(axis=0), 1e-12))
+    partial = ((fractions > 0) & (fractions < 1)).any(axis=0)
+    mixed = fractions[:, partial]
+    powered = mixed**sharpness
+    sharpened = fractions.copy()
+    sharpened[:, partial] = powered * (mixed.sum(axis=0) / np.maximum(powered.sum(axis=0), 1e-12))
+    return sharpened
 
 
 def _signal_images(
@@ -140,12 +146,13 @@ def _signal_images(
     """
     tissue_list = list(values.values())  # the tissue table's order (and any tissues added after it)
     images = []
+    if anatomy.fractions is not None:
+        p_gm, p_wm, p_csf = _sharpened(anatomy.fractions, variation.partial_volume_sharpness)
+        brain = (p_gm + p_wm + p_csf) > 0
     for sequence in protocol:
         per_tissue = sequence.signal(tissue_list).astype(np.float32)
         image = per_tissue[anatomy.tissue]
         if anatomy.fractions is not None:
-            p_gm, p_wm, p_csf = _sharpened(anatomy.fractions, variation.partial_volume_sharpness)
-            brain = (p_gm + p_wm + p_csf) > 0
             mixed = (
                 p_gm * per_tissue[anatomy.gm_tissue]
                 + p_wm * per_tissue[anatomy.wm_tissue]
