@@ -249,7 +249,20 @@ def _update_card(result: dict) -> None:
 
 
 def _row(label: str, scores: dict) -> str:
-    return f"| {label} | " + " | ".join(f"{scores[k]:.3f}" if k == "ssim_3d" else f"{scores[k]:.2f}" for k in KEYS)
+    cells = " | ".join(f"{scores[k]:.3f}" if k == "ssim_3d" else f"{scores[k]:.2f}" for k in KEYS)
+    return f"| {label} | {cells} |"
+
+
+def _differences(entry: dict) -> str:
+    """The acceptance's comparisons in psnr_optimal dB: zero-shot and fine-tuned against the table and quality."""
+    scores = {label.split(" fitted on")[0].split(" on ")[0]: s["psnr_optimal"] for label, s in entry["scores"].items()}
+    zero, table = scores["pretrained, zero-shot"], scores["lookup table"]
+    quality, finetune = scores["--preset quality"], scores["--preset finetune"]
+    return (
+        f"psnr_optimal differences: zero-shot - table {zero - table:+.2f} dB, zero-shot - quality "
+        f"{zero - quality:+.2f} dB; finetune - quality {finetune - quality:+.2f} dB, finetune - table "
+        f"{finetune - table:+.2f} dB."
+    )
 
 
 def markdown(result: dict) -> str:
@@ -267,7 +280,7 @@ def markdown(result: dict) -> str:
             "",
             header,
         ]
-        lines += [_row(label, scores) for label, scores in entry["scores"].items()] + [""]
+        lines += [_row(label, scores) for label, scores in entry["scores"].items()] + ["", _differences(entry), ""]
     lines += [
         "**Simulated held-out heads** (label maps 1-4), zero-shot against a lookup table fitted on another "
         "simulated site; lesion contrast: (lesion / white matter medians) - 1, true / zero-shot / table",
