@@ -1,5 +1,5 @@
 """The shipped pretrained model: loading (its SHA-256 checked), zero-shot prediction of a bare T1w on its own grid,
-fine-tuning from it (``--init``), and ``--match``'s refusal of a T1w-looking site reference."""
+fine-tuning from it (``--init``)."""
 
 from __future__ import annotations
 
@@ -83,24 +83,3 @@ def test_init_starts_from_the_pretrained_weights_and_refuses_another_network(cac
         torch.testing.assert_close(trainer.model.state_dict()[name].float(), tensor.float())
     with pytest.raises(InputError, match="init = 'pretrained': that model's network differs"):
         Trainer(tiny_config(cache, "init=pretrained"), tmp_path / "other", progress=False)  # the tiny FCN
-
-
-def test_match_refuses_a_t1w_looking_reference(head, tmp_path, run_cli):
-    code, _, err = run_cli(
-        "predict", "--t1", head["t1"], "--mask", head["mask"], "--match", head["t1"], "--out", tmp_path / "t2w.nii.gz"
-    )
-    assert code == 2 and "looks like a T1w" in err, err
-    assert not (tmp_path / "t2w.nii.gz").exists()
-
-
-def test_match_maps_class_medians_onto_the_sites():
-    from mrsynth import labels
-    from mrsynth.inference.match import apply_map, class_medians, contrast_map
-
-    classes = np.repeat([labels.CLASSES.index(n) for n in ("white_matter", "grey_matter", "csf")], 100)
-    brain = np.ones(classes.shape, bool)
-    prediction = np.repeat([0.8, 1.0, 2.0], 100) * 500.0
-    site = np.repeat([0.6, 1.0, 3.0], 100) * 70.0
-    knots = contrast_map(class_medians(prediction, classes, brain), class_medians(site, classes, brain))
-    matched = apply_map(prediction, brain, *knots)
-    np.testing.assert_allclose(np.unique(matched) / np.median(matched), [0.6, 1.0, 3.0], rtol=1e-6)

@@ -186,8 +186,6 @@ def _predict(args) -> int:
         raise InputError("give the output file with --out")
     if args.bids or args.flat:
         raise InputError("--bids and --flat choose the layout of --out-dir (with --data)")
-    if args.match and not args.t1:
-        raise InputError("--match goes with --t1 (one T1w, and a T2w of its site)")
     if args.subject:
         predict_prepared_file(model, info, PreparedSubject.open(args.subject), Path(args.out), **options)
     elif args.t1:
@@ -199,7 +197,6 @@ def _predict(args) -> int:
             args.seg and Path(args.seg),
             args.mask and Path(args.mask),
             masks=args.masks,
-            match=args.match and Path(args.match),
             **options,
         )
     else:

@@ -208,12 +208,6 @@ def _model_commands(command) -> None:
     p.add_argument("--t1", help="T1w NIfTI")
     p.add_argument("--seg", help="FreeSurfer segmentation on the T1w grid (models with tissue masks)")
     p.add_argument("--mask", help="brain mask on the T1w grid")
-    p.add_argument(
-        "--match",
-        metavar="T2w.nii.gz",
-        help="a T2w of the T1w's site (another subject, not registered): the prediction's tissue contrast is "
-        "mapped onto the site's",
-    )
     p.add_argument("--subject", help="a prepared subject folder (CACHE/<id>) instead of files")
     p.add_argument("--data", help="predict every subject of a data folder (any layout) or prepared cache")
     p.add_argument("--out", help="output NIfTI (with --t1 or --subject)")

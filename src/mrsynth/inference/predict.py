@@ -17,13 +17,12 @@ from .. import labels
 from ..atomic import check_writable, remove_leftovers, write_file
 from ..data import PreparedSubject, Transform, intensity_stats, is_prepared_cache, list_prepared, masks_source
 from ..errors import InputError
-from ..io import Subject, detect_layout, discover, load_subject, nifti, read_volume, resolve_axis
+from ..io import Subject, detect_layout, discover, load_subject, nifti, resolve_axis
 from ..io.grids import resample_onto, work_grid
 from ..logs import log
 from ..masks import check_source, compute_masks, recorded_method, refuse_auto_on_cache
 from ..networks import ModelInfo
 from .derivatives import ModelProvenance, Output, output_is_bids
-from .match import match_to_site
 from .slices import predict_slices
 
 
@@ -191,12 +190,9 @@ def predict_files(
     mask: Path | None = None,
     masks: str = "files",
     before_write: Callable[[Transform], object] | None = None,
-    match: Path | None = None,
     **kwargs,
 ) -> Path:
     """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine.
-
-    ``match``: a T2w of the site; the prediction's tissue contrast is mapped onto it (:mod:`.match`).
 
     ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): the brain mask and
     segmentation are computed from the T1w (``seg`` and ``mask`` must then be absent); so is the brain mask of a
@@ -218,7 +214,6 @@ def predict_files(
         volumes.seg, volumes.mask = automatic.seg, automatic.brain
     warn_if_masks_differ(info, masks, t1)
     check_inputs(info, volumes.seg, volumes.mask, t1)
-    site = read_volume(Path(match)) if match is not None else None  # read (and refused) before predicting
     transform = t1_transform(info, volumes.t1, volumes.mask, t1)
     volume = predict_arrays(
         model,
@@ -231,22 +226,9 @@ def predict_files(
         transform=transform,
         **kwargs,
     )
-    if site is not None:
-        volume = _matched(volume, volumes, site, Path(match), t1)
     if before_write is not None:
         before_write(transform)
     return write_like(volume, nib.load(str(t1)), volumes.affine, out, info.stamp())  # the header only: lazy
-
-
-def _matched(volume: np.ndarray, volumes, site, path: Path, t1: Path) -> np.ndarray:
-    """The prediction with the site's contrast: its classes from the T1w's segmentation (computed if not given)."""
-    seg = volumes.seg if volumes.seg is not None else compute_masks(volumes.t1, volumes.affine, source=t1).seg
-    classes = labels.exclusive_class(labels.tissue_bits(seg, volumes.mask)[0])
-    data, image = site
-    if data.ndim != 3 or not np.isfinite(data).all():
-        raise InputError("expected a 3D T2w with finite values", path)
-    matched, _ = match_to_site(volume, classes, np.asarray(volumes.mask, bool), data, image.affine, path)
-    return matched
 
 
 def predict_prepared_file(

@@ -333,8 +333,7 @@ last session{resumed}; {recipe["logged_wall_seconds"] / 3600:.1f} hours of wall 
 session(s) in all, from its progress log.
 
 **Intended use.** A T2w where none was acquired, for research: visual reference, registration targets,
-pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynth train --preset finetune`) or
-map it onto a site's contrast with any T2w of the site (`mrsynth predict --match`).
+pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynth train --preset finetune`).
 
 **Known limits.** It predicts HCP's T2w contrast, not the site's: no T1w can tell which T2w protocol a site runs.
 Pathology it was not shown (haemorrhage, calcification, contrast-enhanced T1w, children's brains) is not
