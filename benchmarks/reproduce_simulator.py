@@ -120,6 +120,7 @@ def markdown(result: dict) -> str:
         f"{', '.join(map(str, result['seeds']['after']))}. Before: {_tally(result['effects'], 'before')}. "
         f"After: {_tally(result['effects'], 'after')}.",
         f"Wall clock of the after run (`mrsynth reproduce --scale small`, default 3 seeds, from scratch): "
-        f"{wall['after'] / 60:.0f} minutes, nothing else running (target: at most 90).",
+        f"{wall['after'] / 60:.0f} minutes (target: at most 90)."
+        + (f" Conditions: {result['conditions']}" if result.get("conditions") else ""),
     ]
     return "\n".join(lines)
