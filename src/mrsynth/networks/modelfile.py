@@ -75,7 +75,9 @@ class ModelInfo:
         pretraining = self.training.get("pretraining")
         if pretraining:
             return f"pretrained (recipe {pretraining.get('recipe_version')})"
-        subjects = (self.training.get("subjects") or {}).get("train") or []
+        subjects = self.training.get("subjects") or []
+        if isinstance(subjects, dict):  # a network's run: its split; a lookup table's: the list it was fitted on
+            subjects = subjects.get("train") or []
         return f"{self.kind} trained on {', '.join(subjects)}" if subjects else self.kind
 
     def stamp(self) -> str:
