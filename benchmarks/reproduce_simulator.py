@@ -87,19 +87,9 @@ def run() -> dict:
     return {**from_outputs(before, after), "wall_seconds": wall}
 
 
-def _tally(effects: list[dict], side: str) -> str:
-    from mrsynth.experiments.effects import HOLDS, NOT_SIGNIFICANT, OPPOSITE
-
-    verdicts = [e[side]["verdict"] for e in effects]
-    near = sum(e[side]["within_factor_2"] for e in effects)
-    return (
-        f"{verdicts.count(HOLDS)} of {len(effects)} in the paper's direction with a CI that excludes 0, "
-        f"{verdicts.count(NOT_SIGNIFICANT)} not significant, {verdicts.count(OPPOSITE)} opposite; "
-        f"{near} of {len(effects)} within a factor of 2 of the paper's size"
-    )
-
-
 def markdown(result: dict) -> str:
+    from mrsynth.experiments.paper import tally
+
     def cells(side: dict) -> str:
         low, high = side["ci95"]
         return f"{side['ours_reduction']:.1%} | {low:.1%} to {high:.1%} | {side['size_ratio']:.2f} | {side['verdict']}"
@@ -117,8 +107,8 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         f"Training seeds: before {', '.join(map(str, result['seeds']['before']))}; after "
-        f"{', '.join(map(str, result['seeds']['after']))}. Before: {_tally(result['effects'], 'before')}. "
-        f"After: {_tally(result['effects'], 'after')}.",
+        f"{', '.join(map(str, result['seeds']['after']))}. Before: {tally([e['before'] for e in result['effects']])} "
+        f"After: {tally([e['after'] for e in result['effects']])}",
         f"Wall clock of the after run (`mrsynth reproduce --scale small`, default 3 seeds, from scratch): "
         f"{wall['after'] / 60:.0f} minutes (target: at most 90)."
         + (f" Conditions: {result['conditions']}" if result.get("conditions") else ""),

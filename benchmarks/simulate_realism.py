@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mrsynth.simulate.subject import UNCALIBRATED_TEXTURE
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SEEDS = (0, 1, 2)
 HCP_ROW, ICBM_ROW, CALIBRATED_ROW = (
@@ -23,16 +25,7 @@ HCP_ROW, ICBM_ROW, CALIBRATED_ROW = (
     "simulated, calibrated",
 )
 #: The simulator's defaults before the texture calibration (issue 30).
-BEFORE = {
-    "bias_strength": 0.12,
-    "snr_range": (25.0, 45.0),
-    "partial_volume_sharpness": 1.0,
-    "texture_sd": 0.04,
-    "texture_shared": 0.5,
-    "texture_t2_sd": None,
-    "texture_pd_sd": None,
-    "texture_grey_gain": 1.0,
-}
+BEFORE = {"bias_strength": 0.12, "snr_range": (25.0, 45.0), "texture_sd": 0.04, **UNCALIBRATED_TEXTURE}
 TOLERANCE = 0.25
 
 

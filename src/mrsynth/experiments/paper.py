@@ -125,7 +125,7 @@ def _effect_blocks(results: dict) -> list:
         ("h2", "The paper's findings, checked"),
         ("p", _interval_note(results)),
         ("table", rows),
-        ("p", "Here: " + _tally(comparisons)),
+        ("p", "Here: " + tally(comparisons)),
     ]
     if compared:
         matched = [earlier[k] for k in ((c["effect"], c["table"]) for c in comparisons) if k in earlier]
@@ -133,7 +133,7 @@ def _effect_blocks(results: dict) -> list:
             (
                 "p",
                 f"{compared['label']}: {compared['source']} (data: {compared['data']}; scale "
-                f"{compared['scale']}; mrsynth {compared['mrsynth']}): {_tally(matched)} "
+                f"{compared['scale']}; mrsynth {compared['mrsynth']}): {tally(matched)} "
                 f"Median effect size relative to the paper's: {fmt(median_ratio(comparisons))} here, "
                 f"{fmt(median_ratio(matched))} there.",
             )
@@ -156,7 +156,7 @@ def _verdict(c: dict) -> str:
     return c.get("verdict") or ("same direction (no CI)" if c["same_direction"] else OPPOSITE)
 
 
-def _tally(comparisons: list[dict]) -> str:
+def tally(comparisons: list[dict]) -> str:
     """How many effects hold, go the paper's way without significance, go the other way; how many are near in
     size."""
     count = lambda verdict: sum(_verdict(c) == verdict for c in comparisons)  # noqa: E731

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__, labels
-from ..simulate.subject import Variation
+from ..simulate.subject import UNCALIBRATED_TEXTURE, Variation
 from . import segmenter
 
 #: Written as ``version`` into ``segmenter.json``.  2: random non-brain intensities; 3: vessel crops 0.1 -> 0.25 and
@@ -46,12 +46,7 @@ TRAINING_VARIATION = replace(
     ti_range_ms=(750.0, 1100.0),
     flip_range_deg=(6.0, 12.0),
     texture_sd=0.06,
-    # the texture as it was when the shipped weights were trained (the simulator's defaults changed since)
-    texture_shared=0.5,
-    texture_t2_sd=None,
-    texture_pd_sd=None,
-    texture_grey_gain=1.0,
-    partial_volume_sharpness=1.0,
+    **UNCALIBRATED_TEXTURE,  # the texture as it was when the shipped weights were trained
 )
 
 

@@ -25,7 +25,7 @@ from .anatomy import Anatomy, label_map_anatomy
 from .pathology import PathologyOdds, add_pathology
 from .sequences import SPGR, at_field
 from .signal import MPRAGE, SpinEcho, bias_field, rician, smooth_random_field
-from .subject import Variation, _sample_coordinates, _signal_images, _texture
+from .subject import UNCALIBRATED_TEXTURE, Variation, _sample_coordinates, _signal_images, _texture
 
 #: The target of every subject: HCP's T2w as the simulator models it (TR 3200 ms, equivalent TE 140 ms), 3 T.
 CANONICAL_T2W = SpinEcho()
@@ -41,14 +41,9 @@ ENGINE_VARIATION = replace(
     scale_sd=0.06,
     relaxation_sd=0.06,
     partial_volume_sigma_vox=0.6,
-    partial_volume_sharpness=1.0,
     texture_sd=0.05,
     texture_spacing_mm=12.0,
-    texture_shared=0.5,
-    texture_pd_shared=0.0,
-    texture_t2_sd=None,
-    texture_pd_sd=None,
-    texture_grey_gain=1.0,
+    **UNCALIBRATED_TEXTURE,
 )
 
 

@@ -86,6 +86,17 @@ def _sensitivities(sequence, tissues: list[T.Tissue], step: float = 1e-3) -> np.
     return np.asarray(out, np.float32)
 
 
+#: Partial volume and texture as they were before the calibration to the HCP templates (issue 30): what the shipped
+#: segmenter and pretrained model were trained with, and the reference of benchmarks simulate_realism and
+#: reproduce_simulator.
+UNCALIBRATED_TEXTURE = {
+    "partial_volume_sharpness": 1.0,
+    "texture_shared": 0.5,
+    "texture_pd_shared": 0.0,
+    "texture_t2_sd": None,
+    "texture_pd_sd": None,
+    "texture_grey_gain": 1.0,
+}
 #: Tissues whose texture ``texture_grey_gain`` scales.
 GREY_TISSUES = ("gm", "deep_gm", "cerebellar_gm")
 
