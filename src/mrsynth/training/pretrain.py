@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .. import __version__
 from ..atomic import write_file, write_text
-from ..data import Normalization
+from ..data import Normalization, slice_offsets
 from ..errors import InputError
 from ..logs import bar, log
 from ..networks import ModelInfo, build_network, save_model
@@ -39,7 +39,11 @@ from ..runtime import pick_device, tune_allocator
 from ..simulate.anatomy import label_map_paths
 from ..simulate.engine import EngineSettings, engine_subject
 
-RECIPE_VERSION = 1
+#: 2: the input channels in the order prediction reads them (:func:`~mrsynth.data.slice_offsets`: the slice, then
+#: its neighbours); version 1 read them bottom to top, so the shipped version-1 weights predicted from the wrong
+#: slice (about half a voxel off along the slicing axis) until their first convolution's input channels were
+#: reordered to match (the model card says so).
+RECIPE_VERSION = 2
 CHECKPOINT, LOG, RECORD, MODEL = "checkpoint.pt", "progress.log", "pretrain.json", "model"
 #: Output brain median of the shipped model (the T2w it writes is in these units).
 OUTPUT_BRAIN_MEDIAN = 1000.0
@@ -107,7 +111,7 @@ def _crops(pool: deque, rng: np.random.Generator, config: PretrainConfig):
         z = int(slices[rng.integers(len(slices))]) if len(slices) else int(rng.integers(t1.shape[0]))
         x0, y0 = (int(rng.integers(0, max(n - size, 0) + 1)) for n in t1.shape[1:])
         window = (slice(x0, x0 + size), slice(y0, y0 + size))
-        for c, dz in enumerate(range(-config.context, config.context + 1)):
+        for c, dz in enumerate(slice_offsets(config.context)):  # the channel order prediction reads
             stack = t1[int(np.clip(z + dz, 0, t1.shape[0] - 1))][window]
             inputs[b, c, : stack.shape[0], : stack.shape[1]] = stack
         target[b, 0, : stack.shape[0], : stack.shape[1]] = t2[z][window]
@@ -330,7 +334,7 @@ seed {config["seed"]}, batch {config["batch"]} crops of {config["crop"]} pixels,
 rate to {config["lr"]:g}, L1 inside the brain mask grown by {config["loss_margin_mm"]:g} mm), mrsynth
 {recipe["mrsynth"]}, torch {recipe["torch"]}, on {recipe["device"]}: {recipe["seconds_this_session"]:,} s in its
 last session{resumed}; {recipe["logged_wall_seconds"] / 3600:.1f} hours of wall time in {recipe["sessions"]}
-session(s) in all, from its progress log.
+session(s) in all, from its progress log.{" " + recipe["converted"] if recipe.get("converted") else ""}
 
 **Intended use.** A T2w where none was acquired, for research: visual reference, registration targets,
 pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynth train --preset finetune`).
