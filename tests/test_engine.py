@@ -103,3 +103,16 @@ def test_lesion_tissues_are_drawn_in_range_t1_dark_and_t2_bright_at_both_fields(
             lesions = [values[name] for name in drawn]
             t1w, t2w = MPRAGE().signal([values["wm"]] + lesions), CANONICAL_T2W.signal([white] + list(drawn.values()))
             assert (t1w[1:] < t1w[0]).all() and (t2w[1:] > t2w[0]).all()
+
+
+@pytest.mark.parametrize("voxel", [(2.0, 1.0, 1.0), (1.0, 1.0, 4.0), (1.5, 1.5, 3.0), (0.7, 0.7, 5.0)])
+def test_the_acquired_t1w_stays_on_its_target_grid(voxel):
+    """Coarse voxels blur the T1w but never shift it against the T2w target (a box of even width did, by half
+    a voxel)."""
+    from mrsynth.simulate.engine import _acquired
+
+    grid = np.indices((40, 40, 40)).astype(np.float32)
+    blob = np.exp(-(((grid - np.array([19.0, 21.0, 20.0])[:, None, None, None]) / 4) ** 2).sum(0)).astype(np.float32)
+    acquired = _acquired(blob, np.array(voxel), blob > 0.5, snr=1e6, rng=np.random.default_rng(0))
+    centroid = lambda v: (grid * v).reshape(3, -1).sum(1) / v.sum()  # noqa: E731
+    np.testing.assert_allclose(centroid(acquired), centroid(blob), atol=0.05)

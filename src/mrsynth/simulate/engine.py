@@ -200,7 +200,7 @@ def degrade(
 def _acquired(image: np.ndarray, voxel: np.ndarray, brain: np.ndarray, snr: float, rng) -> np.ndarray:
     """``image`` averaged into voxels of ``voxel`` work-grid voxels (partial volume), with Rician noise there,
     and interpolated back onto the work grid."""
-    coarse = ndimage.uniform_filter(image, size=np.maximum(np.round(voxel), 1).astype(int), mode="nearest")
+    coarse = centred_box(image, np.maximum(np.round(voxel), 1).astype(int))
     shape = np.maximum(np.round(np.array(image.shape) / voxel), 2).astype(int)
     coarse = ndimage.zoom(coarse, shape / np.array(image.shape), order=1, grid_mode=True, mode="nearest")
     reference = float(np.median(image[brain])) if brain.any() else float(image.mean())
@@ -208,6 +208,19 @@ def _acquired(image: np.ndarray, voxel: np.ndarray, brain: np.ndarray, snr: floa
     return ndimage.zoom(coarse, np.array(image.shape) / shape, order=1, grid_mode=True, mode="nearest")[
         : image.shape[0], : image.shape[1], : image.shape[2]
     ]
+
+
+def centred_box(image: np.ndarray, sizes) -> np.ndarray:
+    """The mean over a box of ``sizes`` voxels centred on each voxel.  ndimage's box of even width sits half a
+    voxel off centre, which would shift the T1w against its T2w target: an even width is averaged over its two
+    placements."""
+    out = image
+    for axis, size in enumerate(int(n) for n in sizes):
+        box = ndimage.uniform_filter1d(out, size, axis=axis, mode="nearest")
+        if size % 2 == 0:
+            box = (box + ndimage.uniform_filter1d(out, size, axis=axis, mode="nearest", origin=-1)) / 2
+        out = box
+    return out
 
 
 def _random_head(t1: np.ndarray, brain: np.ndarray, codes: np.ndarray, rng) -> np.ndarray:
