@@ -8,9 +8,9 @@ other protocols (B: MPRAGE TI 850-880 ms, flip 10-11 degrees, T2w TE 100-110 ms,
 contrasts differ from site A's. Leave-one-subject-out over site A: each fold trains on two subjects and predicts the
 third; the first fold's model also predicts the five other-site subjects, as the issue's fold-A model did. Rows:
 `--preset quality` from scratch, `--preset finetune` (the shipped pretrained model fine-tuned), and the pretrained
-model zero-shot (the results of 2026-12-03 also hold `--match`, measured there and then removed: it mapped the
-prediction's tissue contrast onto another subject of the site). Every method is compared with the
-plain lookup table fitted on the same two subjects (numpy: mean T2w of 64 quantile bins of the brain T1w).
+model zero-shot (`--match`, which mapped the prediction's tissue contrast onto another subject of the site, was
+measured here before it was removed: git history of benchmarks/results/site_transfer.json). Every method is compared
+with the plain lookup table fitted on the same two subjects (numpy: mean T2w of 64 quantile bins of the brain T1w).
 Scores: `psnr_p99` (each volume divided by its own brain 99th percentile, data range 1), the table
 also in the issue's convention (fitted in p99 units, its prediction not divided by its own p99), and brain-median PSNR.
 """
