@@ -341,7 +341,8 @@ pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynt
 
 **Known limits.** It predicts HCP's T2w contrast, not the site's: no T1w can tell which T2w protocol a site runs.
 Pathology it was not shown (haemorrhage, calcification, contrast-enhanced T1w, children's brains) is not
-predicted faithfully; lesions come out with the contrast of the simulated ones. Not for diagnosis.
+predicted faithfully, and even the simulated MS-like lesions and oedema come out much less T2w-bright than they
+are (the lesion contrast rows below): do not read lesions from it. Not for diagnosis.
 
 ## Measured figures
 
