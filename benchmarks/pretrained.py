@@ -236,7 +236,7 @@ def run() -> dict:
 def _update_card(result: dict) -> None:
     """The measured figures into the shipped model's card (between its markers)."""
     from mrsynth.networks import PRETRAINED, model_folder
-    from mrsynth.training.pretrain import CARD, FIGURES_END, FIGURES_START
+    from mrsynth.training.model_card import CARD, FIGURES_END, FIGURES_START
 
     card = model_folder(PRETRAINED) / CARD
     text = card.read_text()

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from mrsynth.errors import InputError
 from mrsynth.io.fixtures import make_subject, save_nifti
 from mrsynth.networks import load_model
-from mrsynth.training.pretrain import CARD, RECORD, PretrainConfig, Pretraining, logged_wall_time, pretrain
+from mrsynth.training.model_card import CARD
+from mrsynth.training.pretrain import RECORD, PretrainConfig, Pretraining, logged_wall_time, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +44,32 @@ def tiny(maps, steps: int) -> PretrainConfig:
 
 @pytest.mark.slow
 def test_an_interrupted_pretraining_resumes_to_the_same_weights_with_its_recipe_and_card(maps, tmp_path, monkeypatch):
-    whole = pretrain(tiny(maps, 6), tmp_path / "whole", progress=False)
+    """Interrupted in its lesion phase (steps 6-9), after the checkpoint of step 8."""
+    config = replace(tiny(maps, 6), lesion_steps=4)
+    whole = pretrain(config, tmp_path / "whole", progress=False)
     original = Pretraining.train_step
 
     def interrupted(self, *batch):
-        if self.step == 5:  # after the checkpoint of step 4
+        if self.step == 9:
             raise KeyboardInterrupt
         return original(self, *batch)
 
     monkeypatch.setattr(Pretraining, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny(maps, 6), tmp_path / "run", progress=False)
+        pretrain(config, tmp_path / "run", progress=False)
     monkeypatch.setattr(Pretraining, "train_step", original)
     with pytest.raises(InputError, match="--resume it"):
-        pretrain(tiny(maps, 6), tmp_path / "run", progress=False)
-    folder = pretrain(tiny(maps, 6), tmp_path / "run", resume=True, progress=False, command="mrsynth pretrain X")
+        pretrain(config, tmp_path / "run", progress=False)
+    folder = pretrain(config, tmp_path / "run", resume=True, progress=False, command="mrsynth pretrain X")
     (model, info), (reference, _) = load_model(folder), load_model(whole)
     for name, tensor in reference.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
     assert info.kind == "unet" and info.brain_only and info.grid_mm == 1.0
     assert {t.dtype for t in load_file(folder / "model.safetensors").values()} == {torch.float16}
     recipe = json.loads((tmp_path / "run" / RECORD).read_text())
-    assert recipe["resumed_at_step"] == 4 and recipe["config"]["steps"] == 6
+    assert recipe["resumed_at_step"] == 8 and recipe["config"]["steps"] == 6
     card = (folder / CARD).read_text()
-    assert "`mrsynth pretrain X`" in card and "resumed at step 4" in card
+    assert "`mrsynth pretrain X`" in card and "resumed at step 8" in card and "lesion phase of 4 steps" in card
 
 
 def test_the_wall_time_counts_each_session_and_skips_the_interruption():
@@ -104,8 +107,32 @@ def test_training_crops_read_the_slices_in_the_order_prediction_gives_them(maps)
     volume = np.broadcast_to(np.arange(depth, dtype=np.float32)[:, None, None], (depth, 8, 8)).copy()
     margin = torch.zeros(depth, 8, 8, dtype=torch.bool)
     margin[4:16] = True  # slices far enough from the ends that no neighbour is clipped
-    pool = deque([(None, torch.from_numpy(volume), torch.from_numpy(volume), margin)])
+    lesions = torch.zeros(depth, 8, 8, dtype=torch.uint8)
+    pool = deque([(None, torch.from_numpy(volume), torch.from_numpy(volume), margin, lesions)])
     inputs, target, _ = _crops(pool, np.random.default_rng(0), config)
     reader = _InputSlices(model_info(config, {}), volume, None, None, Transform())
     for crop, z in zip(inputs.numpy(), target[:, 0, 0, 0].int().tolist()):
         np.testing.assert_array_equal(crop, reader.batch(z, z + 1, (slice(0, 8), slice(0, 8)))[0])
+
+
+def test_lesion_phase_crops_find_the_lesions_and_weigh_them_more(maps):
+    """The lesion phase centres crops near lesion pixels and weighs them in the loss; the main phase does neither."""
+    from collections import deque
+
+    from mrsynth.training.pretrain import _crops, phases
+
+    config = replace(tiny(maps, 4), lesion_steps=4, crop=16, batch=8, lesion_crops=1.0, lesion_weight=3.0)
+    main, lesion = phases(config)
+    assert (main.start, main.end, lesion.start, lesion.end) == (0, 4, 4, 8) and lesion.seed == main.seed + 1
+    assert main.pathology.ms == 0.3 and (lesion.pathology.ms, lesion.pathology.tumour) == config.lesion_odds
+    assert phases(tiny(maps, 4)) == [main]
+    shape = (30, 96, 96)
+    volume = torch.ones(shape)
+    margin = torch.ones(shape, dtype=torch.bool)
+    lesions = torch.zeros(shape, dtype=torch.uint8)
+    lesions[12, 70:73, 8:11] = 1  # one small lesion, far from the middle
+    pool = deque([(None, volume, volume, margin, lesions)])
+    _, _, weight = _crops(pool, np.random.default_rng(0), config, lesion)
+    assert all((w == 3).sum() == 9 for w in weight) and set(weight.unique().tolist()) == {1.0, 3.0}
+    _, _, weight = _crops(pool, np.random.default_rng(0), config, main)
+    assert set(weight.unique().tolist()) == {1.0}

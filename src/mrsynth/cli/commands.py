@@ -310,10 +310,18 @@ def _pretrain(args) -> int:
 
     from ..training.pretrain import PretrainConfig, pretrain
 
-    if args.steps < 1 or args.workers < 0:
-        raise InputError(f"--steps must be at least 1 and --workers at least 0, got {args.steps} and {args.workers}")
+    if args.steps < 1 or args.workers < 0 or args.lesion_steps < 0:
+        raise InputError(
+            "--steps must be at least 1, --lesion-steps and --workers at least 0, "
+            f"got {args.steps}, {args.lesion_steps} and {args.workers}"
+        )
     config = PretrainConfig(
-        maps=str(args.maps), steps=args.steps, workers=args.workers, seed=args.seed, device=args.device
+        maps=str(args.maps),
+        steps=args.steps,
+        lesion_steps=args.lesion_steps,
+        workers=args.workers,
+        seed=args.seed,
+        device=args.device,
     )
     folder = pretrain(config, Path(args.out), resume=args.resume, command="mrsynth " + " ".join(sys.argv[1:]))
     print(f"wrote {folder}")

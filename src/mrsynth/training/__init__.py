@@ -4,7 +4,8 @@
 :mod:`.configfile` (TOML, presets, overrides); :mod:`.runs` the run folder (data, split,
 history); :mod:`.trainer` the epoch loop, with :mod:`.engine` (device, torchrun ranks, compiled step),
 :mod:`.losses`, :mod:`.checkpoints` and :mod:`.export` beside it; :mod:`.baselines` fits the lookup tables;
-:mod:`.methods` is the one fit protocol for networks and lookup tables.
+:mod:`.methods` is the one fit protocol for networks and lookup tables; :mod:`.pretrain` trains the shipped
+pretrained model on simulated subjects, :mod:`.model_card` writes its card.
 """
 
 from .baselines import KINDS as BASELINES

@@ -1,11 +1,13 @@
 """Pretraining the shipped model: a U-Net that maps any T1w to the canonical T2w, trained on the engine's subjects.
 
-``mrsynth pretrain OUT --maps MAPS [--steps N] [--resume]`` trains on subjects drawn on the fly from label maps
-(:mod:`mrsynth.simulate.engine`: any T1w sequence, field, resolution, artefact and pathology; always HCP's T2w
-as the target), made by worker processes while the network trains on the last ``pool`` of them, a new one every
-``subject_every`` steps.  Everything is drawn from the seed: the subject at place ``k`` of the stream, the batch
-at step ``s``, so a resumed run (``--resume``, from the checkpoint written every ``checkpoint_every`` steps)
-follows the same path.  It runs on a GPU where there is one (``device`` auto).
+``mrsynth pretrain OUT --maps MAPS [--steps N] [--lesion-steps N] [--resume]`` trains on subjects drawn on the fly
+from label maps (:mod:`mrsynth.simulate.engine`: any T1w sequence, field, resolution, artefact and pathology;
+always HCP's T2w as the target), made by worker processes while the network trains on the last ``pool`` of them,
+a new one every ``subject_every`` steps.  Everything is drawn from the seed: the subject at place ``k`` of the
+stream, the batch at step ``s``, so a resumed run (``--resume``, from the checkpoint written every
+``checkpoint_every`` steps) follows the same path.  It runs on a GPU where there is one (``device`` auto).
+``--lesion-steps N`` adds a lesion phase after the main one (:func:`phases`): under the main phase's odds lesions
+were too rare for the network to predict them as T2w-bright as they are.
 
 The network: a 2D U-Net (the ``unet`` kind, no normalization layers) reading a slice and its two neighbours
 (2.5D) of the T1w on a 1 mm RAS work grid, in brain-median units, predicting the T2w there; the loss is L1
@@ -38,6 +40,8 @@ from ..networks import ModelInfo, build_network, save_model
 from ..runtime import pick_device, tune_allocator
 from ..simulate.anatomy import label_map_paths
 from ..simulate.engine import EngineSettings, engine_subject
+from ..simulate.pathology import PathologyOdds
+from .model_card import CARD, model_card
 
 #: 2: the input channels in the order prediction reads them (:func:`~mrsynth.data.slice_offsets`: the slice, then
 #: its neighbours); version 1 read them bottom to top, so the shipped version-1 weights predicted from the wrong
@@ -67,18 +71,54 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     device: str = "auto"
+    lesion_steps: int = 0  # a lesion phase after ``steps``: fresh subjects, most with lesions, crops near them
+    lesion_lr: float = 2e-4  # its learning rate: 100 steps of warm-up, then a cosine down to 0
+    lesion_odds: tuple[float, float] = (0.5, 0.4)  # its chance of MS-like lesions, of a tumour-like mass
+    lesion_crops: float = 0.5  # its chance that a crop is centred (within a quarter crop) on a lesion pixel
+    lesion_weight: float = 2.0  # its loss weight of lesion pixels (1 elsewhere)
 
 
 def subject_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
 
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of a pretraining, steps ``start`` to ``end``: the seed of its subjects and batches (counted from
+    its start), its subjects' pathology, and how its crops seek lesions."""
+
+    start: int
+    end: int
+    seed: int
+    pathology: PathologyOdds
+    lesion_crops: float = 0.0
+    lesion_weight: float = 1.0
+
+
+def phases(config: PretrainConfig) -> list[Phase]:
+    """The main phase (recipe version 2 whole), then the lesion phase where ``lesion_steps`` asks for one: lesions
+    in most subjects, crops often centred on them, their pixels weighted more, on subjects the main phase never
+    saw (the next seed), so that the network learns lesions as T2w-bright as they are."""
+    main = Phase(0, config.steps, config.seed, PathologyOdds())
+    if not config.lesion_steps:
+        return [main]
+    ms, tumour = config.lesion_odds
+    end = config.steps + config.lesion_steps
+    odds = PathologyOdds(ms=ms, tumour=tumour)
+    return [main, Phase(config.steps, end, config.seed + 1, odds, config.lesion_crops, config.lesion_weight)]
+
+
+def warm_cosine(step: int, steps: int, warm: int = 100) -> float:
+    """The lesion phase's learning-rate factor: a linear warm-up over ``warm`` steps, a cosine to 0 at ``steps``."""
+    return float(min(1.0, (step + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(step, steps) / steps)))
+
+
 class SubjectStream(IterableDataset):
     """The engine's subjects in order, from place ``start`` on, shared among the DataLoader's workers (each makes
     every ``n``-th, the loader hands them back in order)."""
 
-    def __init__(self, paths: list[str], seed: int, start: int, work_mm: float):
-        self.paths, self.seed, self.start, self.work_mm = paths, seed, start, work_mm
+    def __init__(self, paths: list[str], seed: int, start: int, settings: EngineSettings):
+        self.paths, self.seed, self.start, self.settings = paths, seed, start, settings
 
     def __iter__(self):
         worker = get_worker_info()
@@ -87,9 +127,10 @@ class SubjectStream(IterableDataset):
         while True:
             seed = subject_seed(self.seed, index)
             path = self.paths[np.random.default_rng(seed).integers(len(self.paths))]
-            subject = engine_subject(path, seed, EngineSettings(work_mm=self.work_mm))
+            subject = engine_subject(path, seed, self.settings)
             margin = ndimage.binary_dilation(subject.brain, iterations=3)
-            yield index, _stack_ready(subject.t1), _stack_ready(subject.t2), _stack_ready(margin)
+            volumes = (subject.t1, subject.t2, margin, subject.lesions)
+            yield index, *(_stack_ready(v) for v in volumes)
             index += step
 
 
@@ -98,27 +139,46 @@ def _stack_ready(volume: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 2, 0)))
 
 
-def _crops(pool: deque, rng: np.random.Generator, config: PretrainConfig):
+def _crops(pool: deque, rng: np.random.Generator, config: PretrainConfig, phase: Phase | None = None):
     """A batch of 2.5D crops (input ``(B, 1 + 2 context, crop, crop)``, target and loss weight ``(B, 1, ...)``),
-    from random subjects of the pool, slices through the brain, random positions; zero padded at the edges."""
+    from random subjects of the pool, slices through the brain, random positions (in the lesion phase, at times
+    centred near a lesion pixel); zero padded at the edges."""
+    phase = phase or phases(config)[0]
     size, channels = config.crop, 1 + 2 * config.context
     inputs = torch.zeros(config.batch, channels, size, size)
     target = torch.zeros(config.batch, 1, size, size)
     weight = torch.zeros(config.batch, 1, size, size)
     for b in range(config.batch):
-        _, t1, t2, margin = pool[int(rng.integers(len(pool)))]
-        slices = torch.nonzero(margin.flatten(1).any(1)).flatten()
-        z = int(slices[rng.integers(len(slices))]) if len(slices) else int(rng.integers(t1.shape[0]))
-        x0, y0 = (int(rng.integers(0, max(n - size, 0) + 1)) for n in t1.shape[1:])
+        _, t1, t2, margin, lesions = pool[int(rng.integers(len(pool)))]
+        z, x0, y0 = _crop_place(t1.shape, margin, lesions, rng, phase.lesion_crops, size)
         window = (slice(x0, x0 + size), slice(y0, y0 + size))
         for c, dz in enumerate(slice_offsets(config.context)):  # the channel order prediction reads
             stack = t1[int(np.clip(z + dz, 0, t1.shape[0] - 1))][window]
             inputs[b, c, : stack.shape[0], : stack.shape[1]] = stack
         target[b, 0, : stack.shape[0], : stack.shape[1]] = t2[z][window]
         weight[b, 0, : stack.shape[0], : stack.shape[1]] = margin[z][window].float()
+        if phase.lesion_weight != 1:
+            weight[b, 0, : stack.shape[0], : stack.shape[1]] *= 1 + (phase.lesion_weight - 1) * (lesions[z][window] > 0)
         if rng.random() < 0.5:  # left-right: the brain is (nearly) symmetric, its T1w/T2w relation is
             inputs[b], target[b], weight[b] = inputs[b].flip(1), target[b].flip(1), weight[b].flip(1)
     return inputs, target, weight
+
+
+def _crop_place(shape, margin, lesions, rng: np.random.Generator, lesion_crops: float, size: int):
+    """Slice and corner of a crop: near a random lesion pixel with chance ``lesion_crops`` (where there are
+    lesions), else a random slice through the brain and a random corner."""
+    where = torch.nonzero(lesions) if lesion_crops else ()
+    if len(where) and rng.random() < lesion_crops:
+        z, x, y = (int(v) for v in where[rng.integers(len(where))])
+        x0, y0 = (
+            int(np.clip(c - size // 2 + rng.integers(-(size // 4), size // 4 + 1), 0, max(n - size, 0)))
+            for c, n in zip((x, y), shape[1:])
+        )
+        return z, x0, y0
+    slices = torch.nonzero(margin.flatten(1).any(1)).flatten()
+    z = int(slices[rng.integers(len(slices))]) if len(slices) else int(rng.integers(shape[0]))
+    x0, y0 = (int(rng.integers(0, max(n - size, 0) + 1)) for n in shape[1:])
+    return z, x0, y0
 
 
 def _network(config: PretrainConfig) -> torch.nn.Module:
@@ -138,6 +198,16 @@ class Pretraining:
             self.optimizer, config.lr, total_steps=config.steps, pct_start=min(0.5, max(0.05, 3 / config.steps))
         )
         self.step = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.steps + self.config.lesion_steps
+
+    def begin_lesion_phase(self) -> None:
+        """A fresh optimizer for the lesion phase, its rate warmed up then cosine-decayed (:func:`warm_cosine`)."""
+        steps = self.config.lesion_steps
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lesion_lr, weight_decay=1e-4)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: warm_cosine(step, steps))
 
     def save(self) -> None:
         state = {
@@ -160,6 +230,8 @@ class Pretraining:
         if state["config"] != asdict(self.config):
             raise InputError("the checkpoint was written with other settings; resume with the same ones", path)
         self.model.load_state_dict(state["model"])
+        if int(state["step"]) > self.config.steps:
+            self.begin_lesion_phase()
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.step = int(state["step"])
@@ -207,35 +279,51 @@ def pretrain(
 
 
 def _train(run: Pretraining, paths: list[str], progress: bool) -> None:
-    config = run.config
-    newest = run.step // config.subject_every
-    first = max(0, newest - config.pool + 1)
-    stream = SubjectStream(paths, config.seed, first, EngineSettings().work_mm)
-    loader = DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=config.workers,
-        persistent_workers=config.workers > 0,
-        prefetch_factor=2 if config.workers else None,
-    )
-    subjects, pool, recent = iter(loader), deque(maxlen=config.pool), []
-    steps = bar(total=config.steps, initial=run.step, allowed=progress, desc="pretrain", unit="step")
+    steps = bar(total=run.total_steps, initial=run.step, allowed=progress, desc="pretrain", unit="step")
     with (run.out / LOG).open("a") as record:
-        while run.step < config.steps:
-            while not pool or pool[-1][0] < run.step // config.subject_every:
-                pool.append(next(subjects))
-            rng = np.random.default_rng([config.seed, run.step])
-            recent.append(run.train_step(*_crops(pool, rng, config)))
-            steps.update()
-            if run.step % 50 == 0 or run.step == config.steps:
-                line = f"step {run.step}/{config.steps}: loss {np.mean(recent):.4f}, subjects {pool[-1][0] + 1}"
-                steps.set_postfix(loss=f"{np.mean(recent):.4f}")
-                record.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-                record.flush()
-                recent = []
-            if run.step % config.checkpoint_every == 0 or run.step == config.steps:
-                run.save()
+        for phase in phases(run.config):
+            if run.step < phase.end:
+                if phase.start and run.step == phase.start:
+                    run.begin_lesion_phase()
+                _train_phase(run, phase, paths, steps, record)
     steps.close()
+
+
+def _subjects(run: Pretraining, phase: Phase, paths: list[str]):
+    """The phase's subjects from the oldest the pool holds at the run's step on, made by worker processes."""
+    config = run.config
+    newest = (run.step - phase.start) // config.subject_every
+    settings = EngineSettings(pathology=phase.pathology)
+    stream = SubjectStream(paths, phase.seed, max(0, newest - config.pool + 1), settings)
+    return iter(
+        DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=config.workers,
+            persistent_workers=config.workers > 0,
+            prefetch_factor=2 if config.workers else None,
+        )
+    )
+
+
+def _train_phase(run: Pretraining, phase: Phase, paths: list[str], steps, record) -> None:
+    config = run.config
+    subjects, pool, recent = _subjects(run, phase, paths), deque(maxlen=config.pool), []
+    while run.step < phase.end:
+        step = run.step - phase.start
+        while not pool or pool[-1][0] < step // config.subject_every:
+            pool.append(next(subjects))
+        rng = np.random.default_rng([phase.seed, step])
+        recent.append(run.train_step(*_crops(pool, rng, config, phase)))
+        steps.update()
+        if run.step % 50 == 0 or run.step == run.total_steps:
+            line = f"step {run.step}/{run.total_steps}: loss {np.mean(recent):.4f}, subjects {pool[-1][0] + 1}"
+            steps.set_postfix(loss=f"{np.mean(recent):.4f}")
+            record.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            record.flush()
+            recent = []
+        if run.step % config.checkpoint_every == 0 or run.step == phase.end:
+            run.save()
 
 
 def model_info(config: PretrainConfig, training: dict) -> ModelInfo:
@@ -274,7 +362,7 @@ def export(run: Pretraining, seconds: float, command: str, resumed_at: int | Non
     }
     folder = save_model(run.out / MODEL, half, model_info(config, {"pretraining": recipe}))
     write_text(run.out / RECORD, json.dumps(recipe, indent=1) + "\n")
-    write_text(folder / CARD, model_card(recipe))
+    write_text(folder / CARD, model_card(recipe, OUTPUT_BRAIN_MEDIAN))
     return folder
 
 
@@ -297,56 +385,3 @@ def logged_wall_time(log_text: str) -> dict:
         span = lines[-1][0] - lines[0][0]
         total += span + (span / (len(lines) - 1) if len(lines) > 1 else 0.0)
     return {"sessions": len(sessions), "logged_wall_seconds": round(total)}
-
-
-CARD = "MODEL_CARD.md"
-FIGURES_START, FIGURES_END = "<!-- measured figures: python -m benchmarks pretrained -->", "<!-- end of figures -->"
-
-
-def model_card(recipe: dict, figures: str = "Not measured yet: run `python -m benchmarks pretrained`.") -> str:
-    """The model card of a pretrained model, from its recipe; ``figures`` (Markdown) between the markers that
-    ``benchmarks/pretrained.py`` rewrites."""
-    config = recipe["config"]
-    maps = config["map_indices"]
-    resumed = "" if recipe["resumed_at_step"] is None else f" (resumed at step {recipe['resumed_at_step']:,})"
-    return f"""# mrsynth pretrained T1w -> T2w (recipe version {recipe["recipe_version"]})
-
-**What it is.** A 2.5D U-Net (MONAI `BasicUNet`, features {tuple(config["features"])}, no normalization layers,
-{recipe["parameters"]:,} parameters, float16 weights) that predicts a T2-weighted image with the contrast of the
-Human Connectome Project's T2w (brain median {OUTPUT_BRAIN_MEDIAN:g}) from any T1-weighted image. It works
-slice by slice (each with its two neighbours) on a 1 mm RAS grid: `mrsynth predict` resamples the input onto it
-and the prediction back onto the input's grid, and writes 0 outside the brain mask (given with `--mask`, or
-computed by the learned segmenter).
-
-**Training data.** No real image: {config["steps"]:,} steps on subjects simulated on the fly by
-`mrsynth.simulate.engine` from the SynthSeg label maps {min(maps)}-{max(maps)} of 20 (sorted by name; maps
-1-{min(maps) - 1} are held out for tests; neither the HCP MNI152 nor the ICBM 2009c template entered training).
-Each subject: a random deformation and pose, T1w by a random sequence (MPRAGE: TI 700-1200 ms, flip 6-12 degrees;
-spoiled gradient echo: TR 8-40 ms, flip 12-40 degrees; spin echo: TR 350-800 ms, TE 8-25 ms) at 1.5 T or 3 T,
-voxels of 0.7-1.5 mm and slices up to 5 mm thick, bias field, Rician noise, ghosting at times, skull-stripped or
-whole head with random intensities outside the brain, and at times
-MS-like lesions or a tumour-like mass. The label maps come from BBillot/SynthSeg (commit
-66342c1f05e520f3729a6d7ca1042eb7f01b6266, `data/training_label_maps/`), Apache License 2.0, like these weights
-(`LICENSE`).
-
-**How it was made.** `{recipe["command"] or "mrsynth pretrain"}` (recipe version {recipe["recipe_version"]},
-seed {config["seed"]}, batch {config["batch"]} crops of {config["crop"]} pixels, AdamW with a one-cycle learning
-rate to {config["lr"]:g}, L1 inside the brain mask grown by {config["loss_margin_mm"]:g} mm), mrsynth
-{recipe["mrsynth"]}, torch {recipe["torch"]}, on {recipe["device"]}: {recipe["seconds_this_session"]:,} s in its
-last session{resumed}; {recipe["logged_wall_seconds"] / 3600:.1f} hours of wall time in {recipe["sessions"]}
-session(s) in all, from its progress log.{" " + recipe["converted"] if recipe.get("converted") else ""}
-
-**Intended use.** A T2w where none was acquired, for research: visual reference, registration targets,
-pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynth train --preset finetune`).
-
-**Known limits.** It predicts HCP's T2w contrast, not the site's: no T1w can tell which T2w protocol a site runs.
-Pathology it was not shown (haemorrhage, calcification, contrast-enhanced T1w, children's brains) is not
-predicted faithfully, and even the simulated MS-like lesions and oedema come out much less T2w-bright than they
-are (the lesion contrast rows below): do not read lesions from it. Not for diagnosis.
-
-## Measured figures
-
-{FIGURES_START}
-{figures}
-{FIGURES_END}
-"""

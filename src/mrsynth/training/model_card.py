@@ -1,0 +1,72 @@
+"""The model card of a pretrained model (``MODEL_CARD.md`` beside its weights): what it is, its training data and
+licence, the exact command, intended use, known limits, and the measured figures that ``benchmarks/pretrained.py``
+writes between two markers."""
+
+from __future__ import annotations
+
+CARD = "MODEL_CARD.md"
+FIGURES_START, FIGURES_END = "<!-- measured figures: python -m benchmarks pretrained -->", "<!-- end of figures -->"
+
+
+def _lesion_phase(config: dict) -> str:
+    """The model card's sentence on the lesion phase, if the recipe had one."""
+    if not config.get("lesion_steps"):
+        return ""
+    ms, tumour = config["lesion_odds"]
+    return (
+        f" Then a lesion phase of {config['lesion_steps']:,} steps on new subjects: MS-like lesions in"
+        f" {ms:.0%} of them, a tumour-like mass in {tumour:.0%}, crops centred near a lesion"
+        f" {config['lesion_crops']:.0%} of the time, lesion pixels weighted {config['lesion_weight']:g} times in"
+        f" the loss, the learning rate warmed up to {config['lesion_lr']:g} and decayed to 0."
+    )
+
+
+def model_card(
+    recipe: dict, brain_median: float, figures: str = "Not measured yet: run `python -m benchmarks pretrained`."
+) -> str:
+    """The model card of a pretrained model, from its recipe and the brain median of the T2w it writes;
+    ``figures`` (Markdown) between the markers that ``benchmarks/pretrained.py`` rewrites."""
+    config = recipe["config"]
+    maps = config["map_indices"]
+    resumed = "" if recipe["resumed_at_step"] is None else f" (resumed at step {recipe['resumed_at_step']:,})"
+    return f"""# mrsynth pretrained T1w -> T2w (recipe version {recipe["recipe_version"]})
+
+**What it is.** A 2.5D U-Net (MONAI `BasicUNet`, features {tuple(config["features"])}, no normalization layers,
+{recipe["parameters"]:,} parameters, float16 weights) that predicts a T2-weighted image with the contrast of the
+Human Connectome Project's T2w (brain median {brain_median:g}) from any T1-weighted image. It works
+slice by slice (each with its two neighbours) on a 1 mm RAS grid: `mrsynth predict` resamples the input onto it
+and the prediction back onto the input's grid, and writes 0 outside the brain mask (given with `--mask`, or
+computed by the learned segmenter).
+
+**Training data.** No real image: {config["steps"]:,} steps on subjects simulated on the fly by
+`mrsynth.simulate.engine` from the SynthSeg label maps {min(maps)}-{max(maps)} of 20 (sorted by name; maps
+1-{min(maps) - 1} are held out for tests; neither the HCP MNI152 nor the ICBM 2009c template entered training).
+Each subject: a random deformation and pose, T1w by a random sequence (MPRAGE: TI 700-1200 ms, flip 6-12 degrees;
+spoiled gradient echo: TR 8-40 ms, flip 12-40 degrees; spin echo: TR 350-800 ms, TE 8-25 ms) at 1.5 T or 3 T,
+voxels of 0.7-1.5 mm and slices up to 5 mm thick, bias field, Rician noise, ghosting at times, skull-stripped or
+whole head with random intensities outside the brain, and at times
+MS-like lesions or a tumour-like mass.{_lesion_phase(config)} The label maps come from BBillot/SynthSeg (commit
+66342c1f05e520f3729a6d7ca1042eb7f01b6266, `data/training_label_maps/`), Apache License 2.0, like these weights
+(`LICENSE`).
+
+**How it was made.** `{recipe["command"] or "mrsynth pretrain"}` (recipe version {recipe["recipe_version"]},
+seed {config["seed"]}, batch {config["batch"]} crops of {config["crop"]} pixels, AdamW with a one-cycle learning
+rate to {config["lr"]:g}, L1 inside the brain mask grown by {config["loss_margin_mm"]:g} mm), mrsynth
+{recipe["mrsynth"]}, torch {recipe["torch"]}, on {recipe["device"]}: {recipe["seconds_this_session"]:,} s in its
+last session{resumed}; {recipe["logged_wall_seconds"] / 3600:.1f} hours of wall time in {recipe["sessions"]}
+session(s) in all, from its progress log.{" " + recipe["converted"] if recipe.get("converted") else ""}
+
+**Intended use.** A T2w where none was acquired, for research: visual reference, registration targets,
+pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynth train --preset finetune`).
+
+**Known limits.** It predicts HCP's T2w contrast, not the site's: no T1w can tell which T2w protocol a site runs.
+Pathology it was not shown (haemorrhage, calcification, contrast-enhanced T1w, children's brains) is not
+predicted faithfully, and even the simulated MS-like lesions and oedema come out much less T2w-bright than they
+are (the lesion contrast rows below): do not read lesions from it. Not for diagnosis.
+
+## Measured figures
+
+{FIGURES_START}
+{figures}
+{FIGURES_END}
+"""
