@@ -108,7 +108,7 @@ def test_training_crops_read_the_slices_in_the_order_prediction_gives_them(maps)
     margin = torch.zeros(depth, 8, 8, dtype=torch.bool)
     margin[4:16] = True  # slices far enough from the ends that no neighbour is clipped
     lesions = torch.zeros(depth, 8, 8, dtype=torch.uint8)
-    pool = deque([(None, torch.from_numpy(volume), torch.from_numpy(volume), margin, lesions)])
+    pool = deque([(None, torch.from_numpy(volume), torch.from_numpy(volume), margin, lesions, torch.nonzero(lesions))])
     inputs, target, _ = _crops(pool, np.random.default_rng(0), config)
     reader = _InputSlices(model_info(config, {}), volume, None, None, Transform())
     for crop, z in zip(inputs.numpy(), target[:, 0, 0, 0].int().tolist()):
@@ -131,7 +131,7 @@ def test_lesion_phase_crops_find_the_lesions_and_weigh_them_more(maps):
     margin = torch.ones(shape, dtype=torch.bool)
     lesions = torch.zeros(shape, dtype=torch.uint8)
     lesions[12, 70:73, 8:11] = 1  # one small lesion, far from the middle
-    pool = deque([(None, volume, volume, margin, lesions)])
+    pool = deque([(None, volume, volume, margin, lesions, torch.nonzero(lesions))])
     _, _, weight = _crops(pool, np.random.default_rng(0), config, lesion)
     assert all((w == 3).sum() == 9 for w in weight) and set(weight.unique().tolist()) == {1.0, 3.0}
     _, _, weight = _crops(pool, np.random.default_rng(0), config, main)

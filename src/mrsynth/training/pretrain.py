@@ -129,8 +129,9 @@ class SubjectStream(IterableDataset):
             path = self.paths[np.random.default_rng(seed).integers(len(self.paths))]
             subject = engine_subject(path, seed, self.settings)
             margin = ndimage.binary_dilation(subject.brain, iterations=3)
-            volumes = (subject.t1, subject.t2, margin, subject.lesions)
-            yield index, *(_stack_ready(v) for v in volumes)
+            lesions = _stack_ready(subject.lesions)
+            volumes = (subject.t1, subject.t2, margin)
+            yield index, *(_stack_ready(v) for v in volumes), lesions, torch.nonzero(lesions)
             index += step
 
 
@@ -149,8 +150,8 @@ def _crops(pool: deque, rng: np.random.Generator, config: PretrainConfig, phase:
     target = torch.zeros(config.batch, 1, size, size)
     weight = torch.zeros(config.batch, 1, size, size)
     for b in range(config.batch):
-        _, t1, t2, margin, lesions = pool[int(rng.integers(len(pool)))]
-        z, x0, y0 = _crop_place(t1.shape, margin, lesions, rng, phase.lesion_crops, size)
+        _, t1, t2, margin, lesions, lesion_points = pool[int(rng.integers(len(pool)))]
+        z, x0, y0 = _crop_place(t1.shape, margin, lesion_points, rng, phase.lesion_crops, size)
         window = (slice(x0, x0 + size), slice(y0, y0 + size))
         for c, dz in enumerate(slice_offsets(config.context)):  # the channel order prediction reads
             stack = t1[int(np.clip(z + dz, 0, t1.shape[0] - 1))][window]
@@ -164,12 +165,12 @@ def _crops(pool: deque, rng: np.random.Generator, config: PretrainConfig, phase:
     return inputs, target, weight
 
 
-def _crop_place(shape, margin, lesions, rng: np.random.Generator, lesion_crops: float, size: int):
-    """Slice and corner of a crop: near a random lesion pixel with chance ``lesion_crops`` (where there are
-    lesions), else a random slice through the brain and a random corner."""
-    where = torch.nonzero(lesions) if lesion_crops else ()
-    if len(where) and rng.random() < lesion_crops:
-        z, x, y = (int(v) for v in where[rng.integers(len(where))])
+def _crop_place(shape, margin, lesion_points, rng: np.random.Generator, lesion_crops: float, size: int):
+    """Slice and corner of a crop: near a random lesion pixel (of ``lesion_points``, found once per subject by the
+    stream) with chance ``lesion_crops`` where there are lesions, else a random slice through the brain and a random
+    corner."""
+    if lesion_crops and len(lesion_points) and rng.random() < lesion_crops:
+        z, x, y = (int(v) for v in lesion_points[rng.integers(len(lesion_points))])
         x0, y0 = (
             int(np.clip(c - size // 2 + rng.integers(-(size // 4), size // 4 + 1), 0, max(n - size, 0)))
             for c, n in zip((x, y), shape[1:])
