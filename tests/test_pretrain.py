@@ -85,6 +85,9 @@ def test_the_wall_time_counts_each_session_and_skips_the_interruption():
     # 2 minutes + one interval (1 minute) for steps 0-50, then 1 minute + 1 minute for steps 100-150
     assert logged_wall_time(log) == {"sessions": 2, "logged_wall_seconds": 5 * 60}
     assert logged_wall_time("") == {"sessions": 0, "logged_wall_seconds": 0}
+    # a resume from a checkpoint at the last logged step (into the lesion phase) repeats no step: the pause tells
+    resumed = log.replace("12:00:00 step 150", "12:00:00 step 200").replace("12:01:00 step 200", "12:01:00 step 250")
+    assert logged_wall_time(resumed) == {"sessions": 2, "logged_wall_seconds": 5 * 60}
 
 
 def test_too_few_label_maps_for_the_recipe_is_a_clean_error(maps, tmp_path):

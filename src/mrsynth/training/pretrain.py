@@ -369,20 +369,23 @@ def export(run: Pretraining, seconds: float, command: str, resumed_at: int | Non
 
 def logged_wall_time(log_text: str) -> dict:
     """Wall time of every session of a pretraining, from its progress log: a session starts where the step count
-    goes back (a resume repeats the steps after its checkpoint); each lasts from its first line to its last plus one
-    logging interval for the steps before its first line. Interruptions between sessions are not counted."""
-    sessions: list[list[tuple[float, int]]] = []
+    goes back (a resume repeats the steps after its checkpoint) or after a pause of more than 10 logging intervals
+    (a resume from a checkpoint at the last logged step, e.g. into the lesion phase); each lasts from its first line
+    to its last plus one logging interval for the steps before its first line. Interruptions are not counted."""
+    lines = []
     for line in log_text.splitlines():
         stamp, _, rest = line.partition(" step ")
-        if not rest:
-            continue
-        when = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
-        step = int(rest.split("/")[0])
-        if not sessions or step <= sessions[-1][-1][1]:
+        if rest:
+            lines.append((time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")), int(rest.split("/")[0])))
+    gaps = [b[0] - a[0] for a, b in zip(lines, lines[1:]) if b[1] > a[1]]
+    pause = 10 * float(np.median(gaps)) if gaps else float("inf")
+    sessions: list[list[tuple[float, int]]] = []
+    for when, step in lines:
+        if not sessions or step <= sessions[-1][-1][1] or when - sessions[-1][-1][0] > pause:
             sessions.append([])
         sessions[-1].append((when, step))
     total = 0.0
-    for lines in sessions:
-        span = lines[-1][0] - lines[0][0]
-        total += span + (span / (len(lines) - 1) if len(lines) > 1 else 0.0)
+    for session in sessions:
+        span = session[-1][0] - session[0][0]
+        total += span + (span / (len(session) - 1) if len(session) > 1 else 0.0)
     return {"sessions": len(sessions), "logged_wall_seconds": round(total)}
