@@ -6,9 +6,11 @@ zero-shot on each, and, trained on the other template, the plain lookup table (n
 the brain T1w, in brain-median units), `--preset quality` and `--preset finetune` (the pretrained model fine-tuned).
 Simulated heads: the 4 label maps held out of pretraining, each with a T1w sequence outside the training ranges
 (MPRAGE TI 1350 ms, flip 14 degrees, with MS-like lesions; spin echo TR 1100 ms, TE 35 ms, with a tumour-like mass)
-and HCP's T2w as the reference, zero-shot against a lookup table fitted on a subject of another simulated site (the
-simulator's HCP-like default protocol, label map 10), with the lesion-to-white-matter contrast, (lesion / white
-matter medians) - 1, predicted against true. Scores inside the brain mask: `psnr_optimal` (the reference in its
+and, to tell the sequence's effect from the lesion's, the same lesions with a sequence inside them (MPRAGE TI 1000 ms,
+flip 8 degrees; spin echo TR 500 ms, TE 15 ms). HCP's T2w is the reference; zero-shot against a lookup table fitted on
+a subject of another simulated site (the simulator's HCP-like default protocol, label map 10), with the
+lesion-to-white-matter contrast, (lesion / white matter medians) - 1, predicted against true.
+Scores inside the brain mask: `psnr_optimal` (the reference in its
 brain 99th-percentile units, the prediction times its least-squares gain to it: scale-free), `psnr_p99`,
 brain-median PSNR and SSIM; per-tissue MSE in the JSON. Zero-shot seconds: the whole command on a 1 mm head, its
 brain mask computed. One figure per case (benchmarks/results/pretrained/). Skipped where ../shared/data is absent.
@@ -34,7 +36,7 @@ KEYS = ("psnr_optimal", "psnr_p99", "psnr", "ssim_3d")
 
 
 def _cases():
-    """Sequences outside the engine's ranges, each with a kind of lesion."""
+    """Sequences outside the engine's ranges, each with a kind of lesion, then the same inside them."""
     from dataclasses import replace
 
     from mrsynth.simulate.engine import EngineSettings
@@ -49,6 +51,14 @@ def _cases():
         ),
         "spin echo TR 1100 ms, TE 35 ms, tumour-like mass": (
             SpinEcho(tr=1100, te=35),
+            replace(settings, pathology=PathologyOdds(ms=0.0, tumour=1.0)),
+        ),
+        "MPRAGE TI 1000 ms, flip 8 deg (in the training ranges), MS-like lesions": (
+            MPRAGE(tr=2400, ti=1000, flip_deg=8.0),
+            replace(settings, pathology=PathologyOdds(ms=1.0, tumour=0.0)),
+        ),
+        "spin echo TR 500 ms, TE 15 ms (in the training ranges), tumour-like mass": (
+            SpinEcho(tr=500, te=15),
             replace(settings, pathology=PathologyOdds(ms=0.0, tumour=1.0)),
         ),
     }

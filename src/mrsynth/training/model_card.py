@@ -21,6 +21,17 @@ def _lesion_phase(config: dict) -> str:
     )
 
 
+def _lesion_limits(config: dict) -> str:
+    """How bright lesions come out, as measured by ``benchmarks/pretrained.py`` for each kind of recipe."""
+    if not config.get("lesion_steps"):
+        return "even the simulated MS-like lesions and oedema come out much less T2w-bright than they are"
+    return (
+        "the simulated MS-like lesions come out T2w-bright from an MPRAGE inside its training ranges, though most less"
+        " bright than they are, but a tumour's oedema barely brighter than white matter from a spin-echo T1w (where it"
+        " is faint), and every lesion far less bright than it is from sequences outside its training ranges"
+    )
+
+
 def model_card(
     recipe: dict, brain_median: float, figures: str = "Not measured yet: run `python -m benchmarks pretrained`."
 ) -> str:
@@ -61,8 +72,8 @@ pipelines that expect a T2w. Fine-tune it on a site's own T1w/T2w pairs (`mrsynt
 
 **Known limits.** It predicts HCP's T2w contrast, not the site's: no T1w can tell which T2w protocol a site runs.
 Pathology it was not shown (haemorrhage, calcification, contrast-enhanced T1w, children's brains) is not
-predicted faithfully, and even the simulated MS-like lesions and oedema come out much less T2w-bright than they
-are (the lesion contrast rows below): do not read lesions from it. Not for diagnosis.
+predicted faithfully, and {_lesion_limits(config)} (the lesion contrast rows below): do not read lesions
+from it. Not for diagnosis.
 
 ## Measured figures
 

@@ -46,8 +46,9 @@ from .model_card import CARD, model_card
 #: 2: the input channels in the order prediction reads them (:func:`~mrsynth.data.slice_offsets`: the slice, then
 #: its neighbours); version 1 read them bottom to top, so the shipped version-1 weights predicted from the wrong
 #: slice (about half a voxel off along the slicing axis) until their first convolution's input channels were
-#: reordered to match (the model card says so).
-RECIPE_VERSION = 2
+#: reordered to match (the model card says so). 3: a lesion phase (``lesion_steps``) after the main one, which is
+#: version 2's unchanged.
+RECIPE_VERSION = 3
 CHECKPOINT, LOG, RECORD, MODEL = "checkpoint.pt", "progress.log", "pretrain.json", "model"
 #: Output brain median of the shipped model (the T2w it writes is in these units).
 OUTPUT_BRAIN_MEDIAN = 1000.0
