@@ -309,12 +309,12 @@ def _study_commands(command) -> None:
     p = command("pretrain", "train the network of the shipped pretrained model on simulated subjects", "seed", "device")
     p.add_argument("out", help="output folder: checkpoint, progress.log, pretrain.json and the model (OUT/model)")
     p.add_argument("--maps", required=True, help="folder of FreeSurfer label maps (the 20 SynthSeg maps)")
-    p.add_argument("--steps", type=int, default=6000, help="optimizer steps (the shipped model's: see its card)")
+    p.add_argument("--steps", type=int, default=8000, help="steps of the main phase (default: the shipped model's)")
     p.add_argument(
         "--lesion-steps",
         type=int,
-        default=0,
-        help="steps of a lesion phase after --steps (the shipped model's: see its card)",
+        default=2000,
+        help="steps of a lesion phase after --steps, 0 for none (default: the shipped model's)",
     )
     p.add_argument("--workers", type=int, default=1, help="processes simulating subjects while the network trains")
     p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint, with the same settings")
