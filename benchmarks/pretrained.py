@@ -44,23 +44,16 @@ def _cases():
     from mrsynth.simulate.signal import MPRAGE, SpinEcho
 
     settings = EngineSettings(stripped=0.0, random_head=0.0, thick=0.0, ghosting=0.0, gamma=0.0)
+    ms = replace(settings, pathology=PathologyOdds(ms=1.0, tumour=0.0))
+    tumour = replace(settings, pathology=PathologyOdds(ms=0.0, tumour=1.0))
     return {
-        "MPRAGE TI 1350 ms, flip 14 deg, MS-like lesions": (
-            MPRAGE(tr=2600, ti=1350, flip_deg=14.0),
-            replace(settings, pathology=PathologyOdds(ms=1.0, tumour=0.0)),
-        ),
-        "spin echo TR 1100 ms, TE 35 ms, tumour-like mass": (
-            SpinEcho(tr=1100, te=35),
-            replace(settings, pathology=PathologyOdds(ms=0.0, tumour=1.0)),
-        ),
+        "MPRAGE TI 1350 ms, flip 14 deg, MS-like lesions": (MPRAGE(tr=2600, ti=1350, flip_deg=14.0), ms),
+        "spin echo TR 1100 ms, TE 35 ms, tumour-like mass": (SpinEcho(tr=1100, te=35), tumour),
         "MPRAGE TI 1000 ms, flip 8 deg (in the training ranges), MS-like lesions": (
             MPRAGE(tr=2400, ti=1000, flip_deg=8.0),
-            replace(settings, pathology=PathologyOdds(ms=1.0, tumour=0.0)),
+            ms,
         ),
-        "spin echo TR 500 ms, TE 15 ms (in the training ranges), tumour-like mass": (
-            SpinEcho(tr=500, te=15),
-            replace(settings, pathology=PathologyOdds(ms=0.0, tumour=1.0)),
-        ),
+        "spin echo TR 500 ms, TE 15 ms (in the training ranges), tumour-like mass": (SpinEcho(tr=500, te=15), tumour),
     }
 
 
