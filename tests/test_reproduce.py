@@ -131,9 +131,13 @@ def test_verdicts_follow_the_numbers(grid):
                 assert len(units["units"]) == patch["patches"]
             else:
                 assert units["units"] == sorted(results["subjects"]["test"])
-    for table in results["beats_baselines"].values():
-        for outcome in table.values():
-            assert outcome["beats_both"] == (outcome["network"] < min(outcome["tissue-mean"], outcome["intensity-map"]))
+    for table_name, table in results["beats_baselines"].items():
+        for model, outcome in table.items():
+            brain = outcome["mse_brain"]
+            assert outcome["beats_both"] == (brain["network"] < min(brain["tissue-mean"], brain["intensity-map"]))
+            assert outcome["mse"]["network"] == pytest.approx(
+                results["tables_detail"][table_name][model]["patch"]["mse"]
+            )
             assert 0 <= outcome["seeds_beating_both"] <= outcome["seeds"] == 2
 
 
