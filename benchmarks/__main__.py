@@ -31,6 +31,7 @@ BENCHMARKS = [
     "mask_jitter",
     "site_transfer",
     "pretrained",
+    "template_gap",
 ]
 
 

@@ -66,6 +66,14 @@ def save(name: str, result: dict) -> Path:
     return path
 
 
+def pretrained_weights() -> str:
+    """Which shipped pretrained model a benchmark measured: its name with recipe, and its weights' SHA-256."""
+    from mrsynth.networks import PRETRAINED, load_model
+
+    info = load_model(PRETRAINED)[1]
+    return f"{info.name()}, weights sha256 {info.weights_sha256[:8]}"
+
+
 def single_core_prefix() -> list[str]:
     """``taskset -c 0`` where available, so a 'one core' figure really is one core."""
     try:

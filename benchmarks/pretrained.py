@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import pretrained_weights
 from benchmarks.real_quality import DATA, HCP, ICBM, _numpy_lut, _write_pair
 
 MAPS = DATA / "synthseg-label-maps"
@@ -226,6 +227,7 @@ def run() -> dict:
         tmp = Path(tmp)
         seconds = _zero_shot_seconds(tmp)
         result = {
+            "pretrained_model": pretrained_weights(),
             "templates": _templates(tmp),
             "simulated": _simulated(),
             "zero_shot_seconds": seconds,
@@ -270,6 +272,8 @@ def _differences(entry: dict) -> str:
 
 def markdown(result: dict) -> str:
     lines = [
+        f"Pretrained model: {result.get('pretrained_model', 'not recorded')}.",
+        "",
         f"Zero-shot, the whole command on the 1 mm ICBM head (brain mask computed): median "
         f"{np.median(result['zero_shot_seconds']):.0f} s of {len(result['zero_shot_seconds'])} runs.",
         "",

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import pretrained_weights
+
 MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label-maps"
 #: site -> (protocol and noise changes from the default variation, label-map indices)
 SITES = {
@@ -123,6 +125,7 @@ def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
         "folds": [],
         "scores": {},
         "train_seconds": {},
+        "pretrained_model": pretrained_weights(),
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -176,6 +179,8 @@ def markdown(result: dict) -> str:
     tests = list(result["scores"])
     site_a = [f["test"][0] for f in result["folds"]]
     lines = [
+        f"Pretrained model: {result.get('pretrained_model', 'not recorded')}.",
+        "",
         "psnr_p99 per held-out subject (brain-median PSNR in brackets); the table also in the issue's convention. "
         "Fold models: "
         + "; ".join(f"{', '.join(f['train'])} -> {', '.join(f['test'])}" for f in result["folds"])
