@@ -7,7 +7,9 @@ heads, predicts sharp edges and single-head CSF. Rows, scale-optimal PSNR (`psnr
 T2w: the zero-shot prediction and the other template's table, each smoothed inside the brain by a Gaussian of
 sigma voxels (a diagnostic, not a product option); and a table fitted on one simulated engine subject (label map 10,
 in-range MPRAGE, no lesions: the canonical target's own T1w->T2w relation at full sharpness). Tissue medians
-(T2w over its brain median) of each template beside the simulated subject's show the contrast part.
+(T2w over its brain median) of each template beside the simulated subject's show the contrast part; the templates'
+classes are HCP's averaged wmparc (resampled onto the ICBM grid for ICBM, as `real_quality` does), the simulated
+subject's its label map.
 """
 
 from __future__ import annotations
