@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import pretrained_weights
-from benchmarks.real_quality import DATA, HCP, ICBM, _numpy_lut, _write_pair
+from benchmarks.real_quality import DATA, HCP, ICBM, _numpy_lut, prepared_pair
 
 MAPS = DATA / "synthseg-label-maps"
 HELD_OUT = (0, 1, 2, 3)  # label maps 1-4 (0-based): never seen in pretraining
@@ -77,16 +77,12 @@ def _lesion_contrast(volume, lesions, codes, brain) -> dict:
 
 
 def _templates(tmp: Path) -> dict:
-    from mrsynth.data import list_prepared, prepare_all
     from mrsynth.evaluation import Reference, score
     from mrsynth.inference import Model
-    from mrsynth.io import discover
     from mrsynth.networks import PRETRAINED
     from mrsynth.training import Network, load_config
 
-    _write_pair(tmp / "data")
-    prepare_all(discover(tmp / "data"), tmp / "cache", progress=False)
-    subjects = {s.id: s for s in list_prepared(tmp / "cache")}
+    subjects = prepared_pair(tmp)
     pretrained = Model.load(PRETRAINED)
     out = {}
     for source, target in (("hcp", "icbm"), ("icbm", "hcp")):

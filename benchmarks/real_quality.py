@@ -60,6 +60,17 @@ def _write_pair(root: Path) -> None:
     )
 
 
+def prepared_pair(tmp: Path) -> dict:
+    """Both templates written (:func:`_write_pair`) into ``tmp/data`` and prepared into ``tmp/cache``: id ->
+    prepared subject."""
+    from mrsynth.data import list_prepared, prepare_all
+    from mrsynth.io import discover
+
+    _write_pair(tmp / "data")
+    prepare_all(discover(tmp / "data"), tmp / "cache", progress=False)
+    return {s.id: s for s in list_prepared(tmp / "cache")}
+
+
 def _numpy_lut(train, test) -> np.ndarray:
     """Binned mean T2w per T1w intensity (brain median units), fitted on ``train``, applied to ``test``."""
     x = (train.t1 / np.median(train.t1[train.brain]))[train.brain]
@@ -119,10 +130,8 @@ ROWS = {
 
 
 def run(rows: dict[str, list[str]] = ROWS) -> dict:
-    from mrsynth.data import list_prepared, prepare_all
     from mrsynth.evaluation import Reference, score
     from mrsynth.inference import predict_prepared
-    from mrsynth.io import discover
     from mrsynth.networks import load_model
     from mrsynth.training import fit_for_run, load_config, runs, train
 
@@ -131,9 +140,7 @@ def run(rows: dict[str, list[str]] = ROWS) -> dict:
     results = {"epochs": EPOCHS, "rows": rows, "directions": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        _write_pair(tmp / "data")
-        prepare_all(discover(tmp / "data"), tmp / "cache", progress=False)
-        subjects = {s.id: s for s in list_prepared(tmp / "cache")}
+        subjects = prepared_pair(tmp)
         for source, target in (("hcp", "icbm"), ("icbm", "hcp")):
             scores, seconds = {}, {}
             reference = Reference.from_prepared(subjects[target])

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from benchmarks.common import pretrained_weights
-from benchmarks.real_quality import DATA, _numpy_lut, _write_pair
+from benchmarks.real_quality import DATA, _numpy_lut, prepared_pair
 
 MAPS = DATA / "synthseg-label-maps"
 SIMULATED_MAP = 9  # label map 10: a map the pretraining saw (not one of the 4 held-out maps)
@@ -78,10 +78,8 @@ def _optimal(prediction: np.ndarray, reference) -> float:
 
 
 def run() -> dict:
-    from mrsynth.data import list_prepared, prepare_all
     from mrsynth.evaluation import Reference
     from mrsynth.inference import Model
-    from mrsynth.io import discover
     from mrsynth.networks import PRETRAINED
 
     if not MAPS.exists() or not (DATA / "icbm2009c").exists():
@@ -96,9 +94,7 @@ def run() -> dict:
     model = Model.load(PRETRAINED)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        _write_pair(tmp / "data")
-        prepare_all(discover(tmp / "data"), tmp / "cache", progress=False)
-        subjects = {s.id: s for s in list_prepared(tmp / "cache")}
+        subjects = prepared_pair(tmp)
         for target, source in (("icbm", "hcp"), ("hcp", "icbm")):
             reference, volumes = Reference.from_prepared(subjects[target]), subjects[target].native()
             zero = model.predict(subjects[target])
