@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mrsynth import labels
-from mrsynth.data import Normalization, list_prepared
-from mrsynth.networks import IntensityMap, TissueMean, load_model
+from mrsynth.data import list_prepared
+from mrsynth.networks import IntensityMap, Normalization, TissueMean, load_model
 from mrsynth.training import fit_for_run, runs
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,41 @@ def test_torchrun_two_processes_match_one_process(cache, tmp_path):
     assert len(runs.read_history(tmp_path / "ddp")) == 2  # one row per epoch, written once (rank 0)
     # same global batch and patch order; only BatchNorm sees half-batches per process
     assert ddp["test_loss"] == pytest.approx(single["test_loss"], rel=0.25)
+
+
+TINY_PRETRAIN = ["--steps", "4", "--lesion-steps", "0", "--workers", "0", "--device", "cpu", "--quiet"]
+TINY_PRETRAIN += sum((["--set", s] for s in ("batch=4", "crop=32", "features=4,4,8,8,8,4", "checkpoint_every=2")), [])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_pretraining_under_torchrun_two_processes_matches_one_process(tmp_path):
+    """The synthesis recipe on the one training loop under torchrun: each process takes half of every batch."""
+    from mrsynth.io.fixtures import make_subject, save_nifti
+    from mrsynth.networks import load_model
+    from mrsynth.training.pretrain import CHECKPOINT, LOG
+
+    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
+    save_nifti(subject.seg.astype(np.float32), subject.affine, tmp_path / "maps" / "map01.nii.gz")
+    args = ["pretrain", "--maps", str(tmp_path / "maps"), "--set", "map_indices=1", *TINY_PRETRAIN]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs_by = {
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"],
+        "single": [sys.executable],
+    }
+    for name, launcher in runs_by.items():
+        done = subprocess.run(
+            [*launcher, "-m", "mrsynth", *args[:1], str(tmp_path / name), *args[1:]],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.suffix in (".pt", ".tmp")) == [CHECKPOINT]
+    lines = (tmp_path / "ddp" / LOG).read_text().splitlines()
+    assert len(lines) == 1 and "step 4/4" in lines[0]  # written once (rank 0), at the end of the phase
+    loss = {name: float((tmp_path / name / LOG).read_text().split("loss ")[1].split(",")[0]) for name in runs_by}
+    assert loss["ddp"] == pytest.approx(loss["single"], rel=0.25)  # the same global batches, split in two
+    (ddp, info), (single, _) = load_model(tmp_path / "ddp" / "model"), load_model(tmp_path / "single" / "model")
+    assert info.spec.grid_mm == 1.0 and ddp.state_dict().keys() == single.state_dict().keys()

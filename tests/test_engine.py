@@ -33,12 +33,13 @@ def test_a_subject_is_its_seed(anatomy):
     assert a.t1.shape != c.t1.shape or not np.array_equal(a.t1, c.t1)
 
 
-def test_input_and_target_are_in_brain_median_units_on_one_grid(anatomy):
+def test_input_and_target_lie_on_one_grid_with_a_mask_a_user_might_give(anatomy):
     subject = engine_subject(anatomy, 3, SMALL)
-    assert subject.t1.shape == subject.t2.shape == subject.brain.shape == subject.lesions.shape
-    assert np.median(subject.t2[subject.brain]) == pytest.approx(1.0, rel=1e-3)
-    assert 0.5 < np.median(subject.t1[subject.brain]) < 2.0  # the input's median, over a jittered mask
+    shapes = {v.shape for v in (subject.t1, subject.t2, subject.brain, subject.normalizing, subject.lesions)}
+    assert len(shapes) == 1 and subject.t1.dtype == subject.t2.dtype == np.float32
     assert np.allclose(np.diag(subject.affine)[:3], SMALL.work_mm)
+    brain, mask = subject.brain, subject.normalizing  # grown or shrunk by at most mask_jitter_vox voxels
+    assert abs(int(mask.sum()) - int(brain.sum())) < 0.5 * brain.sum() and (mask & brain).sum() > 0.5 * brain.sum()
 
 
 def test_the_drawn_t1w_sequences_stay_in_their_ranges_and_are_t1_weighted():
@@ -84,7 +85,8 @@ def test_lesions_are_labelled_and_t2_bright(anatomy, odds, labels):
     for seed in range(4):
         subject = engine_subject(anatomy, seed, replace(SMALL, pathology=odds))
         found |= set(np.unique(subject.lesions)) - {0}
-        white = subject.brain & (subject.lesions == 0) & (subject.t2 < 1.0)  # white matter: the darkest T2w tissue
+        median = np.median(subject.t2[subject.brain])
+        white = subject.brain & (subject.lesions == 0) & (subject.t2 < median)  # white matter: the darkest T2w
         for label in set(np.unique(subject.lesions)) - {0}:
             inside = subject.lesions == label
             assert np.median(subject.t2[inside]) > np.median(subject.t2[white]), LESIONS[label]

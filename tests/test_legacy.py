@@ -15,6 +15,7 @@ from mrsynth.data import list_prepared, prepare_all
 from mrsynth.inference import Model
 from mrsynth.io import discover
 from mrsynth.io.fixtures import write_dataset
+from mrsynth.networks.description import FORMAT
 from mrsynth.training import load_run_data, resume_config
 
 LEGACY = Path(__file__).parent / "data" / "legacy-cfcfcc6"
@@ -33,7 +34,7 @@ def legacy_cache(tmp_path_factory):
 @pytest.mark.parametrize("folder", sorted(EXPECTED))
 def test_a_format_1_model_file_loads_and_predicts_what_it_did(folder, legacy_cache):
     model = Model.load(LEGACY / folder)
-    assert model.info.format == 2 and json.loads((LEGACY / folder / "model.json").read_text())["format"] == 1
+    assert model.info.format == FORMAT and json.loads((LEGACY / folder / "model.json").read_text())["format"] == 1
     subject = {s.id: s for s in list_prepared(legacy_cache)}["003"]
     volume = model.predict(subject).astype(np.float64)
     expected = EXPECTED[folder]

@@ -100,7 +100,7 @@ def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_on
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", masks.METHODS)
+@pytest.mark.parametrize("method", masks.MASK_METHODS)
 def test_a_t2w_looking_input_gets_a_warning(tmp_path, caplog, method):
     if method == atlas.METHOD:
         pytest.importorskip("ants")
@@ -128,7 +128,7 @@ def test_inputs_no_registration_can_use_are_refused_with_exit_2_and_nothing_writ
         volume = volume[:4]
     path = tmp_path / f"{case}.nii.gz"
     nib.save(nib.Nifti1Image(volume, np.eye(4)), str(path))
-    for method in masks.METHODS:
+    for method in masks.MASK_METHODS:
         code, _, err = run_cli("masks", path, "--out", tmp_path / "out", "--method", method)
         assert code == 2 and str(path) in err, (method, err)
     assert not (tmp_path / "out").exists()

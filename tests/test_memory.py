@@ -22,11 +22,11 @@ SHAPE = (96, 112, 96)  # ~1 M voxels: 9.3 MB of arrays per subject
 ITERATE = textwrap.dedent("""
     import json, re, sys
     from mrsynth.data import list_prepared
-    from mrsynth.data import Normalization
+    from mrsynth.networks import Normalization, InputSpec
     from mrsynth.data import PatchDataset, PatchGrid
     subjects = list_prepared(sys.argv[1])
     norm = Normalization.fit("robust", [s.stats for s in subjects])
-    dataset = PatchDataset(subjects, norm, PatchGrid(32, 16), channels=9)
+    dataset = PatchDataset(subjects, InputSpec(tissue_masks=True, normalization=norm), PatchGrid(32, 16))
     for item in range(0, len(dataset), 7):  # every subject, every slice region
         dataset[item]
     peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mrsynth.data import Normalization, PatchDataset, PatchGrid, list_prepared
+from mrsynth.data import PatchDataset, PatchGrid, list_prepared
 from mrsynth.evaluation import evaluate_volume
+from mrsynth.networks import InputSpec
 from mrsynth.training import patch_errors, patch_losses
 
 
@@ -46,7 +47,7 @@ class _Constant(torch.nn.Module):
 
 def test_patch_losses_are_the_mean_squared_error_over_all_and_brain_pixels(cache):
     subject = list_prepared(cache)[0]
-    dataset = PatchDataset([subject], Normalization(), PatchGrid(16, 8), channels=9)
+    dataset = PatchDataset([subject], InputSpec(tissue_masks=True), PatchGrid(16, 8))
     items = list(range(len(dataset)))
     _, target = dataset[items]
     brain = torch.from_numpy(dataset.brain_windows(items))[:, None]
@@ -59,7 +60,7 @@ def test_patch_losses_are_the_mean_squared_error_over_all_and_brain_pixels(cache
 
 def test_patch_errors_keep_each_patch_and_its_subject(cache):
     subjects = list_prepared(cache)[:2]
-    dataset = PatchDataset(subjects, Normalization(), PatchGrid(16, 8), channels=1)
+    dataset = PatchDataset(subjects, InputSpec(), PatchGrid(16, 8))
     errors = patch_errors(_Constant(0.5), dataset, 7, "cpu", limit=30, seed=3)
     assert len(errors["item"]) == 30 and sorted(set(errors["subject"].tolist())) == [0, 1]
     _, target = dataset[errors["item"].tolist()]

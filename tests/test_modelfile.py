@@ -7,21 +7,23 @@ import json
 import pytest
 import torch
 
-from mrsynth.data import Normalization
 from mrsynth.errors import InputError
-from mrsynth.networks import FCN, IntensityMap, ModelInfo, TissueMean, load_model, recalibrate_batchnorm, save_model
+from mrsynth.networks import (
+    FCN,
+    InputSpec,
+    IntensityMap,
+    ModelInfo,
+    Normalization,
+    TissueMean,
+    load_model,
+    recalibrate_batchnorm,
+    save_model,
+)
 
 
 def _info(model: FCN) -> ModelInfo:
-    return ModelInfo(
-        "fcn",
-        model.in_channels,
-        {"method": "robust"},
-        64,
-        32,
-        "axial",
-        params={"layers": model.n_layers, "width": model.width},
-    )
+    spec = InputSpec(tissue_masks=model.in_channels > 1)
+    return ModelInfo("fcn", spec, params={"layers": model.n_layers, "width": model.width}, patch_size=64, stride=32)
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
@@ -56,7 +58,7 @@ def test_lookup_baselines_round_trip_through_model_files(tmp_path):
         TissueMean(torch.arange(14.0)),
         IntensityMap(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([3.0, 1.0, 2.0])),
     ):
-        info = ModelInfo(model.kind, model.in_channels, {"method": "robust"}, 64, 32, "axial")
+        info = ModelInfo(model.kind, InputSpec(tissue_masks=model.in_channels > 1))
         save_model(tmp_path / model.kind, model, info)
         loaded, loaded_info = load_model(tmp_path / model.kind)
         x = torch.randn(2, 9, 8, 8)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrsynth.data import intensity_stats
-from mrsynth.data.normalization import LANDMARK_PERCENTILES, Normalization, Transform
+from mrsynth.networks import intensity_stats
+from mrsynth.networks.normalization import LANDMARK_PERCENTILES, Normalization, Transform
 
 
 def _stats(t1: np.ndarray, t2: np.ndarray) -> dict:

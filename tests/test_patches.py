@@ -10,7 +10,6 @@ import torch
 
 from mrsynth import labels
 from mrsynth.data import (
-    Normalization,
     PatchDataset,
     PatchGrid,
     PreparedSubject,
@@ -21,6 +20,7 @@ from mrsynth.data import (
     within_subject_split,
 )
 from mrsynth.io import discover
+from mrsynth.networks import InputSpec, Normalization
 
 
 def _meta_only_subject(stored_shape, subject_id="hcp"):
@@ -32,7 +32,7 @@ def test_paper_patch_counts_for_an_hcp_subject():
     grid = PatchGrid()  # 128 / 24
     assert grid.per_slice((260, 311)) == 48
     assert grid.count((260, 260, 311)) == 12_480
-    dataset = PatchDataset([_meta_only_subject((260, 260, 311))], Normalization())
+    dataset = PatchDataset([_meta_only_subject((260, 260, 311))], InputSpec(tissue_masks=True))
     assert len(dataset) == 12_480
     # centred grid: 6 starts along 260 from 6, 8 starts along 311 from 7
     assert grid.starts(260).tolist() == [6, 30, 54, 78, 102, 126]
@@ -53,7 +53,7 @@ def prepared(hcp_root, tmp_path):
 def test_items_have_the_paper_channels_and_mask_coding(prepared):
     norm = Normalization.fit("paper", [s.stats for s in prepared])
     grid = PatchGrid(16, 8)
-    dataset = PatchDataset(prepared, norm, grid, channels=9)
+    dataset = PatchDataset(prepared, InputSpec(tissue_masks=True, normalization=norm), grid)
     item = len(dataset) // 2
     inputs, target = dataset[item]
     assert inputs.shape == (9, 16, 16) and target.shape == (1, 16, 16)
@@ -65,12 +65,12 @@ def test_items_have_the_paper_channels_and_mask_coding(prepared):
     assert set(torch.unique(inputs[1:]).tolist()) <= {-1.0, 1.0}
     raw_t1 = np.asarray(subject.array("t1"))[slice_index, row : row + 16, col : col + 16]
     np.testing.assert_allclose(inputs[0].numpy(), raw_t1 - norm.t1_offset, rtol=1e-6, atol=1e-3)
-    single = PatchDataset(prepared, norm, grid, channels=1)
+    single = PatchDataset(prepared, InputSpec(normalization=norm), grid)
     torch.testing.assert_close(single[item][0], inputs[:1])
 
 
 def test_padding_reads_as_background(prepared):
-    dataset = PatchDataset(prepared[:1], Normalization(), PatchGrid(64, 8))
+    dataset = PatchDataset(prepared[:1], InputSpec(tissue_masks=True), PatchGrid(64, 8))
     inputs, target = dataset[0]
     # 40 x 48 slices in a 64 px patch: the corner lies outside the slice
     assert inputs[0, 0, 0] == 0 and target[0, 0, 0] == 0
@@ -85,8 +85,8 @@ def test_normalization_is_stored_and_reapplied_identically(prepared, tmp_path):
         norm.save(tmp_path / f"{method}.json")
         loaded = Normalization.load(tmp_path / f"{method}.json")
         assert loaded == norm
-        a = PatchDataset(prepared, norm, PatchGrid(16, 8))[100]
-        b = PatchDataset(prepared, loaded, PatchGrid(16, 8))[100]
+        a = PatchDataset(prepared, InputSpec(tissue_masks=True, normalization=norm), PatchGrid(16, 8))[100]
+        b = PatchDataset(prepared, InputSpec(tissue_masks=True, normalization=loaded), PatchGrid(16, 8))[100]
         torch.testing.assert_close(a, b)
     paper = Normalization.fit("paper", [s.stats for s in train])
     expected = sum(s.stats["t1"]["mean"] * s.stats["t1"]["voxels"] for s in train) / sum(
@@ -120,10 +120,12 @@ def test_within_subject_split_is_the_papers_80_1_19(tmp_path):
 
 def test_split_feeds_the_dataset(prepared):
     split = within_subject_split(prepared[0].id, PatchGrid(16, 8).count(prepared[0].stored_shape), seed=0)
-    dataset = PatchDataset(prepared[:1], Normalization(), PatchGrid(16, 8), indices=split.part_indices("test"))
+    dataset = PatchDataset(
+        prepared[:1], InputSpec(tissue_masks=True), PatchGrid(16, 8), indices=split.part_indices("test")
+    )
     assert len(dataset) == len(split.patches["test"])
     with pytest.raises(IndexError):
-        PatchDataset(prepared[:1], Normalization(), PatchGrid(16, 8), indices=[10**9])
+        PatchDataset(prepared[:1], InputSpec(tissue_masks=True), PatchGrid(16, 8), indices=[10**9])
 
 
 def test_across_subject_split(tmp_path):
@@ -142,8 +144,8 @@ def test_subject_without_t2_cannot_be_a_training_subject(tmp_path):
     prepare_all(discover(tmp_path / "d"), tmp_path / "c", progress=False)
     (subject,) = list_prepared(tmp_path / "c")
     with pytest.raises(ValueError, match="no T2w"):
-        PatchDataset([subject], Normalization(), PatchGrid(16, 8))
-    inputs = PatchDataset([subject], Normalization(), PatchGrid(16, 8), with_target=False)[0]
+        PatchDataset([subject], InputSpec(tissue_masks=True), PatchGrid(16, 8))
+    inputs = PatchDataset([subject], InputSpec(tissue_masks=True), PatchGrid(16, 8), with_target=False)[0]
     assert inputs.shape == (9, 16, 16)
 
 
@@ -164,7 +166,7 @@ def test_tiles_and_patches_both_cover_every_brain_slice(cache):
     subject = list_prepared(cache)[0]
     brain = labels.in_brain(np.asarray(subject.array("tissue")))
     for grid in (PatchGrid(16, 8), PatchGrid.tiles(16)):
-        hits = _covered(PatchDataset([subject], Normalization(), grid))
+        hits = _covered(PatchDataset([subject], InputSpec(tissue_masks=True), grid))
         slices_with_brain = brain.any(axis=(1, 2))
         assert (hits[slices_with_brain] > 0).any(axis=(1, 2)).all()
         if grid.cover:
@@ -179,7 +181,7 @@ def test_brain_fractions_match_the_windows_and_min_brain_keeps_only_brain_tiles(
 
     subjects = list_prepared(cache)
     for grid in (PatchGrid.tiles(16), PatchGrid(16, 8), PatchGrid.tiles(64)):  # 64: larger than a slice side
-        dataset = PatchDataset(subjects, Normalization(), grid, channels=1)
+        dataset = PatchDataset(subjects, InputSpec(), grid)
         fractions = dataset.brain_fractions()
         np.testing.assert_allclose(fractions, dataset.brain_windows(range(len(dataset))).mean(axis=(1, 2)))
     everything = [

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from mrsynth import labels
-from mrsynth.data import Transform, list_prepared
-from mrsynth.inference import predict_slices
-from mrsynth.networks import ModelInfo
+from mrsynth.data import list_prepared
+from mrsynth.networks import InputSpec, ModelInfo, Normalization, Transform, predict_slices
 
 
 def _sources(cache, subject="003") -> dict:
@@ -79,14 +78,14 @@ def test_predict_input_errors(trained, tmp_path, run_cli):
 
 
 def test_optimized_prediction_equals_the_plain_path(cache):
-    from mrsynth.inference import predict_slices
-    from mrsynth.networks import FCN, ModelInfo, recalibrate_batchnorm
+    from mrsynth.networks import FCN, recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = FCN(5, 9)
     recalibrate_batchnorm(model, [torch.randn(4, 9, 20, 20) for _ in range(2)])
     subject = list_prepared(cache)[0]
-    info = ModelInfo("fcn", 9, {"method": "robust", "t2_reference_scale": 2.0}, 16, 8, "axial", params={"layers": 5})
+    spec = InputSpec(tissue_masks=True, normalization=Normalization("robust", t2_reference_scale=2.0))
+    info = ModelInfo("fcn", spec, params={"layers": 5})
     transform = info.norm().transform("t1", subject.stats)
     args = (model, info, subject.array("t1"), subject.array("tissue"), transform)
     fast, plain = predict_slices(*args, optimized=True), predict_slices(*args, optimized=False)
@@ -132,8 +131,8 @@ def _head(shape=(30, 52, 44), seed=0):
     ],
 )
 def test_skipping_background_gives_the_full_computation(kind, context, strip, masks, monkeypatch):
-    from mrsynth.inference import slices as predict
-    from mrsynth.networks import IntensityMap, build_network
+    from mrsynth.networks import IntensityMap, build_network, slice_offsets
+    from mrsynth.networks import runner as predict
 
     t1, bits, brain = _head()
     in_channels = 1 + 2 * context + (8 if masks else 0)
@@ -144,25 +143,19 @@ def test_skipping_background_gives_the_full_computation(kind, context, strip, ma
     else:
         params = {"layers": 5, "width": 8} if kind == "fcn" else {"features": (4, 4, 8, 8, 8, 4)}
         model = _randomize(build_network(kind, in_channels, params, lookup=table if lookup else None), 1)
-    info = ModelInfo(
-        kind,
-        in_channels,
-        {"method": "robust", "t2_reference_scale": 300.0},
-        16,
-        8,
-        "axial",
-        context=context,
-        strip=strip,
-    )
+    norm = Normalization("robust", t2_reference_scale=300.0)
+    spec = InputSpec(offsets=slice_offsets(context), tissue_masks=masks, normalization=norm, strip=strip)
+    info = ModelInfo(kind, spec)
+    assert info.in_channels == in_channels
     computed = []
-    original = predict._InputSlices.batch
+    original = predict._Source.batch
 
     def counting(self, start, stop, window):
         inputs = original(self, start, stop, window)
         computed.append(inputs.shape[0] * inputs.shape[2] * inputs.shape[3])
         return inputs
 
-    monkeypatch.setattr(predict._InputSlices, "batch", counting)
+    monkeypatch.setattr(predict._Source, "batch", counting)
     windowed = []
     original_window = predict.WindowedStack.__call__
     monkeypatch.setattr(
@@ -181,7 +174,7 @@ def test_skipping_background_gives_the_full_computation(kind, context, strip, ma
 
 
 def test_batches_cover_the_slices_once_within_the_slice_and_pixel_limits():
-    from mrsynth.inference.slices import _batches
+    from mrsynth.networks.runner import _batches
 
     widths = [0, 0, 10, 40, 40, 40, 20, 0, 10, 10, 10, 10]  # per slice: a 10-row crop this wide, 0 = background
 

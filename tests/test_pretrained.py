@@ -32,7 +32,7 @@ def head(tmp_path_factory):
 
 def test_the_shipped_model_loads_with_its_sha256_checked(tmp_path):
     model, info = load_model(PRETRAINED)
-    assert info.kind == "unet" and info.grid_mm == 1.0 and info.brain_only and not info.uses_masks
+    assert info.kind == "unet" and info.spec.grid_mm == 1.0 and info.spec.brain_only and not info.uses_masks
     assert info.training["pretraining"]["recipe_version"] >= 1 and info.name().startswith("pretrained")
     copy = shutil.copytree(model_folder(PRETRAINED), tmp_path / "copy")
     weights = copy / "model.safetensors"
@@ -82,4 +82,4 @@ def test_init_starts_from_the_pretrained_weights_and_refuses_another_network(cac
     for name, tensor in pretrained.state_dict().items():
         torch.testing.assert_close(trainer.model.state_dict()[name].float(), tensor.float())
     with pytest.raises(InputError, match="init = 'pretrained': that model's network differs"):
-        Trainer(tiny_config(cache, "init=pretrained"), tmp_path / "other", progress=False)  # the tiny FCN
+        Trainer(tiny_config(cache, "init=pretrained", "model.kind=fcn"), tmp_path / "other", progress=False)

@@ -17,7 +17,7 @@ from mrsynth.experiments.effects import (
     reduction,
     unit_errors,
 )
-from mrsynth.experiments.reproduce import SCALES, _run_configs, assign_subjects, reproduce
+from mrsynth.experiments.reproduce import EXPERIMENT_SCALES, _run_configs, assign_subjects, reproduce
 from mrsynth.report import fmt, pct
 
 
@@ -221,8 +221,8 @@ def test_compare_with_something_that_is_not_a_reproduction_is_refused_before_any
 def test_paper_scale_trains_each_table_as_the_paper_did():
     """The run configurations built for --scale paper carry the paper's protocol (sections 3 and 4.2)."""
     ids = [f"{i:06d}" for i in range(60)]
-    subjects = assign_subjects(ids, SCALES["paper"])
-    configs = _run_configs("cache", SCALES["paper"], subjects, seed=0)
+    subjects = assign_subjects(ids, EXPERIMENT_SCALES["paper"])
+    configs = _run_configs("cache", EXPERIMENT_SCALES["paper"], subjects, seed=0)
     assert len(configs) == 10 and len(subjects["many"]) == 50 and len(subjects["test"]) == 5
     for name, config in configs.items():
         many = name.startswith("table3")

@@ -1,4 +1,5 @@
-"""The learned segmenter (mrsynth.masks.segmenter) and its training recipe: grids, classes, the shipped weights."""
+"""The learned segmenter (mrsynth.masks.segmenter) and its recipe (mrsynth.training.segmenter_recipe): grids,
+classes, the shipped weights."""
 
 from __future__ import annotations
 
@@ -16,74 +17,70 @@ from mrsynth.data import list_prepared, prepare_all
 from mrsynth.errors import InputError
 from mrsynth.io import discover
 from mrsynth.masks import segmenter
-from mrsynth.masks import training as segmenter_training
+from mrsynth.networks import SEGMENTER, load_model
+from mrsynth.networks.grids import work_grid
+from mrsynth.networks.inputs import onto_work_grid, resample_inputs
+from mrsynth.training import segmenter_recipe as segmenter_training
 
 
 def test_the_work_grid_covers_an_oblique_input_and_resamples_a_ras_one_unchanged():
+    spec = load_model(SEGMENTER)[1].spec
     c, s = np.cos(0.4), np.sin(0.4)
     oblique = np.eye(4)
     oblique[:3, :3] = np.array([[0, 0, 1], [-c, -s, 0], [s, -c, 0]]) @ np.diag([0.9, 1.1, 2.0])
     shape = (30, 20, 12)
-    grid = segmenter.work_grid(shape, oblique, segmenter.WORK_MM)
+    grid = onto_work_grid(spec, oblique, shape)
     corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1)
     inside = np.linalg.inv(grid.affine) @ (oblique @ np.vstack([corners, np.ones(corners.shape[1])]))
     assert (inside[:3] >= -1e-6).all() and (inside[:3] <= np.array(grid.shape)[:, None] - 1 + 1e-6).all()
     ras = np.diag([segmenter.WORK_MM] * 3 + [1.0])
     ras[:3, 3] = [-20, 5, 7]
     volume = np.random.default_rng(0).random((9, 8, 7)).astype(np.float32)
-    resampled, grid = segmenter.to_work_grid(volume, ras)
+    grid = work_grid(volume.shape, ras, segmenter.WORK_MM)
+    resampled = resample_inputs(grid, ras, volume)["t1"]
     assert grid.shape == volume.shape and np.allclose(grid.affine, ras)
     np.testing.assert_allclose(resampled, volume, atol=1e-5)
 
 
 def test_normalization_is_scale_free_and_class_codes_give_back_the_classes():
+    norm = load_model(SEGMENTER)[1].norm()
     volume = np.random.default_rng(1).gamma(2.0, 100.0, (20, 20, 20)).astype(np.float32)
-    np.testing.assert_allclose(segmenter.normalize(volume), segmenter.normalize(37.5 * volume), rtol=1e-5)
+    normalize = lambda v: norm.transform_volume("t1", v)(v)  # noqa: E731
+    np.testing.assert_allclose(normalize(volume), normalize(37.5 * volume), rtol=1e-5)
+    assert normalize(volume).max() <= 3.0
     classes = np.random.default_rng(2).integers(0, len(segmenter.OUTPUTS), (10, 10, 10)).astype(np.uint8)
     brain = classes > 0
     assert (segmenter.class_target(segmenter.class_codes(classes), brain) == classes).all()
 
 
-def test_training_then_export_gives_a_model_that_loads_without_pickle_and_predicts_the_same(tmp_path):
-    rng = np.random.default_rng(0)
-    target = np.zeros((40, 36, 10), np.uint8)
-    target[8:32, 8:28] = 2  # white matter inside grey matter
-    target[12:28, 12:24] = 3
-    t1 = segmenter.normalize(
-        np.where(target == 3, 1.0, np.where(target == 2, 0.6, 0.05)) + 0.02 * rng.random(target.shape)
-    )
-    config = segmenter_training.TrainingConfig(maps=(1,), steps=3, batch=2, crop=32, features=(4, 4, 8, 8, 16, 4))
-    head = segmenter_training.head_labels(target.astype(np.int32), target)
-    model = segmenter_training.train([(t1, target, head)], config, log=lambda message: None)
-    segmenter_training.export(model, config, tmp_path, seconds=1.0)
-    description = json.loads((tmp_path / segmenter.DESCRIPTION).read_text())
-    assert description["features"] == [4, 4, 8, 8, 16, 4] and description["training"]["maps"] == [1]
-    loaded, record = segmenter.load_model(tmp_path)
-    assert len(record["weights_sha256"]) == 64
-    original = segmenter.probabilities(model, t1)
-    again = segmenter.probabilities(loaded, t1)
-    assert original.shape == (len(segmenter.OUTPUTS),) + t1.shape
-    np.testing.assert_allclose(again, original, atol=2e-2)  # the weights are stored as float16
-    np.testing.assert_allclose(original.sum(axis=0), 1.0, atol=1e-4)
+def test_the_shipped_segmenter_is_a_model_like_any_other():
+    model, info = load_model(SEGMENTER)
+    assert info.kind == "unet" and info.segments and info.outputs == segmenter.OUTPUTS
+    assert info.spec.grid_mm == segmenter.WORK_MM and info.spec.flips == segmenter.FLIPS
+    assert info.spec.offsets == (0, -1, 1) and segmenter.version(info) == 3
 
 
 def test_flip_averaging_maps_each_flipped_answer_back_onto_the_volume():
+    from mrsynth.networks import build
+
     torch.manual_seed(0)
-    model = segmenter.network((4, 4, 8, 8, 16, 4)).eval()
+    info = load_model(SEGMENTER)[1]
+    model = build("unet", 3, {"features": (4, 4, 8, 8, 16, 4)}, out_channels=len(segmenter.OUTPUTS)).eval()
     volume = np.random.default_rng(1).random((21, 13, 5)).astype(np.float32)  # odd sizes: padded to 32 x 16
-    as_given = segmenter.probabilities(model, volume)
-    mirrored = segmenter.probabilities(model, volume[::-1, ::-1].copy())[:, ::-1, ::-1]
-    both = segmenter.probabilities(model, volume, flips=((), (0, 1)))
+    as_given = segmenter.probabilities(model, info, volume, flips=((),))
+    mirrored = segmenter.probabilities(model, info, volume[::-1, ::-1].copy(), flips=((),))[:, ::-1, ::-1]
+    both = segmenter.probabilities(model, info, volume, flips=((), (0, 1)))
     assert not np.allclose(as_given, mirrored, atol=1e-3)  # an untrained network is not symmetric
     np.testing.assert_allclose(both, (as_given + mirrored) / 2, atol=1e-5)
+    np.testing.assert_allclose(as_given.sum(axis=0), 1.0, atol=1e-4)
 
 
 def test_augmentation_moves_image_and_labels_together():
     generator = torch.Generator().manual_seed(0)
-    config = segmenter_training.TrainingConfig(maps=(1,), strip_probability=0.0)
+    config = segmenter_training.SegmenterConfig(maps="", strip_probability=0.0)
     targets = torch.zeros(8, 16, 16, dtype=torch.long)
     targets[:, 2:6, 3:12] = 2
-    images = (targets > 0).float()[:, None].repeat(1, 1 + 2 * segmenter.CONTEXT, 1, 1) + 0.5
+    images = (targets > 0).float()[:, None].repeat(1, 3, 1, 1) + 0.5
     out, moved = segmenter_training.augment(images.clone(), targets.clone(), config, generator)
     assert not torch.equal(moved, targets)  # some crops were flipped
     for b in range(8):  # after flips, the labelled region is still the brighter one
@@ -111,13 +108,14 @@ def test_random_head_intensities_paint_only_outside_the_brain_one_value_per_tiss
 
 
 def test_crops_centre_the_rare_vessel_class_as_often_as_asked():
-    target = np.zeros((64, 64, 8), np.uint8)
-    target[16:48, 16:48] = 2
-    target[40, 20, 5] = segmenter_training.VESSEL
+    target = np.zeros((8, 64, 64), np.uint8)  # slice-major
+    target[:, 16:48, 16:48] = 2
+    target[5, 40, 20] = segmenter_training.VESSEL
     volume = (np.zeros(target.shape, np.float32), target, np.zeros(target.shape, np.uint8))
     sampler = segmenter_training.CropSampler([volume])
-    config = segmenter_training.TrainingConfig(maps=(1,), crop=16, batch=200, vessel_probability=0.5)
-    _, targets, _ = segmenter_training._crop_batch(sampler, np.random.default_rng(0), config)
+    config = segmenter_training.SegmenterConfig(maps="", crop=16, batch=200, vessel_probability=0.5)
+    spec = load_model(SEGMENTER)[1].spec
+    _, targets, _ = segmenter_training.crop_batch(sampler, np.random.default_rng(0), config, spec)
     with_vessel = (targets == segmenter_training.VESSEL).any(dim=(1, 2)).float().mean()
     assert 0.4 < with_vessel < 0.6  # a random crop of 16 x 16 x 1 out of 64 x 64 x 8 would almost never hold it
 
@@ -220,9 +218,10 @@ def test_the_shipped_segmenter_finds_the_vessels_of_a_held_out_label_map():
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
 
     maps = require_shared("synthseg-label-maps")
-    model, description = segmenter.load_model()
-    held_out = [p for i, p in enumerate(label_map_paths(maps), start=1) if i not in description["training"]["maps"]]
+    model, info = load_model(SEGMENTER)
+    trained_on = info.training["pretraining"]["training"]["maps"]
+    held_out = [p for i, p in enumerate(label_map_paths(maps), start=1) if i not in trained_on]
     subject = simulate_subject(label_map_anatomy(held_out[0]), seed=1, voxel_size=segmenter.WORK_MM)
-    found = segmenter.segment(subject.t1, subject.affine, model)
+    found = segmenter.segment(subject.t1, subject.affine, (model, info))
     dice = labels.class_dice(subject.codes, subject.mask > 0, segmenter.class_codes(found.classes), found.brain)
     assert dice["vessel"] > 0.2 and np.mean(list(dice.values())) > 0.78, json.dumps(dice)

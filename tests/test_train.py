@@ -12,7 +12,7 @@ from conftest import TINY, tiny_config
 from safetensors.torch import load_file
 
 from mrsynth.errors import InputError
-from mrsynth.networks import load_model
+from mrsynth.networks import InputSpec, load_model, slice_offsets
 from mrsynth.training import build_data, load_config, mean_loss, runs, train
 
 BASE = [
@@ -60,8 +60,8 @@ def test_run_folder_contents(trained):
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[3] == pytest.approx(lrs[0]) and lrs[4] == pytest.approx(lrs[0] / 2)  # halved every 4 epochs
     info = json.loads((run / "model" / "model.json").read_text())
-    assert info["params"] == {"layers": 5, "width": 32} and info["in_channels"] == 9 and info["kind"] == "fcn"
-    assert info["normalization"]["method"] == "robust" and "torch" in info["versions"]
+    assert info["params"] == {"layers": 5, "width": 32} and info["spec"]["tissue_masks"] and info["kind"] == "fcn"
+    assert info["spec"]["normalization"]["method"] == "robust" and "torch" in info["versions"]
     assert info["training"]["subjects"]["train"] == ["001"]
     assert runs.is_finished(run) and runs.read_summary(run) == summary
     assert not list(run.glob(".*tmp*"))
@@ -220,7 +220,12 @@ def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_
     steps = [float(r["loss"]) for r in runs.read_steps(tmp_path / "unet")]
     assert np.mean(steps[-3:]) < 0.7 * np.mean(steps[:3]), steps
     model, info = load_model(tmp_path / "unet" / "model")
-    assert (info.kind, info.context, info.in_channels, info.params["features"]) == ("unet", 1, 11, [8, 8, 8, 16, 16, 8])
+    assert (info.kind, info.spec.context, info.in_channels, info.params["features"]) == (
+        "unet",
+        1,
+        11,
+        [8, 8, 8, 16, 16, 8],
+    )
     assert info.uses_masks and summary["test_loss"] > 0
     subject = list_prepared(cache)[2]
     volume = predict_prepared(model, info, subject)
@@ -230,30 +235,23 @@ def test_unet_2p5d_l1_ssim_augmented_training_predicts_whole_volumes(cache, tmp_
 @pytest.mark.parametrize("strip", [False, True])
 def test_2p5d_prediction_sees_the_same_input_as_training(cache, strip):
     """A patch's prediction equals the whole-slice prediction at the same place (neighbours and stripping included)."""
-    from mrsynth.data import Normalization, PatchDataset, PatchGrid, list_prepared
-    from mrsynth.inference import predict_slices
-    from mrsynth.networks import FCN, ModelInfo, recalibrate_batchnorm
+    from mrsynth.data import PatchDataset, PatchGrid, list_prepared
+    from mrsynth.networks import FCN, ModelInfo, Normalization, predict_slices, recalibrate_batchnorm
 
     subject = list_prepared(cache)[0]
     norm = Normalization.fit("robust", [subject.stats])
-    dataset = PatchDataset([subject], norm, PatchGrid(16, 8), channels=9, context=2, strip=strip)
+    dataset = PatchDataset(
+        [subject],
+        InputSpec(offsets=slice_offsets(2), tissue_masks=True, normalization=norm, strip=strip),
+        PatchGrid(16, 8),
+    )
     assert dataset.input_channels == 13
     torch.manual_seed(0)
     model = FCN(3, 13)
     recalibrate_batchnorm(model, [dataset[list(range(8))][0]])
     model.layers[-1].bias.data += 10.0  # predictions above 0, where clipping at 0 hides nothing
     model.eval()
-    info = ModelInfo(
-        "fcn",
-        13,
-        {"method": "robust", "t2_reference_scale": 1.0},
-        16,
-        8,
-        "axial",
-        context=2,
-        strip=strip,
-        params={"layers": 3},
-    )
+    info = ModelInfo("fcn", dataset.spec.with_normalization(Normalization("robust")), params={"layers": 3})  # x 1
     tissue = np.asarray(subject.array("tissue"))
     whole = predict_slices(
         model,

@@ -14,14 +14,14 @@ import sys
 __version__ = "0.1.0"
 
 #: The stage packages in pipeline order: a stage imports only the base utilities and the stages before it.
-STAGES = ("io", "simulate", "masks", "data", "networks", "inference", "training", "evaluation", "experiments", "cli")
+STAGES = ("io", "networks", "simulate", "masks", "data", "inference", "training", "evaluation", "experiments", "cli")
 
 #: Modules of mrsynth before the stage packages that the README documents, and where they live now.
 MOVED = {
     "subjects": "io",
     "cache": "data",
     "patches": "data",
-    "normalization": "data",
+    "normalization": "networks",
     "train": "training",
     "predict": "inference",
     "evaluate": "evaluation",

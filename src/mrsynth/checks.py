@@ -98,3 +98,20 @@ class Fractions:
 
     def __str__(self) -> str:
         return f"{self.count} fractions, each at least 0, summing to 1"
+
+
+@dataclass(frozen=True)
+class ZeroOr:
+    """0 (the setting off), or a value that ``otherwise`` allows."""
+
+    otherwise: Range
+
+    def problem(self, value: Any) -> str | None:
+        return (
+            None
+            if value == 0 and not isinstance(value, bool)
+            else (f"must be {self}" if self.otherwise.problem(value) else None)
+        )
+
+    def __str__(self) -> str:
+        return f"0, or {self.otherwise}"

@@ -305,26 +305,45 @@ def _crossval(args) -> int:
     return 0
 
 
+#: The shipped models' recipes: the steps they were made with where they differ from the recipe's defaults.
+SHIPPED_STEPS = {"synthesis": {"steps": 8000, "lesion_steps": 2000}, "segmenter": {}}
+
+
 def _pretrain(args) -> int:
     import sys
 
-    from ..training.pretrain import PretrainConfig, pretrain
+    from ..training.pretrain import pretrain
+    from ..training.recipe_settings import check_settings, parse_settings
+    from ..training.segmenter_recipe import SegmenterConfig, SegmenterRecipe
+    from ..training.synthesis_recipe import SynthesisConfig, SynthesisRecipe
 
-    if args.steps < 1 or args.workers < 0 or args.lesion_steps < 0:
-        raise InputError(
-            "--steps must be at least 1, --lesion-steps and --workers at least 0, "
-            f"got {args.steps}, {args.lesion_steps} and {args.workers}"
-        )
-    config = PretrainConfig(
-        maps=str(args.maps),
-        steps=args.steps,
-        lesion_steps=args.lesion_steps,
-        workers=args.workers,
-        seed=args.seed,
-        device=args.device,
-    )
-    folder = pretrain(config, Path(args.out), resume=args.resume, command="mrsynth " + " ".join(sys.argv[1:]))
+    given = {"steps": args.steps, "lesion_steps": args.lesion_steps, "per_map": args.per_map, "workers": args.workers}
+    given = {k: v for k, v in given.items() if v is not None}
+    lowest = {"steps": 1, "lesion_steps": 0, "per_map": 1, "workers": 0}
+    bad = [f"--{k.replace('_', '-')} {v} (at least {lowest[k]})" for k, v in given.items() if v < lowest[k]]
+    if bad:
+        raise InputError("out of range: " + ", ".join(bad))
+    own = {"synthesis": {"lesion_steps"}, "segmenter": {"per_map"}}
+    foreign = [f"--{k.replace('_', '-')}" for k in given if k in set().union(*own.values()) - own[args.recipe]]
+    if foreign:
+        raise InputError(f"{', '.join(foreign)} do not apply to --recipe {args.recipe}")
+    recipe_type, config_type = {
+        "synthesis": (SynthesisRecipe, SynthesisConfig),
+        "segmenter": (SegmenterRecipe, SegmenterConfig),
+    }[args.recipe]
+    settings = {**SHIPPED_STEPS[args.recipe], **parse_settings(config_type, args.set), **given}
+    config = config_type(**{**settings, "maps": str(args.maps), "seed": args.seed, "device": args.device})
+    check_settings(config)
+    recipe = recipe_type(config)
+    folder = pretrain(recipe, Path(args.out), resume=args.resume, command="mrsynth " + " ".join(sys.argv[1:]))
     print(f"wrote {folder}")
+    return 0
+
+
+def _card(args) -> int:
+    from ..training.model_card import write_card
+
+    print(f"wrote {write_card(args.model, args.figures)}")
     return 0
 
 
@@ -352,4 +371,5 @@ HANDLERS = {
     "crossval": _crossval,
     "demo": _demo,
     "pretrain": _pretrain,
+    "card": _card,
 }

@@ -73,11 +73,17 @@ def _settings(group) -> None:
         choices=list(PRESETS),
         help="named settings, applied in order before the config file (repeatable)",
     )
+    _set(group)
+
+
+def _set(group) -> None:
     group.add_argument(
         "--set",
         action="append",
-        metavar="SECTION.FIELD=VALUE",
-        help="override any configuration field (repeatable; docs/training.md lists them)",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a setting (repeatable): a configuration field SECTION.FIELD for train and crossval "
+        "(docs/training.md lists them), a setting of the recipe for pretrain (batch, crop, features, lr, ...)",
     )
 
 
@@ -97,6 +103,7 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
             ("messages", _messages),
             ("masks", _masks),
             ("settings", _settings),
+            ("set", _set),
             ("seed", _seed),
             ("device", _device),
         )
@@ -120,7 +127,7 @@ def build_parser(handlers: dict) -> argparse.ArgumentParser:
 def _data_commands(command) -> None:
     from ..io import LAYOUTS
     from ..io.fixtures import LAYOUTS as FIXTURE_LAYOUTS
-    from ..masks import DEFAULT_METHOD, METHODS
+    from ..masks import DEFAULT_METHOD, MASK_METHODS
 
     p = command("prepare", "validate subjects and write the prepared cache", "masks")
     p.add_argument("root", help="HCP folder, BIDS dataset or CSV manifest")
@@ -141,7 +148,7 @@ def _data_commands(command) -> None:
     p.add_argument(
         "--method",
         default=DEFAULT_METHOD,
-        choices=METHODS,
+        choices=MASK_METHODS,
         help=f"learned: the shipped segmenter (default: {DEFAULT_METHOD}); ants-atlas: atlas registration "
         "(needs the `masks` extra)",
     )
@@ -196,7 +203,7 @@ def _train_command(command) -> None:
 
 
 def _model_commands(command) -> None:
-    from ..evaluation import SCALES
+    from ..evaluation import INTENSITY_SCALES
 
     p = command("predict", "predict whole T2w volumes", "masks", "device")
     p.add_argument(
@@ -236,8 +243,8 @@ def _model_commands(command) -> None:
     p.add_argument("--seg", help="segmentation for per-tissue MSE (single file)")
     p.add_argument(
         "--scale",
-        default=SCALES[0],
-        choices=SCALES,
+        default=INTENSITY_SCALES[0],
+        choices=INTENSITY_SCALES,
         help="brain-median (default): each volume divided by its own brain median before scoring; "
         "raw: the stored intensities",
     )
@@ -270,14 +277,14 @@ def _model_commands(command) -> None:
 
 
 def _study_commands(command) -> None:
-    from ..experiments.reproduce import SCALES
+    from ..experiments.reproduce import EXPERIMENT_SCALES
 
     p = command("reproduce", "the paper's experiment grid: Tables 1-3, Figures 3-5, report", "seed")
     p.add_argument("--data", help="any supported layout (default: simulate subjects)")
     p.add_argument(
         "--scale",
         default="small",
-        choices=list(SCALES),
+        choices=list(EXPERIMENT_SCALES),
         help="small: 2-core CPU, about 20 min a seed (default); paper: the paper's settings; tiny: tests",
     )
     p.add_argument("--out", default="reproduction", help="output folder (re-running reuses its finished runs)")
@@ -306,18 +313,34 @@ def _study_commands(command) -> None:
     p.add_argument("--folds", default="loo", help="loo (leave one subject out, default) or a number of folds")
     p.add_argument("--out", default="crossval", help="output folder (re-running resumes it)")
 
-    p = command("pretrain", "train the network of the shipped pretrained model on simulated subjects", "seed", "device")
+    p = command(
+        "pretrain",
+        "train a shipped model's network on simulated subjects: a recipe run step by step",
+        "set",
+        "seed",
+        "device",
+    )
     p.add_argument("out", help="output folder: checkpoint, progress.log, pretrain.json and the model (OUT/model)")
+    p.add_argument(
+        "--recipe",
+        choices=("synthesis", "segmenter"),
+        default="synthesis",
+        help="synthesis: the pretrained T1w -> T2w model (default); segmenter: the learned segmenter (--masks learned)",
+    )
     p.add_argument("--maps", required=True, help="folder of FreeSurfer label maps (the 20 SynthSeg maps)")
-    p.add_argument("--steps", type=int, default=8000, help="steps of the main phase (default: the shipped model's)")
+    p.add_argument("--steps", type=int, help="steps (of the main phase; default: the shipped model's)")
     p.add_argument(
         "--lesion-steps",
         type=int,
-        default=2000,
-        help="steps of a lesion phase after --steps, 0 for none (default: the shipped model's)",
+        help="synthesis: steps of a lesion phase after --steps, 0 for none (default: the shipped model's)",
     )
-    p.add_argument("--workers", type=int, default=1, help="processes simulating subjects while the network trains")
+    p.add_argument("--per-map", type=int, help="segmenter: subjects simulated from each label map (default 3)")
+    p.add_argument("--workers", type=int, help="processes simulating subjects (default: the recipe's)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint, with the same settings")
+
+    p = command("card", "write a pretrained model's card (MODEL_CARD.md) from its recipe and measured figures")
+    p.add_argument("model", help="a pretrained model folder (OUT/model of mrsynth pretrain, or the package's asset)")
+    p.add_argument("--figures", help="a benchmark's report (benchmarks/results/pretrained.md) for the measured figures")
 
     p = command("demo", "run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output", help="output folder")

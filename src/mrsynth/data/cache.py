@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..io import Subject, SubjectVolumes, load_subject, resolve_axis
 from ..logs import bar, log
 from ..masks import check_source, compute_masks
-from .normalization import intensity_stats
+from ..networks.normalization import intensity_stats
 
 FORMAT_VERSION = 1
 META_NAME = "subject.json"
@@ -197,7 +197,7 @@ def is_up_to_date(folder: Path, subject: Subject, axis: str | int, masks: str = 
 
 def masks_source(meta: dict) -> str:
     """Where a prepared subject's brain and tissue masks came from: ``files`` or the automatic method's name
-    (:data:`mrsynth.masks.METHODS`)."""
+    (:data:`mrsynth.masks.MASK_METHODS`)."""
     return (meta.get("masks") or {}).get("method", "files")
 
 

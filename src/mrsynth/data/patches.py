@@ -25,22 +25,12 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from .. import labels
 from ..errors import InputError
+from ..networks.inputs import BACKGROUND_BITS, InputSpec, gather_windows, stack_slices
+from ..networks.normalization import Transform
 from .cache import PreparedSubject
-from .normalization import Normalization, Transform
 
-BACKGROUND_BITS = np.uint8(1 << labels.BIT["unknown"])
 #: Input choices: the T1w alone, or the T1w with the eight tissue masks.
 CHANNELS = (1, 1 + len(labels.CLASSES))
-
-
-def slice_offsets(context: int) -> list[int]:
-    """Slice offsets of the T1w channels of a 2.5D input, in channel order: ``0, -c, ..., -1, 1, ..., c``."""
-    return [0] + [d for d in range(-context, context + 1) if d]
-
-
-def input_channels(channels: int, context: int) -> int:
-    """Network input channels: the T1w of ``1 + 2 context`` slices, then the masks if ``channels`` has them."""
-    return channels + 2 * context
 
 
 @dataclass(frozen=True)
@@ -90,37 +80,28 @@ class _SubjectPatches:
 class PatchDataset(Dataset):
     """``(input, target)`` patches of prepared subjects, read from the memory maps.
 
-    ``input`` is ``(1, P, P)`` (T1w) or ``(9, P, P)`` (T1w + eight tissue masks
-    coded -1/+1, paper section 3); ``target`` is ``(1, P, P)`` T2w.  With ``context = c``
-    (2.5D) the T1w of the ``c`` neighbouring slices on each side follow the slice's own
-    (order ``s, s-c, ..., s-1, s+1, ..., s+c``; slices outside the volume read as background),
-    before the masks.  With ``strip`` the T1w is zero outside the brain mask (skull-stripped
-    by the subject's own mask), as :mod:`mrsynth.predict` strips it at prediction.  Both are
-    normalized with ``normalization``.  A patch is addressed by a global index
-    (subjects in the given order, then slice, row, column); ``indices`` restricts
-    the dataset to some of them (a split).  Only the arrays of one patch are read
-    per item, and memory maps are opened per read, so memory does not grow with
-    the number of subjects.
+    ``input`` is what the model's :class:`~mrsynth.networks.InputSpec` says, built by
+    :func:`~mrsynth.networks.stack_slices` as at prediction: ``(1, P, P)`` (T1w) or ``(9, P, P)`` (T1w + eight
+    tissue masks coded -1/+1, paper section 3); with 2.5D context the T1w of the neighbouring slices follow the
+    slice's own (order ``s, s-c, ..., s-1, s+1, ..., s+c``; slices outside the volume read as background), before
+    the masks; stripped by the subject's own brain mask where the spec says so; normalized by the spec's
+    normalization.  ``target`` is ``(1, P, P)`` T2w.  A patch is addressed by a global index (subjects in the
+    given order, then slice, row, column); ``indices`` restricts the dataset to some of them (a split).  Only the
+    arrays of one patch are read per item, and memory maps are opened per read, so memory does not grow with the
+    number of subjects.  Subjects must lie on the spec's grid (:func:`~mrsynth.data.grids.on_grid`).
     """
 
     def __init__(
         self,
         subjects: Sequence[PreparedSubject],
-        normalization: Normalization,
+        spec: InputSpec,
         grid: PatchGrid = PatchGrid(),
-        channels: int = 9,
         indices: np.ndarray | None = None,
         with_target: bool = True,
-        context: int = 0,
-        strip: bool = False,
     ):
-        if channels not in CHANNELS:
-            raise ValueError(f"input channels must be one of {CHANNELS}, got {channels}")
-        if context < 0:
-            raise ValueError(f"slice context must be >= 0, got {context}")
-        self.grid, self.channels, self.with_target, self.context = grid, channels, with_target, context
-        self.strip = strip
+        self.grid, self.spec, self.with_target = grid, spec, with_target
         self.parts = []
+        normalization = spec.normalization
         for subject in subjects:
             if with_target and not subject.has_t2:
                 raise ValueError(f"subject {subject.id} has no T2w image to train or test on")
@@ -175,23 +156,13 @@ class PatchDataset(Dataset):
 
     @property
     def input_channels(self) -> int:
-        """Channels of a network input: T1w slices (1 + 2 context), then the masks if any."""
-        return input_channels(self.channels, self.context)
+        """Channels of a network input: T1w slices, then the masks if any."""
+        return self.spec.in_channels
 
     def _windows(self, name: str, part: int, slices, rows, cols, fill) -> np.ndarray:
         """``(B, P, P)`` windows of one subject's array, gathered in one vectorized read."""
         volume = self.parts[part].subject.array(name)
-        size, (depth, height, width) = self.grid.size, volume.shape
-        r = rows[:, None] + np.arange(size)
-        c = cols[:, None] + np.arange(size)
-        out = volume[
-            np.clip(slices, 0, depth - 1)[:, None, None],
-            np.clip(r, 0, height - 1)[:, :, None],
-            np.clip(c, 0, width - 1)[:, None, :],
-        ]
-        inside = ((r >= 0) & (r < height))[:, :, None] & ((c >= 0) & (c < width))[:, None, :]
-        inside = inside & ((slices >= 0) & (slices < depth))[:, None, None]
-        return out if inside.all() else np.where(inside, out, fill)
+        return gather_windows(volume, slices, rows, cols, (self.grid.size,) * 2, fill, self.spec.edge)
 
     def brain_fractions(self) -> np.ndarray:
         """The fraction of brain pixels in every item's window, in item order (one pass over each subject's classes).
@@ -233,24 +204,18 @@ class PatchDataset(Dataset):
         with vectorized reads and arithmetic (no Python loop over patches)."""
         part, slices, rows, cols = self.locate_many(items)
         size, count = self.grid.size, len(part)
-        inputs = np.empty((count, self.input_channels, size, size), np.float32)
-        offsets = slice_offsets(self.context)
+        inputs = np.empty((count, self.spec.in_channels, size, size), np.float32)
         targets = np.empty((count, 1, size, size), np.float32) if self.with_target else None
+        needs_bits = self.spec.strip or self.spec.tissue_masks
         for p in np.unique(part):
             where = np.flatnonzero(part == p)
-            at = (p, slices[where], rows[where], cols[where])
-            bits = self._windows("tissue", *at, BACKGROUND_BITS) if self.strip or self.channels > 1 else None
-            for channel, offset in enumerate(offsets):
-                place = (p, slices[where] + offset, rows[where], cols[where])
-                window = self._windows("t1", *place, 0.0)
-                if self.strip:
-                    slice_bits = bits if offset == 0 else self._windows("tissue", *place, BACKGROUND_BITS)
-                    window = np.where(labels.in_brain(slice_bits), window, 0)
-                inputs[where, channel] = self.parts[p].t1_transform(window)
-            if self.channels > 1:
-                inputs[where, len(offsets) :] = np.moveaxis(labels.expand_bits(bits), 0, 1)
+            subject, at = self.parts[p].subject, (slices[where], rows[where], cols[where])
+            bits = subject.array("tissue") if needs_bits else None
+            inputs[where] = stack_slices(
+                self.spec, subject.array("t1"), *at, (size, size), self.parts[p].t1_transform, bits
+            )
             if targets is not None:
-                targets[where, 0] = self.parts[p].t2_transform(self._windows("t2", *at, 0.0))
+                targets[where, 0] = self.parts[p].t2_transform(self._windows("t2", p, *at, 0.0))
         inputs = torch.from_numpy(inputs)
         return inputs if targets is None else (inputs, torch.from_numpy(targets))
 

@@ -6,12 +6,12 @@
 """
 
 from .evaluate import Reference, evaluate_file, evaluate_folder, references, score
-from .metrics import SCALES, evaluate_volume, psnr_optimal, psnr_p99, summarize
+from .metrics import INTENSITY_SCALES, evaluate_volume, psnr_optimal, psnr_p99, summarize
 from .viewer import load_page, prepared_page, write_page
 
 __all__ = [
     "Reference",
-    "SCALES",
+    "INTENSITY_SCALES",
     "evaluate_file",
     "evaluate_folder",
     "evaluate_volume",

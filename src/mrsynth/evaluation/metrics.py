@@ -36,7 +36,7 @@ import torch
 
 from .. import labels
 
-SCALES = ("brain-median", "raw")
+INTENSITY_SCALES = ("brain-median", "raw")
 SSIM_WINDOW = 7
 SSIM_SIGMA = 1.5
 
@@ -45,7 +45,7 @@ def _rescale(volume: np.ndarray, brain: np.ndarray, scale: str, what: str = "vol
     if scale == "raw":
         return volume.astype(np.float32, copy=False)
     if scale != "brain-median":
-        raise ValueError(f"unknown scale {scale!r}; choose from {SCALES}")
+        raise ValueError(f"unknown scale {scale!r}; choose from {INTENSITY_SCALES}")
     median = float(np.median(volume[brain]))
     if not median > 0:
         raise ValueError(f"the {what}'s median inside the brain mask is {median}: use scale 'raw'")

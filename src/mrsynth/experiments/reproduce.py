@@ -82,7 +82,7 @@ class Scale:
     seeds: int = 1  # training seeds run by default (--seeds)
 
 
-SCALES = {
+EXPERIMENT_SCALES = {
     "paper": Scale(
         "paper",
         subjects=56,
@@ -259,9 +259,9 @@ def reproduce(
     the scale's (3 at small). Figures 3-5 and the viewer come from the first seed.
     ``compare``: an earlier reproduction's folder; its effects go beside this run's in the report.
     """
-    if scale not in SCALES:
-        raise InputError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
-    setting = SCALES[scale]
+    if scale not in EXPERIMENT_SCALES:
+        raise InputError(f"unknown scale {scale!r}; choose from {', '.join(EXPERIMENT_SCALES)}")
+    setting = EXPERIMENT_SCALES[scale]
     seeds = setting.seeds if seeds is None else seeds
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise InputError(f"seeds must be a whole number >= 1, got {seeds!r}")

@@ -1,8 +1,8 @@
 """Inference: a model file applied to whole volumes, written as NIfTI or BIDS derivatives.
 
-:mod:`.model` holds a loaded model (predict, save, load); :mod:`.slices` runs a network over a volume slice by
-slice, computing only where the output can change; :mod:`.predict` predicts arrays, prepared subjects, files
-and data folders; :mod:`.derivatives` says where predictions go (flat, or BIDS derivatives with sidecars).
+:mod:`.model` holds a loaded model (predict, save, load); :mod:`.predict` predicts arrays, prepared subjects,
+files and data folders, through the whole-volume runner of :mod:`mrsynth.networks`; :mod:`.derivatives` says where
+predictions go (flat, or BIDS derivatives with sidecars).
 Inference needs no training code: training hands back its models through :class:`Model`.
 """
 
@@ -20,7 +20,6 @@ from .predict import (
     t1_transform,
     write_like,
 )
-from .slices import predict_slices
 
 __all__ = [
     "Model",
@@ -36,7 +35,6 @@ __all__ = [
     "predict_many",
     "predict_prepared",
     "predict_prepared_file",
-    "predict_slices",
     "relative_path",
     "sidecar_path",
     "t1_transform",

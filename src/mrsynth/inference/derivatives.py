@@ -26,9 +26,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..atomic import check_writable, write_text
-from ..data.normalization import Transform
 from ..errors import InputError
 from ..networks.modelfile import WEIGHTS, ModelInfo, file_sha256
+from ..networks.normalization import Transform
 
 BIDS_VERSION = "1.9.0"
 PIPELINE = "mrsynth"
@@ -154,7 +154,7 @@ def sidecar(
     }
     if provenance is not None:
         record["mrsynth"]["model"] = provenance.describe()
-        record["mrsynth"]["normalization"] = provenance.info.normalization
+        record["mrsynth"]["normalization"] = asdict(provenance.info.norm())
     return record
 
 

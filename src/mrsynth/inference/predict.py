@@ -1,7 +1,8 @@
 """Whole-volume prediction: T1w (+ segmentation and brain mask) -> T2w, in memory or NIfTI to NIfTI.
 
 Arrays, prepared subjects, files and whole data folders (flat or BIDS derivatives output) all go through
-:func:`~.slices.predict_slices`.  The output is float32 on the T1w's grid, with its affine and header.
+:func:`~mrsynth.networks.predict_slices`, on the grid the model's input contract names.  The output is float32 on
+the T1w's grid, with its affine and header.
 """
 
 from __future__ import annotations
@@ -15,33 +16,34 @@ import numpy as np
 
 from .. import labels
 from ..atomic import check_writable, remove_leftovers, write_file
-from ..data import PreparedSubject, Transform, intensity_stats, is_prepared_cache, list_prepared, masks_source
+from ..data import PreparedSubject, is_prepared_cache, list_prepared, masks_source
 from ..errors import InputError
 from ..io import Subject, detect_layout, discover, load_subject, nifti, resolve_axis
-from ..io.grids import resample_onto, work_grid
 from ..logs import log
 from ..masks import check_source, compute_masks, recorded_method, refuse_auto_on_cache
-from ..networks import ModelInfo
+from ..networks import ModelInfo, Transform, predict_slices
+from ..networks.grids import resample_onto
+from ..networks.inputs import onto_work_grid, resample_inputs
 from .derivatives import ModelProvenance, Output, output_is_bids
-from .slices import predict_slices
 
 
 def check_inputs(info: ModelInfo, seg: np.ndarray | None, mask: np.ndarray | None, source) -> None:
     """Refuse a prediction whose model needs a segmentation or brain mask that was not given."""
-    method = info.norm().method
-    if info.uses_masks and (seg is None or mask is None):
+    spec = info.spec
+    if spec.tissue_masks and (seg is None or mask is None):
         raise InputError("this model uses tissue masks: give a segmentation (--seg) and a brain mask (--mask)", source)
-    if info.strip and mask is None:
+    if spec.strip and mask is None:
         raise InputError("this model strips the T1w outside the brain mask: give the mask (--mask)", source)
-    if method != "paper" and mask is None:
+    if spec.needs_brain and mask is None:
+        method = info.norm().method
         raise InputError(f"this model uses {method} normalization, which needs a brain mask (--mask)", source)
 
 
 def t1_transform(info: ModelInfo, t1: np.ndarray, mask: np.ndarray | None, source="input") -> Transform:
-    """The T1w intensity transform the model's normalization gives this subject (brain statistics from ``mask``)."""
-    stats = {"t1": intensity_stats(t1, mask if mask is not None else np.ones(t1.shape, bool))}
+    """The T1w intensity transform the model's normalization gives this subject, its statistics from the input as
+    given (inside ``mask``): the spec's ``statistics = "input"``."""
     try:
-        return info.norm().transform("t1", stats)
+        return info.norm().transform_volume("t1", t1, mask)
     except ValueError as error:
         raise InputError(str(error), source) from error
 
@@ -66,9 +68,9 @@ def predict_arrays(
     check_inputs(info, seg, mask, source)
     transform = transform or t1_transform(info, t1, mask, source)
     options = {"batch_size": batch_size, "device": device, "progress": progress}
-    if info.grid_mm:
+    if info.spec.grid_mm:
         return _on_work_grid(model, info, t1, affine, seg, mask, transform, options)
-    axis = resolve_axis(info.axis, affine)
+    axis = resolve_axis(info.spec.axis, affine)
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
     out = predict_slices(model, info, front(t1), front(bits), transform, brain=front(mask), **options)
@@ -76,18 +78,19 @@ def predict_arrays(
 
 
 def _on_work_grid(model, info: ModelInfo, t1, affine, seg, mask, transform: Transform, options: dict) -> np.ndarray:
-    """A model that works on its own grid (``info.grid_mm``: RAS, isotropic): the input resampled onto it
-    (trilinear; labels nearest), predicted there, the prediction resampled back onto the input's grid."""
-    grid = work_grid(t1.shape, affine, info.grid_mm)
-    onto = lambda volume, order: resample_onto(volume, affine, grid.shape, grid.affine, order)
-    t1_work = onto(t1, 1)
-    mask_work = None if mask is None else onto(np.asarray(mask, np.float32), 1) > 0.5
-    bits = labels.tissue_bits(np.rint(onto(seg, 0)).astype(np.int32), mask_work)[0] if info.uses_masks else None
-    axis = resolve_axis(info.axis, grid.affine)
+    """A model that works on its own grid (``spec.grid_mm``: RAS, isotropic): the input resampled onto it
+    (:func:`~mrsynth.networks.inputs.resample_inputs`, as for training), predicted there, the prediction resampled
+    back onto the input's grid."""
+    grid = onto_work_grid(info.spec, affine, t1.shape)
+    bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
+    work = resample_inputs(grid, affine, t1, bits=bits, brain=mask)
+    axis = resolve_axis(info.spec.axis, grid.affine)
     front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
-    out = predict_slices(model, info, front(t1_work), front(bits), transform, brain=front(mask_work), **options)
+    out = predict_slices(
+        model, info, front(work["t1"]), front(work["bits"]), transform, brain=front(work["brain"]), **options
+    )
     back = resample_onto(np.moveaxis(out, 0, axis), grid.affine, t1.shape, affine, order=1)
-    if info.brain_only and mask is not None:
+    if info.spec.brain_only and mask is not None:
         back[~np.asarray(mask, bool)] = 0
     return back
 
@@ -103,7 +106,7 @@ def predict_prepared(
 ) -> np.ndarray:
     """Predict a prepared subject (same statistics as training); returns native axis order."""
     transform = transform or info.norm().transform("t1", subject.stats)
-    if info.grid_mm:  # a model with a grid of its own predicts the subject's volumes on that grid
+    if info.spec.grid_mm:  # a model with a grid of its own predicts the subject's volumes on that grid
         volumes = subject.native()
         options = {"batch_size": batch_size, "device": device, "progress": progress}
         return predict_arrays(
@@ -117,13 +120,13 @@ def predict_prepared(
             transform=transform,
             **options,
         )
-    if subject.axis_request != info.axis:
+    if subject.axis_request != info.spec.axis:
         raise InputError(
-            f"prepared with slicing axis {subject.axis_request!r}, the model uses {info.axis!r}", subject.folder
+            f"prepared with slicing axis {subject.axis_request!r}, the model uses {info.spec.axis!r}", subject.folder
         )
     tissue = subject.array("tissue")
-    brain_only = info.brain_only or getattr(model, "brain_only", False)
-    brain = labels.in_brain(np.asarray(tissue)) if info.strip or brain_only else None
+    brain_only = info.spec.brain_only or getattr(model, "brain_only", False)
+    brain = labels.in_brain(np.asarray(tissue)) if info.spec.strip or brain_only else None
     out = predict_slices(
         model,
         info,
@@ -162,7 +165,7 @@ def check_output(path: Path) -> Path:
 
 def needs_masks(info: ModelInfo) -> bool:
     """Whether a model needs a brain mask (and maybe tissue masks) at prediction."""
-    return info.uses_masks or info.strip or info.norm().method != "paper"
+    return info.spec.needs_brain
 
 
 def warn_if_masks_differ(info: ModelInfo, used: str, source) -> None:

@@ -2,7 +2,7 @@
 
 nibabel compresses and decompresses with Python's zlib; ISA-L does the same gzip about 10 times
 faster when writing and 2 times faster when reading (a 260 x 311 x 260 float32 volume: 0.9 s ->
-0.08 s to compress at level 1, same size; ``benchmarks/prediction.py``).  The files are ordinary
+0.08 s to compress at level 1, same size; ``benchmarks/perf/prediction.py``).  The files are ordinary
 gzip members that any reader opens.  Without ``isal`` installed, nibabel does it all as before.
 """
 

@@ -3,7 +3,7 @@
 ``mrsynth masks`` and ``--masks auto|learned|ants-atlas`` (prepare, predict, crossval) use it, so a model
 with tissue masks runs on a T1w that has no segmentation and no brain mask.  :mod:`.sources` says where a
 subject's masks come from and computes them by one of two methods: :mod:`.segmenter` (``learned``, the
-default: a 2D U-Net shipped with its weights, trained by :mod:`.training` on simulated T1w) or :mod:`.atlas`
+default: a 2D U-Net shipped with its weights, trained by its recipe on simulated T1w) or :mod:`.atlas`
 (``ants-atlas``: the HCP template registered with ANTs).  :mod:`.files` writes them for the ``masks``
 command.  Everything is local: no download at run time.
 """
@@ -12,7 +12,7 @@ from .common import AutoMasks, looks_skull_stripped
 from .files import OUTPUTS, class_volume, write_masks
 from .sources import (
     DEFAULT_METHOD,
-    METHODS,
+    MASK_METHODS,
     SOURCES,
     check_method,
     check_source,
@@ -25,7 +25,7 @@ from .sources import (
 __all__ = [
     "AutoMasks",
     "DEFAULT_METHOD",
-    "METHODS",
+    "MASK_METHODS",
     "OUTPUTS",
     "SOURCES",
     "check_method",

@@ -1,25 +1,22 @@
 """A learned brain and tissue segmenter for a bare T1w: the ``learned`` method of :mod:`mrsynth.masks`.
 
-A small 2D U-Net (MONAI's ``BasicUNet``) labels every voxel with one of eight classes: outside the
-brain, or one of the paper's seven exclusive tissue classes (``labels.CLASSES[1:]``).  It was trained
-by :mod:`.training` on T1w images simulated from SynthSeg's label maps (held-out maps
-are scored in ``benchmarks/masks.py``), with random pose, protocol, bias, noise, blur and skull
-stripping, so it expects nothing of the input's site or scaling.
+A small 2D U-Net (the ``unet`` kind with one output per class) labels every voxel with one of eight classes:
+outside the brain, or one of the paper's seven exclusive tissue classes (``labels.CLASSES[1:]``).  It was trained
+by its recipe (``mrsynth pretrain --recipe segmenter``, :mod:`mrsynth.training.segmenter_recipe`) on T1w images
+simulated from SynthSeg's label maps (held-out maps are scored in ``benchmarks/studies/masks.py``), with random
+pose, protocol, bias, noise, blur and skull stripping, so it expects nothing of the input's site or scaling.
 
-The input is resampled (trilinear) onto a right-anterior-superior grid of ``WORK_MM`` voxels that
-covers it, normalized by its foreground's 99th percentile, and segmented axial slice by axial slice
-(each with ``CONTEXT`` neighbours on either side as extra channels).  The class probabilities are
-resampled back onto the input grid (trilinear) before the most probable class is taken, so any
-orientation and voxel size works.  The weights ship in ``assets/segmenter`` (no download).
+It is a model like any other (``mrsynth.networks.load_model("segmenter")``, weights shipped in
+``assets/segmenter``, no download), and its input contract says how it reads a T1w: resampled (trilinear) onto a
+right-anterior-superior grid of 1.4 mm voxels that covers the input, normalized there by its foreground's 99th
+percentile, segmented axial slice by axial slice (each with one neighbour on either side), the four in-plane flips
+averaged.  The class probabilities are resampled back onto the input grid (trilinear) before the most probable
+class is taken, so any orientation and voxel size works.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,8 +24,10 @@ from scipy import ndimage
 
 from .. import labels
 from ..errors import InputError
-from ..io.grids import WorkGrid, resample_onto, voxel_coordinates, work_grid
 from ..logs import bar, log
+from ..networks import SEGMENTER, ModelInfo, class_probabilities, load_model
+from ..networks.grids import voxel_coordinates
+from ..networks.inputs import onto_work_grid, resample_inputs
 from .common import STRIPPED, WHOLE_HEAD, AutoMasks, contrast_warnings, looks_skull_stripped, warn
 
 METHOD = "learned"  # the method's name in records
@@ -45,24 +44,11 @@ CLASS_CODES = {
     "unknown": 0,
 }
 WORK_MM = 1.4
-CONTEXT = 1  # neighbouring slices on each side
-FEATURES = (16, 24, 48, 96, 192, 16)
-MULTIPLE = 16  # a BasicUNet halves the image four times
-#: In-plane flips whose probabilities ``segment`` averages: 4x the network's time (a 1 mm head: 20-40 s here).
-#: Measured against the image as given alone, on the 4 held-out simulated heads (mean Dice of 8 classes) and the
-#: ICBM head's brain (``python -m benchmarks.compare_segmenters``): weights version 3, 0.820 -> 0.838 and
-#: 0.966 -> 0.968; version 1 (before the brain followed HCP's mask rule), 0.785 -> 0.788 and 0.837 -> 0.924.
+#: In-plane flips whose probabilities ``segment`` averages (the spec's): 4x the network's time.  Measured against
+#: the image as given alone, on the 4 held-out simulated heads (mean Dice of 8 classes) and the ICBM head's brain
+#: (``python -m benchmarks compare_segmenters``): weights version 3, 0.820 -> 0.838 and 0.966 -> 0.968; version 1
+#: (before the brain followed HCP's mask rule), 0.785 -> 0.788 and 0.837 -> 0.924.
 FLIPS = ((), (0,), (1,), (0, 1))
-ASSET = "segmenter"
-WEIGHTS, DESCRIPTION = "segmenter.safetensors", "segmenter.json"
-
-
-def network(features=FEATURES) -> torch.nn.Module:
-    from monai.networks.nets import BasicUNet
-
-    return BasicUNet(
-        spatial_dims=2, in_channels=1 + 2 * CONTEXT, out_channels=len(OUTPUTS), features=features, norm=("batch", {})
-    )
 
 
 def class_target(codes: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -71,76 +57,17 @@ def class_target(codes: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return np.where(brain, labels.exclusive_class(bits), 0).astype(np.uint8)
 
 
-def to_work_grid(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, WorkGrid]:
-    """The input resampled (trilinear, 0 outside) onto its ``WORK_MM`` work grid."""
-    grid = work_grid(volume.shape, affine, WORK_MM)
-    return resample_onto(volume, affine, grid.shape, grid.affine), grid
-
-
-def normalize(volume: np.ndarray) -> np.ndarray:
-    """Divided by the 99th percentile of its foreground (voxels above the volume's mean): scale-free, for heads
-    (noisy background) and skull-stripped brains (zero background) alike."""
-    volume = np.asarray(volume, np.float32)
-    foreground = volume[volume > volume.mean()]
-    scale = float(np.percentile(foreground, 99)) if foreground.size else 1.0
-    return np.clip(volume / (scale if scale > 0 else 1.0), 0, 3).astype(np.float32)
-
-
-def slice_stack(volume: np.ndarray, z: int) -> np.ndarray:
-    """Axial slice ``z`` with ``CONTEXT`` neighbours on each side (edge slices repeated): ``(channels, X, Y)``."""
-    index = np.clip(np.arange(z - CONTEXT, z + CONTEXT + 1), 0, volume.shape[2] - 1)
-    return np.moveaxis(volume[:, :, index], 2, 0)
-
-
-def _padded(shape) -> tuple[int, int]:
-    return tuple(-(-n // MULTIPLE) * MULTIPLE for n in shape)
-
-
-@torch.no_grad()
-def probabilities(
-    model: torch.nn.Module,
-    volume: np.ndarray,
-    batch_size: int = 16,
-    progress=None,
-    flips: tuple[tuple[int, ...], ...] = ((),),
-) -> np.ndarray:
-    """Class probabilities ``(len(OUTPUTS), *volume.shape)`` of a normalized work-grid volume, slice by slice,
-    averaged over the in-plane ``flips`` of each slice (``()`` as given, ``(0,)`` left-right, ``(1,)``
-    front-back, ``(0, 1)`` both; the network was trained with both flips)."""
-    model.eval()
-    x_size, y_size, depth = volume.shape
-    px, py = _padded((x_size, y_size))
-    out = np.empty((len(OUTPUTS),) + volume.shape, np.float32)
-    for start in range(0, depth, batch_size):
-        stop = min(start + batch_size, depth)
-        stacks = torch.from_numpy(np.stack([slice_stack(volume, z) for z in range(start, stop)]))
-        summed = 0
-        for axes in flips:  # each flipped slice zero padded at its end, its answer flipped back
-            dims = [2 + a for a in axes]
-            batch = torch.zeros((stop - start, 1 + 2 * CONTEXT, px, py))
-            batch[:, :, :x_size, :y_size] = stacks.flip(dims) if dims else stacks
-            answer = torch.softmax(model(batch)[:, :, :x_size, :y_size], dim=1)
-            summed = summed + (answer.flip(dims) if dims else answer)
-        out[:, :, :, start:stop] = (summed / len(flips)).permute(1, 2, 3, 0).numpy()
-        if progress is not None:
-            progress(stop - start)
-    return out
-
-
-def load_model(folder: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
-    """A segmenter's weights and description from ``folder`` (default: the shipped one in ``assets/segmenter``);
-    no code unpickled."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder) if folder else Path(str(resources.files("mrsynth") / "assets" / ASSET))
-    description = json.loads((folder / DESCRIPTION).read_text())
-    if tuple(description["outputs"]) != OUTPUTS or description["context"] != CONTEXT:
-        raise ValueError(f"{folder / DESCRIPTION}: made for other classes or context than this mrsynth's")
-    model = network(tuple(description["features"]))
-    weights = folder / WEIGHTS
-    model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
-    description["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-    return model.eval(), description
+def probabilities(model: torch.nn.Module, info: ModelInfo, volume: np.ndarray, progress=None, flips=None) -> np.ndarray:
+    """Class probabilities ``(len(OUTPUTS), *volume.shape)`` of a work-grid volume (x, y, axial), slice by slice,
+    normalized as the spec says and averaged over its in-plane flips (or ``flips``: ``()`` as given, ``(0,)``
+    left-right, ``(1,)`` front-back, ``(0, 1)`` both)."""
+    spec = info.spec if flips is None else replace(info.spec, flips=flips)
+    transform = spec.normalization.transform_volume("t1", volume)
+    slices = np.moveaxis(volume, 2, 0)
+    out = class_probabilities(model, replace(info, spec=spec), slices, transform, batch_size=16)
+    if progress is not None:
+        progress(volume.shape[2])
+    return np.ascontiguousarray(np.moveaxis(out, (0, 1), (3, 0)))
 
 
 @dataclass
@@ -176,20 +103,21 @@ def inverted(volume: np.ndarray) -> np.ndarray:
 def segment(
     t1: np.ndarray,
     affine: np.ndarray,
-    model: torch.nn.Module | None = None,
+    segmenter: tuple[torch.nn.Module, ModelInfo] | None = None,
     chunk: int = 32,
-    flips: tuple[tuple[int, ...], ...] = FLIPS,
+    flips: tuple[tuple[int, ...], ...] | None = None,
 ) -> Segmentation:
     """Brain mask and exclusive classes on the input grid, and how sure the network is of them (as given and
-    inverted; the probabilities as given averaged over ``flips``).  The brain follows HCP's mask rule
-    (:func:`brain_mask`); voxels it takes in that the network called outside get the nearest tissue class."""
-    if model is None:
-        model, _ = load_model()
-    work, grid = to_work_grid(t1, affine)
+    inverted; the probabilities as given averaged over the spec's flips, or ``flips``).  ``segmenter``: a loaded
+    model (default the shipped one).  The brain follows HCP's mask rule (:func:`brain_mask`); voxels it takes in
+    that the network called outside get the nearest tissue class."""
+    model, info = segmenter or load_model(SEGMENTER)
+    grid = onto_work_grid(info.spec, affine, t1.shape)
+    work = resample_inputs(grid, affine, t1)["t1"]
     with bar(total=2 * work.shape[2], desc="segment", unit="slice", leave=False) as progress:
-        probs = probabilities(model, normalize(work), progress=progress.update, flips=flips)
+        probs = probabilities(model, info, work, progress=progress.update, flips=flips)
         sure = confidence(probs)
-        sure_inverted = confidence(probabilities(model, normalize(inverted(work)), progress=progress.update))
+        sure_inverted = confidence(probabilities(model, info, inverted(work), progress.update, flips=((),)))
     classes = np.zeros(t1.shape, np.uint8)
     for start in range(0, t1.shape[2], chunk):  # back onto the input grid, a slab at a time (bounded memory)
         z = range(start, min(start + chunk, t1.shape[2]))
@@ -230,6 +158,11 @@ def _largest_part(mask: np.ndarray) -> np.ndarray:
     return parts == int(np.argmax(sizes))
 
 
+def version(info: ModelInfo) -> int:
+    """The recipe version of a segmenter's weights (what a masks record names)."""
+    return int(info.training.get("pretraining", {}).get("recipe_version", 0))
+
+
 def class_codes(classes: np.ndarray) -> np.ndarray:
     """FreeSurfer codes (``CLASS_CODES``) for an exclusive class volume (0 outside the brain)."""
     table = np.zeros(len(OUTPUTS), np.int32)
@@ -242,16 +175,16 @@ def learned_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
     """The ``learned`` method: this segmenter, no registration, no extra dependency."""
     stripped = looks_skull_stripped(t1, affine)
     log.info("%s: segmenting with the learned segmenter (%s input)", source, STRIPPED if stripped else WHOLE_HEAD)
-    model, description = load_model()
-    result = segment(t1, affine, model)
+    model, info = load_model(SEGMENTER)
+    result = segment(t1, affine, (model, info))
     brain = result.brain & (t1 > 0) if stripped else result.brain
     if not brain.any():
         raise InputError("the segmented brain mask is empty: is this a T1w of a head?", source)
     seg = np.where(brain, class_codes(result.classes), 0).astype(np.int32)
     record = {
         "method": METHOD,
-        "version": description["version"],
-        "weights_sha256": description["weights_sha256"],
+        "version": version(info),
+        "weights_sha256": info.weights_sha256,
         "input": STRIPPED if stripped else WHOLE_HEAD,
         "confidence": round(result.confidence, 3),
         "inverted_confidence": round(result.inverted_confidence, 3),

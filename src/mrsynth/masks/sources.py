@@ -15,11 +15,11 @@ from . import atlas, segmenter
 from .common import AutoMasks, check_t1
 
 #: Methods of ``compute_masks``: atlas registration (ANTs, the ``masks`` extra) or the learned segmenter.
-METHODS = (atlas.METHOD, segmenter.METHOD)
+MASK_METHODS = (atlas.METHOD, segmenter.METHOD)
 DEFAULT_METHOD = segmenter.METHOD  # measured better for T2w prediction everywhere (benchmarks/RESULTS.md, masks)
 #: Where masks come from: the subject's files, or computed from its T1w (this module) by the default method
 #: (``auto``) or a named one.
-SOURCES = ("files", "auto") + METHODS
+SOURCES = ("files", "auto") + MASK_METHODS
 
 
 def refuse_auto_on_cache(cache: str | Path) -> None:
@@ -32,15 +32,15 @@ def refuse_auto_on_cache(cache: str | Path) -> None:
 
 
 def check_source(masks: str) -> str:
-    """A valid masks source with ``auto`` resolved: ``files`` or one of ``METHODS``."""
+    """A valid masks source with ``auto`` resolved: ``files`` or one of ``MASK_METHODS``."""
     if masks not in SOURCES:
         raise InputError(f"--masks must be one of {', '.join(SOURCES)}, got {masks!r}")
     return DEFAULT_METHOD if masks == "auto" else masks
 
 
 def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise InputError(f"the masks method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method not in MASK_METHODS:
+        raise InputError(f"the masks method must be one of {', '.join(MASK_METHODS)}, got {method!r}")
     return method
 
 
@@ -61,7 +61,7 @@ def compute_masks(
     t1: np.ndarray, affine: np.ndarray, source: str | Path = "T1w", method: str | None = None
 ) -> AutoMasks:
     """Brain mask and FreeSurfer-style labels of one T1w (array + affine), on its grid, by ``method`` (one of
-    ``METHODS``; ``None``: ``DEFAULT_METHOD``)."""
+    ``MASK_METHODS``; ``None``: ``DEFAULT_METHOD``)."""
     method = check_method(method or DEFAULT_METHOD)
     check_t1(t1, affine, source)
     if method == segmenter.METHOD:

@@ -1,10 +1,10 @@
-"""Model files: a folder with the weights and a JSON description, loaded without unpickling code.
+"""Model files: a folder with the weights and a description, loaded without unpickling code.
 
-``model.safetensors`` holds the weights as plain tensors; ``model.json`` the :class:`ModelInfo`: the
-network's ``kind`` with that kind's own ``params`` (:mod:`.registry`), input channels, normalization, patch
-and slicing settings, label-table version, a summary of the training data and the package versions.
-Loading never imports training code.  Format 1 (mrsynth before the stage packages: one flat record with
-every kind's fields) is read and converted.
+``model.safetensors`` holds the weights as plain tensors; ``model.json`` the :class:`~.description.ModelInfo`.
+:func:`load_model` loads every model mrsynth writes or ships: a run's ``model/`` folder, a lookup baseline, the
+shipped models by name (``pretrained``, ``segmenter``: folders of the package's assets), and the files of earlier
+mrsynth (format 1 and 2 descriptions, the segmenter's own ``segmenter.json``).  Loading never imports training
+code.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -23,94 +22,20 @@ from torch import nn
 
 from .. import __version__, labels
 from ..atomic import write_file, write_text
-from ..data.normalization import Normalization
 from ..errors import InputError
+from .description import ModelInfo
+from .inputs import InputSpec
 from .lookup import IntensityMap
+from .normalization import Normalization
 from .registry import from_state, network_class
 from .residual import build_network
 
-MODEL_FORMAT = 2
 WEIGHTS, DESCRIPTION = "model.safetensors", "model.json"
-
-
-@dataclass
-class ModelInfo:
-    """Everything needed to use a trained or fitted model, saved as ``model.json``."""
-
-    kind: str  # a registered network kind (mrsynth.networks.registry)
-    in_channels: int
-    normalization: dict
-    patch_size: int
-    stride: int
-    axis: str
-    params: dict = field(default_factory=dict)  # the kind's own parameters
-    lookup: bool = False  # the network corrects a lookup table stored with its weights (networks.LookupResidual)
-    context: int = 0  # 2.5D: neighbouring slices on each side given as extra T1w channels
-    strip: bool = False  # T1w set to 0 outside the brain mask before prediction
-    masks: str = "files"  # where the training masks came from: "files", a mrsynth.masks method ("auto": atlas), or
-    # "any" (a model trained to be indifferent to the mask's source: the pretrained one)
-    grid_mm: float = 0.0  # > 0: the network works on a RAS grid of these isotropic voxels (the input resampled)
-    brain_only: bool = False  # the prediction is 0 outside the brain mask (the network learnt only the brain)
-    label_table: int = labels.TABLE_VERSION
-    weights_sha256: str = ""  # of model.safetensors, checked at load (empty: written before mrsynth checked it)
-    training: dict = field(default_factory=dict)
-    versions: dict = field(default_factory=dict)
-    format: int = MODEL_FORMAT
-
-    @property
-    def t1_channels(self) -> int:
-        """T1w channels: the slice itself and ``context`` neighbours on each side."""
-        return 1 + 2 * self.context
-
-    @property
-    def uses_masks(self) -> bool:
-        return self.in_channels > self.t1_channels
-
-    def norm(self) -> Normalization:
-        return Normalization(**self.normalization)
-
-    def name(self) -> str:
-        """What made a prediction, in a few words: the pretrained model and its recipe, or the kind and its
-        training subjects."""
-        pretraining = self.training.get("pretraining")
-        if pretraining:
-            return f"pretrained (recipe {pretraining.get('recipe_version')})"
-        subjects = self.training.get("subjects") or []
-        if isinstance(subjects, dict):  # a network's run: its split; a lookup table's: the list it was fitted on
-            subjects = subjects.get("train") or []
-        return f"{self.kind} trained on {', '.join(subjects)}" if subjects else self.kind
-
-    def stamp(self) -> str:
-        """The line a prediction's NIfTI header carries (``descrip``, 79 characters at most)."""
-        return f"mrsynth {__version__}: {self.name()} {self.weights_sha256[:8]}"[:79]
-
-    @classmethod
-    def from_json(cls, record: dict) -> ModelInfo:
-        """A description as written by any mrsynth (format 1 converted)."""
-        version = record.get("format", 1)
-        if version == 1:
-            record = {**_from_format_1(record), "format": MODEL_FORMAT}
-        elif version != MODEL_FORMAT:
-            raise ValueError(f"model format {version} is not supported (this mrsynth reads 1 and {MODEL_FORMAT})")
-        return cls(**record)
-
-
-def _from_format_1(record: dict) -> dict:
-    """Format 1 kept every kind's fields side by side (``n_layers``, ``width``, ``features``, ``feature_norm``;
-    zeros for the lookup tables): keep those of the record's own kind, under its parameter names."""
-    record = dict(record)
-    kind = record.get("kind", "fcn")
-    own = {
-        "fcn": {"layers": record.get("n_layers"), "width": record.get("width")},
-        "unet": {"features": record.get("features"), "norm": record.get("feature_norm", "batch")},
-    }
-    for old in ("n_layers", "width", "features", "feature_norm"):
-        record.pop(old, None)
-    record["kind"], record["params"] = kind, own.get(kind, {})
-    training = record.get("training")
-    if isinstance(training, dict) and isinstance(training.get("train_loss"), str):  # format 1 kept its CSV text
-        record["training"] = {**training, "train_loss": float(training["train_loss"])}
-    return record
+#: The models shipped with mrsynth, by the name ``--model`` and :func:`load_model` take: folders of its assets.
+PRETRAINED, SEGMENTER = "pretrained", "segmenter"
+SHIPPED = (PRETRAINED, SEGMENTER)
+#: The segmenter's files before it shared this format (weights version 3 and earlier).
+SEGMENTER_WEIGHTS, SEGMENTER_DESCRIPTION = "segmenter.safetensors", "segmenter.json"
 
 
 def package_versions() -> dict:
@@ -132,7 +57,7 @@ def save_model(folder: str | Path, model: nn.Module, info: ModelInfo) -> Path:
     write_file(folder / WEIGHTS, lambda temporary: temporary.write_bytes(data))
     info.weights_sha256 = file_sha256(folder / WEIGHTS)
     info.versions = package_versions()
-    write_text(folder / DESCRIPTION, json.dumps(asdict(info), indent=2) + "\n")
+    write_text(folder / DESCRIPTION, json.dumps(info.record(), indent=2) + "\n")
     return folder
 
 
@@ -144,36 +69,32 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _network(info: ModelInfo, state: dict) -> nn.Module:
-    if info.lookup:
-        lookup = IntensityMap(state["lookup.knots_x"], state["lookup.knots_y"])
-        model = build_network(info.kind, info.in_channels, info.params, lookup)
-        model.load_state_dict(state)
-        return model
-    return from_state(info.kind, info.in_channels, info.params, state)
-
-
-#: The name of the model shipped with mrsynth (``--model pretrained``): a folder of the package's assets.
-PRETRAINED = "pretrained"
-
-
 def model_folder(name: str | Path) -> Path:
-    """A model folder: ``pretrained`` (the shipped model), else the folder given."""
-    if str(name) != PRETRAINED:
+    """A model folder: a shipped model's (``pretrained``, ``segmenter``), else the folder given."""
+    if str(name) not in SHIPPED:
         return Path(name)
-    folder = Path(str(resources.files("mrsynth") / "assets" / PRETRAINED))
+    folder = Path(str(resources.files("mrsynth") / "assets" / str(name)))
     if not (folder / DESCRIPTION).exists():
-        raise InputError("this installation of mrsynth has no pretrained model (assets/pretrained is missing)", folder)
+        raise InputError(f"this installation of mrsynth has no {name} model (assets/{name} is missing)", folder)
     return folder
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
-    """Load a model folder (or ``pretrained``) in eval mode (weights read as tensors only; no code unpickled)."""
+def read_description(folder: str | Path) -> ModelInfo:
+    """The description of a model folder (or shipped name), any format; refused with the file and the problem."""
     folder = model_folder(folder)
     try:
-        info = ModelInfo.from_json(json.loads((folder / DESCRIPTION).read_text()))
-    except (OSError, ValueError, TypeError, AttributeError) as error:
+        if not (folder / DESCRIPTION).exists() and (folder / SEGMENTER_DESCRIPTION).exists():
+            return _segmenter_description(json.loads((folder / SEGMENTER_DESCRIPTION).read_text()))
+        return ModelInfo.from_json(json.loads((folder / DESCRIPTION).read_text()))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
         raise InputError(f"not a mrsynth model folder ({error})", folder) from error
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Load a model folder or a shipped model by name, in eval mode (weights read as tensors only; no code
+    unpickled; their SHA-256 checked against the description's)."""
+    folder = model_folder(folder)
+    info = read_description(folder)
     if info.label_table != labels.TABLE_VERSION and info.uses_masks:
         raise InputError(
             f"model was trained with label table version {info.label_table}, this mrsynth has "
@@ -184,7 +105,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
         network_class(info.kind)
     except ValueError as error:
         raise InputError(str(error), folder / DESCRIPTION) from None
-    weights = folder / WEIGHTS
+    weights = folder / (WEIGHTS if (folder / WEIGHTS).exists() else SEGMENTER_WEIGHTS)
     try:
         if info.weights_sha256 and file_sha256(weights) != info.weights_sha256:
             raise InputError(
@@ -199,7 +120,64 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
             raise InputError(
                 f"weights hold NaN or Inf values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})", weights
             )
+        if weights.name == SEGMENTER_WEIGHTS:
+            state = _segmenter_state(state)
         model = _network(info, state)
     except (OSError, RuntimeError, TypeError, ValueError, SafetensorError) as error:
         raise InputError(f"cannot load the weights ({error})", weights) from error
     return model.to(device).eval(), info
+
+
+def _network(info: ModelInfo, state: dict) -> nn.Module:
+    if info.lookup:
+        lookup = IntensityMap(state["lookup.knots_x"], state["lookup.knots_y"])
+        model = build_network(info.kind, info.in_channels, info.params, lookup)
+        model.load_state_dict(state)
+        return model
+    return from_state(info.kind, info.in_channels, info.params, state, info.out_channels)
+
+
+#: The segmenter of weights version 3 and before: its channel order and its classes.
+_SEGMENTER_ORDER = (-1, 0, 1)
+
+
+def _segmenter_description(record: dict) -> ModelInfo:
+    """A ``segmenter.json`` of mrsynth before the one model format, as a description: a BasicUNet of 8 classes on a
+    1.4 mm RAS grid, the input by its foreground's 99th percentile, the four in-plane flips averaged."""
+    if record["context"] != 1:
+        raise ValueError(f"a segmenter with context {record['context']} predates this mrsynth's")
+    spec = segmenter_spec(float(record["work_mm"]))
+    training = {"pretraining": {"recipe": SEGMENTER, "recipe_version": record["version"], **record}}
+    return ModelInfo(
+        kind="unet",
+        spec=spec,
+        params={"features": list(record["features"]), "norm": "batch"},
+        outputs=tuple(record["outputs"]),
+        masks="any",
+        training=training,
+    )
+
+
+def segmenter_spec(work_mm: float) -> InputSpec:
+    """The segmenter's input contract: axial 2.5D slices of a ``work_mm`` RAS grid, normalized by the foreground's
+    99th percentile on that grid, edge slices repeated, padded to a multiple of 16 (four poolings), the four
+    in-plane flips averaged."""
+    return InputSpec(
+        offsets=(0, -1, 1),
+        grid_mm=work_mm,
+        normalization=Normalization("foreground"),
+        statistics="work",
+        edge="repeat",
+        pad_multiple=16,
+        flips=((), (0,), (1,), (0, 1)),
+    )
+
+
+def _segmenter_state(state: dict) -> dict:
+    """Weights of an old segmenter file as the ``unet`` kind holds them: under ``net.``, in float32, the first
+    convolution's input channels reordered from its (below, slice, above) to the slice first (an exact rewrite)."""
+    state = {f"net.{k}": v.float() if v.is_floating_point() else v for k, v in state.items()}
+    first = "net.conv_0.conv_0.conv.weight"
+    order = [_SEGMENTER_ORDER.index(o) for o in (0, -1, 1)]
+    state[first] = state[first][:, order].contiguous()
+    return state

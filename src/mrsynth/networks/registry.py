@@ -1,7 +1,8 @@
 """Every network kind by name: what ``model.kind`` in a configuration and ``kind`` in a model file select.
 
-A network kind is an ``nn.Module`` class with a ``kind`` name, built as ``cls(in_channels=C, **params)``:
-its own parameters are the keyword arguments of its constructor after ``in_channels`` (their
+A network kind is an ``nn.Module`` class with a ``kind`` name, built as ``cls(in_channels=C, **params)`` (and
+``out_channels=K`` for a network of several outputs, a segmenter's classes: only kinds that take it):
+its own parameters are the keyword arguments of its constructor besides ``in_channels`` and ``out_channels`` (their
 annotations give the types, their defaults the defaults); ``parameter_docs`` documents each and
 ``parameter_checks`` states its allowed values (:mod:`mrsynth.checks`).
 ``trainable = False`` marks the lookup tables, fitted in closed form rather than trained; they are
@@ -60,7 +61,10 @@ def parameters(kind: str) -> tuple[Parameter, ...]:
     docs, checks = getattr(cls, "parameter_docs", {}), getattr(cls, "parameter_checks", {})
     found = []
     for name, parameter in inspect.signature(cls.__init__).parameters.items():
-        if name in ("self", "in_channels") or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        if name in ("self", "in_channels", "out_channels") or parameter.kind in (
+            parameter.VAR_POSITIONAL,
+            parameter.VAR_KEYWORD,
+        ):
             continue
         kind_of = hints.get(name, type(parameter.default))
         if typing.get_origin(kind_of) is tuple:  # a fixed-length sequence is a list in a configuration file
@@ -74,17 +78,23 @@ def defaults(kind: str) -> dict:
     return {p.name: p.default for p in parameters(kind)}
 
 
-def build(kind: str, in_channels: int, params: dict | None = None) -> nn.Module:
-    """A fresh network of ``kind`` with ``params`` (missing ones take their defaults)."""
-    return network_class(kind)(in_channels=in_channels, **(params or {}))
+def build(kind: str, in_channels: int, params: dict | None = None, out_channels: int = 1) -> nn.Module:
+    """A fresh network of ``kind`` with ``params`` (missing ones take their defaults) and ``out_channels``
+    outputs."""
+    cls = network_class(kind)
+    if out_channels == 1:
+        return cls(in_channels=in_channels, **(params or {}))
+    if "out_channels" not in inspect.signature(cls.__init__).parameters:
+        raise ValueError(f"a {kind} network has one output channel, not {out_channels}")
+    return cls(in_channels=in_channels, out_channels=out_channels, **(params or {}))
 
 
-def from_state(kind: str, in_channels: int, params: dict, state: dict) -> nn.Module:
+def from_state(kind: str, in_channels: int, params: dict, state: dict, out_channels: int = 1) -> nn.Module:
     """A network with stored weights: built and loaded, or, for kinds that size themselves from their state (the
     lookup tables), ``cls.from_state(state)``."""
     cls = network_class(kind)
     if hasattr(cls, "from_state"):
         return cls.from_state(state)
-    network = build(kind, in_channels, params)
+    network = build(kind, in_channels, params, out_channels)
     network.load_state_dict(state)
     return network

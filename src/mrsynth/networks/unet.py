@@ -4,7 +4,8 @@ The paper's FCN sees 19 x 19 pixels; a T2w value also depends on where a voxel l
 white matter, cortex, ventricle), which four poolings of a U-Net see.  BatchNorm instead of
 MONAI's default instance norm: instance statistics of a 64-pixel training tile differ from
 those of a whole slice at prediction; BatchNorm's running statistics do not (recalibrated
-before export like the FCN's, :mod:`.batchnorm`).
+before export like the FCN's, :mod:`.batchnorm`).  The learned segmenter (:mod:`mrsynth.masks.segmenter`) is
+this kind with one output channel per class.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class UNet(nn.Module):
     parameter_checks = {"features": Each(Range(1, 1024), count=6), "norm": OneOf(tuple(NORMS))}
     min_size = 16  # four poolings halve a side to 1 pixel: a smaller input has nothing left to pool
 
-    def __init__(self, in_channels: int, features: tuple[int, ...] = DEFAULT_FEATURES, norm: str = "batch"):
+    def __init__(
+        self, in_channels: int, features: tuple[int, ...] = DEFAULT_FEATURES, norm: str = "batch", out_channels: int = 1
+    ):
         super().__init__()
         self.in_channels, self.features, self.norm = in_channels, tuple(int(f) for f in features), norm
         if len(self.features) != 6:
@@ -37,7 +40,7 @@ class UNet(nn.Module):
         from monai.networks.nets import BasicUNet  # here, not at the top: importing MONAI takes ~2 s
 
         self.net = BasicUNet(
-            spatial_dims=2, in_channels=in_channels, out_channels=1, features=self.features, norm=NORMS[norm]
+            spatial_dims=2, in_channels=in_channels, out_channels=out_channels, features=self.features, norm=NORMS[norm]
         )
 
     def forward(self, x):

@@ -3,8 +3,10 @@ default data.
 
 :mod:`.anatomy` says where tissues are (the MNI152 template, or FreeSurfer label maps); :mod:`.tissues` and
 :mod:`.signal` what they look like (relaxation values, MPRAGE and spin-echo signal, bias field, noise);
-:mod:`.subject` makes one subject from an anatomy and a seed; :mod:`.dataset` writes datasets in the HCP layout,
-and their figure; :mod:`.realism` measures contrasts to compare with real templates.
+:mod:`.sequences` adds the spoiled gradient echo and 1.5 T relaxation; :mod:`.pathology` draws MS-like lesions and
+tumour-like masses; :mod:`.subject` makes one subject from an anatomy and a seed; :mod:`.dataset` writes datasets
+in the HCP layout, and their figure; :mod:`.engine` makes the pretraining's subjects (any T1w acquisition, one
+canonical T2w); :mod:`.realism` measures contrasts to compare with real templates.
 """
 
 from .anatomy import Anatomy, default_anatomy, label_map_anatomy

@@ -132,14 +132,39 @@ def _tissue_lut(codes: np.ndarray) -> np.ndarray:
     return lut[inverse.reshape(codes.shape)]
 
 
-def label_map_anatomy(path: Path) -> Anatomy:
-    """A FreeSurfer label map as an anatomy: reoriented to RAS, cropped to the head."""
-    data, image = read_volume(path)
+#: A label map holds a few hundred codes at most (FreeSurfer's wmparc about 180, SynthSeg's maps about 100); an
+#: intensity image stored as integers holds thousands of values.
+MAX_LABEL_CODES = 1000
+#: Codes every brain label map has: cerebral white matter and cortex, left or right.
+CEREBRAL_CODES = {2, 3, 41, 42}
+
+
+def read_label_map(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """A FreeSurfer label map's codes and image, refused with the file and the problem where it is unreadable, not
+    integer-valued, not at 1 mm, or not a label map at all (too many distinct values, no cerebral tissue)."""
+    data, image = read_volume(Path(path))
     if not np.all(np.abs(data - np.rint(data)) < 1e-3):
         raise InputError("label map has non-integer values", path)
     zooms = np.asarray(image.header.get_zooms()[:3])
     if np.abs(zooms - 1.0).max() > 0.05:
         raise InputError(f"label maps must have 1 mm voxels, got {tuple(zooms)}", path)
+    codes = np.unique(np.rint(data).astype(np.int64))
+    if len(codes) > MAX_LABEL_CODES:
+        raise InputError(f"{len(codes)} distinct values: an intensity image, not a label map of FreeSurfer codes", path)
+    if not CEREBRAL_CODES & set(codes.tolist()):
+        raise InputError("no cerebral white matter or cortex code (2, 3, 41, 42): not a FreeSurfer label map", path)
+    return data, image
+
+
+def check_label_maps(paths) -> None:
+    """Every label map readable and plausible (:func:`read_label_map`), before a run that draws from them starts."""
+    for path in paths:
+        read_label_map(Path(path))
+
+
+def label_map_anatomy(path: Path) -> Anatomy:
+    """A FreeSurfer label map as an anatomy: reoriented to RAS, cropped to the head."""
+    data, image = read_label_map(path)
     canonical = nib.as_closest_canonical(nib.Nifti1Image(np.rint(data).astype(np.int32), image.affine))
     labels = np.asarray(canonical.dataobj, dtype=np.int32)
     occupied = np.argwhere(labels > 0)

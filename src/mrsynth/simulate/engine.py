@@ -7,8 +7,10 @@ MPRAGE over a range of TI, TR and flip angle, a spoiled gradient echo, or a spin
 (:mod:`.sequences`), then degraded as scanners and users do (:func:`degrade`): bias field, voxels of 0.7-1.5 mm
 and thick slices up to 5 mm along any axis (partial volume), Rician noise, motion-like ghosting at times,
 skull stripping, or random intensities for every tissue outside the brain.  Its target is always the same:
-HCP's T2w as :mod:`.signal` models it, at 3 T, noise- and bias-free, in brain-median units.  Both lie on one
-``work_mm`` grid, the grid the pretrained network works on whatever the input's.
+HCP's T2w as :mod:`.signal` models it, at 3 T, noise- and bias-free.  Both lie on one ``work_mm`` grid, the grid
+the pretrained network works on whatever the input's, in the signal model's units: the recipe that trains on them
+normalizes them as the model's input contract says, the T1w over ``normalizing``, the brain mask a user might give
+(grown or shrunk a little: an automatic mask is not the truth).
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ class EngineSettings:
 class EngineSubject:
     """Input and target on the work grid (RAS, ``work_mm`` voxels)."""
 
-    t1: np.ndarray  # float32, the acquired T1w divided by its brain median (over a jittered mask)
-    t2: np.ndarray  # float32, the canonical T2w divided by its brain median
+    t1: np.ndarray  # float32, the acquired T1w
+    t2: np.ndarray  # float32, the canonical T2w
     brain: np.ndarray  # bool, the brain mask
+    normalizing: np.ndarray  # bool, the brain mask a user would give: ``brain`` grown or shrunk by a few voxels
     lesions: np.ndarray  # uint8, mrsynth.simulate.pathology.LESIONS labels
     codes: np.ndarray  # int32, the label map's FreeSurfer codes (lesions not among them)
     affine: np.ndarray
@@ -140,12 +143,7 @@ def engine_subject(
         "lesions": {int(k): int(n) for k, n in zip(*np.unique(lesions[lesions > 0], return_counts=True))},
     }
     normalizing = _jittered_mask(brain, rng, settings.mask_jitter_vox)
-    return EngineSubject(_by_median(t1, normalizing), _by_median(t2, brain), brain, lesions, codes, affine, parameters)
-
-
-def _by_median(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    median = float(np.median(volume[mask])) if mask.any() else 0.0
-    return (volume / (median if median > 0 else 1.0)).astype(np.float32)
+    return EngineSubject(t1, t2.astype(np.float32), brain, normalizing, lesions, codes, affine, parameters)
 
 
 def _jittered_mask(brain: np.ndarray, rng: np.random.Generator, most: int) -> np.ndarray:

@@ -1,15 +1,17 @@
 """Training: a configuration and prepared subjects -> a run folder with the trained model, and the baselines.
 
-:mod:`.config` is the typed configuration (what can be set, and its presets), read and written by
-:mod:`.configfile` (TOML, presets, overrides); :mod:`.runs` the run folder (data, split,
-history); :mod:`.trainer` the epoch loop, with :mod:`.engine` (device, torchrun ranks, compiled step),
-:mod:`.losses`, :mod:`.checkpoints` and :mod:`.export` beside it; :mod:`.baselines` fits the lookup tables;
-:mod:`.methods` is the one fit protocol for networks and lookup tables; :mod:`.pretrain` trains the shipped
-pretrained model on simulated subjects, :mod:`.model_card` writes its card.
+:mod:`.loop` is the one training loop (optimizer, schedule, checkpoint, resume) that every network is stepped by,
+with :mod:`.distributed` (device, torchrun ranks, compiled step); :mod:`.config` is the typed configuration of a
+run (what can be set, and its presets), read and written by :mod:`.configfile` (TOML, presets, overrides);
+:mod:`.runs` the run folder (data, split, history); :mod:`.trainer` a run's epochs, with :mod:`.losses` and
+:mod:`.export` beside it; :mod:`.baselines` fits the lookup tables; :mod:`.methods` is the one fit protocol for
+networks and lookup tables; :mod:`.pretrain` runs a recipe on simulated subjects, :mod:`.synthesis_recipe` the
+shipped pretrained model's and :mod:`.segmenter_recipe` the learned segmenter's; :mod:`.model_card` writes a
+pretrained model's card.
 """
 
 from .baselines import KINDS as BASELINES
-from .baselines import fit_for_run, fit_lookup
+from .baselines import fit_for_run, fit_lookup, fit_table
 from .config import PRESETS, TrainConfig, validate
 from .configfile import load_config, reference_markdown, to_toml
 from .losses import loss_function, mean_loss, patch_errors, patch_losses, pooled_losses
@@ -31,6 +33,7 @@ __all__ = [
     "epoch_order",
     "fit_for_run",
     "fit_lookup",
+    "fit_table",
     "is_finished",
     "load_config",
     "load_run_data",

@@ -20,7 +20,7 @@ saved as model files (``RUN/baselines/<kind>/``) that predict and score exactly 
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,8 @@ import torch
 
 from .. import labels
 from ..data import CHANNELS, PatchDataset, batch_loader
-from ..networks import ModelInfo, save_model
+from ..inference import Model
+from ..networks import InputSpec, ModelInfo, Normalization, intensity_stats, save_model
 from ..networks.lookup import N_GROUPS, IntensityMap, TissueMean, tissue_group
 from . import runs
 
@@ -96,6 +97,24 @@ def lookup_table(x: np.ndarray, y: np.ndarray, bins: int = 64) -> IntensityMap:
     return IntensityMap(torch.tensor(centres, dtype=torch.float32), torch.tensor(means, dtype=torch.float32))
 
 
+def fit_table(volumes, method: str = "robust", names=()) -> Model:
+    """The plain lookup table fitted on in-memory ``(T1w, T2w, brain mask)`` volumes, every brain voxel weighted
+    once, each contrast of each volume divided by its own brain statistic (``robust``: median, ``percentile``: 99th
+    percentile): the ``intensity-map`` baseline as a model that predicts any T1w like every other (0 outside the
+    brain).  For studies on volumes that were never prepared (templates, simulated heads)."""
+    stats = [{"t1": intensity_stats(t1, brain), "t2": intensity_stats(t2, brain)} for t1, t2, brain in volumes]
+    norm = Normalization.fit(method, stats)
+    xs, ys = [], []
+    for (t1, t2, brain), subject in zip(volumes, stats):
+        xs.append(norm.transform("t1", subject)(t1[brain]).astype(np.float64))
+        ys.append(norm.transform("t2", subject)(t2[brain]).astype(np.float64))
+    spec = InputSpec(normalization=norm, brain_only=True)
+    training = {"subjects": list(names), "voxels": "whole volumes"}
+    return Model(
+        lookup_table(np.concatenate(xs), np.concatenate(ys)), ModelInfo(IntensityMap.kind, spec, training=training)
+    )
+
+
 def fit_tissue_mean_volumes(subjects, normalization) -> TissueMean:
     """The mean normalized T2w of each tissue group over every voxel of the training subjects."""
     sums, counts = np.zeros(N_GROUPS), np.zeros(N_GROUPS)
@@ -155,13 +174,13 @@ def _fit_and_save(run_dir, kind: str, config, data: runs.RunData, max_patches: i
     else:
         model = FITTERS[kind](data.train, max_patches, config.seed)
         fitted_on = {"patches": min(len(data.train), max_patches), "patch_size": data.train.grid.size}
+    spec = replace(data.spec, offsets=(0,), tissue_masks=model.in_channels > 1)  # voxel by voxel, 2D
     info = ModelInfo(
         kind=kind,
-        in_channels=model.in_channels,
-        normalization=asdict(data.normalization),
+        spec=spec,
+        masks=data.masks,
         patch_size=data.grid.size,
         stride=data.grid.stride,
-        axis=data.axis,
         training={"subjects": data.split.train, **fitted_on},
     )
     return save_model(Path(run_dir) / runs.BASELINES / kind, model, info)

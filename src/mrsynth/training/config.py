@@ -12,18 +12,14 @@ are ``section.field=value`` strings (``optim.lr=0.001``), parsed by the field's 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field, fields
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
-
 from .. import networks
-from ..checks import Fractions, OneOf, Range, at_least, positive
-from ..data import PAPER_FRACTIONS, AugmentConfig, normalization
+from ..checks import Fractions, OneOf, Range, ZeroOr, at_least, positive
+from ..data import PAPER_FRACTIONS, AugmentConfig
 from ..errors import InputError
+from ..networks import InputSpec, Normalization, slice_offsets
+from ..networks.normalization import SYNTHESIS_METHODS
 from ..runtime import Device
 from .losses import LOSSES
 
@@ -63,7 +59,7 @@ class DataConfig:
         "`robust` (each volume by its brain median), `percentile` (by its brain 99th "
         "percentile), `histogram` (T1w histogram standardized to the training "
         "landmarks, T2w as `percentile`) or `paper` (training-set mean subtracted)",
-        check=OneOf(normalization.METHODS),
+        check=OneOf(SYNTHESIS_METHODS),
     )
     max_patches_per_epoch: int = _field(
         0, "0: every training patch each epoch; else a fresh random subset", check=at_least(0)
@@ -90,6 +86,15 @@ class DataConfig:
         False,
         "T1w set to 0 outside the brain mask, in training and prediction alike "
         "(whole-head and skull-stripped inputs then look the same to the network)",
+    )
+    grid_mm: float = _field(
+        0.0,
+        "> 0: train (and predict) on a RAS grid of these isotropic voxels, sliced axially, every subject resampled "
+        "onto it (the pretrained model's 1 mm grid); 0: each subject's own grid and `prepare --axis`",
+        check=ZeroOr(Range(0.3, 5)),
+    )
+    brain_only: bool = _field(
+        False, "the prediction is 0 outside the brain mask (the pretrained model's): no guess where no brain is"
     )
 
 
@@ -156,8 +161,10 @@ class TrainConfig:
     seed: int = _field(0, "initial weights and the patch order of every epoch", check=at_least(0))
     init: str = _field(
         "",
-        "start from a model's weights (fine-tuning): `pretrained` (the shipped model) or a model folder; its network "
-        "must be the one configured (kind, parameters, input channels). Empty: random initial weights",
+        "start from a model's weights (fine-tuning): `pretrained` (the shipped model) or a model folder. The run "
+        "takes its network and input contract (model.*, data.context, channels, strip, norm, grid_mm, brain_only) "
+        "wherever a preset, the file or an override does not set them; a field set otherwise is logged as a "
+        "change, and the network must be the model's. Empty: random initial weights",
     )
     device: str = _field("auto", "`auto` (CUDA, then MPS, then CPU), `cpu`, `cuda`, `cuda:1`, `mps`", check=Device())
     workers: int = _field(0, "DataLoader worker processes", check=Range(0, 64))
@@ -168,6 +175,27 @@ class TrainConfig:
     )
     val_recalibration_batches: int = _field(
         8, "batches for the BatchNorm statistics before each validation", check=Range(1, 10_000)
+    )
+
+
+#: The slicing axis of a run on a work grid (``data.grid_mm`` > 0).
+WORK_GRID_AXIS = "axial"
+
+
+def input_spec(
+    config: TrainConfig, normalization: Normalization | None = None, axis: str = WORK_GRID_AXIS
+) -> InputSpec:
+    """The input contract a run trains its network with (and its model is saved with): ``normalization`` fitted on
+    its subjects (default: the method unfitted), ``axis`` the prepared subjects' slicing axis on their own grids."""
+    data = config.data
+    return InputSpec(
+        offsets=slice_offsets(data.context),
+        tissue_masks=data.channels > 1,
+        axis=WORK_GRID_AXIS if data.grid_mm else axis,
+        grid_mm=data.grid_mm,
+        normalization=normalization or Normalization(data.norm),
+        strip=data.strip,
+        brain_only=data.brain_only,
     )
 
 
@@ -228,16 +256,12 @@ PRESETS = {
     ),
     "finetune": Preset(
         "the shipped pretrained model (`mrsynth predict` without --model) fine-tuned on a site's T1w/T2w pairs: its "
-        "network (a 2.5D U-Net from the T1w alone), a tenth of `quality`'s learning rate for 4 epochs of tiles, "
-        "mild contrast augmentation; chosen by measurement for one to a few training subjects "
-        "(benchmarks/RESULTS.md, pretrained); needs an across-subject split",
+        "network and input contract (a 2.5D U-Net from the T1w alone on a 1 mm RAS grid, the brain only, taken from "
+        "the model as `init` does), a tenth of `quality`'s learning rate for 4 epochs of tiles, mild contrast "
+        "augmentation; chosen by measurement for one to a few training subjects (benchmarks/RESULTS.md, "
+        "pretrained); needs an across-subject split",
         (
             "init=pretrained",
-            "model.kind=unet",
-            "model.features=16,32,64,128,256,32",
-            "model.norm=none",
-            "data.channels=1",
-            "data.context=1",
             "data.sampling=tiles",
             "data.tile_size=64",
             "optim.batch_size=8",

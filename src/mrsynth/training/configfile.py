@@ -17,10 +17,10 @@ else:  # pragma: no cover
 from .. import networks
 from ..checks import OneOf, type_words
 from ..errors import InputError
-from .config import PRESETS, ModelConfig, TrainConfig, validate
+from .config import CHANNELS, PRESETS, ModelConfig, TrainConfig, validate
 
 
-def _convert(value: Any, kind, name: str):
+def convert_value(value: Any, kind, name: str):
     """A setting's value read as its type; an :class:`InputError` naming the setting, the value and the type."""
     try:
         return _typed(value, kind)
@@ -71,7 +71,7 @@ def _fill(cls, values: dict, prefix: str = ""):
             fill = _fill_model if kind is ModelConfig else _fill
             kwargs[f.name] = fill(kind, values[f.name], f"{prefix}{f.name}.")
         else:
-            kwargs[f.name] = _convert(values[f.name], kind, prefix + f.name)
+            kwargs[f.name] = convert_value(values[f.name], kind, prefix + f.name)
     return cls(**kwargs)
 
 
@@ -79,15 +79,15 @@ def _fill_model(cls, values: dict, prefix: str) -> ModelConfig:
     """``[model]``: ``kind``, ``lookup``, and the parameters of that kind (typed by its constructor)."""
     values = dict(values)
     trainable = networks.kinds(trainable=True)
-    kind = _convert(values.pop("kind", "fcn"), str, f"{prefix}kind")
+    kind = convert_value(values.pop("kind", "fcn"), str, f"{prefix}kind")
     if kind not in trainable:
         raise InputError(f"config field {prefix}kind = {kind!r}: must be {OneOf(trainable)}")
-    lookup = _convert(values.pop("lookup", False), bool, f"{prefix}lookup")
+    lookup = convert_value(values.pop("lookup", False), bool, f"{prefix}lookup")
     own = {p.name: p for p in networks.parameters(kind)}
     params = {}
     for key, value in values.items():
         if key in own:
-            params[key] = _convert(value, own[key].kind, prefix + key)
+            params[key] = convert_value(value, own[key].kind, prefix + key)
             continue
         owner = next((k for k in trainable if key in networks.defaults(k)), None)
         if owner is None:
@@ -95,7 +95,7 @@ def _fill_model(cls, values: dict, prefix: str) -> ModelConfig:
         # another kind's parameter at its default changes nothing: run folders of mrsynth before the stage
         # packages list every kind's parameters
         parameter = next(p for p in networks.parameters(owner) if p.name == key)
-        if _convert(value, parameter.kind, prefix + key) != parameter.default:
+        if convert_value(value, parameter.kind, prefix + key) != parameter.default:
             raise InputError(
                 f"config field {prefix}{key} is a parameter of `{owner}` networks; this model is "
                 f"`{kind}` (its parameters: {', '.join(own) or 'none'})"
@@ -103,8 +103,11 @@ def _fill_model(cls, values: dict, prefix: str) -> ModelConfig:
     return cls(kind, lookup, params)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), presets: list[str] = ()) -> TrainConfig:
-    """Defaults <- presets <- TOML file <- overrides, in order (later wins).
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), presets: list[str] = (), inherit: bool = True
+) -> TrainConfig:
+    """Defaults <- presets <- TOML file <- overrides, in order (later wins); with ``init``, the model's network and
+    input contract wherever none of them sets a field (``inherit``; a run folder's own file sets every field).
 
     Setting ``model.kind`` to another kind drops the model parameters set before it (another kind's), so a
     preset's or a file's network can be swapped for another by one override.
@@ -122,7 +125,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), prese
             raise InputError(f"cannot read config: {error}", path) from error
     for override in overrides:
         _merge(values, _parse_overrides([override]))
+    if inherit:
+        _inherit_from_init(values)
     return validate(_fill(TrainConfig, values))
+
+
+def _inherit_from_init(values: dict) -> None:
+    """The network (``model.*``, unless ``model.kind`` is set) and input contract (each of ``INHERITED`` not set)
+    of the model ``init`` names, into ``values``: a fine-tuned model keeps its parent's grid, channels,
+    normalization and brain-only output unless asked otherwise."""
+    init = values.get("init")
+    if not init:
+        return
+    parent = networks.read_description(init)
+    spec = parent.spec
+    if "kind" not in values.get("model", {}):
+        values["model"] = {"kind": parent.kind, "lookup": parent.lookup, **parent.params, **values.get("model", {})}
+    contract = {
+        "context": spec.context,
+        "channels": CHANNELS[-1] if spec.tissue_masks else CHANNELS[0],
+        "strip": spec.strip,
+        "norm": spec.normalization.method,
+        "grid_mm": spec.grid_mm,
+        "brain_only": spec.brain_only,
+    }
+    data = values.setdefault("data", {})
+    for key, value in contract.items():
+        data.setdefault(key, value)
 
 
 def _parse_overrides(overrides) -> dict:

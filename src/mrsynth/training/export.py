@@ -4,7 +4,6 @@ model exported as a model file (:mod:`mrsynth.networks.modelfile`) with its desc
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 
@@ -14,7 +13,7 @@ from . import runs
 from .losses import patch_losses
 
 
-def export(trainer, data: runs.RunData) -> dict:
+def export_run(trainer, data: runs.RunData) -> dict:
     """Recalibrate, score, save the model and the summary of a :class:`~mrsynth.training.trainer.Trainer`'s run."""
     config, run_dir = trainer.config, trainer.run_dir
     used = trainer.recalibrate(data, config.bn_recalibration_batches)
@@ -33,19 +32,16 @@ def export(trainer, data: runs.RunData) -> dict:
             summary[f"{part}_loss"] = losses["mse"]
             summary[f"{part}_loss_brain"] = losses["mse_brain"]
             summary[f"{part}_patches"] = losses["patches"]
+    training = {k: summary[k] for k in ("epochs", "train_patches", "subjects", "train_loss")}
     info = ModelInfo(
         kind=config.model.kind,
+        spec=data.spec,
         params=dict(config.model.params),
         lookup=config.model.lookup,
-        in_channels=trainer.in_channels,
-        context=config.data.context,
-        strip=config.data.strip,
         masks=data.masks,
-        normalization=asdict(data.normalization),
         patch_size=data.grid.size,
         stride=data.grid.stride,
-        axis=data.axis,
-        training={k: summary[k] for k in ("epochs", "train_patches", "subjects", "train_loss")},
+        training={**training, "init": config.init} if config.init else training,
     )
     save_model(run_dir / runs.MODEL, trainer.final_model.cpu(), info)
     trainer.final_model.to(trainer.device)
@@ -62,6 +58,6 @@ def _training_summary(history: list[dict], data: runs.RunData, recalibration_bat
         "train_seconds": sum(float(h["seconds"]) for h in history),
         "patches_per_s": float(np.median([float(h["patches_per_s"]) for h in history])) if history else None,
         "train_patches": len(data.train),
-        "compile_seconds": trainer.step.compile_seconds,
+        "compile_seconds": trainer.loop.network.compile_seconds,
         "subjects": {"train": data.split.train, "val": data.split.val, "test": data.split.test},
     }

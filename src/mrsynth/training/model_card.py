@@ -1,8 +1,18 @@
 """The model card of a pretrained model (``MODEL_CARD.md`` beside its weights): what it is, its training data and
-licence, the exact command, intended use, known limits, and the measured figures that ``benchmarks/pretrained.py``
-writes between two markers."""
+licence, the exact command, intended use, known limits, and the measured figures.
+
+The card is made from the recipe the model's description records; its figures from a benchmark's saved report
+(``benchmarks/results/pretrained.md`` beside its ``.json``), by :func:`write_card` (``mrsynth card MODEL --figures
+REPORT``), so that no benchmark writes into the package."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..atomic import write_text
+from ..errors import InputError
+from ..networks import read_description
 
 CARD = "MODEL_CARD.md"
 FIGURES_START, FIGURES_END = "<!-- measured figures: python -m benchmarks pretrained -->", "<!-- end of figures -->"
@@ -22,7 +32,7 @@ def _lesion_phase(config: dict) -> str:
 
 
 def _lesion_limits(config: dict) -> str:
-    """How bright lesions come out, as measured by ``benchmarks/pretrained.py`` for each kind of recipe."""
+    """How bright lesions come out, as measured by ``python -m benchmarks pretrained`` for each kind of recipe."""
     if not config.get("lesion_steps"):
         return "even the simulated MS-like lesions and oedema come out much less T2w-bright than they are"
     return (
@@ -36,7 +46,7 @@ def model_card(
     recipe: dict, brain_median: float, figures: str = "Not measured yet: run `python -m benchmarks pretrained`."
 ) -> str:
     """The model card of a pretrained model, from its recipe and the brain median of the T2w it writes;
-    ``figures`` (Markdown) between the markers that ``benchmarks/pretrained.py`` rewrites."""
+    ``figures`` (Markdown) between the two markers (:func:`write_card`)."""
     config = recipe["config"]
     maps = config["map_indices"]
     resumed = "" if recipe["resumed_at_step"] is None else f" (resumed at step {recipe['resumed_at_step']:,})"
@@ -81,3 +91,45 @@ from it. Not for diagnosis.
 {figures}
 {FIGURES_END}
 """
+
+
+def segmenter_card(record: dict) -> str:
+    """The card of a learned segmenter made by its recipe."""
+    config = record["config"]
+    maps = config["map_indices"]
+    return (
+        f"# mrsynth learned segmenter (recipe version {record['recipe_version']})\n\n"
+        f"A 2D U-Net of {record['parameters']:,} parameters that labels a T1w voxel as outside the brain or one of "
+        f"seven tissue classes, trained by `{record['command'] or 'mrsynth pretrain --recipe segmenter'}` for "
+        f"{config['steps']:,} steps on {config['per_map']} subjects simulated from each of the label maps "
+        f"{min(maps)}-{max(maps)}, mrsynth {record['mrsynth']}, torch {record['torch']}, on {record['device']}: "
+        f"{record['seconds_this_session']:,} s in its last session. Its measured accuracy: "
+        "`python -m benchmarks masks`.\n"
+    )
+
+
+def write_card(folder: str | Path, figures: str | Path | None = None) -> Path:
+    """``MODEL_CARD.md`` of a pretrained model folder, from the recipe its description records and, for the
+    synthesis model, the measured figures of a benchmark's report (``NAME.md``; its ``NAME.json`` beside it says
+    when and by which command they were measured)."""
+    folder = Path(folder)
+    info = read_description(folder)
+    record = info.training.get("pretraining")
+    if not record:
+        raise InputError("not a pretrained model: its description records no recipe", folder)
+    if record.get("recipe", "synthesis") != "synthesis":
+        return write_text(folder / CARD, segmenter_card(record))
+    text = "Not measured yet: run `python -m benchmarks pretrained`."
+    if figures is not None:
+        figures = Path(figures)
+        if not figures.exists():
+            raise InputError("no such report (run the benchmark first)", figures)
+        text = figures.read_text().strip()
+        measured = figures.with_suffix(".json")
+        if measured.exists():
+            result = json.loads(measured.read_text())
+            text = (
+                f"Measured by `{result['command']}` on {result['machine']['date']} (benchmarks/RESULTS.md, section "
+                f"`{figures.stem}`, has the machine and every score).\n\n" + text
+            )
+    return write_text(folder / CARD, model_card(record, info.norm().t2_reference_scale, text))

@@ -29,7 +29,6 @@ import numpy as np
 
 from ..atomic import write_text
 from ..data import (
-    Normalization,
     PatchDataset,
     PatchGrid,
     PreparedSubject,
@@ -38,12 +37,14 @@ from ..data import (
     is_prepared_cache,
     list_prepared,
     masks_source,
+    on_grid,
     within_subject_split,
 )
 from ..errors import InputError
-from ..masks import METHODS
+from ..masks import MASK_METHODS
+from ..networks import InputSpec, Normalization
 from ..networks.modelfile import DESCRIPTION
-from .config import TrainConfig
+from .config import TrainConfig, input_spec
 from .configfile import load_config
 
 CONFIG = "config.toml"
@@ -65,16 +66,15 @@ STEP_FIELDS = ["step", "epoch", "loss"]
 @dataclass
 class RunData:
     split: Split
-    normalization: Normalization
+    spec: InputSpec  # the input contract, its normalization fitted on the training subjects
     grid: PatchGrid
     train: PatchDataset
     val: PatchDataset | None
     test: PatchDataset | None
 
     @property
-    def axis(self) -> str:
-        """The slicing axis the training subjects were prepared with (what a model records)."""
-        return self.train.parts[0].subject.axis_request
+    def normalization(self) -> Normalization:
+        return self.spec.normalization
 
     @property
     def masks(self) -> str:
@@ -95,7 +95,7 @@ def check_masks_agree(subjects: list[PreparedSubject]) -> None:
         ]
         raise InputError(
             "the run's subjects mix masks " + " with masks ".join(groups) + ": prepare them all the "
-            "same way (prepare --masks files|auto|" + "|".join(METHODS) + ")"
+            "same way (prepare --masks files|auto|" + "|".join(MASK_METHODS) + ")"
         )
 
 
@@ -133,9 +133,12 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
         raise InputError(
             f"cannot fit {data.norm} normalization on subjects {', '.join(split.train)}: {error}", data.cache
         ) from None
+    spec = input_spec(config, norm, train_subjects[0].axis_request)
 
     if data.sampling == "tiles" and split.kind == "within":
         raise InputError("tile sampling needs an across-subject split: tiles would cover the test patches")
+    if data.grid_mm and split.kind == "within":
+        raise InputError("data.grid_mm needs an across-subject split: the patch split is made on the subject's grid")
 
     def dataset(part: str) -> PatchDataset | None:
         ids = getattr(split, part)
@@ -145,15 +148,7 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
         if indices is not None and not len(indices):
             return None
         part_grid = PatchGrid.tiles(data.tile_size) if part == "train" and data.sampling == "tiles" else grid
-        built = PatchDataset(
-            _pick(subjects, ids, data.cache),
-            norm,
-            part_grid,
-            data.channels,
-            indices,
-            context=data.context,
-            strip=data.strip,
-        )
+        built = PatchDataset([on_grid(s, spec) for s in _pick(subjects, ids, data.cache)], spec, part_grid, indices)
         if part == "train" and data.min_brain > 0:
             kept = np.flatnonzero(built.brain_fractions() >= data.min_brain)
             if not len(kept):
@@ -163,7 +158,7 @@ def build_data(config: TrainConfig, split: Split | None = None) -> RunData:
             built = built.restricted(kept)
         return built
 
-    return RunData(split, norm, grid, dataset("train"), dataset("val"), dataset("test"))
+    return RunData(split, spec, grid, dataset("train"), dataset("val"), dataset("test"))
 
 
 def load_run_data(run_dir: str | Path, config: TrainConfig | None = None) -> RunData:
@@ -178,7 +173,7 @@ def resume_config(run_dir: str | Path, overrides: list[str] = ()) -> TrainConfig
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise InputError(f"not a run folder (no {CONFIG})", run_dir)
-    config = load_config(path, overrides)
+    config = load_config(path, overrides, inherit=False)
     if not any(override.strip().startswith("data.cache=") for override in overrides):
         config.data.cache = str(locate_cache(run_dir, config.data.cache))
     return config

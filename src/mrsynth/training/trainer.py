@@ -1,9 +1,9 @@
 """Training: a config -> a run folder (:mod:`mrsynth.training.runs`) with checkpoints and the exported model.
 
-Read top to bottom: :func:`train` builds the run's data and a :class:`Trainer`, which steps through the
-epochs (:meth:`Trainer.train_epoch`: batches, augmentation, loss, optimizer, history), checkpoints after each
-(:mod:`.checkpoints`) and exports the model at the end (:mod:`.export`).  Where the steps run (device,
-torchrun ranks, ``torch.compile``) is :mod:`.engine`'s.
+Read top to bottom: :func:`train` builds the run's data and a :class:`Trainer`, which goes through the
+epochs (:meth:`Trainer.train_epoch`: batches, augmentation, loss, history), each step taken by the one training
+loop (:mod:`.loop`: optimizer, schedule, moving average; device, torchrun ranks and ``torch.compile`` from
+:mod:`.distributed`), checkpoints after each epoch and exports the model at the end (:mod:`.export`).
 
 Determinism: the initial weights come from ``seed``, and epoch ``e`` visits the training
 patches in an order drawn from ``(seed, e)`` alone, so a resumed run follows exactly the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +24,18 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import networks
 from ..atomic import write_text
-from ..data import augment, augment_batch, batch_loader, input_channels
+from ..data import augment, augment_batch, batch_loader
 from ..errors import InputError
 from ..logs import bar, log
 from ..networks import IntensityMap, build_network, recalibrate_batchnorm
 from ..runtime import tune_allocator
 from . import runs
 from .baselines import fit_network_lookup
-from .checkpoints import load_checkpoint, save_checkpoint
-from .config import TrainConfig, validate
+from .config import TrainConfig, input_spec, validate
 from .configfile import to_toml
-from .engine import Distributed, StepNetwork, init_distributed, training_device
-from .export import export
+from .distributed import Distributed, init_distributed, training_device
+from .export import export_run
+from .loop import Loop
 from .losses import loss_function, mean_loss
 from .runs import RunData, build_data
 
@@ -81,21 +82,35 @@ def _check_input_size(config: TrainConfig) -> None:
 
 def _start_from(model: torch.nn.Module, init: str, in_channels: int, config: TrainConfig) -> None:
     """The weights of the model ``init`` (``pretrained`` or a folder) copied into ``model``, whose network must be
-    the same; a network that corrects a lookup table keeps the table fitted on this run's subjects."""
+    the same; a network that corrects a lookup table keeps the table fitted on this run's subjects.  Where the
+    run's input contract differs from the model's, the log says how."""
     source, info = networks.load_model(init)
-    found = {"kind": info.kind, "parameters": info.params, "input channels": info.in_channels, "lookup": info.lookup}
+    found = {
+        "kind": info.kind,
+        "parameters": info.params,
+        "input channels": info.in_channels,
+        "lookup": info.lookup,
+        "outputs": list(info.outputs),
+    }
     wanted = {
         "kind": config.model.kind,
         "parameters": config.model.params,
         "input channels": in_channels,
         "lookup": config.model.lookup,
+        "outputs": list(networks.T2W),
     }
     differ = [f"{k} {found[k]} (configured: {wanted[k]})" for k in found if found[k] != wanted[k]]
     if differ:
         raise InputError(
             f"init = {init!r}: that model's network differs from this run's: {'; '.join(differ)} "
-            "(set them as the model has them, e.g. --preset finetune for the pretrained model)"
+            "(leave the network unset to take the model's, e.g. --preset finetune for the pretrained model)"
         )
+    mine = input_spec(config, axis=info.spec.axis)
+    if mine.normalization.method == info.norm().method:  # refitted on this run's subjects: the method is the contract
+        mine = mine.with_normalization(info.norm())
+    changes = info.spec.changes(mine)
+    if changes:
+        log.warning("init = %r: this run changes the model's input contract: %s", init, "; ".join(changes))
     own_table = {k for k in model.state_dict() if k.startswith("lookup.")}
     state = {k: v for k, v in source.state_dict().items() if k not in own_table}
     model.load_state_dict({**{k: model.state_dict()[k] for k in own_table}, **state})
@@ -120,8 +135,8 @@ class Trainer:
         self.augmentations = _augmentations(config)
         self.loss = loss_function(config.optim.loss)
         torch.manual_seed(config.seed)
-        self.t1_channels = input_channels(1, config.data.context)
-        self.in_channels = input_channels(config.data.channels, config.data.context)
+        spec = input_spec(config)
+        self.t1_channels, self.in_channels = spec.t1_channels, spec.in_channels
         _check_input_size(config)
         try:
             self.model = build_network(config.model.kind, self.in_channels, config.model.params, lookup)
@@ -132,18 +147,26 @@ class Trainer:
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = self.model.to(self.device).to(memory_format=self.memory_format)
         optim = config.optim
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps
-        )
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, optim.lr_step_epochs, optim.lr_gamma)
-        self.epoch = 0
         #: an exponential moving average of the weights (optim.ema): what is validated and exported
-        self.averaged = (
+        averaged = (
             None
             if not optim.ema
             else AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(optim.ema), use_buffers=True)
         )
-        self.step = StepNetwork(self.model, config.compile, distributed, self.device)
+        self.loop = Loop(self.model, self.device, distributed, optim.clip, config.compile, self.memory_format, averaged)
+        optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps
+        )
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, optim.lr_step_epochs, optim.lr_gamma)
+        self.loop.use(optimizer, schedule, "epoch")
+
+    @property
+    def epoch(self) -> int:
+        return self.loop.epoch
+
+    @property
+    def averaged(self) -> AveragedModel | None:
+        return self.loop.averaged
 
     def start(self, data: RunData) -> None:
         """A new run folder: its configuration (the cache recorded so that the run reopens from anywhere), split,
@@ -163,7 +186,7 @@ class Trainer:
             order = order[: len(order) // ranks.world * ranks.world][ranks.rank :: ranks.world]
         loader = batch_loader(data.train, order, config.optim.batch_size // ranks.world, config.workers)
         self.model.train()
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.loop.optimizer.param_groups[0]["lr"]
         started, seen, total, steps = time.perf_counter(), 0, 0.0, []
         batches = bar(
             loader, allowed=self.progress, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", leave=False
@@ -171,17 +194,7 @@ class Trainer:
         for inputs, target in batches:
             if self.augmentations:
                 inputs, target = augment_batch(inputs, target, config.augment, self.t1_channels)
-            inputs = inputs.to(self.device).contiguous(memory_format=self.memory_format)
-            target = target.to(self.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(self.step(inputs), target)
-            loss.backward()
-            if config.optim.clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.clip)
-            self.optimizer.step()
-            if self.averaged is not None:
-                self.averaged.update_parameters(self.model)
-            value = ranks.mean(loss.item())
+            value = self.loop.train_step(inputs, partial(self.loss, target=target.to(self.device)))
             if not np.isfinite(value):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch} (loss {value}); lower optim.lr (now {lr})"
@@ -191,7 +204,7 @@ class Trainer:
             steps.append(value)
             batches.set_postfix(loss=f"{value:.4g}", patches_s=f"{seen / (time.perf_counter() - started):.1f}")
         seconds = time.perf_counter() - started
-        self.scheduler.step()
+        self.loop.end_epoch()
         row = {
             "epoch": epoch,
             "train_loss": total / max(seen, 1),
@@ -210,11 +223,22 @@ class Trainer:
                 config.data.max_eval_patches,
                 config.seed,
             )
-        self.epoch = epoch
         if ranks.main:
             runs.append_history(self.run_dir, row, steps)
         ranks.barrier()
         return row
+
+    def save_checkpoint(self) -> None:
+        """``checkpoint.pt`` after an epoch (rank 0), atomically: :meth:`~.loop.Loop.save`."""
+        self.loop.save(self.run_dir / runs.CHECKPOINT, {})
+
+    def load_checkpoint(self) -> None:
+        """Continue from the run's ``checkpoint.pt``; the history rows after its epoch are dropped, since the
+        resumed run writes them again."""
+        self.loop.load(self.run_dir / runs.CHECKPOINT, {})
+        self.distributed.barrier()  # every rank has read the files before rank 0 rewrites them
+        if self.distributed.main:
+            runs.truncate_history(self.run_dir, self.epoch)
 
     def recalibrate(self, data: RunData, batches: int) -> int:
         """BatchNorm statistics averaged over the first training batches (seeded), in place."""
@@ -297,13 +321,13 @@ def train(
     ranks.barrier()  # every rank has checked the folder before rank 0 writes to it
     trainer = Trainer(config, run_dir, progress, ranks, network_lookup(config, data))
     if resume:
-        load_checkpoint(trainer)
+        trainer.load_checkpoint()
     elif ranks.main:
         trainer.start(data)
     epochs = bar(total=config.optim.epochs, initial=trainer.epoch, allowed=trainer.progress, desc="train", unit="epoch")
     while trainer.epoch < config.optim.epochs:
         row = trainer.train_epoch(data)
-        save_checkpoint(trainer)
+        trainer.save_checkpoint()
         epochs.update()
         epochs.set_postfix(
             train=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}" if row["val_loss"] != "" else "-"
@@ -317,7 +341,7 @@ def train(
     if not ranks.main:
         ranks.barrier()
         return {"rank": ranks.rank, "exported_by": 0}
-    summary = export(trainer, data)
+    summary = export_run(trainer, data)
     ranks.barrier()
     return summary
 

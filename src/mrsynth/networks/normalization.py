@@ -28,10 +28,15 @@ Three methods:
     T1w whose grey and white matter sit closer together or further apart than the training
     T1w's is brought to the training contrast, not only to its scale.  The T2w (target) is
     scaled as in ``percentile``: a prediction must map back to intensities by one factor.
+``foreground``
+    Each volume divided by the 99th percentile of its foreground (the voxels above its mean), clipped to
+    [0, 3]: scale-free without a brain mask, for heads (noisy background) and skull-stripped brains (zero
+    background) alike.  The segmenter's, which has no brain mask to go by; not a choice for T2w synthesis.
 
-Every transform is ``x * scale + shift`` (after the piecewise-linear map for ``histogram``),
-with per-subject factors computed from the intensity statistics stored in the prepared
-cache (:mod:`mrsynth.cache`).
+Every transform is ``x * scale + shift`` (after the piecewise-linear map for ``histogram``; clipped for
+``foreground``), with per-subject factors computed from the intensity statistics of the volume (stored in the
+prepared cache, :mod:`mrsynth.data.cache`, for training subjects).  A model's description says which method it
+uses and where the statistics come from (:class:`~mrsynth.networks.inputs.InputSpec`).
 """
 
 from __future__ import annotations
@@ -45,9 +50,19 @@ import numpy as np
 
 from ..atomic import write_text
 
-METHODS = ("robust", "paper", "percentile", "histogram")
+#: The methods a synthesis model can be trained with (``data.norm``).
+SYNTHESIS_METHODS = ("robust", "paper", "percentile", "histogram")
+#: Every method a model description may name: the synthesis ones and the segmenter's.
+NORMALIZATIONS = SYNTHESIS_METHODS + ("foreground",)
 #: The per-volume statistic each scaling method divides by (the T2w's, for ``histogram``).
-REFERENCE_STATISTIC = {"robust": "brain_median", "percentile": "brain_p99", "histogram": "brain_p99"}
+REFERENCE_STATISTIC = {
+    "robust": "brain_median",
+    "percentile": "brain_p99",
+    "histogram": "brain_p99",
+    "foreground": "foreground_p99",
+}
+#: ``foreground`` clips the scaled volume to this range.
+FOREGROUND_RANGE = (0.0, 3.0)
 #: Percentiles inside the brain that ``histogram`` standardizes (besides 0 -> 0).
 LANDMARK_PERCENTILES = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
 
@@ -64,6 +79,7 @@ class Transform:
     shift: float = 0.0
     knots_in: tuple[float, ...] = ()
     knots_out: tuple[float, ...] = ()
+    clip: tuple[float, float] | None = None  # the result clipped to this range
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, np.float32)
@@ -74,7 +90,8 @@ class Transform:
             mapped[below] = ys[0] + (values[below] - xs[0]) * (ys[1] - ys[0]) / (xs[1] - xs[0])
             mapped[above] = ys[-1] + (values[above] - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
             values = mapped.astype(np.float32)
-        return values * np.float32(self.scale) + np.float32(self.shift)
+        values = values * np.float32(self.scale) + np.float32(self.shift)
+        return values if self.clip is None else np.clip(values, *self.clip)
 
 
 @dataclass(frozen=True)
@@ -86,8 +103,8 @@ class Normalization:
     t1_landmarks: tuple[float, ...] = ()  # histogram: mean training T1w landmarks, in 99th-percentile units
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown normalization {self.method!r}; choose one of {METHODS}")
+        if self.method not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.method!r}; choose one of {NORMALIZATIONS}")
         object.__setattr__(self, "t1_landmarks", tuple(self.t1_landmarks))
         if self.method == "histogram" and len(self.t1_landmarks) != len(LANDMARK_PERCENTILES):
             raise ValueError(f"histogram normalization needs {len(LANDMARK_PERCENTILES)} T1w landmarks")
@@ -108,7 +125,7 @@ class Normalization:
                 scaled = [np.asarray(_landmarks(s)) / _positive_reference(s, "t1", "brain_p99") for s in stats]
                 landmarks = tuple(float(v) for v in np.mean(scaled, axis=0))
             return cls(method, t2_reference_scale=sum(references) / len(references), t1_landmarks=landmarks)
-        raise ValueError(f"unknown normalization {method!r}; choose one of {METHODS}")
+        raise ValueError(f"unknown normalization {method!r}; choose one of {NORMALIZATIONS}")
 
     def transform(self, contrast: str, stats: Mapping[str, Mapping[str, float]]) -> Transform:
         """The map from raw to normalized intensities of one subject's contrast (``"t1"`` or ``"t2"``)."""
@@ -119,7 +136,16 @@ class Normalization:
             knots = np.maximum.accumulate(np.asarray((0.0,) + _landmarks(stats)))
             knots = knots + 1e-6 * np.abs(knots).max() * np.arange(len(knots))  # strictly increasing
             return Transform(knots_in=tuple(float(k) for k in knots), knots_out=(0.0,) + self.t1_landmarks)
-        return Transform(scale=1.0 / _positive_reference(stats, contrast, REFERENCE_STATISTIC[self.method]))
+        scale = 1.0 / _positive_reference(stats, contrast, REFERENCE_STATISTIC[self.method])
+        return Transform(scale=scale, clip=FOREGROUND_RANGE if self.method == "foreground" else None)
+
+    def transform_volume(self, contrast: str, volume: np.ndarray, brain: np.ndarray | None = None) -> Transform:
+        """:meth:`transform` with the statistics computed from ``volume`` itself (inside ``brain``; the whole volume
+        where there is no brain mask): what a model applies to an input that was not prepared."""
+        if self.method == "foreground":
+            return self.transform(contrast, {contrast: foreground_stats(volume)})
+        inside = brain if brain is not None else np.ones(np.shape(volume), bool)
+        return self.transform(contrast, {contrast: intensity_stats(volume, inside)})
 
     def to_intensity(self) -> tuple[float, float]:
         """``(scale, shift)`` mapping a normalized T2w prediction back to intensity units."""
@@ -159,6 +185,15 @@ def _positive_reference(stats, contrast: str, statistic: str) -> float:
             "needs positive intensities (use --norm paper for signed data)"
         )
     return value
+
+
+def foreground_stats(volume: np.ndarray) -> dict[str, float]:
+    """The 99th percentile of the foreground (the voxels above the volume's mean), 1 where there is none: what
+    ``foreground`` divides by."""
+    volume = np.asarray(volume, np.float32)
+    foreground = volume[volume > volume.mean()]
+    scale = float(np.percentile(foreground, 99)) if foreground.size else 1.0
+    return {"foreground_p99": scale if scale > 0 else 1.0}
 
 
 def intensity_stats(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:

@@ -1,22 +1,18 @@
-"""Training the learned segmenter (:mod:`.segmenter`) on T1w images simulated from label maps.
+"""The segmenter recipe: the learned segmenter (:mod:`mrsynth.masks.segmenter`) trained on T1w images simulated
+from label maps (``mrsynth pretrain --recipe segmenter OUT --maps MAPS [--steps N]``).
 
-``python -m mrsynth.masks.training MAPS_DIR --out DIR [--maps 5-20] [--steps N]`` simulates
-``--per-map`` subjects from each chosen label map (the simulator of :mod:`mrsynth.simulate` with a
-wider range of protocols, poses, bias fields and noise than its defaults: the segmenter must not
-learn one site), then trains the U-Net on random axial crops with random gamma, bias, noise, blur
-and skull stripping, and (SynthSeg's idea, for the non-brain part only) random intensities for every
-tissue outside the brain, so that no face or neck passes for brain by its brightness.  It writes
-``segmenter.safetensors`` (float16) and ``segmenter.json``.
-
-The shipped weights were made by this module with the arguments recorded in their ``segmenter.json``.
+It simulates ``per_map`` subjects from each chosen label map (the simulator of :mod:`mrsynth.simulate` with a wider
+range of protocols, poses, bias fields and noise than its defaults: the segmenter must not learn one site) on the
+segmenter's 1.4 mm work grid, normalized as its input contract says, then trains the U-Net on random axial crops
+built by :func:`~mrsynth.networks.stack_slices` (as prediction builds its input) with random gamma, bias, noise,
+blur and skull stripping, and (SynthSeg's idea, for the non-brain part only) random intensities for every tissue
+outside the brain, so that no face or neck passes for brain by its brightness.  The crops and augmentations of step
+``s`` are drawn from ``(seed, s)``, so that a resumed run follows the path of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,14 +21,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__, labels
-from ..simulate.subject import UNCALIBRATED_TEXTURE, Variation
-from . import segmenter
+from .. import labels
+from ..errors import InputError
+from ..masks import segmenter
+from ..networks import ModelInfo, build, gather_windows, stack_slices
+from ..networks.modelfile import SEGMENTER, segmenter_spec
+from ..simulate.anatomy import check_label_maps, label_map_anatomy, label_map_paths
+from ..simulate.subject import UNCALIBRATED_TEXTURE, Variation, simulate_subject
+from .model_card import segmenter_card
 
-#: Written as ``version`` into ``segmenter.json``.  2: random non-brain intensities; 3: vessel crops 0.1 -> 0.25 and
-#: a cross-entropy weight for it (version 2 never gave vessel a probability above 0.06 on the held-out heads), and
-#: brain targets made by HCP's mask rule (through the simulator's label-map brain masks).
-RECIPE_VERSION = 3
+#: 2: random non-brain intensities; 3: vessel crops 0.1 -> 0.25 and a cross-entropy weight for it (version 2 never
+#: gave vessel a probability above 0.06 on the held-out heads), and brain targets made by HCP's mask rule (through
+#: the simulator's label-map brain masks).  4: run by the one training loop: crops and augmentations drawn per step
+#: (resumable), the input built by the one input builder in the channel order every model reads (the slice, then
+#: below and above; version 3's shipped weights had their first convolution reordered to it) and normalized through
+#: the input contract.
+RECIPE_VERSION = 4
+FEATURES = (16, 24, 48, 96, 192, 16)
 
 #: Wider than the simulator's defaults (which stay near HCP's protocol), so that contrast and pose vary a lot.
 TRAINING_VARIATION = replace(
@@ -51,19 +56,23 @@ TRAINING_VARIATION = replace(
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    maps: tuple[int, ...]  # 1-based indices of the label maps (sorted by name) to simulate from
+class SegmenterConfig:
+    maps: str  # folder of label maps
+    map_indices: tuple[int, ...] = tuple(range(5, 21))  # 1-based, sorted by name: maps 1-4 are held out
     per_map: int = 3
     steps: int = 3600
     batch: int = 16
     crop: int = 112
     lr: float = 2e-3
     seed: int = 0
+    workers: int = 2  # processes simulating the training set
+    checkpoint_every: int = 250
+    device: str = "auto"
     strip_probability: float = 0.3  # skull-stripped inputs (brain mask, randomly grown or shrunk)
     random_head_probability: float = 0.5  # crops whose non-brain tissues get random intensities
     vessel_probability: float = 0.25  # crops centred on a vessel voxel (the rarest class)
     vessel_weight: float = 4.0  # its weight in the cross-entropy (the other classes 1)
-    features: tuple[int, ...] = segmenter.FEATURES
+    features: tuple[int, ...] = FEATURES
 
 
 AIR = 1  # the head label of air (code 0 outside the brain)
@@ -81,18 +90,19 @@ def head_labels(codes: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def _simulate_map(task) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``per_map`` simulated (normalized T1w, class target, head labels) of one label map (a worker process)."""
-    from ..simulate.anatomy import label_map_anatomy
-    from ..simulate.subject import simulate_subject
-
+    """``per_map`` simulated subjects of one label map (a worker process): slice-major (axial first) T1w normalized
+    as the input contract says, class target and head labels."""
     path, seeds = task
     anatomy = label_map_anatomy(Path(path))
+    normalization = segmenter_spec(segmenter.WORK_MM).normalization
     out = []
     for seed in seeds:
         subject = simulate_subject(anatomy, seed=seed, voxel_size=segmenter.WORK_MM, variation=TRAINING_VARIATION)
         brain = brain_above_the_medulla(subject.codes, subject.mask > 0, subject.affine)
         target = segmenter.class_target(subject.codes, brain)
-        out.append((segmenter.normalize(subject.t1), target, head_labels(subject.codes, target)))
+        t1 = normalization.transform_volume("t1", subject.t1)(subject.t1)
+        front = lambda volume: np.ascontiguousarray(np.moveaxis(volume, 2, 0))  # noqa: E731
+        out.append((front(t1), front(target), front(head_labels(subject.codes, target))))
     return out
 
 
@@ -116,12 +126,14 @@ def brain_above_the_medulla(codes: np.ndarray, brain: np.ndarray, affine: np.nda
     return out
 
 
-def simulate_training_set(maps_dir: Path, config: TrainingConfig, workers: int = 2):
-    from ..simulate.anatomy import label_map_paths
-
-    paths = label_map_paths(maps_dir)
-    tasks = [(str(paths[i - 1]), [10_000 + 100 * i + k for k in range(config.per_map)]) for i in config.maps]
-    with ProcessPoolExecutor(workers) as pool:
+def simulate_training_set(config: SegmenterConfig) -> list:
+    """The recipe's subjects, ``per_map`` of each chosen label map (seeded by the map's index), in worker
+    processes."""
+    paths = label_map_paths(config.maps)
+    tasks = [(str(paths[i - 1]), [10_000 + 100 * i + k for k in range(config.per_map)]) for i in config.map_indices]
+    if config.workers < 1:
+        return [pair for task in tasks for pair in _simulate_map(task)]
+    with ProcessPoolExecutor(config.workers) as pool:
         return [pair for pairs in pool.map(_simulate_map, tasks) for pair in pairs]
 
 
@@ -130,7 +142,8 @@ VESSEL = segmenter.OUTPUTS.index("vessel")
 
 @dataclass
 class CropSampler:
-    """Where crops may come from, worked out once: each volume's brain slices and vessel voxels."""
+    """Where crops may come from, worked out once: each volume's brain slices and vessel voxels (volumes
+    slice-major)."""
 
     volumes: list  # (normalized T1w, class target, head labels) per simulated subject
     brain_slices: list = field(init=False)
@@ -138,43 +151,46 @@ class CropSampler:
     with_vessels: list = field(init=False)  # indices of the volumes that have any
 
     def __post_init__(self):
-        self.brain_slices = [np.flatnonzero(target.any(axis=(0, 1))) for _, target, _ in self.volumes]
+        self.brain_slices = [np.flatnonzero(target.any(axis=(1, 2))) for _, target, _ in self.volumes]
         self.vessels = [np.argwhere(target == VESSEL) for _, target, _ in self.volumes]
         self.with_vessels = [i for i, voxels in enumerate(self.vessels) if len(voxels)]
 
-    def origin(self, rng: np.random.Generator, config: TrainingConfig):
+    def origin(self, rng: np.random.Generator, config: SegmenterConfig):
         """Which volume, slice and in-plane corner: a vessel voxel at the centre ``vessel_probability`` of the
         time (where there are any), else 9 in 10 slices through the brain, at random."""
         size = config.crop
         if self.with_vessels and rng.random() < config.vessel_probability:
             index = self.with_vessels[rng.integers(len(self.with_vessels))]
-            x, y, z = self.vessels[index][rng.integers(len(self.vessels[index]))]
-            shape = self.volumes[index][1].shape
+            z, x, y = self.vessels[index][rng.integers(len(self.vessels[index]))]
+            shape = self.volumes[index][1].shape[1:]
             return index, int(z), [int(np.clip(c - size // 2, 0, max(n - size, 0))) for c, n in zip((x, y), shape)]
         index = int(rng.integers(len(self.volumes)))
         shape = self.volumes[index][1].shape
         slices = self.brain_slices[index]
-        z = int(rng.choice(slices)) if len(slices) and rng.random() < 0.9 else int(rng.integers(shape[2]))
-        return index, z, [int(rng.integers(0, max(n - size, 0) + 1)) for n in shape[:2]]
+        z = int(rng.choice(slices)) if len(slices) and rng.random() < 0.9 else int(rng.integers(shape[0]))
+        return index, z, [int(rng.integers(0, max(n - size, 0) + 1)) for n in shape[1:]]
 
 
-def _crop_batch(sampler: CropSampler, rng: np.random.Generator, config: TrainingConfig):
-    """Random 2.5D axial crops ``(B, C, crop, crop)`` of the images and head labels, and their targets
-    ``(B, crop, crop)``.  Zero padded where a slice is smaller than the crop."""
-    size = config.crop
-    images = np.zeros((config.batch, 1 + 2 * segmenter.CONTEXT, size, size), np.float32)
-    heads = np.zeros(images.shape, np.uint8)
-    targets = np.zeros((config.batch, size, size), np.int64)
-    for b in range(config.batch):
-        index, z, (x0, y0) = sampler.origin(rng, config)
+def crop_batch(sampler: CropSampler, rng: np.random.Generator, config: SegmenterConfig, spec):
+    """Random 2.5D axial crops ``(B, C, crop, crop)`` of the images and head labels (both stacked as the input
+    contract says), and their targets ``(B, crop, crop)``.  Zero padded where a slice is smaller than the crop."""
+    return crops_at(sampler, [sampler.origin(rng, config) for _ in range(config.batch)], config, spec)
+
+
+def crops_at(sampler: CropSampler, origins: list, config: SegmenterConfig, spec):
+    """The crops at ``origins`` (:meth:`CropSampler.origin`: volume, slice, corner): images and head labels built by
+    the one input builder, and targets."""
+    size = (config.crop, config.crop)
+    images = np.zeros((len(origins), spec.in_channels) + size, np.float32)
+    heads = np.zeros(images.shape, np.float32)
+    targets = np.zeros((len(origins),) + size, np.int64)
+    for b, (index, z, (x0, y0)) in enumerate(origins):
         t1, target, head = sampler.volumes[index]
-        stack = segmenter.slice_stack(t1, z)[:, x0 : x0 + size, y0 : y0 + size]
-        images[b, :, : stack.shape[1], : stack.shape[2]] = stack
-        heads[b, :, : stack.shape[1], : stack.shape[2]] = segmenter.slice_stack(head, z)[
-            :, x0 : x0 + size, y0 : y0 + size
-        ]
-        targets[b, : stack.shape[1], : stack.shape[2]] = target[x0 : x0 + size, y0 : y0 + size, z]
-    return torch.from_numpy(images), torch.from_numpy(targets), torch.from_numpy(heads)
+        place = ([z], [x0], [y0], size)
+        images[b] = stack_slices(spec, t1, *place)[0]
+        heads[b] = stack_slices(spec, head, *place)[0]
+        targets[b] = gather_windows(target, *place)[0]
+    return torch.from_numpy(images), torch.from_numpy(targets), torch.from_numpy(heads).to(torch.uint8)
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -205,7 +221,7 @@ def _random_head(image: torch.Tensor, head: torch.Tensor, generator: torch.Gener
 def augment(
     images: torch.Tensor,
     targets: torch.Tensor,
-    config: TrainingConfig,
+    config: SegmenterConfig,
     generator: torch.Generator,
     heads: torch.Tensor | None = None,
 ):
@@ -250,82 +266,76 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * overlap[present] / size[present].clamp(min=1e-6)).mean()
 
 
-def train(volumes, config: TrainingConfig, log=print) -> torch.nn.Module:
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    sampler = CropSampler(volumes)
-    model = segmenter.network(config.features).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=0.05)
-    weights = torch.ones(len(segmenter.OUTPUTS))
-    weights[VESSEL] = config.vessel_weight
-    model.train()
-    started, recent = time.perf_counter(), []
-    for step in range(1, config.steps + 1):
-        images, targets, heads = _crop_batch(sampler, rng, config)
-        images, targets = augment(images, targets, config, generator, heads)
-        logits = model(images.contiguous(memory_format=torch.channels_last))
-        loss = F.cross_entropy(logits, targets, weight=weights) + dice_loss(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        recent.append(loss.item())
-        if step % 100 == 0 or step == config.steps:
-            log(f"step {step}/{config.steps}: loss {np.mean(recent):.4f} ({time.perf_counter() - started:.0f} s)")
-            recent = []
-    return model.eval()
+class SegmenterRecipe:
+    """The recipe of the learned segmenter (:func:`~.pretrain.pretrain` runs it)."""
+
+    name, version, clip = SEGMENTER, RECIPE_VERSION, 0.0
+
+    def __init__(self, config: SegmenterConfig):
+        self.config, self.spec = config, segmenter_spec(segmenter.WORK_MM)
+        self._sampler: CropSampler | None = None
+
+    def check(self) -> None:
+        paths = label_map_paths(self.config.maps)
+        indices = self.config.map_indices
+        if max(indices) > len(paths):
+            raise InputError(
+                f"{len(paths)} label maps here, the recipe uses maps {min(indices)}-{max(indices)}", self.config.maps
+            )
+        check_label_maps([paths[i - 1] for i in indices])
+
+    def network(self) -> torch.nn.Module:
+        params = {"features": self.config.features, "norm": "batch"}
+        return build("unet", self.spec.in_channels, params, out_channels=len(segmenter.OUTPUTS))
+
+    def phases(self) -> list:
+        return [_Phase("main", 0, self.config.steps)]
+
+    def optimizer(self, phase, model: torch.nn.Module):
+        config = self.config
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=0.05)
+        return optimizer, schedule
+
+    def batches(self, phase, step: int):
+        """The batches of steps ``step`` on: crops of the simulated subjects, augmented, drawn from ``(seed, step)``."""
+        if self._sampler is None:
+            self._sampler = CropSampler(simulate_training_set(self.config))
+        while step < phase.end:
+            rng = np.random.default_rng([self.config.seed, step])
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            images, targets, heads = crop_batch(self._sampler, rng, self.config, self.spec)
+            yield augment(images, targets, self.config, generator, heads)
+            step += 1
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weights = torch.ones(len(segmenter.OUTPUTS), device=logits.device)
+        weights[VESSEL] = self.config.vessel_weight
+        targets = targets.to(logits.device)
+        return F.cross_entropy(logits, targets, weight=weights) + dice_loss(logits, targets)
+
+    def status(self) -> str:
+        return ""
+
+    def describe(self, training: dict) -> ModelInfo:
+        training["pretraining"]["variation"] = asdict(TRAINING_VARIATION)
+        return ModelInfo(
+            kind="unet",
+            spec=self.spec,
+            params={"features": list(self.config.features), "norm": "batch"},
+            outputs=segmenter.OUTPUTS,
+            masks="any",
+            patch_size=self.config.crop,
+            stride=self.config.crop,
+            training=training,
+        )
+
+    def card(self, record: dict) -> str:
+        return segmenter_card(record)
 
 
-def export(model: torch.nn.Module, config: TrainingConfig, out: Path, seconds: float) -> None:
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
-        for k, v in model.state_dict().items()
-    }
-    save_file(state, str(out / segmenter.WEIGHTS))
-    description = {
-        "version": RECIPE_VERSION,
-        "network": "monai BasicUNet 2D",
-        "features": list(config.features),
-        "outputs": list(segmenter.OUTPUTS),
-        "work_mm": segmenter.WORK_MM,
-        "context": segmenter.CONTEXT,
-        "training": asdict(config),
-        "variation": asdict(TRAINING_VARIATION),
-        "training_seconds": round(seconds),
-        "mrsynth": __version__,
-        "torch": torch.__version__,
-    }
-    (out / segmenter.DESCRIPTION).write_text(json.dumps(description, indent=1) + "\n")
-
-
-def _index_range(text: str) -> tuple[int, ...]:
-    low, _, high = text.partition("-")
-    return tuple(range(int(low), int(high or low) + 1))
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("maps_dir", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--maps", default="5-20", help="label maps to train on, 1-based (default 5-20: 1-4 held out)")
-    parser.add_argument("--per-map", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=TrainingConfig.steps)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    config = TrainingConfig(maps=_index_range(args.maps), per_map=args.per_map, steps=args.steps, seed=args.seed)
-    started = time.perf_counter()
-    volumes = simulate_training_set(args.maps_dir, config)
-    print(f"simulated {len(volumes)} subjects in {time.perf_counter() - started:.0f} s", flush=True)
-    model = train(volumes, config, log=lambda m: print(m, flush=True))
-    export(model, config, args.out, time.perf_counter() - started)
-    print(f"wrote {args.out}", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+@dataclass(frozen=True)
+class _Phase:
+    name: str
+    start: int
+    end: int
