@@ -1,9 +1,11 @@
-"""Run benchmarks and rewrite RESULTS.md: `python -m benchmarks [NAME ...]`.
+"""Run benchmarks and rewrite RESULTS.md: `python -m benchmarks [NAME ...]` (`--list` names them all).
 
-Each benchmark module has `run() -> dict` and `markdown(dict) -> str` and a docstring
-whose first paragraph says what it measures.  Results are saved as
-`benchmarks/results/NAME.json`; RESULTS.md is regenerated from all saved results, so
-a benchmark not re-run keeps its last measured numbers (with their date and machine).
+Two kinds, each a folder: `perf/` times the library (seconds, throughput, memory) and `studies/` measures quality
+and science (scores against references, effects, their spread).  Each benchmark module has `run() -> dict` and
+`markdown(dict) -> str` and a docstring whose first paragraph says what it measures.  Results are saved as
+`benchmarks/results/NAME.json` with their report `NAME.md` (what a model card quotes: `mrsynth card`); RESULTS.md
+is regenerated from all saved results, so a benchmark not re-run keeps its last measured numbers (with their date
+and machine).  No benchmark writes anything of the package.
 """
 
 from __future__ import annotations
@@ -12,27 +14,34 @@ import argparse
 import importlib
 import json
 
-from .common import HERE, RESULTS, machine, save
+from .fixtures import HERE, RESULTS, machine, save
 
-BENCHMARKS = [
-    "simulate",
-    "training_step",
-    "keras_comparison",
-    "prediction",
-    "epoch_loader",
-    "tile_training",
-    "hcp_within_subject",
-    "hcp_within_subject_paper_norm",
-    "real_quality",
-    "sim_crossval",
-    "simulate_realism",
-    "reproduce_simulator",
-    "masks",
-    "mask_jitter",
-    "site_transfer",
-    "pretrained",
-    "template_gap",
-]
+#: Every benchmark by name, in the order RESULTS.md shows them, with its kind (the folder it lives in).
+BENCHMARKS = {
+    "simulate": "perf",
+    "training_step": "perf",
+    "keras_comparison": "perf",
+    "prediction": "perf",
+    "epoch_loader": "perf",
+    "tile_training": "perf",
+    "hcp_within_subject": "studies",
+    "hcp_within_subject_paper_norm": "studies",
+    "real_quality": "studies",
+    "sim_crossval": "studies",
+    "simulate_realism": "studies",
+    "reproduce_simulator": "studies",
+    "masks": "studies",
+    "mask_jitter": "studies",
+    "compare_segmenters": "studies",
+    "site_transfer": "studies",
+    "pretrained": "studies",
+    "template_gap": "studies",
+}
+KINDS = {"perf": "Timings (`benchmarks/perf/`)", "studies": "Quality and science (`benchmarks/studies/`)"}
+
+
+def module(name: str):
+    return importlib.import_module(f"benchmarks.{BENCHMARKS[name]}.{name}")
 
 
 def write_results_md() -> None:
@@ -43,42 +52,62 @@ def write_results_md() -> None:
         "each section says when and on what it was measured. Medians of repeated runs after warm-up.",
         "",
     ]
-    for name in BENCHMARKS:
-        path = RESULTS / f"{name}.json"
-        if not path.exists():
-            continue
-        module = importlib.import_module(f"benchmarks.{name}")
-        result = json.loads(path.read_text())
-        info = result["machine"]
-        lines += [
-            f"## {name}",
-            "",
-            (module.__doc__ or "").strip().split("\n\n")[0],
-            "",
-            f"Command: `{result['command']}`. Machine: {info['cpu']}, {info['cores_visible']} cores visible, "
-            f"Python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, torch {info['torch']}; "
-            f"measured {info['date']}.",
-            "",
-            module.markdown(result),
-            "",
-        ]
+    for kind, title in KINDS.items():
+        lines += [f"# {title}", ""]
+        for name in (n for n, k in BENCHMARKS.items() if k == kind):
+            path = RESULTS / f"{name}.json"
+            if path.exists():
+                lines += _section(name, json.loads(path.read_text()))
     (HERE / "RESULTS.md").write_text("\n".join(lines))
+
+
+def _section(name: str, result: dict) -> list[str]:
+    info = result["machine"]
+    return [
+        f"## {name}",
+        "",
+        (module(name).__doc__ or "").strip().split("\n\n")[0],
+        "",
+        f"Command: `{result['command']}`. Machine: {info['cpu']}, {info['cores_visible']} cores visible, "
+        f"Python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, torch {info['torch']}; "
+        f"measured {info['date']}.",
+        "",
+        module(name).markdown(result),
+        "",
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
-    names = parser.parse_args().names or BENCHMARKS
+    parser.add_argument("--list", action="store_true", help="name every benchmark with its kind and what it measures")
+    parser.add_argument(
+        "--report", action="store_true", help="rewrite RESULTS.md and each NAME.md from the saved results, run nothing"
+    )
+    args = parser.parse_args()
+    if args.list:
+        for name, kind in BENCHMARKS.items():
+            print(f"{kind}/{name}: {(module(name).__doc__ or '').strip().splitlines()[0]}")
+        return
+    if args.report:
+        for name in BENCHMARKS:
+            path = RESULTS / f"{name}.json"
+            if path.exists():
+                result = json.loads(path.read_text())
+                save(name, result, module(name).markdown(result))
+        write_results_md()
+        print(f"wrote {HERE / 'RESULTS.md'}")
+        return
+    names = args.names or list(BENCHMARKS)
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     for name in names:
-        module = importlib.import_module(f"benchmarks.{name}")
-        print(f"running {name} ...", flush=True)
-        result = module.run()
+        print(f"running {BENCHMARKS[name]}/{name} ...", flush=True)
+        result = module(name).run()
         result["machine"] = machine()
         result["command"] = f"python -m benchmarks {name}"
-        print(f"saved {save(name, result)}")
+        print(f"saved {save(name, result, module(name).markdown(result))}")
     write_results_md()
     print(f"wrote {HERE / 'RESULTS.md'}")
 

@@ -94,9 +94,9 @@ def _keras_step_s() -> float | None:
     python = os.environ.get("MRSYNTH_KERAS_PYTHON")
     if not python:
         return None
-    from .keras_comparison import _keras
+    from benchmarks.fixtures import keras_step
 
-    return _keras(python, {})["median_s"]
+    return keras_step(python, {})["median_s"]
 
 
 def run() -> dict:

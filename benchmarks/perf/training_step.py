@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
-from .common import child_json, repeat
+from benchmarks.fixtures import child_json, repeat, step_timer
 
 BATCH, SIZE, CHANNELS, LAYERS = 32, 128, 9, 9
 
@@ -32,26 +31,6 @@ def matmul_peak(n: int = 4096) -> float:
     return 2 * n**3 / timing["median_s"] / 1e9
 
 
-def _step_timer(channels_last: bool, compile_model: bool):
-    from mrsynth.networks import FCN
-
-    torch.manual_seed(0)
-    model = FCN(LAYERS, CHANNELS)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-9)
-    step_model = torch.compile(model) if compile_model else model
-    x = torch.randn(BATCH, CHANNELS, SIZE, SIZE).contiguous(memory_format=fmt)
-    y = torch.randn(BATCH, 1, SIZE, SIZE)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        F.mse_loss(step_model(x), y).backward()
-        optimizer.step()
-
-    return step
-
-
 MODES = {  # name: (channels_last, torch.compile, allocator tuned)
     "eager NCHW": (False, False, False),
     "channels_last": (True, False, False),
@@ -59,7 +38,7 @@ MODES = {  # name: (channels_last, torch.compile, allocator tuned)
     "channels_last + tuned allocator + torch.compile": (True, True, True),
 }
 MEASURE_CHILD = (
-    "import json, sys; from benchmarks.training_step import measure; "
+    "import json, sys; from benchmarks.perf.training_step import measure; "
     "print(json.dumps(measure(sys.argv[1] == '1', sys.argv[2] == '1')))"
 )
 
@@ -69,7 +48,7 @@ def measure(channels_last: bool, compile_model: bool) -> dict:
     from mrsynth.runtime import tune_allocator
 
     tuned = tune_allocator()
-    step = _step_timer(channels_last, compile_model)
+    step = step_timer(channels_last, compile_model, BATCH, SIZE, LAYERS)
     started = time.perf_counter()
     step()  # first call: compilation where compiled
     first = time.perf_counter() - started

@@ -25,9 +25,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from .common import HERE, child_json
+from benchmarks.fixtures import SHARED, child_json
 
-SHARED = HERE.parent.parent / "shared" / "data" / "hcp-mni152"
+TEMPLATES = SHARED / "hcp-mni152"
 HCP_VOXEL = 0.7
 HCP_SHAPE = (260, 311, 260)
 RUNS = 5
@@ -89,7 +89,7 @@ def _hcp_grid_subject(folder: Path) -> dict[str, Path]:
     from scipy import ndimage
 
     def resample(name: str, order: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-        image = nib.load(str(SHARED / name))
+        image = nib.load(str(TEMPLATES / name))
         data = np.asarray(image.dataobj, np.float32).squeeze()
         factor = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))[0] / HCP_VOXEL
         zoomed = ndimage.zoom(data, factor, order=order)[tuple(slice(0, n) for n in HCP_SHAPE)]
@@ -191,8 +191,8 @@ def _cli_seconds(model: Path, files: dict, out: Path, runs: int = 3) -> list[flo
 
 
 def run() -> dict:
-    if not SHARED.exists():
-        raise SystemExit(f"skipped: {SHARED} is absent (the HCP MNI152 templates)")
+    if not TEMPLATES.exists():
+        raise SystemExit(f"skipped: {TEMPLATES} is absent (the HCP MNI152 templates)")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         files = _hcp_grid_subject(scratch)

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import textwrap
 
-from .common import single_core_prefix
+from benchmarks.fixtures import single_core_prefix
 
 CHILD = textwrap.dedent("""
     import json, sys, tempfile, time
     from pathlib import Path
-    from benchmarks.common import repeat
+    from benchmarks.fixtures import repeat
     from mrsynth.simulate import default_anatomy, simulate_subject, write_hcp_subject
     start = time.perf_counter(); anatomy = default_anatomy(); load_s = time.perf_counter() - start
     out = Path(tempfile.mkdtemp())

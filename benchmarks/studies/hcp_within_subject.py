@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "hcp-mni152"
+from benchmarks.fixtures import SHARED, require_shared
+
+DATA = SHARED / "hcp-mni152"
 FILES = {
     "T1w_acpc_dc.nii.gz": "MNI152_T1_1mm_brain.nii.gz",
     "T2w_acpc_dc.nii.gz": "MNI152_T2_1mm_brain.nii.gz",
@@ -34,8 +35,7 @@ def run(norm: str = "robust") -> dict:
     from mrsynth.networks import load_model
     from mrsynth.training import build_data, fit_for_run, load_config, patch_losses, train
 
-    if not DATA.exists():
-        raise SystemExit(f"skipped: {DATA} is absent")
+    require_shared("hcp-mni152")
     torch.set_num_threads(torch.get_num_threads())
     work = Path(tempfile.mkdtemp(prefix="hcp-within-"))
     folder = work / "hcp" / "mni152" / "T1w"

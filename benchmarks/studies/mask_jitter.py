@@ -2,7 +2,7 @@
 with reference vs learned masks, over several training seeds.
 
 The masks benchmark's T2w set-up (the paper's FCN + 8 masks, `--preset fast`, `masks.EPOCHS` epochs, trained with
-reference masks): on simulated subjects (train on heads 1-2 of `benchmarks.masks`, test on heads 3-4) and across
+reference masks): on simulated subjects (train on heads 1-2 of `masks`, test on heads 3-4) and across
 templates (train on HCP, test on ICBM with `Avgwmparc` resampled by world coordinates as its reference masks), each
 trained with `augment.mask_jitter` 0 (off: the masks benchmark's model) and 2 pixels (JITTERS), under 3 training
 seeds (SEEDS). Each test subject is predicted with its reference masks and with the learned method's masks; brain-masked
@@ -16,9 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import masks as M
+from benchmarks.fixtures import (
+    FCN_EPOCHS,
+    FCN_SEEDS,
+    reference_seg,
+    require_shared,
+    simulated_heads,
+    train_masks_fcn,
+    write_template_pair,
+)
 
-JITTERS, SEEDS = (0.0, 2.0), (0, 1, 2)
+JITTERS, SEEDS = (0.0, 2.0), FCN_SEEDS
 
 
 def _scores(cache: Path, train: str, tests: dict, folder: Path) -> dict:
@@ -31,7 +39,7 @@ def _scores(cache: Path, train: str, tests: dict, folder: Path) -> dict:
     out = {subject_id: {str(j): [] for j in JITTERS} for subject_id in tests}
     for jitter in JITTERS:
         for seed in SEEDS:
-            model = M._train(
+            model = train_masks_fcn(
                 cache,
                 train,
                 ",".join(tests),
@@ -57,34 +65,32 @@ def _scores(cache: Path, train: str, tests: dict, folder: Path) -> dict:
 def run() -> dict:
     import nibabel as nib
 
-    from benchmarks.real_quality import _write_pair
     from mrsynth.data import prepare_all
     from mrsynth.io import discover
     from mrsynth.masks import compute_masks
     from mrsynth.masks.segmenter import METHOD as LEARNED
 
-    if not M.MAPS_DIR.exists() or not (M.SHARED / "icbm2009c").exists():
-        raise SystemExit(f"skipped: {M.SHARED} lacks the label maps or the templates")
-    results = {"jitters": list(JITTERS), "seeds": list(SEEDS), "epochs": M.EPOCHS}
+    require_shared("synthseg-label-maps", "icbm2009c", "hcp-mni152")
+    results = {"jitters": list(JITTERS), "seeds": list(SEEDS), "epochs": FCN_EPOCHS}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        heads = M._simulated_heads(tmp / "heads", count=4)
+        heads = simulated_heads(tmp / "heads", count=4)
         prepare_all(discover(tmp / "heads"), tmp / "cache", progress=False)
         tests = {
             h["id"]: {
                 "auto": compute_masks(h["subject"].t1, h["subject"].affine, method=LEARNED),
-                "reference_seg": M.reference_seg(tmp / "heads" / h["id"]),
+                "reference_seg": reference_seg(tmp / "heads" / h["id"]),
             }
             for h in heads[2:4]
         }
         results["simulated"] = _scores(tmp / "cache", "head01,head02", tests, tmp / "sim-runs")
-        _write_pair(tmp / "pair")
+        write_template_pair(tmp / "pair")
         prepare_all(discover(tmp / "pair"), tmp / "pair-cache", progress=False)
         icbm = nib.load(str(tmp / "pair" / "icbm" / "T1w" / "T1w_acpc_dc.nii.gz"))
         tests = {
             "icbm": {
                 "auto": compute_masks(np.asarray(icbm.dataobj, np.float32), icbm.affine, method=LEARNED),
-                "reference_seg": M.reference_seg(tmp / "pair" / "icbm"),
+                "reference_seg": reference_seg(tmp / "pair" / "icbm"),
             }
         }
         results["templates"] = _scores(tmp / "pair-cache", "hcp", tests, tmp / "pair-runs")

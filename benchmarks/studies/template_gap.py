@@ -20,10 +20,15 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from benchmarks.common import pretrained_weights
-from benchmarks.real_quality import DATA, _numpy_lut, prepared_pair
+from benchmarks.fixtures import (
+    MAPS_DIR,
+    predicted,
+    prepared_template_pair,
+    pretrained_weights,
+    require_shared,
+    table_from,
+)
 
-MAPS = DATA / "synthseg-label-maps"
 SIMULATED_MAP = 9  # label map 10: a map the pretraining saw (not one of the 4 held-out maps)
 SIGMAS = (0.0, 0.75, 1.5, 2.5)  # voxels (1 mm)
 CLASSES = ("grey_matter", "white_matter", "csf")
@@ -65,7 +70,7 @@ def _simulated_subject():
         pathology=PathologyOdds(ms=0.0, tumour=0.0),
     )
     subject = engine_subject(
-        label_map_paths(MAPS)[SIMULATED_MAP], 5, clean, sequence=MPRAGE(tr=2400, ti=1000, flip_deg=8.0)
+        label_map_paths(MAPS_DIR)[SIMULATED_MAP], 5, clean, sequence=MPRAGE(tr=2400, ti=1000, flip_deg=8.0)
     )
     bits, _ = labels.tissue_bits(subject.codes, subject.brain)
     return subject, bits
@@ -82,8 +87,7 @@ def run() -> dict:
     from mrsynth.inference import Model
     from mrsynth.networks import PRETRAINED
 
-    if not MAPS.exists() or not (DATA / "icbm2009c").exists():
-        raise SystemExit(f"skipped: {DATA} lacks the label maps or the templates")
+    require_shared("synthseg-label-maps", "icbm2009c", "hcp-mni152")
     simulated, simulated_bits = _simulated_subject()
     result = {
         "pretrained_model": pretrained_weights(),
@@ -94,18 +98,16 @@ def run() -> dict:
     model = Model.load(PRETRAINED)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        subjects = prepared_pair(tmp)
+        subjects = prepared_template_pair(tmp)
         for target, source in (("icbm", "hcp"), ("hcp", "icbm")):
             reference, volumes = Reference.from_prepared(subjects[target]), subjects[target].native()
             zero = model.predict(subjects[target])
-            table = _numpy_lut(subjects[source].native(), volumes).astype(np.float32)
+            table = predicted(table_from(subjects[source].native()), volumes)
             result["templates"][target] = {
                 "table_source": source,
                 "zero-shot": [_optimal(smoothed_in_brain(zero, reference.mask, s), reference) for s in SIGMAS],
                 "table": [_optimal(smoothed_in_brain(table, reference.mask, s), reference) for s in SIGMAS],
-                "table fitted on the simulated subject": _optimal(
-                    _numpy_lut(simulated, volumes).astype(np.float32), reference
-                ),
+                "table fitted on the simulated subject": _optimal(predicted(table_from(simulated), volumes), reference),
             }
             result["tissue_t2w"][target] = tissue_medians(volumes.t2, volumes.brain, volumes.bits)
     return result

@@ -4,7 +4,7 @@ small`, every effect with its bootstrap 95 % CI and verdict, sizes as ours / pap
 After: the plain command, `mrsynth reproduce --scale small` (default seeds: 3, calibrated simulator), timed from an
 empty folder, with `--compare BEFORE_OUT` so that its report holds both. Before: 16 subjects simulated from the
 default anatomy at 1.4 mm (seed 0, as `reproduce` simulates them) with the simulator's pre-calibration variation
-(`simulate_realism.BEFORE`: bias 0.12, SNR 25-45, texture SD 0.04, no partial-volume sharpening), run as
+(`fixtures.uncalibrated_variation`: bias 0.12, SNR 25-45, texture SD 0.04, no partial-volume sharpening), run as
 `mrsynth reproduce --data BEFORE_DATA --seeds BEFORE_SEEDS`; its CIs then resample test units only where it has one
 seed. Same scale and training settings; only the simulated subjects differ. Output folders are kept under
 `benchmarks/work/reproduce_simulator/` (git-ignored); a finished before run is reused.
@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from benchmarks.fixtures import HERE, uncalibrated_variation
+
 WORK = HERE / "work" / "reproduce_simulator"
 #: Training seeds of the before run: one, since a second 70-minute run of 3 seeds does not fit beside the after run
 #: in a 2-core working session; the after run has the command's default (3).
@@ -36,14 +37,12 @@ def _reproduce(out: Path, *extra: str) -> float:
 def _before_data(folder: Path) -> Path:
     from dataclasses import replace
 
-    from mrsynth.experiments.reproduce import SCALES
+    from mrsynth.experiments.reproduce import EXPERIMENT_SCALES
     from mrsynth.simulate import Variation, simulate_dataset
 
-    from .simulate_realism import BEFORE
-
     if not (folder / ".complete").exists():
-        small = SCALES["small"]
-        variation = replace(Variation(), **BEFORE)
+        small = EXPERIMENT_SCALES["small"]
+        variation = replace(Variation(), **uncalibrated_variation())
         simulate_dataset(
             folder, small.subjects, voxel_size=small.voxel_size, seed=0, progress=False, variation=variation
         )

@@ -15,68 +15,20 @@ benchmark uses the interpreter in $MRSYNTH_KERAS_PYTHON (a virtual environment w
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
-import subprocess
-import textwrap
 
-from .training_step import BATCH, measure_in_child
-
-KERAS_CHILD = textwrap.dedent("""
-    import json, os, statistics, sys, time
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import numpy as np
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    import keras
-    from keras import layers
-    blocks = [keras.Input((128, 128, 9))]
-    for _ in range(8):
-        blocks += [layers.Conv2D(32, 3, padding="same"), layers.BatchNormalization(momentum=0.99, epsilon=1e-3),
-                   layers.ReLU()]
-    blocks.append(layers.Conv2D(1, 3, padding="same"))
-    model = keras.Sequential(blocks)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-9), loss="mse")
-    rng = np.random.default_rng(0)
-    volume = rng.standard_normal((40, 260, 311, 10)).astype(np.float32)
-    def patches(batch=32):  # a Python generator cutting random patches, as in the paper
-        while True:
-            s = rng.integers(0, 40, batch); r = rng.integers(0, 260 - 128, batch); c = rng.integers(0, 311 - 128, batch)
-            cut = np.stack([volume[a, b:b + 128, d:d + 128] for a, b, d in zip(s, r, c)])
-            yield cut[..., :9], cut[..., 9:]
-    feed = patches()
-    for _ in range(2):
-        model.train_on_batch(*next(feed))
-    times = []
-    for _ in range(7):
-        start = time.perf_counter(); model.train_on_batch(*next(feed)); times.append(time.perf_counter() - start)
-    print(json.dumps({"step_s": times, "tensorflow": tf.__version__, "keras": keras.__version__}))
-""")
-
+from benchmarks.fixtures import keras_step
+from benchmarks.perf.training_step import BATCH, measure_in_child
 
 GLIBC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 OURS = {"mrsynth trainer default (channels_last, tuned allocator)": False, "mrsynth + torch.compile": True}
-
-
-def _keras(python: str, env: dict[str, str]) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="2", **env)
-    out = subprocess.run([python, "-c", KERAS_CHILD], check=True, capture_output=True, text=True, env=env)
-    keras = json.loads(out.stdout.strip().splitlines()[-1])
-    return {
-        "median_s": statistics.median(keras["step_s"]),
-        "min_s": min(keras["step_s"]),
-        "max_s": max(keras["step_s"]),
-        "versions": {k: keras[k] for k in ("tensorflow", "keras")},
-    }
 
 
 def run() -> dict:
     python = os.environ.get("MRSYNTH_KERAS_PYTHON")
     if not python:
         raise SystemExit("skipped: set MRSYNTH_KERAS_PYTHON to a Python with tensorflow installed")
-    result = {"keras": _keras(python, {}), "keras, tuned allocator": _keras(python, GLIBC_TUNED)}
+    result = {"keras": keras_step(python, {}), "keras, tuned allocator": keras_step(python, GLIBC_TUNED)}
     for name, compiled in OURS.items():
         result[name] = measure_in_child(channels_last=True, compile_model=compiled, tuned=True)
     for entry in result.values():

@@ -16,7 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label-maps"
+from benchmarks.fixtures import MAPS_DIR, RESULTS
+
+MAPS = MAPS_DIR
 SUBJECTS, FOLDS, EPOCHS, PATCHES, VOXEL_MM = 8, 4, 4, 1500, 1.4
 
 #: label -> (presets, overrides)
@@ -90,8 +92,6 @@ def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
 def run_rows(labels: list[str], note: str) -> dict:
     """Run only the named rows and merge them into the saved result, with a note saying so."""
     import json
-
-    from .common import RESULTS
 
     saved = json.loads((RESULTS / "sim_crossval.json").read_text())
     fresh = run({label: ROWS[label] for label in labels})

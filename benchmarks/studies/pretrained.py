@@ -2,8 +2,9 @@
 table and `--preset quality`.
 
 Templates: the HCP MNI152 pair (skull-stripped) and the ICBM 2009c pair (whole head), each with its own brain mask;
-zero-shot on each, and, trained on the other template, the plain lookup table (numpy: mean T2w of 64 quantile bins of
-the brain T1w, in brain-median units), `--preset quality` and `--preset finetune` (the pretrained model fine-tuned).
+zero-shot on each, and, trained on the other template, the plain lookup table (the library's `fit_table`: mean T2w of
+64 quantile bins of the brain T1w, in brain-median units), `--preset quality` and `--preset finetune` (the pretrained
+model fine-tuned).
 Simulated heads: the 4 label maps held out of pretraining, each with a T1w sequence outside the training ranges
 (MPRAGE TI 1350 ms, flip 14 degrees, with MS-like lesions; spin echo TR 1100 ms, TE 35 ms, with a tumour-like mass)
 and, to tell the sequence's effect from the lesion's, the same lesions with a sequence inside them (MPRAGE TI 1000 ms,
@@ -26,13 +27,22 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import pretrained_weights
-from benchmarks.real_quality import DATA, HCP, ICBM, _numpy_lut, prepared_pair
+from benchmarks.fixtures import (
+    HCP,
+    ICBM,
+    MAPS_DIR,
+    SHARED,
+    figures_folder,
+    predicted,
+    prepared_template_pair,
+    pretrained_weights,
+    require_shared,
+    table_from,
+)
 
-MAPS = DATA / "synthseg-label-maps"
 HELD_OUT = (0, 1, 2, 3)  # label maps 1-4 (0-based): never seen in pretraining
 OTHER_SITE_MAP = 9  # label map 10: the lookup table's training subject
-FIGURES = Path(__file__).resolve().parent / "results" / "pretrained"
+FIGURES = "pretrained"
 KEYS = ("psnr_optimal", "psnr_p99", "psnr", "ssim_3d")
 
 
@@ -82,7 +92,7 @@ def _templates(tmp: Path) -> dict:
     from mrsynth.networks import PRETRAINED
     from mrsynth.training import Network, load_config
 
-    subjects = prepared_pair(tmp)
+    subjects = prepared_template_pair(tmp)
     pretrained = Model.load(PRETRAINED)
     out = {}
     for source, target in (("hcp", "icbm"), ("icbm", "hcp")):
@@ -90,7 +100,7 @@ def _templates(tmp: Path) -> dict:
         scores, seconds = {}, {}
         zero = pretrained.predict(subjects[target])
         scores["pretrained, zero-shot"] = score(zero, reference)
-        table = _numpy_lut(subjects[source].native(), volumes).astype(np.float32)
+        table = predicted(table_from(subjects[source].native()), volumes)
         scores[f"lookup table fitted on {source}"] = score(table, reference)
         for preset in ("quality", "finetune"):
             config = load_config(
@@ -113,7 +123,7 @@ def _templates(tmp: Path) -> dict:
             volumes.t2,
             volumes.brain,
             {"zero-shot": zero, "lookup table": table},
-            FIGURES / f"template_{target}.png",
+            figures_folder(FIGURES) / f"template_{target}.png",
             f"{target.upper()} template",
         )
     return out
@@ -126,9 +136,8 @@ def _simulated() -> dict:
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
     from mrsynth.simulate.engine import engine_subject
 
-    maps = label_map_paths(MAPS)
-    other = simulate_subject(label_map_anatomy(maps[OTHER_SITE_MAP]), 4242, 1.0, Variation())
-    site = type("Site", (), {"t1": other.t1, "t2": other.t2, "brain": other.mask > 0})
+    maps = label_map_paths(MAPS_DIR)
+    other_site = table_from(simulate_subject(label_map_anatomy(maps[OTHER_SITE_MAP]), 4242, 1.0, Variation()))
     pretrained = Model.load(PRETRAINED)
     out = {}
     for n, (case, (sequence, settings)) in enumerate(_cases().items()):
@@ -136,8 +145,7 @@ def _simulated() -> dict:
             subject = engine_subject(maps[index], 9000 + 10 * index + n, settings, sequence=sequence)
             name = f"{case}, map {index + 1}"
             zero = pretrained.predict_volume(subject.t1, subject.affine, mask=subject.brain)
-            test = type("Test", (), {"t1": subject.t1, "brain": subject.brain})
-            table = _numpy_lut(site, test).astype(np.float32)
+            table = predicted(other_site, subject)
             entry = {
                 "zero-shot": _scores(zero, subject.t2, subject.brain, subject.codes),
                 "lookup table, another site": _scores(table, subject.t2, subject.brain, subject.codes),
@@ -154,7 +162,7 @@ def _simulated() -> dict:
                 subject.t2,
                 subject.brain,
                 {"zero-shot": zero, "lookup table": table},
-                FIGURES / f"simulated_{n}_map{index + 1}.png",
+                figures_folder(FIGURES) / f"simulated_{n}_map{index + 1}.png",
                 name,
                 subject.lesions,
             )
@@ -205,7 +213,7 @@ def _zero_shot_seconds(tmp: Path) -> list[float]:
                 "mrsynth",
                 "predict",
                 "--t1",
-                str(DATA / ICBM["t1"]),
+                str(SHARED / ICBM["t1"]),
                 "--out",
                 str(tmp / f"icbm{k}.nii.gz"),
                 "-q",
@@ -217,8 +225,7 @@ def _zero_shot_seconds(tmp: Path) -> list[float]:
 
 
 def run() -> dict:
-    if not MAPS.exists() or not (DATA / "icbm2009c").exists():
-        raise SystemExit(f"skipped: {DATA} lacks the label maps or the templates")
+    require_shared("synthseg-label-maps", "icbm2009c", "hcp-mni152")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         seconds = _zero_shot_seconds(tmp)
@@ -230,23 +237,7 @@ def run() -> dict:
             "hcp_files": HCP,
             "icbm_files": ICBM,
         }
-    _update_card(result)
     return result
-
-
-def _update_card(result: dict) -> None:
-    """The measured figures into the shipped model's card (between its markers)."""
-    from mrsynth.networks import PRETRAINED, model_folder
-    from mrsynth.training.model_card import CARD, FIGURES_END, FIGURES_START
-
-    card = model_folder(PRETRAINED) / CARD
-    text = card.read_text()
-    start, end = text.index(FIGURES_START) + len(FIGURES_START), text.index(FIGURES_END)
-    figures = (
-        f"Measured by `python -m benchmarks pretrained` on {time.strftime('%Y-%m-%d')} "
-        "(benchmarks/RESULTS.md, section `pretrained`, has the machine and every score).\n\n" + markdown(result)
-    )
-    card.write_text(text[:start] + "\n" + figures + "\n" + text[end:])
 
 
 def _row(label: str, scores: dict) -> str:

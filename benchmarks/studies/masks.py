@@ -2,7 +2,7 @@
 effect on T2w prediction.
 
 Methods: `ants-atlas` (registration of the HCP template) and `learned` (the shipped segmenter, trained on images
-simulated from SynthSeg label maps; the maps it was trained on are listed in its `segmenter.json` and its rows
+simulated from SynthSeg label maps; the maps it was trained on are listed in its `model.json` and its rows
 for them are marked: only the other maps are held out).
 (a) Simulated whole heads, one per SynthSeg label map (MAPS of them), VOXEL_MM mm, each in a random pose (the
 simulator's pose drawn with rotation SD 7.5 degrees per axis, shift SD 8 mm, scale SD 5 % per axis, plus its
@@ -27,34 +27,31 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "data"
-MAPS_DIR = SHARED / "synthseg-label-maps"
-MAPS, EPOCHS, VOXEL_MM = 20, 4, 1.4
-POSE = {"rotation_deg": 7.5, "shift_mm": 8.0, "scale_sd": 0.05}
+from benchmarks.fixtures import (
+    FCN_EPOCHS,
+    HEAD_POSE,
+    HEAD_VOXEL_MM,
+    HEADS,
+    SHARED,
+    reference_seg,
+    require_shared,
+    simulated_heads,
+    train_masks_fcn,
+    write_template_pair,
+)
+
+MAPS, EPOCHS, VOXEL_MM, POSE = HEADS, FCN_EPOCHS, HEAD_VOXEL_MM, HEAD_POSE
 
 
-def _simulated_heads(root: Path, count: int = MAPS) -> list[dict]:
-    """The first ``count`` simulated heads, written as HCP subjects under ``root`` (seeded: the same heads every
-    run)."""
-    from mrsynth.simulate import Variation, simulate_subject, write_hcp_subject
-    from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
+def trained_on_maps() -> list[int]:
+    """The label maps (1-based) the shipped segmenter was trained on: the others are held out."""
+    from mrsynth.networks import SEGMENTER, read_description
 
-    heads = []
-    for i, path in enumerate(label_map_paths(MAPS_DIR)[:count], start=1):
-        began = time.perf_counter()
-        subject = simulate_subject(
-            label_map_anatomy(path), seed=i, voxel_size=VOXEL_MM, variation=replace(Variation(), **POSE)
-        )
-        print(f"{path.name}: simulated in {time.perf_counter() - began:.0f} s", flush=True)
-        write_hcp_subject(subject, root, f"head{i:02d}")
-        heads.append({"id": f"head{i:02d}", "index": i, "map": path.name, "subject": subject})
-    return heads
+    return list(read_description(SEGMENTER).training["pretraining"]["training"]["maps"])
 
 
 def _timed_masks(t1, affine, source, method: str):
@@ -68,10 +65,9 @@ def _timed_masks(t1, affine, source, method: str):
 def _head_rows(heads: list[dict], method: str) -> tuple[list[dict], dict]:
     """Dice per class of one method's masks on every simulated head, and the masks themselves by head id."""
     from mrsynth.labels import class_dice
-    from mrsynth.masks import segmenter
     from mrsynth.masks.segmenter import METHOD as LEARNED
 
-    seen = set(segmenter.load_model()[1]["training"]["maps"]) if method == LEARNED else set()
+    seen = set(trained_on_maps()) if method == LEARNED else set()
     rows, found = [], {}
     for head in heads:
         subject = head["subject"]
@@ -135,36 +131,6 @@ def _hcp_template(method: str) -> dict:
     return row
 
 
-def _train(cache: Path, train: str, test: str, channels: int, out: Path, overrides: tuple[str, ...] = ()):
-    """The FCN of (d), trained and loaded; ``overrides`` (``key=value``) on top of its settings."""
-    from mrsynth.networks import load_model
-    from mrsynth.training import load_config, runs
-    from mrsynth.training import train as train_run
-
-    config = load_config(
-        None,
-        [
-            f"data.cache={cache}",
-            f"data.train={train}",
-            f"data.test={test}",
-            f"data.channels={channels}",
-            f"optim.epochs={EPOCHS}",
-            "data.max_eval_patches=256",
-            *overrides,
-        ],
-        presets=["fast"],
-    )
-    train_run(config, out, progress=False)
-    return load_model(out / runs.MODEL)
-
-
-def reference_seg(subject_folder: Path) -> np.ndarray:
-    """The FreeSurfer codes of an HCP subject folder written by this benchmark."""
-    import nibabel as nib
-
-    return np.asarray(nib.load(str(subject_folder / "T1w" / "wmparc.nii.gz")).dataobj)
-
-
 REFERENCE, T1W_ONLY = "FCN + masks, reference masks", "FCN, T1w only"
 
 
@@ -181,8 +147,8 @@ def _prediction_effect(cache: Path, train: str, tests: dict[str, dict], folder: 
 
     subjects = {s.id: s for s in list_prepared(cache)}
     test_ids = ",".join(tests)
-    masked = _train(cache, train, test_ids, 9, folder / "masked")
-    plain = _train(cache, train, test_ids, 1, folder / "t1w-only")
+    masked = train_masks_fcn(cache, train, test_ids, 9, folder / "masked")
+    plain = train_masks_fcn(cache, train, test_ids, 1, folder / "t1w-only")
     rows = {}
     for subject_id, test in tests.items():
         volumes = subjects[subject_id].native()
@@ -208,7 +174,7 @@ def _auto_trained(auto_cache: Path, reference_cache: Path, train: str, tests: li
     from mrsynth.evaluation import Reference, score
     from mrsynth.inference import predict_prepared
 
-    model, info = _train(auto_cache, train, ",".join(tests), 9, folder)
+    model, info = train_masks_fcn(auto_cache, train, ",".join(tests), 9, folder)
     auto = {s.id: s for s in list_prepared(auto_cache)}
     reference = {s.id: s for s in list_prepared(reference_cache)}
     return {
@@ -223,19 +189,19 @@ def _auto_trained(auto_cache: Path, reference_cache: Path, train: str, tests: li
 def run(methods=None) -> dict:
     from mrsynth.data import prepare_all
     from mrsynth.io import discover
-    from mrsynth.masks import METHODS
+    from mrsynth.masks import MASK_METHODS
     from mrsynth.masks.atlas import provenance
     from mrsynth.masks.segmenter import METHOD as LEARNED
-    from mrsynth.masks.segmenter import load_model
+    from mrsynth.masks.segmenter import version
+    from mrsynth.networks import SEGMENTER, read_description
 
-    if not MAPS_DIR.exists() or not (SHARED / "icbm2009c").exists():
-        raise SystemExit(f"skipped: {SHARED} lacks the label maps or the templates")
-    methods = tuple(methods or METHODS)
-    description = load_model()[1]
+    require_shared("synthseg-label-maps", "icbm2009c", "hcp-mni152")
+    methods = tuple(methods or MASK_METHODS)
+    description = read_description(SEGMENTER)
     results = {"maps": MAPS, "voxel_mm": VOXEL_MM, "pose": POSE, "epochs": EPOCHS, "methods": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        heads = _simulated_heads(tmp / "heads")
+        heads = simulated_heads(tmp / "heads")
         found, icbm_found = {}, {}
         for method in methods:
             rows, found[method] = _head_rows(heads, method)
@@ -245,8 +211,8 @@ def run(methods=None) -> dict:
                 if method != LEARNED
                 else {
                     "method": LEARNED,
-                    "version": description["version"],
-                    "trained_on_maps": description["training"]["maps"],
+                    "version": version(description),
+                    "trained_on_maps": trained_on_maps(),
                 },
                 "simulated": rows,
                 "icbm": icbm,
@@ -272,9 +238,7 @@ def run(methods=None) -> dict:
                 tmp / f"cache-{method}", tmp / "cache", "head01,head02", list(tests), tmp / "sim-runs" / method
             )
         # (d) across templates: HCP -> ICBM
-        from benchmarks.real_quality import _write_pair
-
-        _write_pair(tmp / "pair")
+        write_template_pair(tmp / "pair")
         prepare_all(discover(tmp / "pair"), tmp / "pair-cache", progress=False)
         icbm_seg = reference_seg(tmp / "pair" / "icbm")
         results["prediction_templates"] = _prediction_effect(

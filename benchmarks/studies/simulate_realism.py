@@ -13,19 +13,15 @@ is absent.
 
 from __future__ import annotations
 
-from pathlib import Path
+from benchmarks.fixtures import SHARED, uncalibrated_variation
 
-from mrsynth.simulate.subject import UNCALIBRATED_TEXTURE
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED
 SEEDS = (0, 1, 2)
 HCP_ROW, ICBM_ROW, CALIBRATED_ROW = (
     "HCP MNI152 templates (real)",
     "ICBM 2009c templates (real)",
     "simulated, calibrated",
 )
-#: The simulator's defaults before the texture calibration (issue 30).
-BEFORE = {"bias_strength": 0.12, "snr_range": (25.0, 45.0), "texture_sd": 0.04, **UNCALIBRATED_TEXTURE}
 TOLERANCE = 0.25
 
 
@@ -71,7 +67,7 @@ def run() -> dict:
     anatomy = default_anatomy()
     seconds, cpu = {}, {}
     for label, variation in (
-        ("simulated, before calibration", replace(Variation(), **BEFORE)),
+        ("simulated, before calibration", replace(Variation(), **uncalibrated_variation())),
         (CALIBRATED_ROW, Variation()),
     ):
         per_seed, seconds[label], cpu[label] = [], [], []

@@ -36,9 +36,9 @@ TRAIN_CHILD = textwrap.dedent("""
 COMPUTE_CHILD = textwrap.dedent("""
     import json, sys, time
     from mrsynth.runtime import tune_allocator
-    from benchmarks.training_step import _step_timer
+    from benchmarks.fixtures import step_timer
     tune_allocator()  # as the trainer does
-    step = _step_timer(channels_last=True, compile_model=False)
+    step = step_timer(channels_last=True, compile_model=False)
     started = time.perf_counter()
     for _ in range(int(sys.argv[1])):
         step()
@@ -63,7 +63,7 @@ def _median_of(runs: int, code: str, *args: str, env: dict[str, str] | None = No
     """Each figure's median over ``runs`` fresh child processes."""
     import statistics
 
-    from .common import child_json
+    from benchmarks.fixtures import child_json
 
     samples = [child_json(code, *args, env=env) for _ in range(runs)]
     return {key: statistics.median(s[key] for s in samples) for key in samples[0]}

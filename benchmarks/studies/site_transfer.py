@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import pretrained_weights
+from benchmarks.fixtures import MAPS_DIR, predicted, pretrained_weights, require_shared, table_from
 
-MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg-label-maps"
 #: site -> (protocol and noise changes from the default variation, label-map indices)
 SITES = {
     "A": ({}, [0, 1, 2]),
@@ -67,7 +66,7 @@ def _simulate(root: Path) -> dict[str, list[str]]:
     from mrsynth.simulate import Variation, simulate_subject, write_hcp_subject
     from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
 
-    maps = label_map_paths(MAPS)
+    maps = label_map_paths(MAPS_DIR)
     ids: dict[str, list[str]] = {}
     for site, (changes, indices) in SITES.items():
         variation = replace(Variation(), **changes)
@@ -83,19 +82,6 @@ def _simulate(root: Path) -> dict[str, list[str]]:
 def _brain_pairs(subject):
     volumes = subject.native()
     return volumes.t1.astype(np.float64), volumes.t2.astype(np.float64), volumes.brain
-
-
-def numpy_lookup(train: list, test_t1: np.ndarray, test_brain: np.ndarray, unit: str) -> np.ndarray:
-    """Binned mean T2w per T1w intensity over the training brains (each volume by its brain ``unit``: median or p99)."""
-    statistic = np.median if unit == "median" else (lambda v: np.percentile(v, 99))
-    x = np.concatenate([t1[b] / statistic(t1[b]) for t1, _, b in train])
-    y = np.concatenate([t2[b] / statistic(t2[b]) for _, t2, b in train])
-    edges = np.quantile(x, np.linspace(0, 1, 65))
-    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 63)
-    counts = np.bincount(which, minlength=64)
-    return np.interp(
-        test_t1 / statistic(test_t1[test_brain]), np.bincount(which, x, 64) / counts, np.bincount(which, y, 64) / counts
-    )
 
 
 def _scores(prediction: np.ndarray, t2: np.ndarray, brain: np.ndarray) -> dict:
@@ -117,8 +103,7 @@ def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
     from mrsynth.networks import PRETRAINED, load_model
     from mrsynth.training import load_config, runs, train
 
-    if not MAPS.exists():
-        raise SystemExit(f"skipped: {MAPS} is absent")
+    require_shared("synthseg-label-maps")
     results = {
         "sites": {k: {"changes": v[0], "label_maps": v[1]} for k, v in SITES.items()},
         "rows": rows,
@@ -140,14 +125,13 @@ def run(rows: dict[str, tuple[list[str], list[str]]] = ROWS) -> dict:
             tests = [held_out] + (others if k == 0 else [])
             results["folds"].append({"train": training, "test": tests})
             for test in tests:
-                t1, t2, brain = pairs[test]
-                entry = results["scores"].setdefault(test, {})
-                entry["lookup table"] = _scores(
-                    numpy_lookup([pairs[i] for i in training], t1, brain, "median"), t2, brain
-                )
-                entry["lookup table"]["psnr_p99_as_is"] = _as_is(
-                    numpy_lookup([pairs[i] for i in training], t1, brain, "p99"), t2, brain
-                )
+                _, t2, brain = pairs[test]
+                volumes, entry = subjects[test].native(), results["scores"].setdefault(test, {})
+                fitted = [subjects[i].native() for i in training]
+                table, p99_table = table_from(*fitted), table_from(*fitted, method="percentile")
+                entry["lookup table"] = _scores(predicted(table, volumes), t2, brain)
+                as_is = predicted(p99_table, volumes) / p99_table.info.norm().t2_reference_scale
+                entry["lookup table"]["psnr_p99_as_is"] = _as_is(as_is, t2, brain)
                 entry[ZERO_SHOT] = _scores(zero_shot.predict(subjects[test]), t2, brain)
             for n, (label, (presets, overrides)) in enumerate(rows.items()):
                 run_dir = tmp / f"run-{k}-{n}"

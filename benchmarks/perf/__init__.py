@@ -1,0 +1,1 @@
+"""Timings: seconds, throughput and memory of the library's commands and steps."""
