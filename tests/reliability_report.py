@@ -27,7 +27,21 @@ tests/reliability_report.py writes this page from the outcomes they counted). Do
 - **One bad subject** is reported and left out; the others are prepared.
 - **Settings.** A training setting with a value it does not allow (docs/training.md lists what each allows) is
   refused where it is read: one line naming the setting, the value and what is allowed, exit code 2, nothing
-  written, no model exported. `mrsynth train --check` runs every check, and one batch, without writing.
+  written, no model exported. `mrsynth train --check` runs every check, and one batch, without writing. The same
+  holds for a pretraining recipe's settings (`mrsynth pretrain --set`).
+- **Inputs are never outputs.** No command writes over one of its own inputs, by whatever path it is named (a
+  link, a relative path): an output that is an input is refused before anything is computed.
+- **Interruptions keep the work.** SIGINT and SIGTERM end every command as Ctrl-C does (exit 128 + the signal),
+  its outputs whole or absent; a pretraining writes its checkpoint first, and `--resume` says which step it
+  continues from (a resume with no checkpoint yet says so, and a finished one changes nothing).
+- **Checked before work.** Every input is checked before work starts, one line naming the file and the
+  problem, and with the same checks whether or not a brain mask is given (label maps are read whole before a
+  pretraining's first step).
+- **Valid but unlike the training data.** An input that is valid but not what the model was trained on (a
+  T2w-looking "T1w", a negative intensity offset, a soft brain mask) is handled correctly or warned about, once,
+  in one line, and recorded in the prediction's sidecar (`input_notes`).
+- **Say what will run.** A pretraining logs its steps in all and its phases before its first step, and its
+  progress to the log where no progress bar is drawn.
 """
 
 

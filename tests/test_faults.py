@@ -74,9 +74,10 @@ def test_defect_03_a_t1w_with_non_positive_brain_median_fails_train_cleanly(tmp_
     from mrsynth.training import train
 
     root = write_dataset(tmp_path / "data", 3, "hcp", shape=(20, 24, 18))
-    t1_path = next(s for s in discover(root) if s.id == "001").t1
-    t1 = nib.load(str(t1_path))
-    nib.save(nib.Nifti1Image(np.asarray(t1.dataobj) - 1e4, t1.affine), str(t1_path))
+    subject = next(s for s in discover(root) if s.id == "001")
+    t1 = nib.load(str(subject.t1))
+    brain = np.asarray(nib.load(str(subject.mask)).dataobj) > 0  # (a negative offset is shifted away: issue 40)
+    nib.save(nib.Nifti1Image(np.where(brain, 0, np.asarray(t1.dataobj)), t1.affine), str(subject.t1))
     prepare_all(discover(root), tmp_path / "cache", progress=False)
     with pytest.raises(InputError, match="001.*brain median"):
         train(tiny_config(tmp_path / "cache", "optim.epochs=1"), tmp_path / "run", progress=False)

@@ -1,7 +1,9 @@
-"""Property-based fuzzing: generated NIfTI inputs through prepare, predict, masks and evaluate.
+"""Property-based fuzzing: generated NIfTI inputs through prepare, predict (a trained model, the shipped model
+zero-shot, a fine-tuned one), masks and evaluate.
 
 Anything but a clean refusal (InputError naming a file) or a correct result (finite output on the
-input's grid) fails. A short tier runs in the quick loop; the long tier (>= 1,000 examples) is `slow` and `long`:
+input's grid) fails, and so does an input file changed by a prediction (its output may be asked to be an input).
+A short tier runs in the quick loop; the long tier (>= 1,000 examples) is `slow` and `long`:
 `make test-long`, not `make test`.
 """
 
@@ -33,6 +35,7 @@ DTYPES = st.sampled_from(
 AFFINES = st.sampled_from(["identity", "oblique", "singular", "nan", "huge", "flipped"])
 VALUES = st.sampled_from(["normal", "nan", "inf", "constant", "zero", "negative", "huge"])
 SLOPES = st.sampled_from([None, 0.0, 2.0, float("nan"), "intent", "units"])  # scl_slope, or another odd header field
+OUTS = st.sampled_from(["new", "new", "new", "t1", "mask"])  # where the prediction is asked to go
 
 
 def _affine(kind: str) -> np.ndarray:
@@ -113,16 +116,23 @@ def _prepare_is_clean(subject: Subject, cache: Path) -> None:
     assert np.isfinite(np.asarray(prepared.array("t1"))).all()
 
 
-def _predict_is_clean(model_and_info, subject: Subject, out: Path) -> None:
+def _predict_is_clean(model_and_info, subject: Subject, out: Path, surface: str = "predict", mask=True) -> None:
     model, info = model_and_info
+    inputs = {path: path.read_bytes() for path in (subject.t1, subject.seg, subject.mask)}
+    existed = out.exists()
     try:
-        predict_files(model, info, subject.t1, out, subject.seg, subject.mask)
+        predict_files(
+            model, info, subject.t1, out, subject.seg if info.uses_masks else None, subject.mask if mask else None
+        )
     except InputError as error:
         assert error.path is not None, str(error)
-        assert not out.exists()
-        record("fuzz: predict", "refused with a message naming the file")
+        assert out.exists() == existed
+        record(f"fuzz: {surface}", "refused with a message naming the file")
         return
-    record("fuzz: predict", "predicted (finite, on the input's grid)")
+    finally:
+        assert all(path.read_bytes() == data for path, data in inputs.items()), "an input was written over"
+        record(f"fuzz: {surface}", "inputs unchanged")
+    record(f"fuzz: {surface}", "predicted (finite, on the input's grid)")
     image = nib.load(str(out))
     source = nib.load(str(subject.t1))
     assert image.shape == source.shape[:3] and np.isfinite(image.get_fdata()).all()
@@ -150,6 +160,24 @@ def tiny_model(trained):
     return load_model(run / "model")
 
 
+@pytest.fixture(scope="module")
+def models(tiny_model, trained, tmp_path_factory) -> dict:
+    """Every kind of model a user predicts with: a trained one, the shipped one (zero-shot) and a fine-tuned one."""
+    from mrsynth.networks import PRETRAINED, load_model
+    from mrsynth.training import load_config, train
+
+    _, _, cache = trained
+    settings = [f"data.cache={cache}", "data.train=001", "data.test=003", "data.tile_size=32", "optim.epochs=1"]
+    settings += ["data.max_patches_per_epoch=8", "optim.batch_size=4"]
+    run = tmp_path_factory.mktemp("finetune") / "run"
+    train(load_config(None, settings, ["finetune"]), run, progress=False)
+    return {
+        "predict": tiny_model,
+        "predict zero-shot": load_model(PRETRAINED),
+        "predict fine-tuned": load_model(run / "model"),
+    }
+
+
 def _threshold_masks(t1, affine, source="T1w", method=None):
     """Stands in for the registration (seconds per call): what is fuzzed is everything around it."""
     check_t1(t1, affine, source)
@@ -172,13 +200,17 @@ def _masks_is_clean(subject: Subject, out: Path) -> None:
     record("fuzz: masks (registration stubbed)", "masks written on the input's grid")
 
 
-def _run(shape, dtype, affine_kind, values, slope, seed, model) -> None:
+def _run(shape, dtype, affine_kind, values, slope, seed, models, out_kind="new") -> None:
     record("fuzz", "generated inputs")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subject = _subject_files(tmp, shape, dtype, affine_kind, values, slope, seed)
         _prepare_is_clean(subject, tmp / "cache")
-        _predict_is_clean(model, subject, tmp / "out" / "p.nii.gz")
+        out = {"new": tmp / "out" / "p.nii.gz", "t1": subject.t1, "mask": subject.mask}[out_kind]
+        for surface, model in models.items():
+            _predict_is_clean(model, subject, out, surface, mask=seed % 4 != 0 or surface == "predict")
+            if out_kind == "new":
+                out.unlink(missing_ok=True)
         original = files.compute_masks
         files.compute_masks = _threshold_masks  # write_masks computes them through this name
         try:
@@ -189,14 +221,24 @@ def _run(shape, dtype, affine_kind, values, slope, seed, model) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(shape=SHAPES, dtype=DTYPES, affine_kind=AFFINES, values=VALUES, slope=SLOPES, seed=st.integers(0, 2**16))
-def test_fuzz_short(tiny_model, shape, dtype, affine_kind, values, slope, seed):
-    _run(shape, dtype, affine_kind, values, slope, seed, tiny_model)
+@given(
+    shape=SHAPES, dtype=DTYPES, affine_kind=AFFINES, values=VALUES, slope=SLOPES, seed=st.integers(0, 2**16), out=OUTS
+)
+def test_fuzz_short(models, shape, dtype, affine_kind, values, slope, seed, out):
+    _run(shape, dtype, affine_kind, values, slope, seed, models, out)
 
 
 @pytest.mark.slow
 @pytest.mark.long
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(shape=SHAPES, dtype=DTYPES, affine_kind=AFFINES, values=VALUES, slope=SLOPES, seed=st.integers(0, 2**32 - 1))
-def test_fuzz_long(tiny_model, shape, dtype, affine_kind, values, slope, seed):
-    _run(shape, dtype, affine_kind, values, slope, seed, tiny_model)
+@given(
+    shape=SHAPES,
+    dtype=DTYPES,
+    affine_kind=AFFINES,
+    values=VALUES,
+    slope=SLOPES,
+    seed=st.integers(0, 2**32 - 1),
+    out=OUTS,
+)
+def test_fuzz_long(models, shape, dtype, affine_kind, values, slope, seed, out):
+    _run(shape, dtype, affine_kind, values, slope, seed, models, out)

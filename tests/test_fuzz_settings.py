@@ -174,3 +174,96 @@ def test_the_fuzzed_fields_are_every_setting():
         "seed",
     } <= set(FIELDS)
     assert len(FIELDS) >= 50, len(FIELDS)
+
+
+# --------------------------------------------------------------------------- pretraining settings
+
+#: A pretraining of a second or two: the synthesis recipe on a tiny network, one or two steps.
+TINY_PRETRAIN = ["batch=2", "crop=32", "features=4,4,8,8,8,4", "pool=1", "subject_every=100", "workers=0"]
+TINY_PRETRAIN += ["map_indices=1", "checkpoint_every=1"]
+#: Recipe settings whose allowed values can make a pretraining long or large: refused or not, never run.
+SLOW_TO_PRETRAIN = {"steps", "lesion_steps", "batch", "crop", "features", "pool", "workers", "context", "map_indices"}
+
+
+def _pretrain_fields() -> list[str]:
+    from mrsynth.training.synthesis_recipe import SynthesisConfig
+
+    return [f.name for f in dataclasses.fields(SynthesisConfig) if f.name not in ("maps",)]
+
+
+PRETRAIN_FIELDS = _pretrain_fields()
+
+
+@pytest.fixture(scope="module")
+def label_maps(tmp_path_factory) -> Path:
+    import numpy as np
+
+    from mrsynth.io.fixtures import make_subject, save_nifti
+
+    folder = tmp_path_factory.mktemp("maps")
+    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
+    save_nifti(subject.seg.astype(np.float32), subject.affine, folder / "map01.nii.gz")
+    return folder
+
+
+def _pretrain_oracle(field: str, value: str) -> bool:
+    """Values no pretraining can use, stated without the recipe's own checks."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if field in ("batch", "crop", "lr", "lesion_lr", "pool", "subject_every", "checkpoint_every"):
+        return number is None or not math.isfinite(number) or number <= 0
+    return False
+
+
+def _pretrain(run_cli, maps: Path, field: str, value: str) -> None:
+    record("fuzz: pretrain settings", "generated --set values")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        args = ["pretrain", out, "--maps", maps, "--steps", "1", "--lesion-steps", "1", "--device", "cpu"]
+        for setting in TINY_PRETRAIN:
+            args += ["--set", setting]
+        if field in SLOW_TO_PRETRAIN:  # checked, never run: an allowed value may be hours of work
+            code, _, err = _checked_only(maps, field, value)
+        else:
+            code, _, err = run_cli(*args, "--set", f"{field}={value}")
+        assert "Traceback" not in err and "internal error" not in err, (field, value, err)
+        if code == 2:
+            assert err.strip().count("\n") == 0 and err.startswith("mrsynth: error:"), (field, value, err)
+            assert not out.exists(), (field, value, "a refused pretraining wrote its folder")
+            record("fuzz: pretrain settings", "refused: exit 2, one line, nothing written")
+            return
+        assert code == 0, (field, value, code, err)
+        exported = (out / "model" / "model.json").exists()
+        assert not (exported and _pretrain_oracle(field, value)), (field, value, "exported from bad settings")
+        record("fuzz: pretrain settings", "allowed: pretrained and exported" if exported else "allowed: checked")
+
+
+def _checked_only(maps: Path, field: str, value: str):
+    """The recipe settings read and checked as ``pretrain`` reads them, nothing run: (exit code, "", message)."""
+    from mrsynth.errors import InputError
+    from mrsynth.training.recipe_settings import check_settings, parse_settings
+    from mrsynth.training.synthesis_recipe import SynthesisConfig
+
+    settings = TINY_PRETRAIN + [f"{field}={value}"]
+    try:
+        config = SynthesisConfig(maps=str(maps), **parse_settings(SynthesisConfig, settings))
+        check_settings(config)
+    except InputError as error:
+        return 2, "", f"mrsynth: error: {error}"
+    return 0, "", ""
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(PRETRAIN_FIELDS), value=VALUES)
+def test_fuzz_pretrain_settings_short(label_maps, run_cli, field, value):
+    _pretrain(run_cli, label_maps, field, value)
+
+
+@pytest.mark.slow
+@pytest.mark.long
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(PRETRAIN_FIELDS), value=VALUES)
+def test_fuzz_pretrain_settings_long(label_maps, run_cli, field, value):
+    _pretrain(run_cli, label_maps, field, value)

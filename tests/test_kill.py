@@ -1,9 +1,10 @@
-"""Fault suite: kill -9 at random points of prepare (--jobs 2), train and predict, then run again.
+"""Fault suite: kill -9 at random points of prepare (--jobs 2), train, pretrain and predict (a trained model's and
+the shipped model's zero-shot), and SIGTERM at random points of pretrain and predict, then run again.
 
 Every output must be complete or absent, the next run must remove the leftovers and finish, and a
-resumed training run must end with the same weights as an uninterrupted one. A short tier (2 kill
-points per command) runs in the quick loop; the long tier (20 per command) is `slow` and `long`: `make test-long`, not
-`make test`.
+resumed training or pretraining run must end with the same weights as an uninterrupted one. A short tier (2 kill
+points per command, one SIGTERM of a zero-shot prediction) runs in the quick loop; the long tier (20 kill points per
+command, 10 of each signal for pretrain and zero-shot predict) is `slow` and `long`: `make test-long`, not `make test`.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from mrsynth.data import PreparedSubject
 MRSYNTH = [sys.executable, "-m", "mrsynth"]
 
 
-def _killed(command: list, delay: float) -> None:
-    """Run ``command``, SIGKILL it (the parent only) after ``delay`` seconds unless it finished."""
+def _killed(command: list, delay: float, how: int = signal.SIGKILL) -> int | None:
+    """Run ``command``, send it ``how`` (the parent only) after ``delay`` seconds unless it finished; its exit code."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        process.wait(timeout=delay)
+        return process.wait(timeout=delay)
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.send_signal(how)
+        return process.wait()
 
 
 def _ok(command: list) -> None:
@@ -126,6 +127,60 @@ def _predict_points(tmp_path: Path, delays: list[float], trained) -> None:
     assert _hidden(out.parent) == [] and nib.load(str(out)).shape == (40, 48, 36)
 
 
+#: A pretraining of seconds (the synthesis recipe on a tiny network), checkpointed every 20 steps.
+TINY_PRETRAIN = ["batch=2", "crop=32", "features=4,4,8,8,8,4", "pool=2", "subject_every=40", "workers=0"]
+TINY_PRETRAIN += ["checkpoint_every=20", "map_indices=1"]
+
+
+def _pretrain_points(tmp_path: Path, delays: list[float], how: int) -> None:
+    from mrsynth.io.fixtures import make_subject, save_nifti
+
+    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
+    save_nifti(subject.seg.astype(np.float32), subject.affine, tmp_path / "maps" / "map01.nii.gz")
+    name = signal.Signals(how).name
+    command = lambda out: MRSYNTH + [  # noqa: E731
+        "pretrain", str(out), "--maps", str(tmp_path / "maps"), "--steps", "90", "--lesion-steps", "30", "--device",
+        "cpu", *sum((["--set", s] for s in TINY_PRETRAIN), []),
+    ]  # fmt: skip
+    _ok(command(tmp_path / "straight"))
+    expected = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    for n, delay in enumerate(delays):
+        run = tmp_path / f"run{n}"
+        code = _killed(command(run), delay, how)
+        if (run / "model" / "model.json").exists():
+            record(f"{name}: pretrain", "finished before the signal")
+        elif (run / "checkpoint.pt").exists():
+            if how == signal.SIGTERM:
+                assert code == 128 + how, code  # ended as asked, its checkpoint written first
+            _ok(command(run) + ["--resume"])
+            record(f"{name}: pretrain", "resumed from its checkpoint, weights bit-identical")
+        else:  # stopped before its first step: nothing to resume, start again in the same folder
+            _ok(command(run))
+            record(f"{name}: pretrain", "stopped before its first step, restarted, weights bit-identical")
+        weights = load_file(str(run / "model" / "model.safetensors"))
+        assert all(torch.equal(weights[k], expected[k]) for k in expected), f"not exact after {name} at {delay} s"
+        assert _hidden(run) == []
+
+
+def _zero_shot_points(tmp_path: Path, delays: list[float], how: int) -> None:
+    """The shipped model, zero-shot, its brain mask computed: whole or absent after a signal."""
+    from mrsynth.io.fixtures import make_subject, save_nifti
+
+    subject = make_subject(shape=(40, 48, 36), voxel_size=1.3)
+    t1 = save_nifti(subject.t1.astype(np.float32), subject.affine, tmp_path / "t1.nii.gz")
+    out = tmp_path / "pred" / "p.nii.gz"
+    command = MRSYNTH + ["predict", "--t1", str(t1), "--out", str(out)]
+    name = signal.Signals(how).name
+    for delay in delays:
+        out.unlink(missing_ok=True)
+        _killed(command, delay, how)
+        if out.exists():
+            assert np.isfinite(nib.load(str(out)).get_fdata()).all()  # complete
+        record(f"{name}: predict zero-shot", "output whole" if out.exists() else "output absent")
+    _ok(command)
+    assert _hidden(out.parent) == [] and nib.load(str(out)).shape == (40, 48, 36)
+
+
 def test_kill_prepare_short(tmp_path):
     _prepare_points(tmp_path, _delays(2, 1.0, 4.0, seed=1))
 
@@ -136,6 +191,24 @@ def test_kill_train_short(tmp_path):
 
 def test_kill_predict_short(tmp_path, trained):
     _predict_points(tmp_path, _delays(2, 1.0, 4.0, seed=3), trained)
+
+
+def test_signal_zero_shot_predict_short(tmp_path):
+    _zero_shot_points(tmp_path, _delays(1, 2.0, 5.0, seed=5), signal.SIGTERM)  # pretrain: test_hostile_user
+
+
+@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_signal_pretrain_long(tmp_path, how):
+    _pretrain_points(tmp_path, _delays(10, 3.0, 14.0, seed=14 + how), how)
+
+
+@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_signal_zero_shot_predict_long(tmp_path, how):
+    _zero_shot_points(tmp_path, _delays(10, 1.0, 8.0, seed=15 + how), how)
 
 
 @pytest.mark.slow

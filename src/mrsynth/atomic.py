@@ -67,9 +67,11 @@ def _umask() -> int:
 def check_writable(path: str | Path) -> Path:
     """Refuse, before any long computation, an output file that could not be written.
 
-    Its folder must exist or be creatable and be writable, and the path must not be a folder.
-    Raises :class:`~mrsynth.errors.InputError` naming the path.
+    Its folder must exist or be creatable and be writable, and the path must not be a folder (nor end with a
+    slash, which names one).  Raises :class:`~mrsynth.errors.InputError` naming the path.
     """
+    if str(path).endswith(("/", os.sep)):
+        raise InputError("ends with a slash, which names a folder; give an output file name", path)
     path = Path(path)
     if path.is_dir():
         raise InputError("is a folder; give an output file name", path)
@@ -81,6 +83,27 @@ def check_writable(path: str | Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"cannot write here: the folder {folder} is not writable", path)
     return path
+
+
+def refuse_overwriting(outputs, inputs: dict) -> None:
+    """Refuse an output that is one of the command's inputs, by whatever path (``inputs``: what the user calls each
+    input, e.g. ``--t1``, -> its path or ``None``): no command writes over one of its own inputs."""
+    for output in outputs:
+        for role, source in inputs.items():
+            if source is not None and _same_file(Path(output), Path(source)):
+                raise InputError(
+                    f"is the {role} input: mrsynth never writes over its inputs, give another output", output
+                )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (a link, a relative path) or, where one does not exist yet, one place."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
 
 
 def write_file(path: str | Path, write: Callable[[Path], object]) -> Path:

@@ -1,4 +1,5 @@
-"""The one exception type for bad user input (the CLI turns it into exit code 2)."""
+"""The exception types the command line turns into exit codes: bad user input (2), and an interruption by a signal
+(128 + its number, as a shell reports a process a signal ended)."""
 
 from __future__ import annotations
 
@@ -15,3 +16,13 @@ class InputError(Exception):
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by SIGINT or SIGTERM, after keeping what it could (a checkpoint, no partial output)."""
+
+    def __init__(self, signal_number: int):
+        import signal
+
+        self.signal = int(signal_number)
+        super().__init__(signal.Signals(self.signal).name)

@@ -6,15 +6,19 @@ Results (tables, JSON, written paths) go to standard output; messages go through
 standard error, the same on every command: ``--quiet``, ``--verbose`` and ``--progress`` (bars even when
 standard error is not a terminal).
 
-Exit codes: 0 success, 2 bad input (the message names the file and the problem), 1 an internal error.
+Exit codes: 0 success, 2 bad input (the message names the file and the problem), 1 an internal error, 128 + N when
+signal N (SIGINT, SIGTERM) stopped it: both end a command as Ctrl-C does, what it wrote whole or absent (a pretraining
+writes its checkpoint first).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 from .. import __version__, logs
-from ..errors import InputError
+from ..errors import InputError, Interrupted
 from ..logs import log
 from .commands import HANDLERS
 from .parser import build_parser as _build_parser
@@ -25,8 +29,22 @@ def build_parser():
     return _build_parser(HANDLERS)
 
 
+def _terminated(number, _frame) -> None:
+    raise Interrupted(number)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may handle signals
+        return _run(args)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     verbosity = logs.QUIET if args.quiet else logs.VERBOSE if args.verbose else logs.NORMAL
     logs.configure(verbosity, bars=True if args.progress else None)
     log.debug("mrsynth %s, command %s", __version__, args.command)
@@ -35,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         log.error("mrsynth: error: %s", error)
         return 2
-    except KeyboardInterrupt:
-        log.error("mrsynth: interrupted")
-        return 130
+    except KeyboardInterrupt as stop:
+        number = getattr(stop, "signal", signal.SIGINT)
+        log.error("mrsynth: interrupted (%s)", signal.Signals(number).name)
+        return 128 + number
     except OSError as error:  # a full disk, a read-only folder, a file that vanished: the user's to fix
         if args.debug:
             raise

@@ -328,11 +328,14 @@ def _study_commands(command) -> None:
         help="synthesis: the pretrained T1w -> T2w model (default); segmenter: the learned segmenter (--masks learned)",
     )
     p.add_argument("--maps", required=True, help="folder of FreeSurfer label maps (the 20 SynthSeg maps)")
-    p.add_argument("--steps", type=int, help="steps (of the main phase; default: the shipped model's)")
+    p.add_argument(
+        "--steps", type=int, help="steps of the main phase (default: the shipped model's recipe, lesion phase included)"
+    )
     p.add_argument(
         "--lesion-steps",
         type=int,
-        help="synthesis: steps of a lesion phase after --steps, 0 for none (default: the shipped model's)",
+        help="synthesis: steps of a lesion phase after the main one (default: the shipped model's 2000 without "
+        "--steps, none with it)",
     )
     p.add_argument("--per-map", type=int, help="segmenter: subjects simulated from each label map (default 3)")
     p.add_argument("--workers", type=int, help="processes simulating subjects (default: the recipe's)")

@@ -251,6 +251,8 @@ def prepare_subject(
             vols.seg, vols.mask, record = automatic.seg, automatic.brain, automatic.provenance
         else:
             vols = load_subject(subject)
+        for note in vols.notes:
+            log.warning(note)
         stored_axis = resolve_axis(axis, vols.affine)
         bits, unknown = labels.tissue_bits(vols.seg, vols.mask)
     except InputError as error:

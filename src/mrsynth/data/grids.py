@@ -36,7 +36,7 @@ class GridSubject:
     @cached_property
     def _arrays(self) -> dict[str, np.ndarray]:
         volumes = self.subject.native()
-        grid = onto_work_grid(self.spec, volumes.affine, volumes.t1.shape)
+        grid = onto_work_grid(self.spec, volumes.affine, volumes.t1.shape, self.subject.folder)
         resampled = resample_inputs(grid, volumes.affine, volumes.t1, bits=volumes.bits, t2=volumes.t2)
         axis = resolve_axis(self.spec.axis, grid.affine)
         front = lambda volume: None if volume is None else np.ascontiguousarray(np.moveaxis(volume, axis, 0))  # noqa: E731

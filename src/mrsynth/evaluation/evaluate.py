@@ -119,14 +119,14 @@ def evaluate_folder(
         "references_without_prediction": missing,
         "predictions_without_reference": [str(p.relative_to(pred_dir)) for p in extra],
     }
-    _report_unmatched(unmatched, pred_dir, strict)
-    per_subject = {subject_id: evaluate_file(path, refs[subject_id], scale) for subject_id, path in matched.items()}
-    if not per_subject:
+    if not matched:
         raise InputError(
             f"no prediction named <subject>.nii.gz (or BIDS derivative) matches a reference subject "
             f"({', '.join(sorted(refs)) or 'none with a T2w'})",
             pred_dir,
         )
+    _report_unmatched(unmatched, pred_dir, strict)
+    per_subject = {subject_id: evaluate_file(path, refs[subject_id], scale) for subject_id, path in matched.items()}
     return {"per_subject": per_subject, "summary": summarize(per_subject), "unmatched": unmatched}
 
 

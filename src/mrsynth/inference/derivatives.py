@@ -111,14 +111,20 @@ class Output:
         return self.out_dir / f"{subject_id}.nii.gz"
 
     def write_sidecar(
-        self, subject_id: str, sources: dict[str, Path], masks: str, transform: Transform | None
+        self,
+        subject_id: str,
+        sources: dict[str, Path],
+        masks: str,
+        transform: Transform | None,
+        notes: list[str] = (),
     ) -> Path | None:
-        """The prediction's JSON sidecar (BIDS output only), written before its image."""
+        """The prediction's JSON sidecar (BIDS output only), written before its image; ``notes``: what reading the
+        inputs changed or doubts."""
         if not self.bids:
             return None
         image = self.image_path(subject_id)
         check_writable(image)
-        record = sidecar(sources, self.source_root, self.provenance, masks, transform)
+        record = sidecar(sources, self.source_root, self.provenance, masks, transform, notes)
         return write_text(sidecar_path(image), json.dumps(record, indent=2) + "\n")
 
 
@@ -139,6 +145,7 @@ def sidecar(
     provenance: ModelProvenance | None,
     masks: str,
     transform: Transform | None,
+    notes: list[str] = (),
 ) -> dict:
     """The sidecar of one prediction (BIDS keys first, then mrsynth's own record)."""
     order = ("t1", "seg", "mask")
@@ -150,6 +157,7 @@ def sidecar(
             "masks": masks,
             "normalization_t1": None if transform is None else asdict(transform),
             "negative_values": "set to 0: T2w signal is never negative",
+            "input_notes": list(notes),
         },
     }
     if provenance is not None:

@@ -15,12 +15,20 @@ import nibabel as nib
 import numpy as np
 
 from .. import labels
-from ..atomic import check_writable, remove_leftovers, write_file
+from ..atomic import check_writable, refuse_overwriting, remove_leftovers, write_file
 from ..data import PreparedSubject, is_prepared_cache, list_prepared, masks_source
 from ..errors import InputError
 from ..io import Subject, detect_layout, discover, load_subject, nifti, resolve_axis
 from ..logs import log
-from ..masks import check_source, compute_masks, recorded_method, refuse_auto_on_cache
+from ..masks import (
+    check_brain,
+    check_source,
+    check_t1,
+    compute_masks,
+    contrast_check,
+    recorded_method,
+    refuse_auto_on_cache,
+)
 from ..networks import ModelInfo, Transform, predict_slices
 from ..networks.grids import resample_onto
 from ..networks.inputs import onto_work_grid, resample_inputs
@@ -69,7 +77,7 @@ def predict_arrays(
     transform = transform or t1_transform(info, t1, mask, source)
     options = {"batch_size": batch_size, "device": device, "progress": progress}
     if info.spec.grid_mm:
-        return _on_work_grid(model, info, t1, affine, seg, mask, transform, options)
+        return _on_work_grid(model, info, t1, affine, seg, mask, transform, options, source)
     axis = resolve_axis(info.spec.axis, affine)
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     front = lambda v: None if v is None else np.moveaxis(v, axis, 0)
@@ -77,11 +85,13 @@ def predict_arrays(
     return np.moveaxis(out, 0, axis)
 
 
-def _on_work_grid(model, info: ModelInfo, t1, affine, seg, mask, transform: Transform, options: dict) -> np.ndarray:
+def _on_work_grid(
+    model, info: ModelInfo, t1, affine, seg, mask, transform: Transform, options: dict, source
+) -> np.ndarray:
     """A model that works on its own grid (``spec.grid_mm``: RAS, isotropic): the input resampled onto it
     (:func:`~mrsynth.networks.inputs.resample_inputs`, as for training), predicted there, the prediction resampled
     back onto the input's grid."""
-    grid = onto_work_grid(info.spec, affine, t1.shape)
+    grid = onto_work_grid(info.spec, affine, t1.shape, source)
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     work = resample_inputs(grid, affine, t1, bits=bits, brain=mask)
     axis = resolve_axis(info.spec.axis, grid.affine)
@@ -156,11 +166,12 @@ def write_like(
     return write_file(path, lambda temporary: nifti.save(image, temporary))
 
 
-def check_output(path: Path) -> Path:
+def check_output(path: str | Path) -> Path:
     """An output NIfTI path that can be written and says its format (.nii or .nii.gz); checked before computing."""
+    check_writable(path)
     if not Path(path).name.endswith((".nii", ".nii.gz")):
         raise InputError("the output must be a NIfTI file named .nii.gz (compressed) or .nii", path)
-    return check_writable(path)
+    return Path(path)
 
 
 def needs_masks(info: ModelInfo) -> bool:
@@ -192,29 +203,33 @@ def predict_files(
     seg: Path | None = None,
     mask: Path | None = None,
     masks: str = "files",
-    before_write: Callable[[Transform], object] | None = None,
+    before_write: Callable[[Transform, list[str]], object] | None = None,
     **kwargs,
 ) -> Path:
     """T1w (+ seg, mask) NIfTI files -> predicted T2w NIfTI with the T1w's header and affine.
 
     ``masks`` other than ``files`` (``auto`` or a method of :mod:`mrsynth.masks`): the brain mask and
     segmentation are computed from the T1w (``seg`` and ``mask`` must then be absent); so is the brain mask of a
-    model that reads the T1w alone when none is given.  ``before_write``
-    is called with the subject's T1w transform once the volume is predicted, before it is
-    written (the BIDS sidecar goes first).
+    model that reads the T1w alone when none is given.  Every input is checked before anything is computed, the
+    same way whether or not a mask is given; what reading changed or doubts is logged once and handed, with the
+    subject's T1w transform, to ``before_write`` once the volume is predicted, before it is written (the BIDS
+    sidecar goes first).  The output is never one of the inputs.
     """
     masks = check_source(masks)
     if masks != "files" and (seg or mask):
         raise InputError("give either automatic --masks or --seg/--mask files, not both", t1)
+    inputs = {"--t1": t1, "--seg": seg, "--mask": mask}
+    for path in (p for p in inputs.values() if p is not None):  # every input there before anything is said
+        if not Path(path).exists():
+            raise InputError("file not found", path)
     check_output(out)
+    refuse_overwriting([out], inputs)
+    if seg is not None and not info.uses_masks:
+        log.info("%s: this model reads no tissue masks: --seg is not used", seg)
     if masks == "files" and mask is None and needs_masks(info) and not info.uses_masks:
         masks = check_source("auto")  # a T1w-only model needs only a brain mask: computed, and said so
         log.info("%s: no brain mask given (--mask): computing one from the T1w (%s)", t1, masks)
-    subject = Subject(id="input", t1=Path(t1), seg=seg and Path(seg), mask=mask and Path(mask))
-    volumes = load_subject(subject, need_labels=False)
-    if masks != "files" and needs_masks(info):
-        automatic = compute_masks(volumes.t1, volumes.affine, source=t1, method=masks)
-        volumes.seg, volumes.mask = automatic.seg, automatic.brain
+    volumes, notes = _checked_inputs(info, Path(t1), seg, mask, masks)
     warn_if_masks_differ(info, masks, t1)
     check_inputs(info, volumes.seg, volumes.mask, t1)
     transform = t1_transform(info, volumes.t1, volumes.mask, t1)
@@ -230,8 +245,28 @@ def predict_files(
         **kwargs,
     )
     if before_write is not None:
-        before_write(transform)
-    return write_like(volume, nib.load(str(t1)), volumes.affine, out, info.stamp())  # the header only: lazy
+        before_write(transform, notes)
+    return write_like(volume, nib.load(str(t1)), volumes.affine, Path(out), info.stamp())  # the header only: lazy
+
+
+def _checked_inputs(info: ModelInfo, t1: Path, seg: Path | None, mask: Path | None, masks: str):
+    """The input volumes, read and checked (the T1w usable, not constant in the brain, not looking like a T2w) the
+    same way whether the mask is given or computed, and the notes on them."""
+    volumes = load_subject(
+        Subject(id="input", t1=t1, seg=seg and Path(seg), mask=mask and Path(mask)), need_labels=False
+    )
+    check_t1(volumes.t1, volumes.affine, t1)
+    notes = list(volumes.notes)
+    for note in notes:
+        log.warning(note)
+    if masks != "files" and needs_masks(info):
+        automatic = compute_masks(volumes.t1, volumes.affine, source=t1, method=masks)
+        volumes.seg, volumes.mask = automatic.seg, automatic.brain
+        notes += automatic.warnings
+    elif volumes.mask is not None:
+        check_brain(volumes.t1, volumes.mask, t1)
+        notes += contrast_check(volumes.t1, volumes.affine, t1)
+    return volumes, notes
 
 
 def predict_prepared_file(
@@ -239,19 +274,20 @@ def predict_prepared_file(
     info: ModelInfo,
     subject: PreparedSubject,
     out: Path,
-    before_write: Callable[[Transform], object] | None = None,
+    before_write: Callable[[Transform, list[str]], object] | None = None,
     **kwargs,
 ) -> Path:
     """Predict a prepared subject into a NIfTI with its source T1w's header (when still there) and affine."""
     check_output(out)
+    refuse_overwriting([out], {"prepared subject's source T1w": subject.meta["sources"]["t1"]["path"]})
     warn_if_masks_differ(info, masks_source(subject.meta), subject.folder)
     transform = info.norm().transform("t1", subject.stats)
     volume = predict_prepared(model, info, subject, transform=transform, **kwargs)
     if before_write is not None:
-        before_write(transform)
+        before_write(transform, [])
     source = Path(subject.meta["sources"]["t1"]["path"])
     reference = nifti.load(source) if source.exists() else None
-    return write_like(volume, reference, subject.affine, out, info.stamp())
+    return write_like(volume, reference, subject.affine, Path(out), info.stamp())
 
 
 def predict_many(
@@ -272,6 +308,7 @@ def predict_many(
     """
     root = Path(root)
     masks = check_source(masks)
+    refuse_overwriting([out_dir], {"--data": root})
     provenance = ModelProvenance(Path(model_folder), info) if model_folder is not None else None
     if is_prepared_cache(root):
         if masks != "files":

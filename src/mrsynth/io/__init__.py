@@ -6,20 +6,17 @@ generated subjects that the tests and ``mrsynth fixtures`` use.
 """
 
 from . import nifti
-from .nifti import resolve_axis
+from .nifti import NIFTI_SUFFIXES, check_affine, read_volume, resolve_axis
 from .subjects import (
     HCP_FOLDER,
     HCP_NAMES,
     LAYOUTS,
-    NIFTI_SUFFIXES,
     Subject,
     SubjectVolumes,
-    check_affine,
     check_same_grid,
     detect_layout,
     discover,
     load_subject,
-    read_volume,
 )
 
 __all__ = [

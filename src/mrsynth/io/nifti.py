@@ -21,6 +21,7 @@ except ImportError:  # an optional speed-up: nibabel's own gzip then
     igzip = None
 
 GZIP_LEVEL = 1  # nibabel's default for .nii.gz
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: The world axis each named slicing axis runs along.
 AXIS_NAMES = {"sagittal": "LR", "coronal": "AP", "axial": "SI"}
 
@@ -66,3 +67,38 @@ def resolve_axis(axis: str | int, affine: np.ndarray) -> int:
         raise InputError(f"unknown slice axis {axis!r}; use axial, coronal, sagittal or 0/1/2")
     codes = nib.aff2axcodes(affine)
     return next(i for i, code in enumerate(codes) if code in AXIS_NAMES[axis])
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Read a 3D NIfTI volume as stored (a trailing singleton 4th axis is dropped).
+
+    Raises :class:`InputError` for a missing, unreadable or non-3D file.
+    """
+    if not path.exists():
+        raise InputError("file not found", path)
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise InputError("is not named .nii or .nii.gz: give NIfTI files their extension", path)
+    try:
+        image = load(path)
+        data = np.asanyarray(image.dataobj)
+    except Exception as error:  # nibabel raises many types for corrupt files
+        raise InputError(f"unreadable or corrupt NIfTI file ({error})", path) from error
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"expected a 3D volume, got shape {tuple(image.shape)}", path)
+    return data, image
+
+
+def check_affine(affine: np.ndarray, path: Path) -> None:
+    """Refuse an affine that gives no voxel size or orientation (NaN, Inf, zero voxel size)."""
+    matrix = np.asarray(affine, float)[:3, :3]
+    if not np.isfinite(affine).all():
+        raise InputError("the affine (voxel-to-world matrix) holds NaN or Inf values", path)
+    sizes = np.linalg.norm(matrix, axis=0)
+    if sizes.min() < 1e-6 or abs(np.linalg.det(matrix)) < 1e-9 * sizes.prod():
+        raise InputError(
+            f"the affine is singular (voxel sizes {', '.join(f'{v:.4g}' for v in sizes)} mm): "
+            "no orientation or voxel size",
+            path,
+        )

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-from . import nifti
+from .nifti import NIFTI_SUFFIXES, check_affine, read_volume
 
 LAYOUTS = ("auto", "hcp", "bids", "csv")
 HCP_FOLDER = "T1w"  # <subject>/T1w/ in the HCP release
@@ -51,7 +50,6 @@ HCP_NAMES = {
     "mask": "brainmask_fs",
 }
 ROLE_NAMES = {"t1": "T1w image", "t2": "T2w image", "seg": "segmentation", "mask": "brain mask"}
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 AFFINE_TOLERANCE_MM = 1e-3
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -85,6 +83,7 @@ class SubjectVolumes:
     t2: np.ndarray | None  # float32
     affine: np.ndarray
     zooms: tuple[float, ...]
+    notes: list[str] = field(default_factory=list)  # what reading changed or doubts, one line each (to log)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -252,25 +251,6 @@ def _discover_csv(manifest: Path) -> list[Subject]:
 # --------------------------------------------------------------------------- validation
 
 
-def read_volume(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Read a 3D NIfTI volume as stored (a trailing singleton 4th axis is dropped).
-
-    Raises :class:`InputError` for a missing, unreadable or non-3D file.
-    """
-    if not path.exists():
-        raise InputError("file not found", path)
-    try:
-        image = nifti.load(path)
-        data = np.asanyarray(image.dataobj)
-    except Exception as error:  # nibabel raises many types for corrupt files
-        raise InputError(f"unreadable or corrupt NIfTI file ({error})", path) from error
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"expected a 3D volume, got shape {tuple(image.shape)}", path)
-    return data, image
-
-
 def _finite_float32(data: np.ndarray, path: Path) -> np.ndarray:
     if np.iscomplexobj(data):
         raise InputError("complex-valued image: give a magnitude image (casting would drop the imaginary part)", path)
@@ -298,11 +278,15 @@ def _integer_codes(data: np.ndarray, path: Path) -> np.ndarray:
     return codes.astype(np.int32)
 
 
-def load_subject(subject: Subject, need_t2: bool = False, need_labels: bool = True) -> SubjectVolumes:
+def load_subject(
+    subject: Subject, need_t2: bool = False, need_labels: bool = True, t1_role: str = "T1w"
+) -> SubjectVolumes:
     """Read and validate every file of ``subject``; raise :class:`InputError` on any problem.
 
     ``need_labels=False`` (prediction with a model that needs neither tissue masks nor a
     brain mask) lets the segmentation and brain mask be absent; present ones are checked.
+    ``t1_role``: what the image in the T1w's place is to the user, in messages (``evaluate`` puts its reference
+    T2w there).
     """
     if subject.problem:
         raise InputError(f"subject {subject.id}: {subject.problem}")
@@ -318,38 +302,42 @@ def load_subject(subject: Subject, need_t2: bool = False, need_labels: bool = Tr
     check_affine(reference.affine, subject.t1)
     t1 = _finite_float32(t1_raw, subject.t1)
     grid = (t1.shape, reference.affine)
+    notes: list[str] = []
+    if t1.size and float(t1.min()) < 0:
+        notes.append(
+            f"{subject.t1}: {t1_role} values down to {float(t1.min()):.4g}, shifted up so that the lowest is 0 "
+            "(MR magnitude is never negative: an offset in the file)"
+        )
+        t1 = t1 - t1.min()
 
     def on_grid(path: Path) -> np.ndarray:
         data, image = read_volume(path)
-        check_same_grid(data.shape, image.affine, grid, path, subject.t1)
+        check_same_grid(data.shape, image.affine, grid, path, subject.t1, t1_role)
         return data
 
     seg = _integer_codes(on_grid(subject.seg), subject.seg) if subject.seg else None
     mask = None
     if subject.mask:
-        mask = on_grid(subject.mask)
-        if not np.isfinite(mask).all():
-            raise InputError("brain mask contains NaN or Inf values", subject.mask)
-        mask = mask > 0
-        if not mask.any():
-            raise InputError("brain mask is empty (no voxel > 0)", subject.mask)
+        mask = brain_mask(on_grid(subject.mask), subject.mask, notes)
     t2 = _finite_float32(on_grid(subject.t2), subject.t2) if subject.t2 else None
     zooms = tuple(float(z) for z in reference.header.get_zooms()[:3])
-    return SubjectVolumes(subject, t1, seg, mask, t2, reference.affine.copy(), zooms)
+    return SubjectVolumes(subject, t1, seg, mask, t2, reference.affine.copy(), zooms, notes)
 
 
-def check_affine(affine: np.ndarray, path: Path) -> None:
-    """Refuse an affine that gives no voxel size or orientation (NaN, Inf, zero voxel size)."""
-    matrix = np.asarray(affine, float)[:3, :3]
-    if not np.isfinite(affine).all():
-        raise InputError("the affine (voxel-to-world matrix) holds NaN or Inf values", path)
-    sizes = np.linalg.norm(matrix, axis=0)
-    if sizes.min() < 1e-6 or abs(np.linalg.det(matrix)) < 1e-9 * sizes.prod():
+def brain_mask(data: np.ndarray, path: Path, notes: list[str]) -> np.ndarray:
+    """A brain mask file as booleans: every voxel above 0, or for a soft mask (values between 0 and 1, a
+    probability) every voxel of at least 0.5, and said so: prediction, its work grid and scoring then agree."""
+    if not np.isfinite(data).all():
+        raise InputError("brain mask contains NaN or Inf values", path)
+    soft = bool(np.any((data > 0) & (data < 1)))
+    mask = data >= 0.5 if soft else data > 0
+    if soft:
+        notes.append(f"{path}: a soft brain mask (values between 0 and 1): the voxels of 0.5 and above are brain")
+    if not mask.any():
         raise InputError(
-            f"the affine is singular (voxel sizes {', '.join(f'{v:.4g}' for v in sizes)} mm): "
-            "no orientation or voxel size",
-            path,
+            "brain mask is empty (no voxel > 0)" if not soft else "brain mask is empty (no voxel >= 0.5)", path
         )
+    return mask
 
 
 def check_same_grid(shape, affine, grid, path: Path, reference: Path, role: str = "T1w") -> None:

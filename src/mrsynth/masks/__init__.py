@@ -8,8 +8,9 @@ default: a 2D U-Net shipped with its weights, trained by its recipe on simulated
 command.  Everything is local: no download at run time.
 """
 
-from .common import AutoMasks, looks_skull_stripped
+from .common import AutoMasks, check_brain, check_t1, looks_skull_stripped
 from .files import OUTPUTS, class_volume, write_masks
+from .segmenter import contrast_check
 from .sources import (
     DEFAULT_METHOD,
     MASK_METHODS,
@@ -24,6 +25,9 @@ from .sources import (
 
 __all__ = [
     "AutoMasks",
+    "check_brain",
+    "check_t1",
+    "contrast_check",
     "DEFAULT_METHOD",
     "MASK_METHODS",
     "OUTPUTS",

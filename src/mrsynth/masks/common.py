@@ -3,7 +3,6 @@ warning when the input does not look like a T1w."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from .. import labels
 from ..errors import InputError
-from ..io.subjects import check_affine
+from ..io.nifti import check_affine
 from ..logs import log
 
 #: Less signal than this (ml) can be a skull-stripped T1w (a head is 3-5 litres, a brain 1-1.8; a tightly cropped
@@ -44,6 +43,15 @@ def check_t1(t1: np.ndarray, affine: np.ndarray, source: str | Path) -> None:
         raise InputError(f"is constant ({float(t1.min())}): no brain can be found in it", source)
 
 
+def check_brain(t1: np.ndarray, brain: np.ndarray, source: str | Path) -> None:
+    """Refuse a T1w that holds no information inside its brain mask (constant there)."""
+    inside = t1[brain]
+    if inside.size and float(inside.max()) == float(inside.min()):
+        raise InputError(
+            f"is constant ({float(inside.min()):.4g}) inside the brain mask: nothing to predict from", source
+        )
+
+
 def looks_skull_stripped(t1: np.ndarray, affine: np.ndarray) -> bool:
     """Little signal (< ``STRIPPED_MAX_ML`` above 5 % of the nonzero voxels' 99th percentile), and the voxels
     without it mostly exactly at the background value."""
@@ -71,6 +79,7 @@ def contrast_warnings(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, source
 
 
 def warn(message: str) -> str:
-    warnings.warn(message, stacklevel=3)
+    """Say ``message`` once, as a warning in the log (not also as a Python warning: the command line would print it
+    twice), and hand it back to be recorded with the outputs."""
     log.warning(message)
     return message

@@ -14,6 +14,7 @@ from ..atomic import check_writable, remove_leftovers, write_file, write_text
 from ..errors import InputError
 from ..figures import masks_figure
 from ..io.subjects import Subject, load_subject
+from ..logs import log
 from .sources import compute_masks, describe
 
 #: Files written by :func:`write_masks`.
@@ -50,6 +51,8 @@ def write_masks(
         check_writable(out_dir / name)
     started = time.perf_counter()
     volumes = load_subject(Subject(id="input", t1=t1_path, seg=None, mask=None), need_labels=False)
+    for note in volumes.notes:
+        log.warning(note)
     result = compute_masks(volumes.t1, volumes.affine, source=t1_path, method=method)
     seconds = time.perf_counter() - started
     header = nib.load(str(t1_path)).header

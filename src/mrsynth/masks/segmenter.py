@@ -106,13 +106,14 @@ def segment(
     segmenter: tuple[torch.nn.Module, ModelInfo] | None = None,
     chunk: int = 32,
     flips: tuple[tuple[int, ...], ...] | None = None,
+    source=None,
 ) -> Segmentation:
     """Brain mask and exclusive classes on the input grid, and how sure the network is of them (as given and
     inverted; the probabilities as given averaged over the spec's flips, or ``flips``).  ``segmenter``: a loaded
     model (default the shipped one).  The brain follows HCP's mask rule (:func:`brain_mask`); voxels it takes in
     that the network called outside get the nearest tissue class."""
     model, info = segmenter or load_model(SEGMENTER)
-    grid = onto_work_grid(info.spec, affine, t1.shape)
+    grid = onto_work_grid(info.spec, affine, t1.shape, source)
     work = resample_inputs(grid, affine, t1)["t1"]
     with bar(total=2 * work.shape[2], desc="segment", unit="slice", leave=False) as progress:
         probs = probabilities(model, info, work, progress=progress.update, flips=flips)
@@ -171,12 +172,30 @@ def class_codes(classes: np.ndarray) -> np.ndarray:
     return table[classes]
 
 
+def contrast_check(t1: np.ndarray, affine: np.ndarray, source, segmenter=None) -> list[str]:
+    """The contrast check of a T1w that comes with its own brain mask, the one the learned masks make: a warning
+    when the segmenter is surer of the image with its intensities inverted (a T2w given as the T1w), from one
+    pass as given and one inverted (no flips: a few seconds)."""
+    model, info = segmenter or load_model(SEGMENTER)
+    work = resample_inputs(onto_work_grid(info.spec, affine, t1.shape, source), affine, t1)["t1"]
+    sure = confidence(probabilities(model, info, work, flips=((),)))
+    sure_inverted = confidence(probabilities(model, info, inverted(work), flips=((),)))
+    return [_looks_inverted(source, sure, sure_inverted)] if sure_inverted > sure else []
+
+
+def _looks_inverted(source, sure: float, sure_inverted: float) -> str:
+    return warn(
+        f"{source}: the segmenter is surer of this image with its intensities inverted (confidence "
+        f"{sure_inverted:.2f} against {sure:.2f}): is this a T2w rather than a T1w? It is read as a T1w"
+    )
+
+
 def learned_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
     """The ``learned`` method: this segmenter, no registration, no extra dependency."""
     stripped = looks_skull_stripped(t1, affine)
     log.info("%s: segmenting with the learned segmenter (%s input)", source, STRIPPED if stripped else WHOLE_HEAD)
     model, info = load_model(SEGMENTER)
-    result = segment(t1, affine, (model, info))
+    result = segment(t1, affine, (model, info), source=source)
     brain = result.brain & (t1 > 0) if stripped else result.brain
     if not brain.any():
         raise InputError("the segmented brain mask is empty: is this a T1w of a head?", source)
@@ -189,13 +208,5 @@ def learned_masks(t1: np.ndarray, affine: np.ndarray, source) -> AutoMasks:
         "confidence": round(result.confidence, 3),
         "inverted_confidence": round(result.inverted_confidence, 3),
     }
-    notes = []
-    if result.looks_inverted:
-        notes.append(
-            warn(
-                f"{source}: the segmenter is surer of this image with its intensities inverted "
-                f"(confidence {result.inverted_confidence:.2f} against {result.confidence:.2f}): is this "
-                "a T2w rather than a T1w? The masks assume a T1w"
-            )
-        )
+    notes = [_looks_inverted(source, result.confidence, result.inverted_confidence)] if result.looks_inverted else []
     return AutoMasks(brain, seg, record, notes or contrast_warnings(t1, seg, brain, source))

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .. import labels
+from ..errors import InputError
 from .grids import WorkGrid, resample_onto, work_grid
 from .normalization import Normalization, Transform
 
@@ -176,9 +177,22 @@ def whole_slices(start: int, stop: int, window: tuple[slice, slice] = None, shap
     )
 
 
-def onto_work_grid(spec: InputSpec, affine: np.ndarray, shape) -> WorkGrid:
-    """The work grid of a model that has one (``spec.grid_mm``): RAS, isotropic, covering the input."""
-    return work_grid(shape, affine, spec.grid_mm)
+#: The largest field of view a work grid covers along an axis: a head is 200-300 mm; more is a wrong voxel size.
+MAX_FIELD_OF_VIEW_MM = 1000.0
+
+
+def onto_work_grid(spec: InputSpec, affine: np.ndarray, shape, source=None) -> WorkGrid:
+    """The work grid of a model that has one (``spec.grid_mm``): RAS, isotropic, covering the input (``source``,
+    named where its field of view is no head's)."""
+    grid = work_grid(shape, affine, spec.grid_mm)
+    extent = np.asarray(grid.shape) * spec.grid_mm
+    if extent.max() > MAX_FIELD_OF_VIEW_MM:
+        raise InputError(
+            f"the field of view is {' x '.join(f'{e:.4g}' for e in extent)} mm, no head's: are the voxel sizes in the "
+            "header in mm?",
+            source,
+        )
+    return grid
 
 
 def resample_inputs(grid: WorkGrid, affine: np.ndarray, t1, bits=None, brain=None, t2=None) -> dict:

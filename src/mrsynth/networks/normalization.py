@@ -177,12 +177,19 @@ def _landmarks(stats) -> tuple[float, ...]:
     return (t1["brain_p01"], *t1["brain_deciles"], t1["brain_p99"])
 
 
+def _method_of(statistic: str) -> str:
+    """The normalization a statistic belongs to, as a user names it."""
+    return {"brain_median": "robust", "brain_p99": "percentile", "foreground_p99": "foreground"}.get(statistic, "")
+
+
 def _positive_reference(stats, contrast: str, statistic: str) -> float:
     value = stats[contrast][statistic]
     if not value > 0:
+        contrast_name = {"t1": "T1w", "t2": "T2w"}.get(contrast, contrast)
         raise ValueError(
-            f"{contrast} {statistic.replace('_', ' ')} inside the brain mask is {value}; this normalization "
-            "needs positive intensities (use --norm paper for signed data)"
+            f"the {contrast_name}'s {statistic.replace('_', ' ')} inside the brain mask is {value:.4g}, and the "
+            f"{_method_of(statistic)} normalization divides by it: is the mask the brain's (not mostly "
+            "background), and the image a magnitude image?"
         )
     return value
 

@@ -28,7 +28,7 @@ import torch
 
 from .. import __version__
 from ..atomic import write_text
-from ..errors import InputError
+from ..errors import InputError, Interrupted
 from ..logs import bar, bars_wanted, log
 from ..networks import save_model
 from ..networks.modelfile import DESCRIPTION
@@ -39,10 +39,6 @@ from .model_card import CARD
 
 CHECKPOINT, LOG, RECORD, MODEL = "checkpoint.pt", "progress.log", "pretrain.json", "model"
 LOG_EVERY = 50
-
-
-class Interrupted(KeyboardInterrupt):
-    """A pretraining stopped by SIGINT or SIGTERM after writing its checkpoint."""
 
 
 def pretrain(recipe, out: str | Path, resume: bool = False, progress: bool = True, command: str = "") -> Path:
@@ -102,14 +98,16 @@ def _announce(recipe, phases: list, resumed_at: int | None, world: int) -> None:
     parts = ", ".join(f"{p.name} {p.end - p.start:,}" for p in phases)
     where = "from the start" if resumed_at is None else f"resuming from the checkpoint of step {resumed_at:,}"
     processes = f" in {world} processes" if world > 1 else ""
+    hint = f"; {recipe.hint()}" if recipe.hint() else ""
     log.info(
-        "pretrain %s (recipe version %d): %s steps in all (%s), %s%s",
+        "pretrain %s (recipe version %d): %s steps in all (%s), %s%s%s",
         recipe.name,
         recipe.version,
         f"{phases[-1].end:,}",
         parts,
         where,
         processes,
+        hint,
     )
 
 
@@ -159,7 +157,7 @@ def _run(recipe, loop: Loop, phases: list, out: Path, progress: bool, stop: dict
                 if stop["signal"]:
                     name = signal.Signals(stop["signal"]).name
                     log.warning("%s at step %d: checkpoint written; continue with --resume", name, loop.step)
-                    raise Interrupted(name)
+                    raise Interrupted(stop["signal"])
                 if loop.step >= phase.end:
                     break
     steps.close()

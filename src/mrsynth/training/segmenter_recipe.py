@@ -317,6 +317,9 @@ class SegmenterRecipe:
     def status(self) -> str:
         return ""
 
+    def hint(self) -> str:
+        return ""
+
     def describe(self, training: dict) -> ModelInfo:
         training["pretraining"]["variation"] = asdict(TRAINING_VARIATION)
         return ModelInfo(

@@ -224,6 +224,10 @@ class SynthesisRecipe:
     def status(self) -> str:
         return f", subjects {self.newest + 1}"
 
+    def hint(self) -> str:
+        """What the log says of the plan beside its steps: a run without the shipped recipe's lesion phase."""
+        return "" if self.config.lesion_steps else "no lesion phase (the shipped recipe adds --lesion-steps 2000)"
+
     def describe(self, training: dict) -> ModelInfo:
         """The model's description: a T1w-only 2.5D U-Net on a 1 mm RAS work grid, brain only."""
         config = self.config
