@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import record
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mrsynth import masks
@@ -224,6 +224,8 @@ def _run(shape, dtype, affine_kind, values, slope, seed, models, out_kind="new")
 @given(
     shape=SHAPES, dtype=DTYPES, affine_kind=AFFINES, values=VALUES, slope=SLOPES, seed=st.integers(0, 2**16), out=OUTS
 )
+# found by CI: the masks found no brain in an int64 T1w whose NaN became the lowest int64; refused now
+@example(shape=(12, 14, 10), dtype=np.int64, affine_kind="identity", values="nan", slope=None, seed=0, out="new")
 def test_fuzz_short(models, shape, dtype, affine_kind, values, slope, seed, out):
     _run(shape, dtype, affine_kind, values, slope, seed, models, out)
 

@@ -165,7 +165,7 @@ def masks_figure(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, zooms, path
     """Quality control of masks: the T1w on three planes through the brain's centre, the tissue classes
     overlaid and the brain mask's outline (red)."""
     classes = np.where(brain, tissue_class_image(seg), -1)
-    centre = [int(round(np.mean(axis))) for axis in np.nonzero(brain)]
+    centre = [int(round(np.mean(axis))) for axis in np.nonzero(brain)] if brain.any() else [n // 2 for n in t1.shape]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     shown = t1[brain] if brain.any() else t1.ravel()
     low, limit = np.percentile(shown, [1, 99])  # any sign and scale (a T1w may hold negative values)
