@@ -5,7 +5,8 @@ and science (scores against references, effects, their spread).  Each benchmark 
 `markdown(dict) -> str` and a docstring whose first paragraph says what it measures.  Results are saved as
 `benchmarks/results/NAME.json` with their report `NAME.md` (what a model card quotes: `mrsynth card`); RESULTS.md
 is regenerated from all saved results, so a benchmark not re-run keeps its last measured numbers (with their date
-and machine).  No benchmark writes anything of the package.
+and machine).  No benchmark writes anything of the package.  A benchmark whose data is absent (../shared/data, or where
+MRSYNTH_SHARED_DATA points) is skipped with the reason and keeps its last saved result.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import importlib
 import json
 
-from .fixtures import HERE, RESULTS, machine, save
+from .fixtures import HERE, RESULTS, Skipped, machine, save
 
 #: Every benchmark by name, in the order RESULTS.md shows them, with its kind (the folder it lives in).
 BENCHMARKS = {
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "site_transfer": "studies",
     "pretrained": "studies",
     "template_gap": "studies",
+    "real_scans": "studies",
 }
 KINDS = {"perf": "Timings (`benchmarks/perf/`)", "studies": "Quality and science (`benchmarks/studies/`)"}
 
@@ -102,14 +104,21 @@ def main() -> None:
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    ran = 0
     for name in names:
         print(f"running {BENCHMARKS[name]}/{name} ...", flush=True)
-        result = module(name).run()
+        try:
+            result = module(name).run()
+        except Skipped as reason:
+            print(f"skipped {name}: {reason}; its last saved result (if any) is kept", flush=True)
+            continue
         result["machine"] = machine()
         result["command"] = f"python -m benchmarks {name}"
         print(f"saved {save(name, result, module(name).markdown(result))}")
-    write_results_md()
-    print(f"wrote {HERE / 'RESULTS.md'}")
+        ran += 1
+    if ran:
+        write_results_md()
+        print(f"wrote {HERE / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-#: The real third-party data beside the checkout (shared/data/README.md).
-SHARED = HERE.parent.parent / "shared" / "data"
+#: The real third-party data beside the checkout (shared/data/README.md), or where MRSYNTH_SHARED_DATA says.
+SHARED = Path(os.environ.get("MRSYNTH_SHARED_DATA") or HERE.parent.parent / "shared" / "data")
 MAPS_DIR = SHARED / "synthseg-label-maps"
 #: The template pairs: each one subject (1 mm), HCP's with its averaged wmparc.
 HCP = {
@@ -149,11 +149,15 @@ def child_json(code: str, *args: str, env: dict[str, str] | None = None) -> dict
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class Skipped(Exception):
+    """A benchmark that cannot run here (its data or tool is absent): reported, no result written, not a failure."""
+
+
 def require_shared(*names: str) -> None:
     """Skip the benchmark (no result written) where the real data it reads is absent."""
     missing = [name for name in names if not (SHARED / name).exists()]
     if missing:
-        raise SystemExit(f"skipped: {SHARED} lacks {', '.join(missing)} (see shared/data/README.md)")
+        raise Skipped(f"{SHARED} lacks {', '.join(missing)} (see shared/data/README.md)")
 
 
 # --------------------------------------------------------------------------- the paper's training step, timed
@@ -320,3 +324,143 @@ def train_masks_fcn(cache: Path, train: str, test: str, channels: int, out: Path
     settings += [f"optim.epochs={FCN_EPOCHS}", "data.max_eval_patches=256", *overrides]
     train(load_config(None, settings, presets=["fast"]), out, progress=False)
     return load_model(out / runs.MODEL)
+
+
+# --------------------------------------------------------------------------- held-out simulated heads and figures
+
+HELD_OUT_MAPS = (0, 1, 2, 3)  # label maps 1-4 (0-based): never seen in pretraining
+OTHER_SITE_MAP = 9  # label map 10: the lookup table's training subject
+KEYS = ("psnr_optimal", "psnr_p99", "psnr", "ssim_3d")
+
+
+def held_out_cases():
+    """Sequences outside the engine's ranges, each with a kind of lesion, then the same inside them."""
+    from dataclasses import replace
+
+    from mrsynth.simulate.engine import EngineSettings
+    from mrsynth.simulate.pathology import PathologyOdds
+    from mrsynth.simulate.signal import MPRAGE, SpinEcho
+
+    settings = EngineSettings(stripped=0.0, random_head=0.0, thick=0.0, ghosting=0.0, gamma=0.0)
+    ms = replace(settings, pathology=PathologyOdds(ms=1.0, tumour=0.0))
+    tumour = replace(settings, pathology=PathologyOdds(ms=0.0, tumour=1.0))
+    return {
+        "MPRAGE TI 1350 ms, flip 14 deg, MS-like lesions": (MPRAGE(tr=2600, ti=1350, flip_deg=14.0), ms),
+        "spin echo TR 1100 ms, TE 35 ms, tumour-like mass": (SpinEcho(tr=1100, te=35), tumour),
+        "MPRAGE TI 1000 ms, flip 8 deg (in the training ranges), MS-like lesions": (
+            MPRAGE(tr=2400, ti=1000, flip_deg=8.0),
+            ms,
+        ),
+        "spin echo TR 500 ms, TE 15 ms (in the training ranges), tumour-like mass": (SpinEcho(tr=500, te=15), tumour),
+    }
+
+
+def scores(prediction, reference_t2, brain, seg=None) -> dict:
+    from mrsynth.evaluation import evaluate_volume
+
+    scores = evaluate_volume(prediction.astype(np.float32), reference_t2.astype(np.float32), brain, seg)
+    return {k: v for k, v in scores.items() if k in KEYS or k.startswith("mse_")}
+
+
+def lesion_contrast(volume, lesions, codes, brain) -> dict:
+    """(median in each lesion kind / median in white matter) - 1."""
+    from mrsynth import labels
+    from mrsynth.simulate.pathology import LESIONS
+
+    bits, _ = labels.tissue_bits(codes, brain)
+    white = labels.has_class(bits, "white_matter") & brain & (lesions == 0)
+    base = float(np.median(volume[white]))
+    return {LESIONS[k]: float(np.median(volume[lesions == k])) / base - 1 for k in np.unique(lesions) if k}
+
+
+def held_out_heads(model, figures: str, label: str = "zero-shot") -> dict:
+    """The held-out simulated heads (label maps 1-4, never seen in pretraining), each with a T1w sequence outside
+    the engine's ranges or inside them and a kind of lesion: ``model`` (a :class:`mrsynth.inference.Model`) against
+    a lookup table fitted on a subject of another simulated site, scores and lesion contrasts; a figure per case in
+    ``results/<figures>/``."""
+    from mrsynth.simulate import Variation, simulate_subject
+    from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
+    from mrsynth.simulate.engine import engine_subject
+
+    maps = label_map_paths(MAPS_DIR)
+    other_site = table_from(simulate_subject(label_map_anatomy(maps[OTHER_SITE_MAP]), 4242, 1.0, Variation()))
+    out = {}
+    for n, (case, (sequence, settings)) in enumerate(held_out_cases().items()):
+        for index in HELD_OUT_MAPS:
+            subject = engine_subject(maps[index], 9000 + 10 * index + n, settings, sequence=sequence)
+            name = f"{case}, map {index + 1}"
+            zero = predicted(model, subject)
+            table = predicted(other_site, subject)
+            entry = {
+                label: scores(zero, subject.t2, subject.brain, subject.codes),
+                "lookup table, another site": scores(table, subject.t2, subject.brain, subject.codes),
+            }
+            entry["lesion contrast"] = {
+                "true": lesion_contrast(subject.t2, subject.lesions, subject.codes, subject.brain),
+                label: lesion_contrast(zero, subject.lesions, subject.codes, subject.brain),
+                "lookup table, another site": lesion_contrast(table, subject.lesions, subject.codes, subject.brain),
+            }
+            entry["parameters"] = {"t1w": subject.parameters["t1w"], "lesions": subject.parameters["lesions"]}
+            out[name] = entry
+            comparison_figure(
+                subject.t1,
+                subject.t2,
+                subject.brain,
+                {label: zero, "lookup table": table},
+                figures_folder(figures) / f"simulated_{n}_map{index + 1}.png",
+                name,
+                subject.lesions,
+            )
+    return out
+
+
+def comparison_figure(t1, t2, brain, predictions: dict, path: Path, title: str, lesions=None) -> None:
+    """Axial slice through the lesions (or the middle of the brain): T1w, true T2w, each prediction and its error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    where = np.argwhere(lesions > 0) if lesions is not None and lesions.any() else np.argwhere(brain)
+    z = int(np.median(where[:, 2]))
+    scale = lambda v: v / np.percentile(v[brain], 99)  # noqa: E731
+    panels = [("T1w", scale(t1)), ("true T2w", scale(t2))]
+    for name, volume in predictions.items():
+        gain = float(volume[brain] @ scale(t2)[brain] / max(volume[brain] @ volume[brain], 1e-12))
+        panels += [(name, volume * gain * brain), (f"{name}: error", np.abs(volume * gain - scale(t2)) * brain)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2))
+    for ax, (label, image) in zip(axes, panels):
+        ax.imshow(
+            np.rot90(image[:, :, z]),
+            cmap="magma" if "error" in label else "gray",
+            vmin=0,
+            vmax=0.5 if "error" in label else 1.2,
+        )
+        if lesions is not None and lesions[:, :, z].any():
+            ax.contour(np.rot90(lesions[:, :, z] > 0), levels=[0.5], colors="cyan", linewidths=0.5)
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def held_out_markdown(simulated: dict, label: str = "zero-shot") -> list[str]:
+    """The held-out heads' table: ``label``'s and the other site's table's psnr_optimal, and lesion contrasts."""
+    lines = [
+        "**Simulated held-out heads** (label maps 1-4), zero-shot against a lookup table fitted on another "
+        "simulated site; lesion contrast: (lesion / white matter medians) - 1, true / zero-shot / table",
+        "",
+        "| case | zero-shot psnr_optimal | table psnr_optimal | difference | lesion contrast |",
+        "|---|---|---|---|---|",
+    ]
+    for case, entry in simulated.items():
+        zero, table = entry[label]["psnr_optimal"], entry["lookup table, another site"]["psnr_optimal"]
+        contrast = entry["lesion contrast"]
+        other = contrast["lookup table, another site"]
+        lesions = "; ".join(
+            f"{k} {contrast['true'][k]:.2f} / {contrast[label][k]:.2f} / {other[k]:.2f}" for k in contrast["true"]
+        )
+        lines.append(f"| {case} | {zero:.2f} | {table:.2f} | {zero - table:+.2f} | {lesions} |")
+    return lines

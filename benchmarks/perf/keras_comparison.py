@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from benchmarks.fixtures import keras_step
+from benchmarks.fixtures import Skipped, keras_step
 from benchmarks.perf.training_step import BATCH, measure_in_child
 
 GLIBC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
@@ -27,7 +27,7 @@ OURS = {"mrsynth trainer default (channels_last, tuned allocator)": False, "mrsy
 def run() -> dict:
     python = os.environ.get("MRSYNTH_KERAS_PYTHON")
     if not python:
-        raise SystemExit("skipped: set MRSYNTH_KERAS_PYTHON to a Python with tensorflow installed")
+        raise Skipped("set MRSYNTH_KERAS_PYTHON to a Python with tensorflow installed")
     result = {"keras": keras_step(python, {}), "keras, tuned allocator": keras_step(python, GLIBC_TUNED)}
     for name, compiled in OURS.items():
         result[name] = measure_in_child(channels_last=True, compile_model=compiled, tuned=True)

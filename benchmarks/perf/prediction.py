@@ -25,7 +25,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from benchmarks.fixtures import SHARED, child_json
+from benchmarks.fixtures import SHARED, Skipped, child_json
 
 TEMPLATES = SHARED / "hcp-mni152"
 HCP_VOXEL = 0.7
@@ -192,7 +192,7 @@ def _cli_seconds(model: Path, files: dict, out: Path, runs: int = 3) -> list[flo
 
 def run() -> dict:
     if not TEMPLATES.exists():
-        raise SystemExit(f"skipped: {TEMPLATES} is absent (the HCP MNI152 templates)")
+        raise Skipped(f"{TEMPLATES} is absent (the HCP MNI152 templates)")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         files = _hcp_grid_subject(scratch)

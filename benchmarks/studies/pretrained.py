@@ -30,9 +30,12 @@ import numpy as np
 from benchmarks.fixtures import (
     HCP,
     ICBM,
-    MAPS_DIR,
+    KEYS,
     SHARED,
+    comparison_figure,
     figures_folder,
+    held_out_heads,
+    held_out_markdown,
     predicted,
     prepared_template_pair,
     pretrained_weights,
@@ -40,50 +43,7 @@ from benchmarks.fixtures import (
     table_from,
 )
 
-HELD_OUT = (0, 1, 2, 3)  # label maps 1-4 (0-based): never seen in pretraining
-OTHER_SITE_MAP = 9  # label map 10: the lookup table's training subject
 FIGURES = "pretrained"
-KEYS = ("psnr_optimal", "psnr_p99", "psnr", "ssim_3d")
-
-
-def _cases():
-    """Sequences outside the engine's ranges, each with a kind of lesion, then the same inside them."""
-    from dataclasses import replace
-
-    from mrsynth.simulate.engine import EngineSettings
-    from mrsynth.simulate.pathology import PathologyOdds
-    from mrsynth.simulate.signal import MPRAGE, SpinEcho
-
-    settings = EngineSettings(stripped=0.0, random_head=0.0, thick=0.0, ghosting=0.0, gamma=0.0)
-    ms = replace(settings, pathology=PathologyOdds(ms=1.0, tumour=0.0))
-    tumour = replace(settings, pathology=PathologyOdds(ms=0.0, tumour=1.0))
-    return {
-        "MPRAGE TI 1350 ms, flip 14 deg, MS-like lesions": (MPRAGE(tr=2600, ti=1350, flip_deg=14.0), ms),
-        "spin echo TR 1100 ms, TE 35 ms, tumour-like mass": (SpinEcho(tr=1100, te=35), tumour),
-        "MPRAGE TI 1000 ms, flip 8 deg (in the training ranges), MS-like lesions": (
-            MPRAGE(tr=2400, ti=1000, flip_deg=8.0),
-            ms,
-        ),
-        "spin echo TR 500 ms, TE 15 ms (in the training ranges), tumour-like mass": (SpinEcho(tr=500, te=15), tumour),
-    }
-
-
-def _scores(prediction, reference_t2, brain, seg=None) -> dict:
-    from mrsynth.evaluation import evaluate_volume
-
-    scores = evaluate_volume(prediction.astype(np.float32), reference_t2.astype(np.float32), brain, seg)
-    return {k: v for k, v in scores.items() if k in KEYS or k.startswith("mse_")}
-
-
-def _lesion_contrast(volume, lesions, codes, brain) -> dict:
-    """(median in each lesion kind / median in white matter) - 1."""
-    from mrsynth import labels
-    from mrsynth.simulate.pathology import LESIONS
-
-    bits, _ = labels.tissue_bits(codes, brain)
-    white = labels.has_class(bits, "white_matter") & brain & (lesions == 0)
-    base = float(np.median(volume[white]))
-    return {LESIONS[k]: float(np.median(volume[lesions == k])) / base - 1 for k in np.unique(lesions) if k}
 
 
 def _templates(tmp: Path) -> dict:
@@ -118,7 +78,7 @@ def _templates(tmp: Path) -> dict:
             seconds[preset] = time.perf_counter() - started
             scores[f"--preset {preset} on {source}"] = score(model.predict(subjects[target]), reference)
         out[f"{source} -> {target}"] = {"scores": scores, "train_seconds": seconds}
-        _figure(
+        comparison_figure(
             volumes.t1,
             volumes.t2,
             volumes.brain,
@@ -127,78 +87,6 @@ def _templates(tmp: Path) -> dict:
             f"{target.upper()} template",
         )
     return out
-
-
-def _simulated() -> dict:
-    from mrsynth.inference import Model
-    from mrsynth.networks import PRETRAINED
-    from mrsynth.simulate import Variation, simulate_subject
-    from mrsynth.simulate.anatomy import label_map_anatomy, label_map_paths
-    from mrsynth.simulate.engine import engine_subject
-
-    maps = label_map_paths(MAPS_DIR)
-    other_site = table_from(simulate_subject(label_map_anatomy(maps[OTHER_SITE_MAP]), 4242, 1.0, Variation()))
-    pretrained = Model.load(PRETRAINED)
-    out = {}
-    for n, (case, (sequence, settings)) in enumerate(_cases().items()):
-        for index in HELD_OUT:
-            subject = engine_subject(maps[index], 9000 + 10 * index + n, settings, sequence=sequence)
-            name = f"{case}, map {index + 1}"
-            zero = pretrained.predict_volume(subject.t1, subject.affine, mask=subject.brain)
-            table = predicted(other_site, subject)
-            entry = {
-                "zero-shot": _scores(zero, subject.t2, subject.brain, subject.codes),
-                "lookup table, another site": _scores(table, subject.t2, subject.brain, subject.codes),
-            }
-            entry["lesion contrast"] = {
-                "true": _lesion_contrast(subject.t2, subject.lesions, subject.codes, subject.brain),
-                "zero-shot": _lesion_contrast(zero, subject.lesions, subject.codes, subject.brain),
-                "lookup table, another site": _lesion_contrast(table, subject.lesions, subject.codes, subject.brain),
-            }
-            entry["parameters"] = {"t1w": subject.parameters["t1w"], "lesions": subject.parameters["lesions"]}
-            out[name] = entry
-            _figure(
-                subject.t1,
-                subject.t2,
-                subject.brain,
-                {"zero-shot": zero, "lookup table": table},
-                figures_folder(FIGURES) / f"simulated_{n}_map{index + 1}.png",
-                name,
-                subject.lesions,
-            )
-    return out
-
-
-def _figure(t1, t2, brain, predictions: dict, path: Path, title: str, lesions=None) -> None:
-    """Axial slice through the lesions (or the middle of the brain): T1w, true T2w, each prediction and its error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    where = np.argwhere(lesions > 0) if lesions is not None and lesions.any() else np.argwhere(brain)
-    z = int(np.median(where[:, 2]))
-    scale = lambda v: v / np.percentile(v[brain], 99)  # noqa: E731
-    panels = [("T1w", scale(t1)), ("true T2w", scale(t2))]
-    for name, volume in predictions.items():
-        gain = float(volume[brain] @ scale(t2)[brain] / max(volume[brain] @ volume[brain], 1e-12))
-        panels += [(name, volume * gain * brain), (f"{name}: error", np.abs(volume * gain - scale(t2)) * brain)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2))
-    for ax, (label, image) in zip(axes, panels):
-        ax.imshow(
-            np.rot90(image[:, :, z]),
-            cmap="magma" if "error" in label else "gray",
-            vmin=0,
-            vmax=0.5 if "error" in label else 1.2,
-        )
-        if lesions is not None and lesions[:, :, z].any():
-            ax.contour(np.rot90(lesions[:, :, z] > 0), levels=[0.5], colors="cyan", linewidths=0.5)
-        ax.set_title(label, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _zero_shot_seconds(tmp: Path) -> list[float]:
@@ -225,6 +113,9 @@ def _zero_shot_seconds(tmp: Path) -> list[float]:
 
 
 def run() -> dict:
+    from mrsynth.inference import Model
+    from mrsynth.networks import PRETRAINED
+
     require_shared("synthseg-label-maps", "icbm2009c", "hcp-mni152")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -232,7 +123,7 @@ def run() -> dict:
         result = {
             "pretrained_model": pretrained_weights(),
             "templates": _templates(tmp),
-            "simulated": _simulated(),
+            "simulated": held_out_heads(Model.load(PRETRAINED), FIGURES),
             "zero_shot_seconds": seconds,
             "hcp_files": HCP,
             "icbm_files": ICBM,
@@ -275,22 +166,7 @@ def markdown(result: dict) -> str:
             header,
         ]
         lines += [_row(label, scores) for label, scores in entry["scores"].items()] + ["", _differences(entry), ""]
-    lines += [
-        "**Simulated held-out heads** (label maps 1-4), zero-shot against a lookup table fitted on another "
-        "simulated site; lesion contrast: (lesion / white matter medians) - 1, true / zero-shot / table",
-        "",
-        "| case | zero-shot psnr_optimal | table psnr_optimal | difference | lesion contrast |",
-        "|---|---|---|---|---|",
-    ]
-    for case, entry in result["simulated"].items():
-        zero, table = entry["zero-shot"]["psnr_optimal"], entry["lookup table, another site"]["psnr_optimal"]
-        contrast = entry["lesion contrast"]
-        lesions = "; ".join(
-            f"{k} {contrast['true'][k]:.2f} / {contrast['zero-shot'][k]:.2f} / "
-            f"{contrast['lookup table, another site'][k]:.2f}"
-            for k in contrast["true"]
-        )
-        lines.append(f"| {case} | {zero:.2f} | {table:.2f} | {zero - table:+.2f} | {lesions} |")
+    lines += held_out_markdown(result["simulated"])
     lines += [
         "",
         "Figures: benchmarks/results/pretrained/ (one per case: T1w, true T2w, each prediction scaled by its "

@@ -343,7 +343,13 @@ def _study_commands(command) -> None:
 
     p = command("card", "write a pretrained model's card (MODEL_CARD.md) from its recipe and measured figures")
     p.add_argument("model", help="a pretrained model folder (OUT/model of mrsynth pretrain, or the package's asset)")
-    p.add_argument("--figures", help="a benchmark's report (benchmarks/results/pretrained.md) for the measured figures")
+    p.add_argument(
+        "--figures",
+        nargs="+",
+        metavar="REPORT",
+        help="benchmark reports for the measured figures, one section each "
+        "(benchmarks/results/pretrained.md benchmarks/results/real_scans.md)",
+    )
 
     p = command("demo", "run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output", help="output folder")

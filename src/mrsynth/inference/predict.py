@@ -30,7 +30,7 @@ from ..masks import (
     refuse_auto_on_cache,
 )
 from ..networks import ModelInfo, Transform, predict_slices
-from ..networks.grids import resample_onto
+from ..networks.grids import average_onto, resample_onto
 from ..networks.inputs import onto_work_grid, resample_inputs
 from .derivatives import ModelProvenance, Output, output_is_bids
 
@@ -89,8 +89,9 @@ def _on_work_grid(
     model, info: ModelInfo, t1, affine, seg, mask, transform: Transform, options: dict, source
 ) -> np.ndarray:
     """A model that works on its own grid (``spec.grid_mm``: RAS, isotropic): the input resampled onto it
-    (:func:`~mrsynth.networks.inputs.resample_inputs`, as for training), predicted there, the prediction resampled
-    back onto the input's grid."""
+    (:func:`~mrsynth.networks.inputs.resample_inputs`, as for training), predicted there, the prediction brought
+    back onto the input's grid: trilinear at each voxel's centre, or, where the spec asks (``footprint``), averaged
+    over each voxel's footprint (:func:`~mrsynth.networks.grids.average_onto`)."""
     grid = onto_work_grid(info.spec, affine, t1.shape, source)
     bits = labels.tissue_bits(seg, mask)[0] if info.uses_masks else None
     work = resample_inputs(grid, affine, t1, bits=bits, brain=mask)
@@ -99,7 +100,10 @@ def _on_work_grid(
     out = predict_slices(
         model, info, front(work["t1"]), front(work["bits"]), transform, brain=front(work["brain"]), **options
     )
-    back = resample_onto(np.moveaxis(out, 0, axis), grid.affine, t1.shape, affine, order=1)
+    if info.spec.footprint:
+        back = average_onto(np.moveaxis(out, 0, axis), grid.affine, t1.shape, affine, info.spec.grid_mm)
+    else:
+        back = resample_onto(np.moveaxis(out, 0, axis), grid.affine, t1.shape, affine, order=1)
     if info.spec.brain_only and mask is not None:
         back[~np.asarray(mask, bool)] = 0
     return back

@@ -51,3 +51,26 @@ def resample_onto(
         coordinates = voxel_coordinates(shape, to_affine, affine, z)
         out[:, :, z.start : z.stop] = ndimage.map_coordinates(volume, coordinates, order=order, mode="constant")
     return out
+
+
+def footprint_offsets(to_affine: np.ndarray, spacing: float) -> list[np.ndarray]:
+    """Where, inside a voxel of the grid ``to_affine`` (in its own voxel units), to sample a volume of ``spacing`` mm
+    voxels so that the mean of the samples is the voxel's average: along each axis, as many evenly spaced points as
+    the voxel holds source voxels (one for a voxel no larger than the source's)."""
+    sizes = np.linalg.norm(np.asarray(to_affine)[:3, :3], axis=0)
+    counts = [max(1, int(round(size / spacing))) for size in sizes]
+    steps = [(np.arange(n) + 0.5) / n - 0.5 for n in counts]
+    return [np.array(point) for point in np.stack(np.meshgrid(*steps, indexing="ij"), -1).reshape(-1, 3)]
+
+
+def average_onto(volume: np.ndarray, affine: np.ndarray, shape, to_affine: np.ndarray, spacing: float) -> np.ndarray:
+    """``volume`` (on ``affine``, voxels of ``spacing`` mm) brought onto the grid ``shape``/``to_affine`` as each of
+    its voxels would acquire it: the average over the voxel's footprint (:func:`footprint_offsets`), not the value at
+    its centre.  A voxel no larger than the source's is the trilinear value at its centre, as :func:`resample_onto`."""
+    out = np.zeros(tuple(shape), np.float32)
+    offsets = footprint_offsets(to_affine, spacing)
+    for offset in offsets:
+        shifted = np.array(to_affine, dtype=float)
+        shifted[:3, 3] += shifted[:3, :3] @ offset
+        out += resample_onto(volume, affine, shape, shifted)
+    return out / np.float32(len(offsets)) if len(offsets) > 1 else out

@@ -54,6 +54,8 @@ class InputSpec:
     edge: str = "zero"  # one of EDGES
     pad_multiple: int = 1  # each slice zero padded at its end to a multiple of this (a network's poolings)
     flips: tuple[tuple[int, ...], ...] = ((),)  # in-plane flips whose outputs are averaged at prediction
+    footprint: bool = False  # a work-grid prediction brought back onto the input's grid as each voxel acquires it:
+    # the average over the voxel's footprint (a thick slice averages its thickness), not the value at its centre
 
     def __post_init__(self):
         object.__setattr__(self, "offsets", tuple(int(o) for o in self.offsets))

@@ -96,6 +96,11 @@ class DataConfig:
     brain_only: bool = _field(
         False, "the prediction is 0 outside the brain mask (the pretrained model's): no guess where no brain is"
     )
+    footprint: bool = _field(
+        False,
+        "with data.grid_mm: each voxel of the input's grid gets the prediction's average over its footprint (a thick "
+        "slice averages its thickness; the pretrained model's), not the value at its centre",
+    )
 
 
 @dataclass
@@ -162,7 +167,8 @@ class TrainConfig:
     init: str = _field(
         "",
         "start from a model's weights (fine-tuning): `pretrained` (the shipped model) or a model folder. The run "
-        "takes its network and input contract (model.*, data.context, channels, strip, norm, grid_mm, brain_only) "
+        "takes its network and input contract (model.*, data.context, channels, strip, norm, grid_mm, brain_only, "
+        "footprint) "
         "wherever a preset, the file or an override does not set them; a field set otherwise is logged as a "
         "change, and the network must be the model's. Empty: random initial weights",
     )
@@ -196,6 +202,7 @@ def input_spec(
         normalization=normalization or Normalization(data.norm),
         strip=data.strip,
         brain_only=data.brain_only,
+        footprint=data.footprint,
     )
 
 

@@ -148,6 +148,7 @@ def _inherit_from_init(values: dict) -> None:
         "norm": spec.normalization.method,
         "grid_mm": spec.grid_mm,
         "brain_only": spec.brain_only,
+        "footprint": spec.footprint,
     }
     data = values.setdefault("data", {})
     for key, value in contract.items():

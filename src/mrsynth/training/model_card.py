@@ -2,8 +2,8 @@
 licence, the exact command, intended use, known limits, and the measured figures.
 
 The card is made from the recipe the model's description records; its figures from a benchmark's saved report
-(``benchmarks/results/pretrained.md`` beside its ``.json``), by :func:`write_card` (``mrsynth card MODEL --figures
-REPORT``), so that no benchmark writes into the package."""
+(``benchmarks/results/pretrained.md``, ``real_scans.md``, each beside its ``.json``), by :func:`write_card`
+(``mrsynth card MODEL --figures REPORT ...``), so that no benchmark writes into the package."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from ..errors import InputError
 from ..networks import read_description
 
 CARD = "MODEL_CARD.md"
-FIGURES_START, FIGURES_END = "<!-- measured figures: python -m benchmarks pretrained -->", "<!-- end of figures -->"
+NOT_MEASURED = "Not measured yet: run `python -m benchmarks pretrained real_scans`."
+FIGURES_START, FIGURES_END = "<!-- measured figures: python -m benchmarks pretrained real_scans -->", "<!-- end of figures -->"
 
 
 def _lesion_phase(config: dict) -> str:
@@ -31,6 +32,16 @@ def _lesion_phase(config: dict) -> str:
     )
 
 
+def _footprint(footprint: bool) -> str:
+    """How the card says the prediction reaches the input's grid."""
+    if not footprint:
+        return ""
+    return (
+        " (each of its voxels the average of the prediction over the voxel's footprint, as a scanner acquires a"
+        " thick slice; the value at the voxel's centre for voxels of 1 mm or less)"
+    )
+
+
 def _lesion_limits(config: dict) -> str:
     """How bright lesions come out, as measured by ``python -m benchmarks pretrained`` for each kind of recipe."""
     if not config.get("lesion_steps"):
@@ -43,9 +54,13 @@ def _lesion_limits(config: dict) -> str:
 
 
 def model_card(
-    recipe: dict, brain_median: float, figures: str = "Not measured yet: run `python -m benchmarks pretrained`."
+    recipe: dict,
+    brain_median: float,
+    figures: str = NOT_MEASURED,
+    footprint: bool = False,
 ) -> str:
-    """The model card of a pretrained model, from its recipe and the brain median of the T2w it writes;
+    """The model card of a pretrained model, from its recipe, the brain median of the T2w it writes and whether its
+    prediction is brought back onto the input's grid as each voxel's footprint average (its input spec);
     ``figures`` (Markdown) between the two markers (:func:`write_card`)."""
     config = recipe["config"]
     maps = config["map_indices"]
@@ -56,8 +71,8 @@ def model_card(
 {recipe["parameters"]:,} parameters, float16 weights) that predicts a T2-weighted image with the contrast of the
 Human Connectome Project's T2w (brain median {brain_median:g}) from any T1-weighted image. It works
 slice by slice (each with its two neighbours) on a 1 mm RAS grid: `mrsynth predict` resamples the input onto it
-and the prediction back onto the input's grid, and writes 0 outside the brain mask (given with `--mask`, or
-computed by the learned segmenter).
+and the prediction back onto the input's grid{_footprint(footprint)}, and writes 0 outside the brain mask (given
+with `--mask`, or computed by the learned segmenter).
 
 **Training data.** No real image: {config["steps"]:,} steps on subjects simulated on the fly by
 `mrsynth.simulate.engine` from the SynthSeg label maps {min(maps)}-{max(maps)} of 20 (sorted by name; maps
@@ -108,10 +123,10 @@ def segmenter_card(record: dict) -> str:
     )
 
 
-def write_card(folder: str | Path, figures: str | Path | None = None) -> Path:
+def write_card(folder: str | Path, figures: list[str | Path] | str | Path | None = None) -> Path:
     """``MODEL_CARD.md`` of a pretrained model folder, from the recipe its description records and, for the
-    synthesis model, the measured figures of a benchmark's report (``NAME.md``; its ``NAME.json`` beside it says
-    when and by which command they were measured)."""
+    synthesis model, the measured figures of benchmark reports (each ``NAME.md``; its ``NAME.json`` beside it says
+    when and by which command they were measured), one section each in the order given."""
     folder = Path(folder)
     info = read_description(folder)
     record = info.training.get("pretraining")
@@ -119,17 +134,22 @@ def write_card(folder: str | Path, figures: str | Path | None = None) -> Path:
         raise InputError("not a pretrained model: its description records no recipe", folder)
     if record.get("recipe", "synthesis") != "synthesis":
         return write_text(folder / CARD, segmenter_card(record))
-    text = "Not measured yet: run `python -m benchmarks pretrained`."
-    if figures is not None:
-        figures = Path(figures)
-        if not figures.exists():
-            raise InputError("no such report (run the benchmark first)", figures)
-        text = figures.read_text().strip()
-        measured = figures.with_suffix(".json")
-        if measured.exists():
-            result = json.loads(measured.read_text())
-            text = (
-                f"Measured by `{result['command']}` on {result['machine']['date']} (benchmarks/RESULTS.md, section "
-                f"`{figures.stem}`, has the machine and every score).\n\n" + text
-            )
-    return write_text(folder / CARD, model_card(record, info.norm().t2_reference_scale, text))
+    reports = [figures] if isinstance(figures, (str, Path)) else list(figures or [])
+    for report in map(Path, reports):
+        if not report.exists():
+            raise InputError("no such report (run the benchmark first)", report)
+    sections = "\n\n".join(_figures_section(Path(report)) for report in reports) or NOT_MEASURED
+    return write_text(folder / CARD, model_card(record, info.norm().t2_reference_scale, sections, info.spec.footprint))
+
+
+def _figures_section(report: Path) -> str:
+    """One benchmark report as a section of the card, headed by when and by which command it was measured."""
+    text = report.read_text().strip()
+    measured = report.with_suffix(".json")
+    if not measured.exists():
+        return f"### {report.stem}\n\n{text}"
+    result = json.loads(measured.read_text())
+    return (
+        f"### {report.stem}\n\nMeasured by `{result['command']}` on {result['machine']['date']} "
+        f"(benchmarks/RESULTS.md, section `{report.stem}`, has the machine and every score).\n\n{text}"
+    )

@@ -110,12 +110,14 @@ def warm_cosine(step: int, steps: int, warm: int = 100) -> float:
 
 def input_spec(config: SynthesisConfig) -> InputSpec:
     """The pretrained model's input contract: a T1w-only 2.5D input on a 1 mm RAS work grid, by its brain median
-    (over the brain mask on the grid it is given on), the output the brain only."""
+    (over the brain mask on the grid it is given on), the output the brain only, each voxel of the input's grid the
+    average of the prediction over its footprint."""
     return InputSpec(
         offsets=slice_offsets(config.context),
         grid_mm=EngineSettings().work_mm,
         normalization=Normalization("robust", t2_reference_scale=OUTPUT_BRAIN_MEDIAN),
         brain_only=True,
+        footprint=True,
     )
 
 
@@ -242,7 +244,7 @@ class SynthesisRecipe:
         )
 
     def card(self, record: dict) -> str:
-        return model_card(record, OUTPUT_BRAIN_MEDIAN)
+        return model_card(record, OUTPUT_BRAIN_MEDIAN, footprint=self.spec.footprint)
 
 
 def crops(pool: deque, rng: np.random.Generator, config: SynthesisConfig, spec: InputSpec, phase: Phase):
