@@ -37,6 +37,13 @@ from benchmarks.fixtures import (
 )
 
 FIGURES = "real_scans"
+#: The pairs are CC-BY: every report and figure of them names their source (open-ms-clinical/LICENSE.md).
+ATTRIBUTION = (
+    "Data: the Longitudinal MR image database of Multiple Sclerosis patients of the Laboratory of Imaging "
+    "Technologies, University of Ljubljana (CC-BY; Lesjak et al., Neuroinformatics 2016 and 2017), as mirrored in "
+    "muschellij2/open_ms_data; each T2W rigidly registered onto its T1W "
+    "(derived: shared/data/open-ms-clinical/LICENSE.md)."
+)
 #: The development pairs: case -> file prefix in open-ms-clinical/.
 CASES = {"patient03": "patient03-study2", "patient04": "patient04-study1"}
 ZERO_SHOT, FINETUNE, QUALITY = "pretrained, zero-shot", "--preset finetune", "--preset quality"
@@ -164,4 +171,5 @@ def markdown(result: dict) -> str:
     lines += [f"Brain masks and classes computed from each T1W by the learned segmenter ({masks}).", ""]
     lines += held_out_markdown(result["simulated"])
     lines += ["", "Figures: benchmarks/results/real_scans/ (one per case)."]
+    lines += ["", ATTRIBUTION]
     return "\n".join(lines)
