@@ -31,6 +31,7 @@ test: lint
 
 test-long: $(VENV)/.installed
 	MRSYNTH_RELIABILITY_REPORT=docs/reliability.md $(BIN)/python -m pytest -q -m "long or not slow" tests/test_fuzz.py tests/test_fuzz_settings.py tests/test_kill.py
+	$(BIN)/python -m pytest -q -m long tests/test_masks.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks

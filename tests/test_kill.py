@@ -186,7 +186,7 @@ def test_kill_prepare_short(tmp_path):
 
 
 def test_kill_train_short(tmp_path):
-    _train_points(tmp_path, _delays(2, 3.0, 12.0, seed=2))
+    _train_points(tmp_path, _delays(1, 3.0, 12.0, seed=2))  # more kill points: the long tier
 
 
 def test_kill_predict_short(tmp_path, trained):

@@ -99,8 +99,12 @@ def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_on
     assert any("fits this T1w poorly" in note for note in result.warnings)
 
 
+# the atlas registration (40 s) runs in the long tier: the warning's rule is shared, the learned method is quick
+METHODS = [pytest.param(m, marks=pytest.mark.long) if m == atlas.METHOD else m for m in masks.MASK_METHODS]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", masks.MASK_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_a_t2w_looking_input_gets_a_warning(tmp_path, caplog, method):
     if method == atlas.METHOD:
         pytest.importorskip("ants")

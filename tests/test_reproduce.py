@@ -173,15 +173,7 @@ def test_unit_errors_sum_patches_by_subject_or_keep_patches():
 
 
 @pytest.mark.slow
-def test_second_run_reuses_finished_runs(grid):
-    out, first = grid
-    again = reproduce(out, scale="tiny", progress=False, seeds=2)
-    assert {r["status"] for r in _runs(again)} == {"reused"}
-    assert again["tables_detail"] == first["tables_detail"]
-
-
-@pytest.mark.slow
-def test_compare_puts_an_earlier_runs_effect_sizes_beside_this_runs(grid, tmp_path):
+def test_a_second_run_reuses_finished_runs_and_compares_with_an_earlier_one(grid, tmp_path):
     out, first = grid
     earlier = json.loads((out / "results.json").read_text())
     for c in earlier["comparisons"]:  # an older results.json: other reductions, no size_ratio, CI or verdict yet
@@ -194,6 +186,7 @@ def test_compare_puts_an_earlier_runs_effect_sizes_beside_this_runs(grid, tmp_pa
         out, scale="tiny", progress=False, compare=tmp_path / "old", compare_label="old simulator", seeds=2
     )
     assert {r["status"] for r in _runs(again)} == {"reused"}
+    assert again["tables_detail"] == first["tables_detail"]
     compared = {c["effect"] + c["table"]: c for c in again["compared_with"]["comparisons"]}
     assert all(c["size_ratio"] == pytest.approx(-0.5) and not c["same_direction"] for c in compared.values())
     text = (out / "report.md").read_text()
