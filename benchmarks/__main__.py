@@ -38,6 +38,7 @@ BENCHMARKS = {
     "pretrained": "studies",
     "template_gap": "studies",
     "real_scans": "studies",
+    "uncertainty": "studies",
 }
 KINDS = {"perf": "Timings (`benchmarks/perf/`)", "studies": "Quality and science (`benchmarks/studies/`)"}
 

@@ -127,6 +127,24 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_file(path, lambda temporary: temporary.write_text(text))
 
 
+def create_once(path: str | Path, text: str) -> bool:
+    """Create ``path`` with ``text``, whole, unless it exists: of processes that try at once, one creates it and the
+    others find it complete (a hard link of a finished temporary file, which fails where the name is taken).
+    Whether this call created it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_name(path, "tmp")
+    try:
+        temporary.write_text(text)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def replace_folder(new: Path, final: Path, attempts: int = 50) -> None:
     """Swap the folder ``new`` into place as ``final``; an old ``final`` is removed only afterwards.
 

@@ -203,3 +203,42 @@ def masks_figure(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, zooms, path
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path, 80, rect=(0, 0.06, 1, 0.95))
+
+
+def synthesis_mosaic(
+    t1: np.ndarray, t2w: np.ndarray, brain: np.ndarray, uncertainty: np.ndarray, zooms, path, columns: int = 7
+) -> Path:
+    """A report's picture of one synthesis (volumes in RAS order): ``columns`` axial slices evenly through the
+    brain, rows the T1w with the brain mask's outline (red), the synthetic T2w, and the uncertainty map (hot, over
+    the brain; its colour bar in the T2w's units)."""
+    present = np.flatnonzero(brain.any(axis=(0, 1))) if brain.any() else np.arange(t1.shape[2])
+    ks = np.linspace(present[0], present[-1], columns + 2)[1:-1].round().astype(int)
+    inside = brain if brain.any() else np.ones(brain.shape, bool)
+    t1_range = np.percentile(t1[inside], [1, 99.5])
+    t2_high = float(np.percentile(t2w[inside], 99.5)) or 1.0
+    u_high = float(np.percentile(uncertainty[inside], 99)) or 1.0
+    aspect = zooms[1] / zooms[0]
+    fig, axes = plt.subplots(3, columns, figsize=(1.9 * columns, 6.4), squeeze=False)
+    for column, k in enumerate(ks):
+        plane = lambda v, k=k: v[:, :, k].T  # noqa: E731 - x to the right, y up (origin lower)
+        axes[0, column].imshow(
+            plane(t1), cmap="gray", origin="lower", vmin=t1_range[0], vmax=t1_range[1], aspect=aspect
+        )
+        if brain[:, :, k].any():
+            axes[0, column].contour(plane(brain.astype(np.float32)), levels=[0.5], colors="red", linewidths=0.7)
+        axes[1, column].imshow(plane(t2w), cmap="gray", origin="lower", vmin=0, vmax=t2_high, aspect=aspect)
+        shown = np.ma.masked_where(~plane(brain), plane(uncertainty))
+        axes[2, column].imshow(
+            plane(t1), cmap="gray", origin="lower", vmin=t1_range[0], vmax=t1_range[1], aspect=aspect
+        )
+        heat = axes[2, column].imshow(shown, cmap="hot", origin="lower", vmin=0, vmax=u_high, aspect=aspect)
+        axes[0, column].set_title(f"z {k}", fontsize=8)
+    for row, label in enumerate(("T1w + brain mask", "synthetic T2w", "uncertainty")):
+        axes[row, 0].set_ylabel(label, fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(heat, ax=axes[2, :].tolist(), fraction=0.02, pad=0.01)
+    fig.savefig(path, dpi=72, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)

@@ -1,6 +1,7 @@
 """The command line: ``mrsynth <command>``, a thin layer over the Python API.
 
-:mod:`.parser` declares every command and option (shared options once); :mod:`.commands` runs them.
+:mod:`.parser` declares every command and option (shared options once); :mod:`.commands` runs them; :mod:`.bids`
+is the BIDS App's command (``mrsynth bids``), both its arguments and its handler.
 
 Results (tables, JSON, written paths) go to standard output; messages go through :mod:`mrsynth.logs` to
 standard error, the same on every command: ``--quiet``, ``--verbose`` and ``--progress`` (bars even when
@@ -35,6 +36,7 @@ def _terminated(number, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = ["mrsynth", *(sys.argv[1:] if argv is None else argv)]  # what a record of the run quotes
     if threading.current_thread() is not threading.main_thread():  # only the main thread may handle signals
         return _run(args)
     previous = signal.signal(signal.SIGTERM, _terminated)

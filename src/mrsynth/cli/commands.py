@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import labels
 from ..errors import InputError
 from ..logs import log
+from .bids import run_bids
 
 
 def _prepare(args) -> int:
@@ -372,4 +373,5 @@ HANDLERS = {
     "demo": _demo,
     "pretrain": _pretrain,
     "card": _card,
+    "bids": run_bids,
 }

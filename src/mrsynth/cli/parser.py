@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
+from .bids import bids_command
 
 #: ``train`` shortcuts: flag -> the configuration field it sets (its help is the field's documentation).
 TRAIN_SHORTCUTS = {
@@ -353,6 +354,7 @@ def _study_commands(command) -> None:
 
     p = command("demo", "run the main job on the embedded default data")
     p.add_argument("--out", default="demo-output", help="output folder")
+    bids_command(command)
 
 
 def _config_fields(config, prefix: str = "") -> dict[str, str]:

@@ -53,6 +53,7 @@ class ViewerInput:
     seg: np.ndarray | None = None  # FreeSurfer codes
     bits: np.ndarray | None = None  # or the tissue bit field of a prepared subject (mrsynth.labels)
     made_by: str = ""  # what made the prediction (its NIfTI header's stamp)
+    uncertainty: np.ndarray | None = None  # a voxel-wise uncertainty map of the prediction (mrsynth.inference)
 
 
 def crop_box(page: ViewerInput) -> tuple[slice, ...]:
@@ -181,6 +182,7 @@ def _specs(page: ViewerInput, error: np.ndarray | None, max_voxels: int) -> tupl
         ("pred", "T2w predicted", page.pred, "gray"),
         ("ref", "T2w reference", page.ref, "gray"),
         ("error", "error: predicted - reference (p99 units), over the reference", error, "warm"),
+        ("uncertainty", "uncertainty of the prediction (high: trust it least)", page.uncertainty, "warm"),
     ]
     specs = []
     for name, label, volume, colormap in shown:

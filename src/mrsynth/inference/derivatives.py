@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..atomic import check_writable, write_text
+from ..atomic import check_writable, create_once, write_text
 from ..errors import InputError
 from ..networks.modelfile import WEIGHTS, ModelInfo, file_sha256
 from ..networks.normalization import Transform
@@ -49,12 +49,13 @@ def bids_prefix(subject_id: str) -> str:
     return f"sub-{label}"
 
 
-def relative_path(subject_id: str, extension: str = ".nii.gz") -> Path:
-    """``sub-X[/ses-Y]/anat/<entities>_desc-mrsynth_T2w<extension>`` inside the derivatives dataset."""
+def relative_path(subject_id: str, extension: str = ".nii.gz", desc: str = DESC, suffix: str = SUFFIX) -> Path:
+    """``sub-X[/ses-Y]/anat/<entities>_desc-<desc>_<suffix><extension>`` inside the derivatives dataset (by
+    default the prediction: ``desc-mrsynth_T2w``)."""
     prefix = bids_prefix(subject_id)
     parts = dict(entity.split("-", 1) for entity in prefix.split("_"))
     folder = Path(f"sub-{parts['sub']}") / (f"ses-{parts['ses']}" if "ses" in parts else "") / "anat"
-    return folder / f"{prefix}_desc-{DESC}_{SUFFIX}{extension}"
+    return folder / f"{prefix}_desc-{desc}_{suffix}{extension}"
 
 
 def sidecar_path(image: Path) -> Path:
@@ -186,22 +187,36 @@ def dataset_description(source_root: Path | None) -> dict:
     return description
 
 
-def write_dataset_description(out_dir: Path, source_root: Path | None) -> Path:
-    """Write ``dataset_description.json``; refuse a folder that another pipeline's derivatives own."""
+def write_dataset_description(out_dir: Path, source_root: Path | None, once: bool = False) -> Path:
+    """Write ``dataset_description.json``; refuse a folder that another pipeline's derivatives own.  ``once``: keep
+    an existing one of mrsynth's as it is, and create a missing one exclusively (jobs that start together write it
+    once, whole)."""
     path = Path(out_dir) / "dataset_description.json"
     if path.exists():
-        try:
-            existing = json.loads(path.read_text())
-            owners = [entry.get("Name") for entry in existing.get("GeneratedBy", [])]
-        except (OSError, ValueError, AttributeError) as error:
-            raise InputError(f"cannot read the existing dataset description ({error})", path) from error
-        if PIPELINE not in owners:
-            raise InputError(
-                f"this folder holds derivatives of {', '.join(map(str, owners)) or 'another pipeline'}; "
-                "write mrsynth's predictions to a folder of their own",
-                path,
-            )
-    return write_text(path, json.dumps(dataset_description(source_root), indent=2) + "\n")
+        check_owned(path)
+        if once:
+            return path
+    text = json.dumps(dataset_description(source_root), indent=2) + "\n"
+    if not once:
+        return write_text(path, text)
+    if not create_once(path, text):
+        check_owned(path)
+    return path
+
+
+def check_owned(path: Path) -> None:
+    """Refuse a ``dataset_description.json`` that is not mrsynth's."""
+    try:
+        existing = json.loads(path.read_text())
+        owners = [entry.get("Name") for entry in existing.get("GeneratedBy", [])]
+    except (OSError, ValueError, AttributeError) as error:
+        raise InputError(f"cannot read the existing dataset description ({error})", path) from error
+    if PIPELINE not in owners:
+        raise InputError(
+            f"this folder holds derivatives of {', '.join(map(str, owners)) or 'another pipeline'}; "
+            "write mrsynth's predictions to a folder of their own",
+            path,
+        )
 
 
 def output_is_bids(layout: str, input_layout: str) -> bool:

@@ -7,6 +7,7 @@ the T1w's grid, with its affine and header.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ from .. import labels
 from ..atomic import check_writable, refuse_overwriting, remove_leftovers, write_file
 from ..data import PreparedSubject, is_prepared_cache, list_prepared, masks_source
 from ..errors import InputError
-from ..io import Subject, detect_layout, discover, load_subject, nifti, resolve_axis
+from ..io import Subject, SubjectVolumes, detect_layout, discover, load_subject, nifti, resolve_axis
 from ..logs import log
 from ..masks import (
     check_brain,
@@ -233,7 +234,8 @@ def predict_files(
     if masks == "files" and mask is None and needs_masks(info) and not info.uses_masks:
         masks = check_source("auto")  # a T1w-only model needs only a brain mask: computed, and said so
         log.info("%s: no brain mask given (--mask): computing one from the T1w (%s)", t1, masks)
-    volumes, notes = _checked_inputs(info, Path(t1), seg, mask, masks)
+    checked = checked_inputs(info, Path(t1), seg, mask, masks)
+    volumes, notes = checked.volumes, checked.notes
     warn_if_masks_differ(info, masks, t1)
     check_inputs(info, volumes.seg, volumes.mask, t1)
     transform = t1_transform(info, volumes.t1, volumes.mask, t1)
@@ -253,9 +255,21 @@ def predict_files(
     return write_like(volume, nib.load(str(t1)), volumes.affine, Path(out), info.stamp())  # the header only: lazy
 
 
-def _checked_inputs(info: ModelInfo, t1: Path, seg: Path | None, mask: Path | None, masks: str):
+@dataclass
+class CheckedInputs:
+    """A T1w file's volumes (with the brain mask and segmentation used), read and checked, what reading them
+    changed or doubts (``notes``), and where the masks come from with the contrast check's confidences
+    (``masks``)."""
+
+    volumes: SubjectVolumes
+    notes: list[str]
+    masks: dict
+
+
+def checked_inputs(info: ModelInfo, t1: Path, seg: Path | None, mask: Path | None, masks: str) -> CheckedInputs:
     """The input volumes, read and checked (the T1w usable, not constant in the brain, not looking like a T2w) the
-    same way whether the mask is given or computed, and the notes on them."""
+    same way whether the mask is given or computed, the masks computed by ``masks`` (a method) where the model
+    needs them and none are given; each note logged once."""
     volumes = load_subject(
         Subject(id="input", t1=t1, seg=seg and Path(seg), mask=mask and Path(mask)), need_labels=False
     )
@@ -263,14 +277,18 @@ def _checked_inputs(info: ModelInfo, t1: Path, seg: Path | None, mask: Path | No
     notes = list(volumes.notes)
     for note in notes:
         log.warning(note)
+    record = {"source": masks}
     if masks != "files" and needs_masks(info):
         automatic = compute_masks(volumes.t1, volumes.affine, source=t1, method=masks)
         volumes.seg, volumes.mask = automatic.seg, automatic.brain
         notes += automatic.warnings
+        record |= automatic.provenance
     elif volumes.mask is not None:
         check_brain(volumes.t1, volumes.mask, t1)
-        notes += contrast_check(volumes.t1, volumes.affine, t1)
-    return volumes, notes
+        warnings, contrast = contrast_check(volumes.t1, volumes.affine, t1)
+        notes += warnings
+        record |= contrast
+    return CheckedInputs(volumes, notes, record)
 
 
 def predict_prepared_file(

@@ -172,15 +172,16 @@ def class_codes(classes: np.ndarray) -> np.ndarray:
     return table[classes]
 
 
-def contrast_check(t1: np.ndarray, affine: np.ndarray, source, segmenter=None) -> list[str]:
+def contrast_check(t1: np.ndarray, affine: np.ndarray, source, segmenter=None) -> tuple[list[str], dict]:
     """The contrast check of a T1w that comes with its own brain mask, the one the learned masks make: a warning
     when the segmenter is surer of the image with its intensities inverted (a T2w given as the T1w), from one
-    pass as given and one inverted (no flips: a few seconds)."""
+    pass as given and one inverted (no flips: a few seconds); with the two confidences (a report shows them)."""
     model, info = segmenter or load_model(SEGMENTER)
     work = resample_inputs(onto_work_grid(info.spec, affine, t1.shape, source), affine, t1)["t1"]
     sure = confidence(probabilities(model, info, work, flips=((),)))
     sure_inverted = confidence(probabilities(model, info, inverted(work), flips=((),)))
-    return [_looks_inverted(source, sure, sure_inverted)] if sure_inverted > sure else []
+    record = {"confidence": round(sure, 3), "inverted_confidence": round(sure_inverted, 3)}
+    return ([_looks_inverted(source, sure, sure_inverted)] if sure_inverted > sure else []), record
 
 
 def _looks_inverted(source, sure: float, sure_inverted: float) -> str:

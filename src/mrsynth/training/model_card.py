@@ -16,7 +16,10 @@ from ..networks import read_description
 
 CARD = "MODEL_CARD.md"
 NOT_MEASURED = "Not measured yet: run `python -m benchmarks pretrained real_scans`."
-FIGURES_START, FIGURES_END = "<!-- measured figures: python -m benchmarks pretrained real_scans -->", "<!-- end of figures -->"
+FIGURES_START, FIGURES_END = (
+    "<!-- measured figures: python -m benchmarks pretrained real_scans -->",
+    "<!-- end of figures -->",
+)
 
 
 def _lesion_phase(config: dict) -> str:
