@@ -25,6 +25,7 @@ BENCHMARKS = {
     "prediction": "perf",
     "epoch_loader": "perf",
     "tile_training": "perf",
+    "bids_app": "perf",
     "hcp_within_subject": "studies",
     "hcp_within_subject_paper_norm": "studies",
     "real_quality": "studies",

@@ -186,21 +186,31 @@ def test_two_participant_jobs_and_a_group_job_at_once_into_one_folder(dataset, t
     assert not list(out.rglob(f"{bids_app.STAGING}*")) and not list(out.rglob(".*tmp*"))
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_run_leaves_no_partial_derivative_and_the_next_run_finishes(dataset, tmp_path, how):
-    out = tmp_path / "out"
+def _killed_after(dataset: Path, out: Path, prefix: str, how: int) -> str:
+    """Start a participant run, send ``how`` half a second after ``prefix`` is finished (inside the next T1w's
+    work); its standard error."""
+    participant, session = next(key for key, name in IMAGES.items() if name == prefix)
+    marker = out / sidecar_path(bids_app.Image(prefix, participant, session, Path()).path("T2w"))
     job = subprocess.Popen(_cli(dataset, out, "participant", "--quiet"), stderr=subprocess.PIPE, text=True)
-    first = out / sidecar_path(bids_app.Image("sub-01_ses-1", "01", "1", Path()).path("T2w"))
-    while not first.exists() and job.poll() is None:
+    while not marker.exists() and job.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.5)  # inside the second T1w's work
+    time.sleep(0.5)
     job.send_signal(how)
     _, err = job.communicate()
     if how == signal.SIGTERM:
-        assert job.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in err
-        assert not list(out.rglob(f"{bids_app.STAGING}*"))
+        assert job.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in err, err
+    return err
+
+
+def test_killed_runs_leave_no_partial_derivative_and_the_next_run_finishes(dataset, tmp_path):
+    out = tmp_path / "out"
+    _killed_after(dataset, out, "sub-01_ses-1", signal.SIGTERM)  # a cluster's time limit: cleans up itself
+    assert not list(out.rglob(f"{bids_app.STAGING}*"))
     states = _state(out)
     assert "partial" not in states.values() and states["sub-01_ses-1"] == "complete", states
+    _killed_after(dataset, out, "sub-01_ses-2", signal.SIGKILL)  # no clean-up: only a hidden staging folder stays
+    states = _state(out)
+    assert "partial" not in states.values() and states["sub-01_ses-2"] == "complete", states
     done = subprocess.run(_cli(dataset, out, "participant", "--quiet"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert set(_state(out).values()) == {"complete"} and not list(out.rglob(f"{bids_app.STAGING}*"))

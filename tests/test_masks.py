@@ -83,6 +83,7 @@ def test_masks_of_a_rotated_reoriented_coarser_head_land_on_its_grid(tmp_path, r
 
 
 @pytest.mark.slow
+@pytest.mark.long  # two more registrations (30 s): the long tier
 def test_a_badly_fitting_head_registration_is_refined_brain_to_brain_and_kept_only_if_better(tmp_path, monkeypatch):
     pytest.importorskip("ants")
     _, t1, affine, expected = _head_in_another_pose(tmp_path)

@@ -141,7 +141,7 @@ def test_label_maps_give_realistic_subjects(tmp_path):
     folder.mkdir()
     for name in ("training_seg_01.nii.gz", "training_seg_02.nii.gz"):
         (folder / name).symlink_to(maps / name)
-    for subject in simulate_dataset(tmp_path / "out", 2, labels=folder, seed=10, progress=False):
+    for subject in simulate_dataset(tmp_path / "out", 1, labels=folder, seed=10, progress=False):
         _check_classes(subject)
         _check_realism(subject)
 

@@ -38,10 +38,10 @@ def bids_command(command) -> None:
         help="skip each T1w already synthesized from the same file by the same model (default: on)",
     )
     p.add_argument(
-        "--masks",
-        default="auto",
-        choices=("auto",) + tuple(MASK_METHODS),
-        help=f"how each brain mask is computed from its T1w: auto ({DEFAULT_METHOD}) or a method",
+        "--mask-method",
+        default=DEFAULT_METHOD,
+        choices=MASK_METHODS,
+        help=f"how each brain mask is computed from its T1w (default {DEFAULT_METHOD})",
     )
     p.add_argument("--batch-size", type=int, default=8, help="at most this many slices per batch")
 
@@ -64,7 +64,7 @@ def run_bids(args) -> int:
         args.session_label,
         model=args.model,
         skip_existing=args.skip_existing,
-        masks=args.masks,
+        masks=args.mask_method,
         command=shlex.join(args.command_line),
         progress=True,
         batch_size=args.batch_size,
