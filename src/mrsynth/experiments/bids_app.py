@@ -54,7 +54,7 @@ from ..inference.uncertainty import MEANING as UNCERTAINTY_MEANING
 from ..inference.uncertainty import METHOD as UNCERTAINTY_METHOD
 from ..io import discover
 from ..logs import bar, log
-from ..networks import load_model, model_folder
+from ..networks import load_model, model_folder, read_description
 from ..networks.modelfile import WEIGHTS, file_sha256
 from .report import group_index, subject_report
 
@@ -174,9 +174,10 @@ def participant(
     bids_dir, out_dir = Path(bids_dir), Path(out_dir)
     check_folders(bids_dir, out_dir)
     images = select(bids_dir, participants, sessions)
-    network, info = load_model(model)
+    info = read_description(model)  # the network is loaded only when a T1w is to be computed: a re-run is quick
     provenance = ModelProvenance(model_folder(model), info)
     weights = info.weights_sha256 or file_sha256(provenance.folder / WEIGHTS)
+    network = None
     write_dataset_description(out_dir, bids_dir, once=True)
     outcome = Outcome()
     by_participant: dict[str, list[Image]] = {}
@@ -188,6 +189,8 @@ def participant(
             if skip_existing and is_done(out_dir, image, weights):
                 outcome.skipped.append(image.prefix)
                 continue
+            if network is None:
+                network, info = load_model(model)
             try:
                 result = synthesize(network, info, image.t1, masks=masks, **options)
             except InputError as error:
