@@ -17,6 +17,7 @@ import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -255,6 +256,17 @@ def write_template_pair(root: Path) -> None:
         nib.Nifti1Image(np.rint(seg.get_fdata()).astype(np.int32), icbm_t1.affine),
         str(root / "icbm" / HCP_FOLDER / f"{HCP_NAMES['seg']}.nii.gz"),
     )
+
+
+def template_volumes(files: dict):
+    """A template pair (``HCP`` or ``ICBM``) as volumes in memory: ``t1``, ``t2``, ``brain`` and ``affine``."""
+    import nibabel as nib
+
+    t1, t2, mask = (
+        np.asarray(nib.load(str(SHARED / files[r])).dataobj, np.float32).squeeze() for r in ("t1", "t2", "mask")
+    )
+    affine = nib.load(str(SHARED / files["t1"])).affine
+    return SimpleNamespace(t1=t1, t2=t2, brain=mask > 0, affine=affine)
 
 
 def prepared_template_pair(tmp: Path) -> dict:

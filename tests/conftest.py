@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mrsynth import cli
-from mrsynth.io.fixtures import make_subject, write_dataset, write_subject
+from mrsynth.io.fixtures import make_subject, save_nifti, write_dataset, write_subject
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -83,6 +83,20 @@ def trained(tmp_path_factory):
     return root / "run", summary, root / "cache"
 
 
+def write_label_map(folder: Path, shape=(48, 56, 44)) -> Path:
+    """``folder`` with one label map: the fixture head's FreeSurfer labels at 1 mm (what pretraining and the
+    simulator read)."""
+    subject = make_subject(shape=shape, voxel_size=1.0)
+    save_nifti(subject.seg.astype(np.float32), subject.affine, Path(folder) / "map01.nii.gz")
+    return Path(folder)
+
+
+@pytest.fixture(scope="module")
+def label_maps(tmp_path_factory) -> Path:
+    """A folder of one fixture label map (one per test module)."""
+    return write_label_map(tmp_path_factory.mktemp("maps"))
+
+
 def require_shared(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
@@ -90,7 +104,17 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
-__all__ = ["TINY", "make_subject", "write_subject", "write_dataset", "require_shared", "tiny_config", "nib", "np"]
+__all__ = [
+    "TINY",
+    "make_subject",
+    "write_subject",
+    "write_dataset",
+    "write_label_map",
+    "require_shared",
+    "tiny_config",
+    "nib",
+    "np",
+]
 
 
 # --------------------------------------------------------------------------- reliability report

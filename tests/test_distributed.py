@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -76,12 +75,12 @@ TINY_PRETRAIN += sum((["--set", s] for s in ("batch=4", "crop=32", "features=4,4
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_pretraining_under_torchrun_two_processes_matches_one_process(tmp_path):
     """The synthesis recipe on the one training loop under torchrun: each process takes half of every batch."""
-    from mrsynth.io.fixtures import make_subject, save_nifti
+    from conftest import write_label_map
+
     from mrsynth.networks import load_model
     from mrsynth.training.pretrain import CHECKPOINT, LOG
 
-    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
-    save_nifti(subject.seg.astype(np.float32), subject.affine, tmp_path / "maps" / "map01.nii.gz")
+    write_label_map(tmp_path / "maps")
     args = ["pretrain", "--maps", str(tmp_path / "maps"), "--set", "map_indices=1", *TINY_PRETRAIN]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     runs_by = {

@@ -194,18 +194,6 @@ def _pretrain_fields() -> list[str]:
 PRETRAIN_FIELDS = _pretrain_fields()
 
 
-@pytest.fixture(scope="module")
-def label_maps(tmp_path_factory) -> Path:
-    import numpy as np
-
-    from mrsynth.io.fixtures import make_subject, save_nifti
-
-    folder = tmp_path_factory.mktemp("maps")
-    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
-    save_nifti(subject.seg.astype(np.float32), subject.affine, folder / "map01.nii.gz")
-    return folder
-
-
 def _pretrain_oracle(field: str, value: str) -> bool:
     """Values no pretraining can use, stated without the recipe's own checks."""
     try:

@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import write_label_map
 
 from mrsynth.io.fixtures import make_subject, save_nifti, write_dataset
 from mrsynth.training.pretrain import CHECKPOINT, LOG
@@ -44,10 +45,7 @@ def head(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("maps")
-    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
-    save_nifti(subject.seg.astype(np.float32), subject.affine, folder / "map01.nii.gz")
-    return folder
+    return write_label_map(tmp_path_factory.mktemp("maps"))
 
 
 def _bytes(path) -> bytes:

@@ -13,7 +13,6 @@ import pytest
 from conftest import tiny_config
 
 from mrsynth.inference import Model
-from mrsynth.io.fixtures import make_subject, save_nifti
 from mrsynth.networks import runner
 from mrsynth.training import build_data, load_config, train
 
@@ -103,16 +102,8 @@ def test_fine_tuning_the_pretrained_model_keeps_its_grid_and_feeds_training_and_
     assert "changes the model's input contract: grid_mm 1.0 -> 0.0" in caplog.text
 
 
-@pytest.fixture(scope="module")
-def label_map(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("maps")
-    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
-    save_nifti(subject.seg.astype(np.float32), subject.affine, folder / "map01.nii.gz")
-    return folder
-
-
 @pytest.mark.slow
-def test_the_synthesis_recipe_feeds_training_and_prediction_the_same_input(label_map, tmp_path, fed):
+def test_the_synthesis_recipe_feeds_training_and_prediction_the_same_input(label_maps, tmp_path, fed):
     from collections import deque
 
     from test_pretrain import tiny
@@ -121,10 +112,10 @@ def test_the_synthesis_recipe_feeds_training_and_prediction_the_same_input(label
     from mrsynth.training.pretrain import pretrain
     from mrsynth.training.synthesis_recipe import SubjectStream, SynthesisRecipe, crops_at, phases, subject_seed
 
-    recipe = SynthesisRecipe(tiny(label_map, 2))
+    recipe = SynthesisRecipe(tiny(label_maps, 2))
     folder = pretrain(recipe, tmp_path / "run", progress=False)
     phase = phases(recipe.config)[0]
-    path = str(next(label_map.iterdir()))
+    path = str(next(label_maps.iterdir()))
     raw = engine_subject(path, subject_seed(phase.seed, 0), EngineSettings(pathology=phase.pathology))
     pool = deque([(0, *SubjectStream([path], phase.seed, 0, EngineSettings(), recipe.spec).volumes(raw))])
     z = int(np.flatnonzero(raw.brain.any(axis=(0, 1)))[len(np.flatnonzero(raw.brain.any(axis=(0, 1)))) // 2])
@@ -137,7 +128,7 @@ def test_the_synthesis_recipe_feeds_training_and_prediction_the_same_input(label
 
 
 @pytest.mark.slow
-def test_the_segmenter_recipe_feeds_training_and_prediction_the_same_input(label_map, tmp_path, fed):
+def test_the_segmenter_recipe_feeds_training_and_prediction_the_same_input(label_maps, tmp_path, fed):
     from test_pretrain import tiny_segmenter
 
     from mrsynth.masks import segmenter
@@ -152,9 +143,9 @@ def test_the_segmenter_recipe_feeds_training_and_prediction_the_same_input(label
         crops_at,
     )
 
-    recipe = SegmenterRecipe(tiny_segmenter(label_map, 2))
+    recipe = SegmenterRecipe(tiny_segmenter(label_maps, 2))
     folder = pretrain(recipe, tmp_path / "run", progress=False)
-    path, seed = next(label_map.iterdir()), 10_000 + 100 * 1
+    path, seed = next(label_maps.iterdir()), 10_000 + 100 * 1
     sampler = CropSampler(_simulate_map((str(path), [seed])))
     origin = sampler.origin(np.random.default_rng(0), recipe.config)
     trained = crops_at(sampler, [origin], recipe.config, recipe.spec)[0][0].numpy()  # before augmentation

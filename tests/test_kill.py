@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, record, write_dataset
+from conftest import TINY, record, write_dataset, write_label_map
 from safetensors.torch import load_file
 
 from mrsynth.data import PreparedSubject
@@ -133,10 +133,7 @@ TINY_PRETRAIN += ["checkpoint_every=20", "map_indices=1"]
 
 
 def _pretrain_points(tmp_path: Path, delays: list[float], how: int) -> None:
-    from mrsynth.io.fixtures import make_subject, save_nifti
-
-    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
-    save_nifti(subject.seg.astype(np.float32), subject.affine, tmp_path / "maps" / "map01.nii.gz")
+    write_label_map(tmp_path / "maps")
     name = signal.Signals(how).name
     command = lambda out: MRSYNTH + [  # noqa: E731
         "pretrain", str(out), "--maps", str(tmp_path / "maps"), "--steps", "90", "--lesion-steps", "30", "--device",

@@ -10,10 +10,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import write_label_map
 from safetensors.torch import load_file
 
 from mrsynth.errors import InputError
-from mrsynth.io.fixtures import make_subject, save_nifti
 from mrsynth.networks import load_model
 from mrsynth.training.loop import Loop
 from mrsynth.training.model_card import CARD
@@ -24,10 +24,7 @@ from mrsynth.training.synthesis_recipe import SynthesisConfig, SynthesisRecipe
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("maps")
-    subject = make_subject(shape=(48, 56, 44), voxel_size=1.0)
-    save_nifti(subject.seg.astype(np.float32), subject.affine, folder / "map01.nii.gz")
-    return folder
+    return write_label_map(tmp_path_factory.mktemp("maps"))
 
 
 def tiny(maps, steps: int) -> SynthesisConfig:

@@ -34,6 +34,7 @@ from benchmarks.fixtures import (
     require_shared,
     scores,
     table_from,
+    template_volumes,
 )
 
 FIGURES = "real_scans"
@@ -66,18 +67,6 @@ class Scan:
         masks = compute_masks(self.t1, self.affine, source=self.t1_path)
         self.mask_seconds = time.perf_counter() - started
         self.brain, self.seg = masks.brain, masks.seg
-
-
-def _templates() -> dict:
-    """Each template pair as volumes with ``t1``, ``t2`` and ``brain``."""
-    return {name: _pair(files) for name, files in (("HCP template", HCP), ("ICBM template", ICBM))}
-
-
-def _pair(files: dict):
-    import nibabel as nib
-
-    load = lambda role: np.asarray(nib.load(str(SHARED / files[role])).dataobj, np.float32).squeeze()  # noqa: E731
-    return type("Pair", (), {"t1": load("t1"), "t2": load("t2"), "brain": load("mask") > 0})
 
 
 def _prepared(tmp: Path) -> dict:
@@ -117,7 +106,8 @@ def run() -> dict:
     require_shared("open-ms-clinical", "hcp-mni152", "icbm2009c", "synthseg-label-maps")
     pretrained = Model.load(PRETRAINED)
     scans = {case: Scan(prefix) for case, prefix in CASES.items()}
-    templates = {name: table_from(pair) for name, pair in _templates().items()}
+    pairs = (("HCP template", HCP), ("ICBM template", ICBM))
+    templates = {name: table_from(template_volumes(files)) for name, files in pairs}
     result = {"pretrained_model": pretrained_weights(), "cases": {}, "mask_seconds": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -22,7 +22,15 @@ from functools import partial
 
 import numpy as np
 
-from benchmarks.fixtures import HCP, ICBM, SHARED, figures_folder, pretrained_weights, repeat, require_shared
+from benchmarks.fixtures import (
+    HCP,
+    ICBM,
+    figures_folder,
+    pretrained_weights,
+    repeat,
+    require_shared,
+    template_volumes,
+)
 
 FIGURES = "uncertainty"
 LIBRARY = "local spread (the library's map)"
@@ -31,15 +39,11 @@ TARGETS = {"spearman": 0.4, "top10_share": 0.25, "cost": 2.0}
 
 def _cases():
     """(name, T1w, reference T2w, brain mask, affine) for each template pair and each clinical pair."""
-    import nibabel as nib
-
     from benchmarks.studies.real_scans import CASES, Scan
 
-    roles = ("t1", "t2", "mask")
     for name, files in (("HCP template", HCP), ("ICBM template", ICBM)):
-        image = nib.load(str(SHARED / files["t1"]))
-        t1, t2, mask = (np.asarray(nib.load(str(SHARED / files[r])).dataobj, np.float32).squeeze() for r in roles)
-        yield name, t1, t2, mask > 0, image.affine
+        pair = template_volumes(files)
+        yield name, pair.t1, pair.t2, pair.brain, pair.affine
     for case, prefix in CASES.items():
         scan = Scan(prefix)
         yield f"{case} (raw clinical)", scan.t1, scan.t2, scan.brain, scan.affine

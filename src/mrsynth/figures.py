@@ -206,11 +206,11 @@ def masks_figure(t1: np.ndarray, seg: np.ndarray, brain: np.ndarray, zooms, path
 
 
 def synthesis_mosaic(
-    t1: np.ndarray, t2w: np.ndarray, brain: np.ndarray, uncertainty: np.ndarray, zooms, path, columns: int = 7
-) -> Path:
-    """A report's picture of one synthesis (volumes in RAS order): ``columns`` axial slices evenly through the
-    brain, rows the T1w with the brain mask's outline (red), the synthetic T2w, and the uncertainty map (hot, over
-    the brain; its colour bar in the T2w's units)."""
+    t1: np.ndarray, t2w: np.ndarray, brain: np.ndarray, uncertainty: np.ndarray, zooms, out, columns: int = 7
+):
+    """A report's picture of one synthesis (volumes in RAS order) as a PNG into ``out`` (a path or a binary file):
+    ``columns`` axial slices evenly through the brain, rows the T1w with the brain mask's outline (red), the
+    synthetic T2w, and the uncertainty map (hot, over the brain; its colour bar in the T2w's units)."""
     present = np.flatnonzero(brain.any(axis=(0, 1))) if brain.any() else np.arange(t1.shape[2])
     ks = np.linspace(present[0], present[-1], columns + 2)[1:-1].round().astype(int)
     inside = brain if brain.any() else np.ones(brain.shape, bool)
@@ -239,6 +239,6 @@ def synthesis_mosaic(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(heat, ax=axes[2, :].tolist(), fraction=0.02, pad=0.01)
-    fig.savefig(path, dpi=72, bbox_inches="tight")
+    fig.savefig(out, dpi=72, bbox_inches="tight", format="png")
     plt.close(fig)
-    return Path(path)
+    return out

@@ -6,7 +6,7 @@ fMRIPrep and MRIQC), one participant per job on a cluster, every T1w of a datase
 
     OUTPUT_DIR/dataset_description.json                          written once (jobs that start together)
     OUTPUT_DIR/sub-X/[ses-Y/]anat/<prefix>_desc-mrsynth_T2w.nii.gz     the synthetic T2w (+ .json: provenance,
-                                                                       checks, warnings; written last)
+                                                                       checks, input_notes; written last)
     OUTPUT_DIR/sub-X/[ses-Y/]anat/<prefix>_desc-brain_mask.nii.gz      the brain mask used (+ .json)
     OUTPUT_DIR/sub-X/[ses-Y/]anat/<prefix>_desc-mrsynth_uncertainty.nii.gz  where to trust it least (+ .json)
     OUTPUT_DIR/sub-X/figures/<prefix>_desc-mrsynth_view.html          the NiiVue viewer (T1w, T2w, uncertainty)
@@ -38,7 +38,7 @@ import nibabel as nib
 import numpy as np
 
 from .. import __version__
-from ..atomic import write_file, write_text
+from ..atomic import write_text
 from ..errors import InputError
 from ..inference.derivatives import (
     ModelProvenance,
@@ -266,14 +266,11 @@ def _stage(staging: Path, out_dir: Path, bids_dir: Path, image: Image, result: S
 
     source = nib.load(str(image.t1))
     info = record["provenance"].info
-    volumes = {"T2w": result.t2w, "mask": result.brain.astype(np.uint8), "uncertainty": result.uncertainty}
+    volumes = {"T2w": result.t2w, "mask": result.brain, "uncertainty": result.uncertainty}
     for key, volume in volumes.items():
         path = staging / image.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if key == "mask":
-            _write_mask(volume, source, result.affine, path)
-        else:
-            write_like(volume, source, result.affine, path, info.stamp())
+        write_like(volume, source, result.affine, path, info.stamp(), np.uint8 if key == "mask" else np.float32)
     t1_uri = source_uri(image.t1, bids_dir)
     outputs = {key: image.path(key).as_posix() for key in OUTPUTS} | {"view": image.view().as_posix()}
     _json(staging / sidecar_path(image.path("mask")), _mask_sidecar(t1_uri, result))
@@ -292,7 +289,6 @@ def _stage(staging: Path, out_dir: Path, bids_dir: Path, image: Image, result: S
         "masks_record": result.masks,
         "seconds": round(result.seconds, 1),
         "checks": result.checks,
-        "warnings": result.notes,
         "uncertainty": UNCERTAINTY_METHOD,
         "outputs": outputs,
         "participant": image.participant,
@@ -300,13 +296,6 @@ def _stage(staging: Path, out_dir: Path, bids_dir: Path, image: Image, result: S
         "prefix": image.prefix,
     }
     _json(staging / sidecar_path(image.path("T2w")), t2w)
-
-
-def _write_mask(volume: np.ndarray, source: nib.Nifti1Image, affine: np.ndarray, path: Path) -> None:
-    image = nib.Nifti1Image(volume.astype(np.uint8), affine, header=source.header.copy())
-    image.set_data_dtype(np.uint8)
-    image.header.set_slope_inter(1.0, 0.0)
-    write_file(path, lambda temporary: nib.save(image, str(temporary)))
 
 
 def _json(path: Path, record: dict) -> None:
@@ -371,11 +360,11 @@ def summary_row(record: dict) -> dict:
         "participant": own["participant"],
         "session": own["session"] or "n/a",
         "seconds": own["seconds"],
-        "warnings": len(own["warnings"]),
+        "warnings": len(own["input_notes"]),
         "mean_uncertainty": round(checks.get("mean_uncertainty", float("nan")), 1),
         "contrast": checks.get("contrast"),
         "brain_ml": checks.get("brain_ml"),
         "outside_training_range": checks.get("outside_training_range"),
         "report": f"sub-{own['participant']}.html",
-        "warning_text": " | ".join(w.replace("\t", " ").replace("\n", " ") for w in own["warnings"]),
+        "warning_text": " | ".join(w.replace("\t", " ").replace("\n", " ") for w in own["input_notes"]),
     }

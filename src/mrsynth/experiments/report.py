@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
-import tempfile
+import io
 from pathlib import Path
 
 import nibabel as nib
@@ -58,7 +58,7 @@ def subject_report(out_dir: Path, label: str, records: list[dict], failures: dic
 
 def _section(out_dir: Path, record: dict) -> str:
     own = record["mrsynth"]
-    warnings = own["warnings"]
+    warnings = own["input_notes"]
     said = (
         "".join(f"<div class='warning'>{html.escape(w)}</div>" for w in warnings)
         if warnings
@@ -114,12 +114,9 @@ def _mosaic(out_dir: Path, own: dict) -> str:
     volumes = [
         np.asarray(load(out_dir / own["outputs"][k]).dataobj, np.float32) for k in ("T2w", "mask", "uncertainty")
     ]
-    zooms = t1.header.get_zooms()[:3]
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "mosaic.png"
-        t1_data = np.asarray(t1.dataobj, np.float32).reshape(t1.shape[:3])
-        synthesis_mosaic(t1_data, volumes[0], volumes[1] > 0, volumes[2], zooms, path)
-        data = base64.b64encode(path.read_bytes()).decode()
+    t1_data = np.asarray(t1.dataobj, np.float32).reshape(t1.shape[:3])
+    png = synthesis_mosaic(t1_data, volumes[0], volumes[1] > 0, volumes[2], t1.header.get_zooms()[:3], io.BytesIO())
+    data = base64.b64encode(png.getvalue()).decode()
     return f"<img alt='T1w, synthetic T2w and uncertainty, axial slices' src='data:image/png;base64,{data}'>"
 
 

@@ -157,16 +157,21 @@ def predict_prepared(
 
 
 def write_like(
-    volume: np.ndarray, reference: nib.Nifti1Image | None, affine: np.ndarray, path: str | Path, stamp: str = ""
+    volume: np.ndarray,
+    reference: nib.Nifti1Image | None,
+    affine: np.ndarray,
+    path: str | Path,
+    stamp: str = "",
+    dtype=np.float32,
 ) -> Path:
-    """Write float32 ``volume`` with the reference image's header and affine, atomically
-    (and remove what killed predictions left beside it); ``stamp`` (what made it) goes into ``descrip``."""
+    """Write ``volume`` as ``dtype`` (float32: a T2w; uint8: a mask) with the reference image's header and affine,
+    atomically (and remove what killed predictions left beside it); ``stamp`` (what made it) goes into ``descrip``."""
     remove_leftovers(Path(path).parent)
     header = reference.header.copy() if reference is not None else None
-    image = nib.Nifti1Image(volume.astype(np.float32), affine, header=header)
+    image = nib.Nifti1Image(volume.astype(dtype), affine, header=header)
     if stamp:
         image.header["descrip"] = stamp.encode()[:79]
-    image.set_data_dtype(np.float32)
+    image.set_data_dtype(dtype)
     image.header.set_slope_inter(1.0, 0.0)
     return write_file(path, lambda temporary: nifti.save(image, temporary))
 

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..masks import check_source
 from ..masks.common import warn
 from ..networks import ModelInfo, Transform
-from .predict import check_inputs, checked_inputs, needs_masks, t1_transform
+from .predict import checked_inputs, needs_masks, t1_transform
 from .uncertainty import predict_with_uncertainty
 
 #: The normalized T1w (brain median 1) inside the brain of the pretrained model's simulated training subjects spans
@@ -47,7 +47,6 @@ class Synthesis:
 
     t1: np.ndarray
     affine: np.ndarray
-    zooms: tuple[float, ...]
     t2w: np.ndarray
     brain: np.ndarray
     uncertainty: np.ndarray
@@ -70,7 +69,6 @@ def synthesize(model, info: ModelInfo, t1: Path, mask: Path | None = None, masks
     volumes = checked.volumes
     if volumes.mask is None or not needs_masks(info):
         raise InputError("no brain mask: give one, or let it be computed (masks other than files)", t1)
-    check_inputs(info, None, volumes.mask, t1)
     transform = t1_transform(info, volumes.t1, volumes.mask, t1)
     t2w, uncertainty = predict_with_uncertainty(
         model, info, volumes.t1, volumes.affine, volumes.mask, transform, source=str(t1), **options
@@ -80,7 +78,6 @@ def synthesize(model, info: ModelInfo, t1: Path, mask: Path | None = None, masks
     return Synthesis(
         t1=volumes.t1,
         affine=volumes.affine,
-        zooms=tuple(float(z) for z in volumes.zooms),
         t2w=t2w,
         brain=brain,
         uncertainty=uncertainty,

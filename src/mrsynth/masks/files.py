@@ -54,8 +54,6 @@ def write_masks(
     for note in volumes.notes:
         log.warning(note)
     result = compute_masks(volumes.t1, volumes.affine, source=t1_path, method=method)
-    if not result.brain.any():
-        raise InputError("no brain found (the brain mask is empty): is this a T1w of a head?", t1_path)
     seconds = time.perf_counter() - started
     header = nib.load(str(t1_path)).header
     out_dir.mkdir(parents=True, exist_ok=True)
